@@ -1,0 +1,130 @@
+"""The service's state and the Check pipeline around the pure decision core.
+
+`App` owns the policy holder, learned specs, sessions, validators, metrics and the decision log.
+A policy reload swaps one `Context` object; a Check reads whichever context was current when it
+started, so no request ever sees half a policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import IO
+
+import orjson
+
+from extauthz.core.decide import Context, decide, limits_of
+from extauthz.core.decision import Decision, new_decision_id
+from extauthz.core.reasons import Reason
+from extauthz.decisionlog import DecisionLog
+from extauthz.mcp.request import HttpRequest
+from extauthz.metrics import Metrics
+from extauthz.policy.holder import PolicyHolder
+from extauthz.policy.model import Policy, default_policy, load_policy
+from extauthz.sessions.registry import SessionRegistry
+from extauthz.specs.learn import Learner
+from extauthz.specs.store import DriftEvent, SpecStore
+from extauthz.specs.validators import ValidatorCache
+
+log = logging.getLogger("extauthz")
+
+
+class App:
+    def __init__(self, policy_path: str | None, *, decision_out: IO[bytes] | None = None) -> None:
+        self.specs = SpecStore(on_drift=self._on_drift)
+        self.sessions = SessionRegistry()
+        self.validators = ValidatorCache()
+        self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions))
+        self.decisions = DecisionLog(decision_out)
+        self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine")
+        self.ctx: Context | None = None
+        self.draining = False
+        self._pinned: dict[str, str] = {}
+        if policy_path is None:
+            self.holder = PolicyHolder("<embedded>", policy=default_policy())
+        else:
+            self.holder = PolicyHolder(policy_path, on_reload=self._on_reload)
+            self.holder.reload()
+        if self.holder.policy is not None:
+            self._install(self.holder.policy)
+
+    # -- policy ---------------------------------------------------------------------------------
+    def _on_reload(self, result: str) -> None:
+        self.metrics.reloads.labels(result).inc()
+        policy = self.holder.policy
+        if result == "ok" and policy is not None and (self.ctx is None or self.ctx.policy is not policy):
+            self._install(policy)
+
+    def _install(self, policy: Policy) -> None:
+        self._pin_specs(policy)
+        self.sessions.idle_ttl = float(policy.sessions.idle_ttl_seconds)
+        self.sessions.max_sessions = policy.sessions.max_sessions
+        self.ctx = Context(policy, self.specs, self.sessions, self.validators, limits_of(policy))
+        log.info("policy installed: %s (%s, %d servers)", policy.source, policy.digest[:12], len(policy.servers))
+
+    def _pin_specs(self, policy: Policy) -> None:
+        for server in policy.servers:
+            path = server.spec_file
+            if not path:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+                digest = str(hash(data))
+                if self._pinned.get(server.name) == digest:
+                    continue
+                snapshot = orjson.loads(data)
+                if isinstance(snapshot, dict) and "servers" in snapshot and isinstance(snapshot["servers"], list):
+                    snapshot = snapshot["servers"][0] if snapshot["servers"] else {}
+                if isinstance(snapshot, dict) and isinstance(snapshot.get("spec"), dict):
+                    snapshot = snapshot["spec"]
+                self.specs.pin(server.name, snapshot if isinstance(snapshot, dict) else {})
+                self._pinned[server.name] = digest
+            except (OSError, orjson.JSONDecodeError) as e:
+                log.error("pinned spec for %s unreadable (%s): keeping what we had", server.name, e)
+
+    def _on_drift(self, ev: DriftEvent) -> None:
+        self.metrics.drift.labels(ev.server).inc()
+
+    @property
+    def ready(self) -> bool:
+        return self.ctx is not None and not self.draining
+
+    # -- the Check path -------------------------------------------------------------------------
+    def check(self, http: HttpRequest) -> Decision:
+        """Decide, then record. Never raises: an internal error is a deny (fail closed)."""
+        ctx = self.ctx
+        t0 = time.perf_counter()
+        if ctx is None:
+            d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
+        else:
+            try:
+                d = decide(http, ctx)
+            except Exception as e:      # a bug must never become an allow
+                log.exception("decision failed; denying")
+                d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
+                             status=400, form="bare")
+            self._after(d, ctx)
+        d.latency = time.perf_counter() - t0
+        self.metrics.observe(d.server, d.method, d.allowed, d.reason.value, d.latency)
+        self.decisions.emit(d)
+        return d
+
+    def _after(self, d: Decision, ctx: Context) -> None:
+        """Session bookkeeping for allowed requests (sessions are bound on first use)."""
+        if not d.allowed or not d.session_id or d.caller is None:
+            return
+        if d.http_method == "DELETE":
+            self.sessions.end(d.session_id)
+            return
+        c = d.caller
+        self.sessions.touch(d.session_id, c.key, d.server, user_session=c.user_session, client_id=c.client_id,
+                            protocol_version=d.protocol_version)
+
+
+def load_app(policy_path: str | None) -> App:
+    """Build the app, or raise PolicyError listing every problem of the first load."""
+    if policy_path is not None:
+        load_policy(policy_path)
+    return App(policy_path)

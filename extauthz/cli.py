@@ -1,0 +1,88 @@
+"""The `extauthz` command line (DESIGN.md "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def _serve(a: argparse.Namespace) -> int:
+    from extauthz import logs
+    from extauthz.app import load_app
+    from extauthz.policy.errors import PolicyError
+    from extauthz.server import serve
+
+    logs.setup(a.log_level)
+    try:
+        app = load_app(a.policy)
+    except PolicyError as e:
+        print(f"policy {a.policy} refused:\n{e}", file=sys.stderr)
+        return 1
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(app, host=a.host, grpc_port=a.grpc_port, admin_port=a.admin_port, drain_seconds=a.drain_seconds))
+    return 0
+
+
+def _check_policy(a: argparse.Namespace) -> int:
+    from extauthz.policy.check import check_policy_main
+    return check_policy_main(a.path)
+
+
+def _replay(a: argparse.Namespace) -> int:
+    from extauthz.replay import replay_main
+    return replay_main(a.policy, a.traffic)
+
+
+def _inventory(a: argparse.Namespace) -> int:
+    from extauthz.admin.client import inventory_main
+    return inventory_main(a.admin, a.format)
+
+
+def _demo(a: argparse.Namespace) -> int:
+    from extauthz.demo.run import demo_main
+    return demo_main(once=a.once)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="extauthz", description="Envoy external authorization for MCP")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the gRPC ext_authz + ext_proc service and admin HTTP")
+    s.add_argument("--policy", required=True, help="policy YAML file, or the directory a ConfigMap is mounted at")
+    s.add_argument("--grpc-port", type=int, default=9191)
+    s.add_argument("--admin-port", type=int, default=9192)
+    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--redis", default=None, help="Redis URL for state shared by replicas (not yet used)")
+    s.add_argument("--drain-seconds", type=float, default=10.0)
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(fn=_serve)
+
+    c = sub.add_parser("check-policy", help="validate a policy file")
+    c.add_argument("path")
+    c.set_defaults(fn=_check_policy)
+
+    r = sub.add_parser("replay", help="decide recorded traffic offline, one JSON decision per line")
+    r.add_argument("--policy", required=True)
+    r.add_argument("--traffic", required=True)
+    r.set_defaults(fn=_replay)
+
+    i = sub.add_parser("inventory", help="the live catalog of servers and capabilities")
+    i.add_argument("--admin", default="http://127.0.0.1:9192")
+    i.add_argument("--format", choices=("table", "json"), default="table")
+    i.set_defaults(fn=_inventory)
+
+    d = sub.add_parser("demo", help="real Envoy + demo MCP server + this service, and a scripted agent")
+    d.add_argument("--once", action="store_true", help="exit after the script")
+    d.set_defaults(fn=_demo)
+
+    a = p.parse_args(argv)
+    return int(a.fn(a) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""The decision core: pure functions from plain request data to a Decision.
+
+Pipeline (each phase may end it): parse -> identity -> session -> for every JSON-RPC message:
+(1) is it part of the server's published spec, (2) may this caller use it with these values,
+(3) do the arguments match the published schema. No gRPC types, no I/O.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from extauthz.core.decision import ALLOW, Decision, Verdict, new_decision_id
+from extauthz.core.reasons import Reason
+from extauthz.identity.caller import Caller
+from extauthz.identity.sources import BadIdentity, resolve_caller
+from extauthz.mcp import headers as mcp_headers
+from extauthz.mcp.jsonrpc import Limits, Message, parse_body
+from extauthz.mcp.methods import (ALLOWED_PARAMS, BATCH_VERSIONS, CAPABILITY_METHODS, FREE_METHODS,
+                                  LEARN_METHODS, NOTIFICATIONS)
+from extauthz.mcp.names import name_problem, uri_problem
+from extauthz.mcp.request import HttpRequest
+from extauthz.sessions.registry import SessionRegistry, valid_session_id
+from extauthz.specs.store import SpecStore
+from extauthz.specs.validators import ValidatorCache
+
+SESSION_HEADER = "mcp-session-id"
+
+
+@dataclass(slots=True)
+class Context:
+    """Everything a decision reads. Swapped whole on a policy reload."""
+
+    policy: Any                 # extauthz.policy.model.Policy
+    specs: SpecStore
+    sessions: SessionRegistry
+    validators: ValidatorCache
+    limits: Limits
+
+
+def limits_of(policy: Any) -> Limits:
+    lim = policy.limits
+    return Limits(lim.max_body_bytes, lim.max_depth, lim.max_string_bytes, lim.max_array_items)
+
+
+def _deny(d: Decision, reason: Reason, detail: str, status: int) -> Decision:
+    d.reason, d.detail, d.status = reason, detail, status
+    return d
+
+
+def decide(http: HttpRequest, ctx: Context) -> Decision:
+    policy = ctx.policy
+    d = Decision(new_decision_id(), Reason.ALLOWED, monitor=policy.monitor, started=time.perf_counter(),
+                 http_method=http.method)
+    d.protocol_version = http.headers.get("mcp-protocol-version", "")
+    deny_status = policy.defaults.deny_status
+
+    server = policy.server_for(http.authority, http.path)
+    d.server = server.name if server is not None else f"shadow:{http.authority}{http.path.split('?', 1)[0]}"
+    if server is None and policy.defaults.unknown_server == "deny":
+        _read_ids(http, d, ctx.limits)
+        return _deny(d, Reason.UNKNOWN_SERVER, "no policy server matches this authority and path",
+                     deny_status if d.form != "bare" else 403)
+
+    # Parse first (a body that isn't JSON-RPC gets 400 whoever sent it).
+    messages: list[Message] = []
+    if http.method == "POST":
+        if http.partial:
+            return _deny(d, Reason.PARTIAL_BODY, "Envoy forwarded a truncated body", 400)
+        body, problem = _decoded_body(http, policy, ctx.limits)
+        if problem is not None:
+            return _deny(d, problem[0], problem[1], 413 if problem[0] is Reason.PAYLOAD_TOO_LARGE else 400)
+        parsed = parse_body(body, ctx.limits)
+        if parsed.error is not None:
+            d.form = "batch" if parsed.batch and parsed.ids else ("single" if parsed.ids else "bare")
+            d.ids = parsed.ids or []
+            status = 400
+            if parsed.error is Reason.PAYLOAD_TOO_LARGE and d.ids:
+                status = deny_status
+            return _deny(d, parsed.error, parsed.detail, status)
+        messages = parsed.messages
+        d.form = "batch" if parsed.batch else ("single" if messages[0].kind == "request" else "bare")
+        d.ids = [m.id for m in messages]
+        if parsed.batch and d.protocol_version and d.protocol_version not in BATCH_VERSIONS \
+                and d.protocol_version != "2024-11-05":
+            return _deny(d, Reason.MALFORMED_REQUEST, f"JSON-RPC batches are not part of {d.protocol_version}",
+                         deny_status)
+        if not parsed.batch:
+            d.method = messages[0].method
+    elif http.method in ("GET", "DELETE"):
+        d.form, d.method = "bare", http.method
+    else:
+        d.form = "bare"
+        return _deny(d, Reason.MALFORMED_REQUEST, f"HTTP {http.method} is not an MCP request", 400)
+
+    # Identity.
+    try:
+        caller = resolve_caller(http, policy.identity)
+    except BadIdentity as e:
+        d.www_authenticate = 'Bearer realm="mcp", error="invalid_token"'
+        return _deny(d, Reason.UNAUTHENTICATED, str(e), 401)
+    d.caller = caller
+    if caller is None and policy.defaults.unauthenticated == "deny":
+        d.www_authenticate = 'Bearer realm="mcp"'
+        return _deny(d, Reason.UNAUTHENTICATED, "no identity", 401)
+
+    # MCP session: a bearer secret bound to the caller who first used it.
+    sid = http.headers.get(SESSION_HEADER, "")
+    if sid:
+        if not valid_session_id(sid):
+            return _deny(d, Reason.MALFORMED_REQUEST, "malformed mcp-session-id", _status(d, deny_status))
+        d.session_id = sid
+        if policy.sessions.bind_to_caller and caller is not None \
+                and not ctx.sessions.owner_ok(sid, caller.key):
+            return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))
+    if http.method != "POST":
+        return d
+    if server is None:
+        return d          # shadow traffic, allowed by policy: parsed and logged, not enforced
+
+    # 2026-07-28 routing headers must agree with the body (only one message per request there).
+    if len(messages) == 1:
+        mismatch = mcp_headers.routing_mismatch(http.headers, messages[0])
+        if mismatch:
+            return _deny(d, Reason.HEADER_MISMATCH, mismatch, _status(d, deny_status))
+    elif any(h.startswith("mcp-method") or h.startswith("mcp-name") for h in http.headers):
+        return _deny(d, Reason.HEADER_MISMATCH, "routing headers on a batch", _status(d, deny_status))
+
+    first_denial: Verdict | None = None
+    for m in messages:
+        v = decide_message(m, server, caller, ctx, http.headers)
+        d.verdicts.append(v)
+        if v.allowed:
+            if m.method in LEARN_METHODS and m.kind == "request":
+                d.learn.append([m.id, m.method, "cursor" not in m.params])
+        elif first_denial is None:
+            first_denial = v
+        if len(messages) == 1:
+            d.name, d.rule = v.name, v.rule
+            if policy.audit.log_arguments and m.method in ("tools/call", "prompts/get"):
+                d.arguments = m.params.get("arguments")
+    if first_denial is not None:
+        d.learn = []
+        return _deny(d, first_denial.reason, first_denial.detail, _status(d, deny_status))
+    return d
+
+
+def _status(d: Decision, deny_status: int) -> int:
+    return 403 if d.form == "bare" else deny_status
+
+
+def _read_ids(http: HttpRequest, d: Decision, limits: Limits) -> None:
+    """Best effort: which ids to answer when denying before the real parse."""
+    if http.method != "POST" or http.partial or len(http.body) > limits.max_body_bytes:
+        d.form = "bare"
+        return
+    parsed = parse_body(http.body, limits)
+    if parsed.messages:
+        d.form = "batch" if parsed.batch else ("single" if parsed.messages[0].kind == "request" else "bare")
+        d.ids = [m.id for m in parsed.messages]
+        d.method = parsed.messages[0].method if not parsed.batch else ""
+    elif parsed.ids:
+        d.form, d.ids = ("batch" if parsed.batch else "single"), parsed.ids
+    else:
+        d.form = "bare"
+
+
+def _decoded_body(http: HttpRequest, policy: Any, limits: Limits) -> tuple[bytes, tuple[Reason, str] | None]:
+    enc = http.headers.get("content-encoding", "identity").strip().lower()
+    if enc in ("", "identity"):
+        return http.body, None
+    if enc != "gzip" or "gzip" not in policy.limits.decode:
+        return b"", (Reason.MALFORMED_REQUEST, f"content-encoding {enc!r} is not accepted")
+    try:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = d.decompress(http.body, limits.max_body_bytes + 1)
+        if len(out) > limits.max_body_bytes or d.unconsumed_tail:
+            return b"", (Reason.PAYLOAD_TOO_LARGE, "decoded body larger than maxBodyBytes")
+        if not d.eof:
+            return b"", (Reason.MALFORMED_REQUEST, "truncated gzip body")
+        return out, None
+    except (zlib.error, gzip.BadGzipFile) as e:
+        return b"", (Reason.MALFORMED_REQUEST, f"bad gzip body: {e}")
+
+
+def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
+                   headers: dict[str, str]) -> Verdict:
+    """The three questions for one JSON-RPC message."""
+    if m.kind == "response":
+        return ALLOW              # the client answering a server request (sampling, elicitation)
+    method = m.method
+    if method in FREE_METHODS:
+        return ALLOW
+    if m.kind == "notification":
+        return ALLOW if method in NOTIFICATIONS else Verdict(Reason.UNKNOWN_METHOD, f"unknown notification {method!r}")
+    cap = CAPABILITY_METHODS.get(method)
+    if cap is None:
+        if method == "completion/complete":
+            return _completion(m, server, caller, ctx)
+        return Verdict(Reason.UNKNOWN_METHOD, f"unknown method {method[:100]!r}")
+    extra = m.params.keys() - ALLOWED_PARAMS[method]
+    if extra:
+        return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
+    kind, key = cap
+    if kind == "tools":
+        return _tool_call(m, server, caller, ctx, headers)
+    if kind == "prompts":
+        return _prompt_get(m, server, caller, ctx)
+    return _resource(m.params.get(key), server, caller, ctx)
+
+
+def _permitted(rule: Any, caller: Caller | None) -> bool:
+    return rule is not None and rule.allow.permits(caller)
+
+
+def _quarantined(spec: Any, kind: str, name: str) -> Verdict | None:
+    why = spec.quarantined.get((kind, name))
+    return Verdict(Reason.QUARANTINED, f"{kind[:-1]} {name!r} changed since approval: {why}", name=name) if why else None
+
+
+def _unknown(ctx: Context, what: str, name: str) -> Verdict | None:
+    if ctx.policy.defaults.unknown_capability == "deny":
+        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {name[:200]!r} is not in the server's published spec",
+                       name=name)
+    return None
+
+
+def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str]) -> Verdict:
+    name = m.params.get("name")
+    if (problem := name_problem(name)) is not None:
+        return Verdict(Reason.MALFORMED_REQUEST, problem)
+    spec = ctx.specs.get(server.name)
+    tool = spec.tools.get(name) if spec is not None else None
+    if tool is None:
+        if (v := _unknown(ctx, "tool", name)) is not None:
+            return v
+    elif (v := _quarantined(spec, "tools", name)) is not None:
+        return v
+    rule = server.rule_for("tool", name)
+    if not _permitted(rule, caller):
+        return Verdict(Reason.NOT_ALLOWED, f"tool {name!r} is not allowed for this caller",
+                       rule.rule_id if rule else "", name)
+    args = m.params.get("arguments", {})
+    if type(args) is not dict:
+        return Verdict(Reason.SCHEMA_VIOLATION, "arguments must be an object", rule.rule_id, name)
+    if tool is not None:
+        strict = ctx.policy.strictness_for(server, name) == "strict"
+        compiled = ctx.validators.get(tool.input_schema, strict, tool.schema_hash)
+        if type(compiled) is str:
+            return Verdict(Reason.SCHEMA_VIOLATION, compiled, rule.rule_id, name)
+        if not compiled.validator.is_valid(args):
+            return Verdict(Reason.SCHEMA_VIOLATION, compiled.first_error(args) or "invalid", rule.rule_id, name)
+        if (mismatch := mcp_headers.param_mismatch(headers, tool, args)) is not None:
+            return Verdict(Reason.HEADER_MISMATCH, mismatch, rule.rule_id, name)
+    for c in rule.constraints:
+        if not c.check(args, caller):
+            return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
+                           rule.rule_id, name)
+    return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
+
+
+def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context) -> Verdict:
+    name = m.params.get("name")
+    if (problem := name_problem(name)) is not None:
+        return Verdict(Reason.MALFORMED_REQUEST, problem)
+    spec = ctx.specs.get(server.name)
+    prompt = spec.prompts.get(name) if spec is not None else None
+    if prompt is None:
+        if (v := _unknown(ctx, "prompt", name)) is not None:
+            return v
+    elif (v := _quarantined(spec, "prompts", name)) is not None:
+        return v
+    rule = server.rule_for("prompt", name)
+    if not _permitted(rule, caller):
+        return Verdict(Reason.NOT_ALLOWED, f"prompt {name!r} is not allowed for this caller",
+                       rule.rule_id if rule else "", name)
+    args = m.params.get("arguments", {})
+    if args is None:
+        args = {}
+    if type(args) is not dict or any(type(v) is not str for v in args.values()):
+        return Verdict(Reason.SCHEMA_VIOLATION, "prompt arguments must be an object of strings", rule.rule_id, name)
+    if prompt is not None:
+        undeclared = args.keys() - prompt.arguments.keys()
+        if undeclared:
+            return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared prompt argument {sorted(undeclared)[0][:100]!r}",
+                           rule.rule_id, name)
+        missing = [a for a, req in prompt.arguments.items() if req and a not in args]
+        if missing:
+            return Verdict(Reason.SCHEMA_VIOLATION, f"missing required prompt argument {missing[0]!r}",
+                           rule.rule_id, name)
+        lim = ctx.limits.max_string_bytes
+        if any(len(v) > lim for v in args.values()):
+            return Verdict(Reason.PAYLOAD_TOO_LARGE, "prompt argument too long", rule.rule_id, name)
+    for c in rule.constraints:
+        if not c.check(args, caller):
+            return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
+                           rule.rule_id, name)
+    return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
+
+
+def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context) -> Verdict:
+    if (problem := uri_problem(uri)) is not None:
+        return Verdict(Reason.MALFORMED_REQUEST, problem)
+    spec = ctx.specs.get(server.name)
+    template = None
+    known = spec is not None and uri in spec.resources
+    if spec is not None and not known:
+        template = spec.template_for(uri)
+        known = template is not None
+    if not known:
+        if (v := _unknown(ctx, "resource", uri)) is not None:
+            return v
+    else:
+        key, kind = (uri, "resources") if template is None else (template.uri_template, "resourceTemplates")
+        if (v := _quarantined(spec, kind, key)) is not None:
+            return v
+    rule = server.rule_for("resource", uri)
+    if rule is None and template is not None:
+        rule = server.rule_for("resource", template.uri_template)
+    if not _permitted(rule, caller):
+        return Verdict(Reason.NOT_ALLOWED, f"resource {uri[:200]!r} is not allowed for this caller",
+                       rule.rule_id if rule else "", uri)
+    return Verdict(Reason.ALLOWED, "", rule.rule_id, uri)
+
+
+def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context) -> Verdict:
+    extra = m.params.keys() - ALLOWED_PARAMS["completion/complete"]
+    if extra:
+        return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
+    ref, arg = m.params.get("ref"), m.params.get("argument")
+    if type(ref) is not dict or type(arg) is not dict or type(arg.get("name")) is not str \
+            or type(arg.get("value")) is not str:
+        return Verdict(Reason.SCHEMA_VIOLATION, "completion needs ref and argument {name, value}")
+    if ref.get("type") == "ref/prompt":
+        fake = Message("request", m.id, "prompts/get", {"name": ref.get("name")}, m.raw)
+        v = _prompt_get(fake, server, caller, ctx)
+        spec = ctx.specs.get(server.name)
+        prompt = spec.prompts.get(ref.get("name")) if spec is not None and v.allowed else None
+        if prompt is not None and arg["name"] not in prompt.arguments:
+            return Verdict(Reason.SCHEMA_VIOLATION, "completion for an undeclared prompt argument", v.rule, v.name)
+        return v
+    if ref.get("type") == "ref/resource":
+        uri = ref.get("uri")
+        if (problem := uri_problem(uri)) is not None:
+            return Verdict(Reason.MALFORMED_REQUEST, problem)
+        spec = ctx.specs.get(server.name)
+        if spec is None or uri not in spec.templates:
+            if (v := _unknown(ctx, "resource template", uri)) is not None:
+                return v
+        rule = server.rule_for("resource", uri)
+        if not _permitted(rule, caller):
+            return Verdict(Reason.NOT_ALLOWED, "resource template not allowed for this caller",
+                           rule.rule_id if rule else "", uri)
+        return Verdict(Reason.ALLOWED, "", rule.rule_id, uri)
+    return Verdict(Reason.SCHEMA_VIOLATION, "unknown completion ref type")

@@ -1,0 +1,70 @@
+"""One result object per Check, mapped to the wire only at the edge."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from extauthz.core.reasons import Reason
+from extauthz.identity.caller import Caller
+
+
+def new_decision_id() -> str:
+    """Sortable, unique, cheap: 48-bit ms time + 80 random bits, hex."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The answer for one JSON-RPC message."""
+
+    reason: Reason
+    detail: str = ""
+    rule: str = ""
+    name: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.reason is Reason.ALLOWED
+
+
+ALLOW = Verdict(Reason.ALLOWED)
+
+
+@dataclass(slots=True)
+class Decision:
+    """What was decided for one HTTP request (one JSON-RPC message, a batch, a GET or a DELETE)."""
+
+    decision_id: str
+    reason: Reason
+    detail: str = ""
+    status: int = 200                  # HTTP status of the denial on the wire
+    server: str = ""
+    method: str = ""
+    name: str = ""
+    rule: str = ""
+    caller: Caller | None = None
+    session_id: str = ""
+    http_method: str = "POST"
+    form: str = "single"               # single | batch | bare (no JSON-RPC id to answer)
+    ids: list[Any] = field(default_factory=list)        # JSON-RPC ids, in body order
+    verdicts: list[Verdict] = field(default_factory=list)
+    learn: list[list[Any]] = field(default_factory=list)  # [[id, method, first]] for ext_proc
+    monitor: bool = False
+    protocol_version: str = ""
+    www_authenticate: str = ""
+    arguments: Any = None              # kept only when audit.logArguments is on
+    started: float = 0.0
+    latency: float = 0.0
+
+    @property
+    def allowed(self) -> bool:
+        """What the policy decided (monitor mode does not change this)."""
+        return self.reason is Reason.ALLOWED
+
+    @property
+    def wire_allowed(self) -> bool:
+        """What Envoy is told: monitor mode turns a deny into a logged allow, never the reverse."""
+        return self.reason is Reason.ALLOWED or self.monitor

@@ -1,0 +1,83 @@
+"""One JSON line per Check, allow or deny (DESIGN.md "Decisions"), plus a ring of recent ones
+for the admin API. Argument values only when `audit.logArguments` is on, and then redacted."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from typing import IO, Any
+
+import orjson
+
+from extauthz.core.decision import Decision
+
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "authorization", "api_key", "apikey",
+                 "cookie", "credential", "private_key", "ssn", "card")
+
+
+def redact(value: Any, depth: int = 0) -> Any:
+    """Replace values under secret-looking keys; cap size so a log line stays a log line."""
+    if depth > 8:
+        return "[…]"
+    if isinstance(value, dict):
+        return {k: ("[redacted]" if any(w in k.lower() for w in _SECRET_WORDS) else redact(v, depth + 1))
+                for k, v in list(value.items())[:50]}
+    if isinstance(value, list):
+        return [redact(v, depth + 1) for v in value[:20]]
+    if isinstance(value, str) and len(value) > 256:
+        return value[:256] + "…"
+    return value
+
+
+def record(d: Decision) -> dict[str, Any]:
+    c = d.caller
+    rec: dict[str, Any] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
+        "decision_id": d.decision_id,
+        "server": d.server,
+        "method": d.method,
+        "name": d.name,
+        "caller": {"iss": c.issuer, "sub": c.subject, "client_id": c.client_id} if c else None,
+        "mcp_session_id": d.session_id,
+        "user_session": c.user_session if c else "",
+        "decision": "allow" if d.allowed else "deny",
+        "reason": d.reason.value,
+        "rule": d.rule,
+        "latency_ms": round(d.latency * 1000, 3),
+    }
+    if d.detail:
+        rec["detail"] = d.detail
+    if d.monitor and not d.allowed:
+        rec["monitor"] = True
+        rec["enforced"] = False
+    if d.http_method != "POST":
+        rec["http_method"] = d.http_method
+    if d.form == "batch":
+        rec["batch"] = [{"id": i, "reason": v.reason.value, "name": v.name} for i, v in zip(d.ids, d.verdicts)]
+    if d.arguments is not None:
+        rec["arguments"] = redact(d.arguments)
+    return rec
+
+
+class DecisionLog:
+    """Writes each decision as a JSON line; never raises into the Check path."""
+
+    def __init__(self, out: IO[bytes] | None = None, keep: int = 1000) -> None:
+        self._out = out if out is not None else sys.stdout.buffer
+        self.recent: deque[dict[str, Any]] = deque(maxlen=keep)
+
+    def emit(self, d: Decision) -> dict[str, Any] | None:
+        try:
+            rec = record(d)
+            self.recent.append(rec)
+            self._out.write(orjson.dumps(rec) + b"\n")
+            return rec
+        except Exception:       # logging must never change a verdict
+            return None
+
+    def flush(self) -> None:
+        try:
+            self._out.flush()
+        except Exception:
+            pass

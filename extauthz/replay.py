@@ -1,0 +1,69 @@
+"""`extauthz replay`: what would this policy have done with recorded traffic?
+
+Each line of the traffic file is one JSON object, either a request:
+  {"method": "POST", "authority": "crm.example.com", "path": "/mcp", "headers": {...},
+   "body": <JSON value> | "bodyText": "<raw text>", "claims": {...}}
+or a spec the server published, so later requests are decided against it:
+  {"spec": {"server": "crm", "tools": [...], "resources": [...], "resourceTemplates": [...], "prompts": [...]}}
+Prints one JSON decision per request line.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import orjson
+
+from extauthz.app import App
+from extauthz.mcp.request import HttpRequest
+from extauthz.policy.errors import PolicyError
+from extauthz.policy.model import load_policy
+
+
+def _request(rec: dict) -> HttpRequest:
+    headers = {str(k).lower(): str(v) for k, v in (rec.get("headers") or {}).items()}
+    if "bodyText" in rec:
+        body = str(rec["bodyText"]).encode("utf-8", "surrogatepass")
+    elif "body" in rec:
+        body = orjson.dumps(rec["body"])
+    else:
+        body = b""
+    claims = rec.get("claims")
+    return HttpRequest(method=str(rec.get("method", "POST")), path=str(rec.get("path", "/mcp")),
+                       authority=str(rec.get("authority", "")), headers=headers, body=body,
+                       partial=headers.get("x-envoy-auth-partial-body") == "true",
+                       metadata={"envoy.filters.http.jwt_authn": {"jwt_payload": claims}} if claims else {})
+
+
+def replay_main(policy_path: str, traffic_path: str, out=None) -> int:
+    out = out or sys.stdout
+    try:
+        load_policy(policy_path)
+    except PolicyError as e:
+        print(f"policy {policy_path} refused:\n{e}", file=sys.stderr)
+        return 1
+    app = App(policy_path, decision_out=io.BytesIO())
+    try:
+        f = open(traffic_path, "rb")
+    except OSError as e:
+        print(f"cannot read {traffic_path}: {e}", file=sys.stderr)
+        return 1
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+            except (orjson.JSONDecodeError, ValueError) as e:
+                print(orjson.dumps({"line": n, "error": f"unreadable traffic line: {e}"}).decode(), file=out)
+                continue
+            if isinstance(rec.get("spec"), dict):
+                spec = rec["spec"]
+                app.specs.pin(str(spec.get("server", "")), spec)
+                continue
+            app.check(_request(rec))
+            print(orjson.dumps({"line": n, **app.decisions.recent[-1]}).decode(), file=out)
+    return 0

@@ -1,0 +1,82 @@
+"""`extauthz serve`: one grpc.aio server (Check, ext_proc, health, reflection) plus admin HTTP.
+
+SIGTERM: readiness goes false first (so the mesh stops sending), then in-flight calls get
+`drain_seconds` to finish before the gRPC server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from extauthz.admin.http import build_admin
+from extauthz.app import App
+from extauthz.envoy import check, process
+
+log = logging.getLogger("extauthz")
+
+SERVICE_NAMES = (
+    external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
+    external_processor_pb2.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name,
+    health.SERVICE_NAME,
+    reflection.SERVICE_NAME,
+)
+
+
+async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin_port: int = 9192,
+                drain_seconds: float = 10.0) -> None:
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ("grpc.max_send_message_length", 16 * 1024 * 1024),
+        ("grpc.so_reuseport", 0),
+    ])
+    check.add_to_server(check.AuthorizationServicer(app), server)
+    process.add_to_server(process.ExternalProcessorServicer(app.learner), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(SERVICE_NAMES, server)
+    server.add_insecure_port(f"{host}:{grpc_port}")
+    await server.start()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    for name in ("", *SERVICE_NAMES[:2]):
+        await health_servicer.set(name, serving)
+
+    import uvicorn
+    admin = uvicorn.Server(uvicorn.Config(build_admin(app), host=host, port=admin_port, log_level="warning",
+                                          access_log=False, lifespan="off"))
+    admin.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    admin_task = asyncio.create_task(admin.serve())
+    watch_task = asyncio.create_task(app.holder.watch()) if app.holder.path != "<embedded>" else None
+    sweep_task = asyncio.create_task(_sweep(app))
+    log.info("serving gRPC on %s:%d, admin on %s:%d", host, grpc_port, host, admin_port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("draining for up to %.1fs", drain_seconds)
+    app.draining = True
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=drain_seconds)
+    app.decisions.flush()
+    for t in (watch_task, sweep_task):
+        if t:
+            t.cancel()
+    admin.should_exit = True
+    await asyncio.wait([admin_task], timeout=3)
+    log.info("stopped")
+
+
+async def _sweep(app: App) -> None:
+    while True:
+        await asyncio.sleep(30)
+        app.sessions.sweep()

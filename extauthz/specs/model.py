@@ -1,0 +1,145 @@
+"""A server's published spec: what `tools/list`, `resources/list`, `resources/templates/list` and
+`prompts/list` said, in the shape the decision core reads (dict lookups, precomputed hashes)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+KINDS = ("tools", "resources", "resourceTemplates", "prompts")
+
+
+def canonical_hash(value: Any) -> str:
+    """Content hash of a JSON value, independent of key order (validators are cached by it)."""
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    input_schema: dict[str, Any]
+    schema_hash: str
+    description: str
+    digest: str                 # hash of the whole published entry: drift detection
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    uri: str
+    name: str
+    digest: str
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSpec:
+    uri_template: str
+    name: str
+    pattern: re.Pattern[str]
+    digest: str
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSpec:
+    name: str
+    arguments: dict[str, bool]  # argument name -> required
+    digest: str
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+
+_VAR = re.compile(r"\{([+#./;?&]?)([A-Za-z0-9_.%,*:]+)\}")
+
+
+def template_regex(uri_template: str) -> re.Pattern[str]:
+    """RFC 6570 template -> regex matching the concrete URIs it can produce.
+
+    `{x}` matches one segment (no `/`, `?`, `#`); `{+x}`/`{#x}` may span segments; `{/x}` is an
+    optional `/segment`; `{?x,y}`/`{&x}` an optional query. Hand-written: the RFC 6570 libraries on
+    PyPI expand templates but do not match them.
+    """
+    out, pos = [], 0
+    for m in _VAR.finditer(uri_template):
+        out.append(re.escape(uri_template[pos : m.start()]))
+        op = m.group(1)
+        if op in ("+", "#"):
+            out.append(r"[^?#]*" if op == "+" else r"(?:#.*)?")
+        elif op == "/":
+            out.append(r"(?:/[^/?#]+)*")
+        elif op in ("?", "&"):
+            out.append(r"(?:[?&][^#]*)?")
+        elif op in (".", ";"):
+            out.append(r"(?:[.;][^/?#]*)*")
+        else:
+            out.append(r"[^/?#]+")
+        pos = m.end()
+    out.append(re.escape(uri_template[pos:]))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def tool_from(entry: dict[str, Any]) -> ToolSpec | None:
+    name, schema = entry.get("name"), entry.get("inputSchema")
+    if not isinstance(name, str) or not isinstance(schema, dict):
+        return None
+    desc = entry.get("description")
+    return ToolSpec(name, schema, canonical_hash(schema), desc if isinstance(desc, str) else "",
+                    canonical_hash(entry), entry)
+
+
+def resource_from(entry: dict[str, Any]) -> ResourceSpec | None:
+    uri = entry.get("uri")
+    if not isinstance(uri, str):
+        return None
+    name = entry.get("name")
+    return ResourceSpec(uri, name if isinstance(name, str) else "", canonical_hash(entry), entry)
+
+
+def template_from(entry: dict[str, Any]) -> TemplateSpec | None:
+    tpl = entry.get("uriTemplate")
+    if not isinstance(tpl, str):
+        return None
+    name = entry.get("name")
+    return TemplateSpec(tpl, name if isinstance(name, str) else "", template_regex(tpl), canonical_hash(entry), entry)
+
+
+def prompt_from(entry: dict[str, Any]) -> PromptSpec | None:
+    name = entry.get("name")
+    if not isinstance(name, str):
+        return None
+    args: dict[str, bool] = {}
+    for a in entry.get("arguments") or ():
+        if isinstance(a, dict) and isinstance(a.get("name"), str):
+            args[a["name"]] = a.get("required") is True
+    return PromptSpec(name, args, canonical_hash(entry), entry)
+
+
+PARSERS = {"tools": tool_from, "resources": resource_from, "resourceTemplates": template_from, "prompts": prompt_from}
+
+
+@dataclass(slots=True)
+class ServerSpec:
+    """Everything one server has published. Replaced kind by kind when a new list snapshot completes."""
+
+    server: str
+    tools: dict[str, ToolSpec] = field(default_factory=dict)
+    resources: dict[str, ResourceSpec] = field(default_factory=dict)
+    templates: dict[str, TemplateSpec] = field(default_factory=dict)
+    prompts: dict[str, PromptSpec] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)       # serverInfo, protocolVersion, capabilities
+    quarantined: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> why
+    pinned: bool = False
+
+    def table(self, kind: str) -> dict[str, Any]:
+        return {"tools": self.tools, "resources": self.resources,
+                "resourceTemplates": self.templates, "prompts": self.prompts}[kind]
+
+    def template_for(self, uri: str) -> TemplateSpec | None:
+        for t in self.templates.values():
+            if t.pattern.fullmatch(uri):
+                return t
+        return None

@@ -1,0 +1,151 @@
+"""Learned and pinned specs, per server. Bounded in memory; a Redis-backed store can slot in later
+behind the same methods (`get`, `apply_page`, `note_info`, `pin`)."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from extauthz.specs.model import PARSERS, KINDS, ServerSpec
+
+log = logging.getLogger("extauthz.specs")
+
+MAX_SERVERS = 1024            # shadow servers come from traffic: never let them grow without bound
+MAX_ITEMS_PER_KIND = 20000
+MAX_PENDING = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class DriftEvent:
+    server: str
+    kind: str
+    name: str
+    change: str               # "changed" | "added" | "removed"
+    quarantined: bool
+
+
+class SpecStore:
+    """What each server published. A list request without a cursor starts a new snapshot for that
+    (server, kind, partition); pages merge; the snapshot replaces the kind when the last page lands."""
+
+    def __init__(self, on_drift: Callable[[DriftEvent], None] | None = None) -> None:
+        self._specs: OrderedDict[str, ServerSpec] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+        self._on_drift = on_drift
+        self.version = 0      # bumped on every change: cheap staleness check for caches
+
+    def get(self, server: str) -> ServerSpec | None:
+        return self._specs.get(server)
+
+    def servers(self) -> list[ServerSpec]:
+        return list(self._specs.values())
+
+    def _spec(self, server: str) -> ServerSpec:
+        spec = self._specs.get(server)
+        if spec is None:
+            spec = self._specs[server] = ServerSpec(server)
+            while len(self._specs) > MAX_SERVERS:
+                self._specs.popitem(last=False)
+        return spec
+
+    def note_info(self, server: str, info: dict[str, Any]) -> None:
+        """Remember serverInfo / protocolVersion / capabilities from initialize or server/discover."""
+        self._spec(server).info.update(info)
+
+    def pin(self, server: str, snapshot: dict[str, Any]) -> None:
+        """Install an operator-supplied snapshot. Pinned specs are authoritative: learning never
+        replaces them (a server that changes is then drift against the pin)."""
+        spec = self._spec(server)
+        for kind in KINDS:
+            if kind in snapshot:
+                self._replace(spec, kind, snapshot[kind] or [], on_drift="accept", initial=True)
+        spec.pinned = True
+        self.version += 1
+
+    def apply_page(self, server: str, kind: str, items: list[Any], *, first: bool, last: bool,
+                   partition: str = "", on_drift: str = "quarantine") -> list[DriftEvent]:
+        """Merge one page of a `*/list` result. Returns drift events once the snapshot completes."""
+        if kind not in PARSERS:
+            return []
+        key = (server, kind, partition)
+        if first:
+            self._pending.pop(key, None)
+        acc = self._pending.get(key)
+        if acc is None:
+            if not first:
+                return []     # a continuation page whose start we never saw: nothing safe to merge
+            acc = self._pending[key] = {}
+            while len(self._pending) > MAX_PENDING:
+                self._pending.popitem(last=False)
+        for item in items:
+            if isinstance(item, dict) and len(acc) < MAX_ITEMS_PER_KIND:
+                acc[id(item)] = item
+        if not last:
+            return []
+        del self._pending[key]
+        spec = self._spec(server)
+        if spec.pinned:
+            return self._compare_to_pin(spec, kind, list(acc.values()))
+        events = self._replace(spec, kind, list(acc.values()), on_drift=on_drift, initial=False)
+        self.version += 1
+        return events
+
+    def _replace(self, spec: ServerSpec, kind: str, items: list[Any], *, on_drift: str,
+                 initial: bool) -> list[DriftEvent]:
+        parse = PARSERS[kind]
+        table = spec.table(kind)
+        had_snapshot = bool(table) and not initial
+        new: dict[str, Any] = {}
+        for item in items:
+            entry = parse(item)
+            if entry is not None:
+                new[_key(kind, entry)] = entry
+        events: list[DriftEvent] = []
+        if had_snapshot:
+            for name, entry in new.items():
+                old = table.get(name)
+                if old is None:
+                    events.append(DriftEvent(spec.server, kind, name, "added", False))
+                elif old.digest != entry.digest:
+                    q = on_drift == "quarantine"
+                    if q:
+                        spec.quarantined[(kind, name)] = f"changed from {old.digest[:12]} to {entry.digest[:12]}"
+                    events.append(DriftEvent(spec.server, kind, name, "changed", q))
+        table.clear()
+        table.update(new)
+        for ev in events:
+            log.warning("spec drift: %s %s %s %s%s", ev.server, ev.kind, ev.name, ev.change,
+                        " (quarantined)" if ev.quarantined else "")
+            if self._on_drift:
+                self._on_drift(ev)
+        return events
+
+    def _compare_to_pin(self, spec: ServerSpec, kind: str, items: list[Any]) -> list[DriftEvent]:
+        parse, table = PARSERS[kind], spec.table(kind)
+        events = []
+        for item in items:
+            entry = parse(item)
+            if entry is None:
+                continue
+            old = table.get(_key(kind, entry))
+            if old is not None and old.digest != entry.digest:
+                events.append(DriftEvent(spec.server, kind, _key(kind, entry), "changed", False))
+        for ev in events:
+            log.warning("server %s differs from its pinned spec: %s %s", ev.server, ev.kind, ev.name)
+            if self._on_drift:
+                self._on_drift(ev)
+        return events
+
+    def approve(self, server: str, kind: str, name: str) -> bool:
+        spec = self._specs.get(server)
+        return bool(spec and spec.quarantined.pop((kind, name), None) is not None)
+
+
+def _key(kind: str, entry: Any) -> str:
+    if kind == "resources":
+        return entry.uri
+    if kind == "resourceTemplates":
+        return entry.uri_template
+    return entry.name

@@ -1,0 +1,191 @@
+"""Tool-argument validators: compiled once per (schema hash, strictness), never per request.
+
+Strict mode closes object schemas. Most MCP servers publish `properties` without
+`additionalProperties: false`, and an undeclared field ("include_internal_notes") is exactly the
+attack to stop, so every object schema that declares `properties` is treated as closed unless the
+policy says `as-published`. For drafts that have `unevaluatedProperties` (2019-09, 2020-12) a
+schema that combines `properties` with `allOf`/`anyOf`/`oneOf`/`$ref` is closed with it, so
+composition keeps working; subschemas that are only branches of such a composition stay open
+(their parent closes them). Draft-07 and older have no such keyword: a composed schema there is
+closed at its own level with `additionalProperties`, covering the properties the composition
+declares, when those can be read statically.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import jsonschema
+from jsonschema import validators as js_validators
+from jsonschema.exceptions import SchemaError
+
+from extauthz.specs.model import canonical_hash
+
+_COMPOSE = ("allOf", "anyOf", "oneOf")
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_ONE = ("additionalProperties", "unevaluatedProperties", "items", "additionalItems",
+               "unevaluatedItems", "contains", "propertyNames", "not", "if", "then", "else",
+               "contentSchema")
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_MODERN = ("https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2019-09/schema")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSchema:
+    validator: Any            # a jsonschema Validator instance
+    schema_hash: str
+    strict: bool
+
+    def first_error(self, instance: Any) -> str | None:
+        """None when valid; otherwise the most relevant error, for the log (deny path only)."""
+        if self.validator.is_valid(instance):
+            return None
+        err = jsonschema.exceptions.best_match(self.validator.iter_errors(instance))
+        if err is None:
+            return "invalid"
+        where = "/" + "/".join(str(p) for p in err.absolute_path)
+        return f"{where}: {err.message}"[:300]
+
+
+def _draft_of(schema: dict[str, Any]) -> str:
+    uri = schema.get("$schema")
+    return uri.rstrip("#") if isinstance(uri, str) else "https://json-schema.org/draft/2020-12/schema"
+
+
+def _subschemas(node: dict[str, Any]) -> Iterator[tuple[dict[str, Any], bool]]:
+    """Yield (child schema, is_composition_branch)."""
+    for key in _SCHEMA_MAPS:
+        v = node.get(key)
+        if isinstance(v, dict):
+            for sub in v.values():
+                if isinstance(sub, dict):
+                    yield sub, False
+    for key in _SCHEMA_ONE:
+        v = node.get(key)
+        if isinstance(v, dict):
+            yield v, False
+        elif key == "items" and isinstance(v, list):
+            for sub in v:
+                if isinstance(sub, dict):
+                    yield sub, False
+    for key in _SCHEMA_LISTS:
+        v = node.get(key)
+        if isinstance(v, list):
+            for sub in v:
+                if isinstance(sub, dict):
+                    yield sub, _partial(node, key)
+
+
+def _partial(parent: dict[str, Any], key: str) -> bool:
+    """Is a branch under `key` only part of the object (its parent closes it), or the whole value?
+
+    allOf branches always describe part of one object. anyOf/oneOf branches are whole
+    alternatives (pydantic's `anyOf: [{$ref}, {type: null}]`) unless the parent declares
+    properties of its own beside them (a discriminated union sharing the parent's fields).
+    """
+    return key == "allOf" or (key in _COMPOSE and "properties" in parent)
+
+
+def _static_properties(node: dict[str, Any], seen: int = 0) -> set[str] | None:
+    """Property names a draft-07 composition declares, or None if they can't be read statically."""
+    names = set(node.get("properties", {}) or {})
+    for key in [k for k in _COMPOSE if _partial(node, k)]:
+        for branch in node.get(key, []) or []:
+            if not isinstance(branch, dict) or "$ref" in branch or seen > 8:
+                return None
+            sub = _static_properties(branch, seen + 1)
+            if sub is None:
+                return None
+            names |= sub
+    return names
+
+
+def close_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of `schema` with every object schema that declares properties closed."""
+    modern = _draft_of(schema) in _MODERN
+    root = copy.deepcopy(schema)
+    referenced_by_composition: set[str] = set()
+    stack: list[tuple[dict[str, Any], bool]] = [(root, False)]
+    seen: set[int] = set()
+    while stack:
+        node, is_branch = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for key in _COMPOSE:
+            if _partial(node, key):
+                for b in node.get(key, []) or []:
+                    if isinstance(b, dict) and isinstance(b.get("$ref"), str):
+                        referenced_by_composition.add(b["$ref"])
+        composed = any(k in node for k in _COMPOSE) or "$ref" in node
+        declares = "properties" in node or any(
+            isinstance(b, dict) and "properties" in b for b in node.get("allOf", []) or [])
+        already = any(k in node for k in ("additionalProperties", "unevaluatedProperties", "patternProperties"))
+        if declares and not already and not is_branch:
+            if composed and modern:
+                node["unevaluatedProperties"] = False
+            elif composed:
+                names = _static_properties(node)
+                if names is not None:
+                    node.setdefault("properties", {})
+                    for n in names - set(node["properties"]):
+                        node["properties"][n] = True
+                    node["additionalProperties"] = False
+            else:
+                node["additionalProperties"] = False
+        stack.extend(_subschemas(node))
+    # A definition that is itself a branch of a composition must stay open: its parent closes it.
+    for ref in referenced_by_composition:
+        if ref.startswith("#/"):
+            target: Any = root
+            for part in ref[2:].split("/"):
+                part = part.replace("~1", "/").replace("~0", "~")
+                target = target.get(part) if isinstance(target, dict) else None
+            if isinstance(target, dict) and target.get("additionalProperties") is False:
+                if "additionalProperties" not in _lookup(schema, ref):
+                    del target["additionalProperties"]
+            if isinstance(target, dict) and target.get("unevaluatedProperties") is False:
+                if "unevaluatedProperties" not in _lookup(schema, ref):
+                    del target["unevaluatedProperties"]
+    return root
+
+
+def _lookup(schema: dict[str, Any], ref: str) -> dict[str, Any]:
+    target: Any = schema
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        target = target.get(part) if isinstance(target, dict) else None
+    return target if isinstance(target, dict) else {}
+
+
+class ValidatorCache:
+    """Compiled validators keyed by (schema hash, strict). Bounded; compiling costs ~60x validating."""
+
+    def __init__(self, max_entries: int = 20000) -> None:
+        self._cache: dict[tuple[str, bool], CompiledSchema | str] = {}
+        self._max = max_entries
+
+    def get(self, schema: dict[str, Any], strict: bool, schema_hash: str | None = None) -> CompiledSchema | str:
+        """A compiled validator, or a string saying why the published schema is unusable."""
+        h = schema_hash or canonical_hash(schema)
+        key = (h, strict)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        compiled = self._compile(schema, strict, h)
+        if len(self._cache) >= self._max:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = compiled
+        return compiled
+
+    @staticmethod
+    def _compile(schema: dict[str, Any], strict: bool, h: str) -> CompiledSchema | str:
+        try:
+            cls = js_validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+            cls.check_schema(schema)
+            effective = close_schema(schema) if strict else schema
+            return CompiledSchema(cls(effective), h, strict)
+        except (SchemaError, RecursionError, TypeError, ValueError) as e:
+            return f"unusable input schema: {str(e).splitlines()[0][:200]}"
