@@ -78,8 +78,8 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
             d.form = "batch" if parsed.batch and parsed.ids else ("single" if parsed.ids else "bare")
             d.ids = parsed.ids or []
             status = 400
-            if parsed.error is Reason.PAYLOAD_TOO_LARGE and d.ids:
-                status = deny_status
+            if parsed.error is Reason.PAYLOAD_TOO_LARGE:
+                status = deny_status if d.ids else 413
             return _deny(d, parsed.error, parsed.detail, status)
         messages = parsed.messages
         d.form = "batch" if parsed.batch else ("single" if messages[0].kind == "request" else "bare")

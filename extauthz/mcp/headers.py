@@ -100,7 +100,9 @@ def _render(value: Any) -> str | None:
 
 def param_mismatch(headers: dict[str, str], tool: Any, args: dict[str, Any]) -> str | None:
     """`Mcp-Param-*` headers must match the arguments the schema marks with `x-mcp-header`, and
-    no other `Mcp-Param-*` header may appear."""
+    no other `Mcp-Param-*` header may appear. Only 2026-07-28 clients must send them; an older
+    client that sends none is fine, one that sends some is held to them."""
+    modern = headers.get("mcp-protocol-version") in MODERN_VERSIONS
     present = {k[len(PARAM_PREFIX):]: v for k, v in headers.items() if k.startswith(PARAM_PREFIX)}
     amap = _header_maps.get(tool.schema_hash)
     if amap is None:
@@ -127,6 +129,8 @@ def param_mismatch(headers: dict[str, str], tool: Any, args: dict[str, Any]) -> 
                 return f"mcp-param-{tok} header without a matching argument"
             continue
         if raw is None:
+            if not modern:
+                continue
             return f"mcp-param-{tok} header missing for argument {'.'.join(path)}"
         decoded = decode_value(raw)
         if decoded is None:

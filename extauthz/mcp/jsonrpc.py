@@ -51,9 +51,9 @@ class ParsedBody:
 
 
 class BodyError(Exception):
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str, value: Any = None) -> None:
         super().__init__(detail)
-        self.reason, self.detail = reason, detail
+        self.reason, self.detail, self.value = reason, detail, value
 
 
 def _walk(value: Any, limits: Limits) -> int:
@@ -107,7 +107,11 @@ def loads_strict(body: bytes, limits: Limits) -> Any:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BodyError(Reason.MALFORMED_REQUEST, f"invalid JSON: {e}") from None
-    keys = _walk(value, limits)
+    try:
+        keys = _walk(value, limits)
+    except BodyError as e:      # parsed fine, just too big: the ids can still be answered
+        e.value = value
+        raise
     if keys and _raw_key_count(body) != keys:
         raise BodyError(Reason.MALFORMED_REQUEST, "duplicate object keys")
     return value
@@ -156,7 +160,11 @@ def parse_body(body: bytes, limits: Limits) -> ParsedBody:
     try:
         value = loads_strict(body, limits)
     except BodyError as e:
-        return ParsedBody([], False, e.reason, e.detail)
+        v = e.value
+        if type(v) is list:
+            return ParsedBody([], True, e.reason, e.detail, [_readable_id(x) for x in v][:limits.max_array_items])
+        rid = _readable_id(v)
+        return ParsedBody([], False, e.reason, e.detail, [rid] if rid is not None else None)
     if type(value) is list:
         if not value:
             return ParsedBody([], True, Reason.MALFORMED_REQUEST, "empty batch")

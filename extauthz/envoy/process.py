@@ -1,0 +1,141 @@
+"""Envoy ext_proc (`envoy.service.ext_proc.v3.ExternalProcessor`) servicer: watches the responses of
+requests ext_authz marked learnable and feeds them to the `Learner`. It never changes a response;
+it only strips our internal learn header from the request before it goes upstream.
+
+Expected filter mode: request headers SEND, response headers SEND, request body NONE, response body
+STREAMED, trailers SKIP. Every other phase is still answered (with an empty, matching response), so
+a different mode costs work, not correctness. In observability mode Envoy does not wait for answers
+and none are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from extauthz.specs.learn import LEARN_HEADER, Exchange, Learner
+
+log = logging.getLogger("extauthz.envoy.process")
+
+__all__ = ["ExternalProcessorServicer", "add_to_server", "headers_to_dict"]
+
+SERVER_HEADER = "x-mcp-server"
+CALLER_HEADER = "x-mcp-caller"
+SESSION_HEADER = "mcp-session-id"
+
+# Built once: protobuf messages are immutable once serialized, and these never vary.
+_STRIP_LEARN = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse(
+    header_mutation=pb.HeaderMutation(remove_headers=[LEARN_HEADER]))))
+_RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+_REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
+_RESPONSE_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse())
+_REQUEST_TRAILERS = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+_RESPONSE_TRAILERS = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+
+
+def headers_to_dict(header_map: base_pb2.HeaderMap) -> dict[str, str]:
+    """Lowercased name -> value; repeated names joined with "," as Envoy does elsewhere.
+    Envoy sends values in `raw_value` (bytes) in current versions, `value` in older ones."""
+    out: dict[str, str] = {}
+    for hv in header_map.headers:
+        value = hv.raw_value.decode("utf-8", "replace") if hv.raw_value else hv.value
+        key = hv.key.lower()
+        prev = out.get(key)
+        out[key] = value if prev is None else f"{prev},{value}"
+    return out
+
+
+class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, learner: Learner) -> None:
+        self.learner = learner
+        self.streams_active = 0
+
+    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
+        exchange: Exchange | None = None
+        self.streams_active += 1
+        try:
+            async for req in request_iterator:
+                phase = req.WhichOneof("request")
+                if phase is None:
+                    log.debug("ext_proc message without a phase; ignored")
+                    continue
+                reply, exchange = self._step(phase, req, exchange)
+                if not req.observability_mode:
+                    yield reply
+        except asyncio.CancelledError:
+            # Envoy reset the stream (client went away, timeout): routine, not an error.
+            log.debug("ext_proc stream cancelled")
+            raise
+        finally:
+            self.streams_active -= 1
+            if exchange is not None:
+                try:
+                    exchange.close()
+                except Exception:  # noqa: BLE001
+                    log.exception("closing learning exchange failed")
+                if exchange.learned:
+                    log.debug("learned from %s: %s", exchange.server, exchange.learned)
+
+    def _step(self, phase: str, req: pb.ProcessingRequest,
+              exchange: Exchange | None) -> tuple[pb.ProcessingResponse, Exchange | None]:
+        """Answer one message; learning problems are logged and turn learning off for the stream."""
+        try:
+            if phase == "request_headers":
+                if exchange is not None:
+                    exchange.close()
+                exchange = self._start(req.request_headers)
+                return _STRIP_LEARN, exchange
+            if phase == "response_headers":
+                if exchange is not None:
+                    h = headers_to_dict(req.response_headers.headers)
+                    exchange.on_response_headers(h.get(":status"), h)
+                    if req.response_headers.end_of_stream:
+                        exchange.on_body(b"", True)
+                return _RESPONSE_HEADERS, exchange
+            if phase == "response_body":
+                if exchange is not None:
+                    body = req.response_body
+                    exchange.on_body(body.body, body.end_of_stream or body.end_of_stream_without_message)
+                return _RESPONSE_BODY, exchange
+            if phase == "request_body":
+                return _REQUEST_BODY, exchange
+            if phase == "request_trailers":
+                return _REQUEST_TRAILERS, exchange
+            if phase == "response_trailers":
+                if exchange is not None:
+                    exchange.on_body(b"", True)
+                return _RESPONSE_TRAILERS, exchange
+        except Exception:  # noqa: BLE001 - the proxied request must never suffer for learning
+            log.exception("ext_proc learning failed in %s; learning off for this stream", phase)
+            exchange = None
+        return _reply_for(phase), exchange
+
+    def _start(self, http_headers: pb.HttpHeaders) -> Exchange | None:
+        h = headers_to_dict(http_headers.headers)
+        learn = h.get(LEARN_HEADER)
+        if learn is None:
+            return None
+        return self.learner.exchange(h.get(SERVER_HEADER), h.get(CALLER_HEADER), h.get(SESSION_HEADER), learn)
+
+
+def _reply_for(phase: str) -> pb.ProcessingResponse:
+    return {
+        "request_headers": _STRIP_LEARN,
+        "response_headers": _RESPONSE_HEADERS,
+        "request_body": _REQUEST_BODY,
+        "response_body": _RESPONSE_BODY,
+        "request_trailers": _REQUEST_TRAILERS,
+        "response_trailers": _RESPONSE_TRAILERS,
+    }[phase]
+
+
+def add_to_server(servicer: ExternalProcessorServicer, server: Any) -> None:
+    """Register on a `grpc.aio.Server` (or `grpc.Server`)."""
+    pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)

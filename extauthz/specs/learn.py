@@ -1,0 +1,401 @@
+"""Learn each MCP server's published spec from its responses, as ext_proc streams them past.
+
+ext_authz marks a request learnable by adding `x-mcp-extauthz-learn`: base64url (unpadded) of the
+JSON array `[[id, method, first], ...]`, one entry per learnable JSON-RPC request in the body. ext_proc
+hands us that header, then the response headers and the response body in chunks. An `Exchange`
+pairs each JSON-RPC response in the body with its request by id and feeds the store:
+
+* `tools/list`, `resources/list`, `resources/templates/list`, `prompts/list` → `store.apply_page`
+  (a request without a cursor starts a new snapshot; the page without `nextCursor` completes it);
+* `initialize` → `store.note_info` (protocolVersion, serverInfo, capabilities, instructions), and the
+  `mcp-session-id` response header becomes `exchange.issued_session_id`;
+* `server/discover` → `store.note_info` (supportedVersions, capabilities, instructions, serverInfo from
+  `_meta["io.modelcontextprotocol/serverInfo"]`).
+
+Bodies are `application/json` (buffered up to a bound, parsed at end of stream) or
+`text/event-stream` (parsed event by event as each completes). Nothing here raises to the caller: a
+body we cannot read is logged and ignored; the response itself is never touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import orjson
+
+from extauthz.mcp.sse import SseParser
+from extauthz.specs.store import SpecStore
+
+log = logging.getLogger("extauthz.specs.learn")
+
+__all__ = ["Learner", "Exchange", "LearnEntry", "decode_learn_header", "encode_learn_header",
+           "LEARN_HEADER", "LIST_KINDS", "LEARNABLE_METHODS"]
+
+LEARN_HEADER = "x-mcp-extauthz-learn"
+MAX_BODY_BYTES = 8 * 1024 * 1024        # JSON bodies buffered at most this much, then abandoned
+MAX_EVENT_BYTES = 8 * 1024 * 1024       # one SSE event at most this much, then dropped
+MAX_HEADER_CHARS = 16 * 1024            # encoded learn header
+MAX_ENTRIES = 256                       # learnable requests in one batch
+MAX_ID_CHARS = 512
+MAX_SESSION_ID_CHARS = 1024
+
+LIST_KINDS = {
+    "tools/list": "tools",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+    "prompts/list": "prompts",
+}
+LEARNABLE_METHODS = frozenset(LIST_KINDS) | {"initialize", "server/discover"}
+SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_SESSION_ID = re.compile(r"[\x21-\x7e]+")   # MCP: visible ASCII only
+
+
+@dataclass(frozen=True, slots=True)
+class LearnEntry:
+    id: str | int
+    method: str
+    first: bool
+
+
+def _id_key(value: Any) -> tuple[str, str | int] | None:
+    """JSON-RPC ids compare by type and value: 2 and "2" are different requests."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return ("i", value)
+    if isinstance(value, str):
+        return ("s", value)
+    return None
+
+
+def encode_learn_header(entries: Iterable[tuple[str | int, str, bool]]) -> str:
+    """The header value ext_authz sends (here for tests and for the ext_authz side to share)."""
+    raw = orjson.dumps([[i, m, bool(f)] for i, m, f in entries])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_learn_header(value: str | bytes | None) -> list[LearnEntry] | None:
+    """Decode defensively: None for absent, oversized, or malformed values; unknown methods and
+    ill-typed entries make the whole header invalid (ext_authz never sends them)."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = bytes(value).decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_HEADER_CHARS or not _B64URL.fullmatch(value) or len(value) % 4 == 1:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        doc = orjson.loads(raw)
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(doc, list) or not doc or len(doc) > MAX_ENTRIES:
+        return None
+    out: list[LearnEntry] = []
+    for item in doc:
+        if not isinstance(item, list) or len(item) != 3:
+            return None
+        rid, method, first = item
+        if _id_key(rid) is None or (isinstance(rid, str) and len(rid) > MAX_ID_CHARS):
+            return None
+        if method not in LEARNABLE_METHODS or not isinstance(first, bool):
+            return None
+        out.append(LearnEntry(rid, method, first))
+    return out
+
+
+class Learner:
+    """Factory of per-response `Exchange`s sharing one store.
+
+    `on_drift_mode()` is read for every page (the policy hot-reloads). `on_session(server, caller,
+    session_id)` is called when a successful initialize result came with an `mcp-session-id`.
+    """
+
+    def __init__(self, store: SpecStore, on_drift_mode: Callable[[], str], *,
+                 on_session: Callable[[str, str, str], None] | None = None,
+                 max_body_bytes: int = MAX_BODY_BYTES, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self.store = store
+        self.on_drift_mode = on_drift_mode
+        self.on_session = on_session
+        self.max_body_bytes = max_body_bytes
+        self.max_event_bytes = max_event_bytes
+
+    def exchange(self, server: str | None, caller: str | None, session_id: str | None,
+                 learn_header_value: str | bytes | None) -> Exchange | None:
+        try:
+            if not server or not isinstance(server, str):
+                return None
+            entries = decode_learn_header(learn_header_value)
+            if entries is None:
+                if learn_header_value:
+                    log.warning("ignoring malformed %s header for server %s", LEARN_HEADER, server)
+                return None
+            return Exchange(self, server, caller or "", session_id or "", entries)
+        except Exception:  # noqa: BLE001 - never fail the stream over learning
+            log.exception("could not start learning for server %s", server)
+            return None
+
+    def drift_mode(self) -> str:
+        try:
+            mode = self.on_drift_mode()
+        except Exception:  # noqa: BLE001
+            log.exception("on_drift_mode failed; using quarantine")
+            return "quarantine"
+        return mode if isinstance(mode, str) else "quarantine"
+
+
+class Exchange:
+    """One request/response pair being learned from. Feed it response headers then body chunks."""
+
+    def __init__(self, learner: Learner, server: str, caller: str, session_id: str,
+                 entries: list[LearnEntry]) -> None:
+        self.learner = learner
+        self.server = server
+        self.caller = caller
+        self.session_id = session_id
+        self.entries = entries
+        self.pending: dict[tuple[str, str | int], LearnEntry] = {}
+        dup: set[tuple[str, str | int]] = set()
+        for e in entries:
+            k = _id_key(e.id)
+            assert k is not None
+            if k in self.pending:
+                dup.add(k)               # two requests with one id: a response could be either
+            self.pending[k] = e
+        for k in dup:
+            del self.pending[k]
+        self.learned: list[tuple[str, int]] = []
+        self.issued_session_id: str | None = None
+        self.status: int | None = None
+        self.mode: str | None = None     # "json" | "sse" once headers said so
+        self.abandoned: str | None = None
+        self.finished = False
+        self._buf = bytearray()
+        self._sse: SseParser | None = None
+        self._dropped_seen = 0
+
+    # -- properties -----------------------------------------------------------------------------
+
+    @property
+    def partition(self) -> str:
+        return self.session_id or self.caller
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to learn from this response."""
+        return self.finished or self.abandoned is not None or not self.pending
+
+    # -- feeding ---------------------------------------------------------------------------------
+
+    def on_response_headers(self, status: int | str | None, headers: dict[str, str]) -> None:
+        try:
+            self._on_response_headers(status, headers)
+        except Exception:  # noqa: BLE001
+            log.exception("learning failed on response headers from %s", self.server)
+            self._abandon("internal error")
+
+    def on_body(self, chunk: bytes, end_of_stream: bool) -> None:
+        if self.finished:
+            return                      # learned all there was, or gave up: the rest is free
+        try:
+            self._on_body(chunk, end_of_stream)
+        except Exception:  # noqa: BLE001
+            log.exception("learning failed on response body from %s", self.server)
+            self._abandon("internal error")
+
+    def close(self, *, parse: bool = True) -> None:
+        """The stream ended. With `parse`, a JSON body that arrived without end_of_stream (the
+        response had trailers, which ext_proc skipped; or Envoy reset the stream, which grpc.aio
+        reports as a plain end of the request iterator) is parsed now: a cut body is a prefix of a
+        JSON object or array, which never parses, and a whole one is what the server published.
+        Buffers are released either way."""
+        if self.finished:
+            return
+        try:
+            if parse and self.abandoned is None and self.mode == "json" and self._buf:
+                self._finish_json(truncated_ok=True)
+        except Exception:  # noqa: BLE001
+            log.exception("learning failed closing exchange with %s", self.server)
+        self._release()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _abandon(self, why: str) -> None:
+        if self.abandoned is None:
+            self.abandoned = why
+        self._release()
+
+    def _release(self) -> None:
+        self.finished = True
+        self._buf = bytearray()
+        if self._sse is not None:
+            self._sse.close()
+            self._sse = None
+
+    def _on_response_headers(self, status: int | str | None, headers: dict[str, str]) -> None:
+        if self.mode is not None or self.finished:
+            return
+        h = {str(k).lower(): v for k, v in (headers or {}).items()}
+        try:
+            self.status = int(status)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.status = None
+        if self.status is None or not 200 <= self.status < 300:
+            self._abandon(f"status {status}")
+            return
+        sid = h.get("mcp-session-id")
+        if (isinstance(sid, str) and any(e.method == "initialize" for e in self.pending.values())
+                and len(sid) <= MAX_SESSION_ID_CHARS and _SESSION_ID.fullmatch(sid)):
+            self.issued_session_id = sid
+        encoding = str(h.get("content-encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            self._abandon(f"content-encoding {encoding}")
+            log.info("not learning from %s: response is %s-encoded", self.server, encoding)
+            return
+        ctype = str(h.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json")):
+            self.mode = "json"
+        elif ctype == "text/event-stream":
+            self.mode = "sse"
+            self._sse = SseParser(self.learner.max_event_bytes)
+        else:
+            self._abandon(f"content-type {ctype or 'missing'}")
+
+    def _on_body(self, chunk: bytes, end_of_stream: bool) -> None:
+        if self.done:
+            if end_of_stream:
+                self._release()
+            return
+        if self.mode == "json":
+            if chunk:
+                if len(self._buf) + len(chunk) > self.learner.max_body_bytes:
+                    log.warning("not learning from %s: JSON response exceeds %d bytes",
+                                self.server, self.learner.max_body_bytes)
+                    self._abandon("body too large")
+                    return
+                self._buf += chunk
+            if end_of_stream:
+                self._finish_json()
+        elif self.mode == "sse":
+            assert self._sse is not None
+            if chunk:
+                for ev in self._sse.feed(chunk):
+                    if ev.event == "message" and ev.data:
+                        self._handle_payload(ev.data)
+                        if self.done:
+                            break
+                if self._sse is not None and self._sse.dropped > self._dropped_seen:
+                    log.warning("dropped %d SSE event(s) from %s larger than %d bytes",
+                                self._sse.dropped - self._dropped_seen, self.server,
+                                self.learner.max_event_bytes)
+                    self._dropped_seen = self._sse.dropped
+            if end_of_stream or not self.pending:
+                self._release()
+        else:
+            # body without (usable) headers: nothing we can interpret
+            self._abandon("body before headers")
+
+    def _finish_json(self, *, truncated_ok: bool = False) -> None:
+        buf, self._buf = self._buf, bytearray()
+        try:
+            if buf:
+                self._handle_payload(buf, quiet=truncated_ok)
+        finally:
+            self._release()
+
+    def _handle_payload(self, data: bytes | bytearray, *, quiet: bool = False) -> None:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            log.log(logging.DEBUG if quiet else logging.INFO,
+                    "not learning from %s: response is not JSON (%s)", self.server, e)
+            return
+        if isinstance(doc, list):
+            for msg in doc:
+                self._handle_message(msg)
+        else:
+            self._handle_message(doc)
+
+    def _handle_message(self, msg: Any) -> None:
+        if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or "method" in msg:
+            return                      # not a response (server request/notification, junk)
+        key = _id_key(msg.get("id"))
+        if key is None or key not in self.pending:
+            return
+        entry = self.pending.pop(key)
+        result = msg.get("result")
+        if "error" in msg or not isinstance(result, dict):
+            log.debug("%s answered %s (id %r) with an error or no result", self.server, entry.method, entry.id)
+            return
+        try:
+            if entry.method in LIST_KINDS:
+                self._learn_list(entry, result)
+            elif entry.method == "initialize":
+                self._learn_initialize(result)
+            elif entry.method == "server/discover":
+                self._learn_discover(result)
+        except Exception:  # noqa: BLE001 - one bad message must not stop the others
+            log.exception("failed to learn %s from %s", entry.method, self.server)
+
+    def _learn_list(self, entry: LearnEntry, result: dict[str, Any]) -> None:
+        kind = LIST_KINDS[entry.method]
+        items = result.get(kind)
+        if not isinstance(items, list):
+            log.info("%s: %s result has no %r list; ignored", self.server, entry.method, kind)
+            return
+        good = [it for it in items if isinstance(it, dict)]
+        if len(good) != len(items):
+            log.info("%s: %s result had %d non-object item(s); skipped", self.server, entry.method,
+                     len(items) - len(good))
+        cursor = result.get("nextCursor")
+        last = cursor is None or cursor == ""
+        self.learner.store.apply_page(self.server, kind, good, first=entry.first, last=last,
+                                      partition=self.partition, on_drift=self.learner.drift_mode())
+        self.learned.append((entry.method, len(good)))
+
+    def _learn_initialize(self, result: dict[str, Any]) -> None:
+        info: dict[str, Any] = {}
+        _take(info, result, "protocolVersion", str)
+        _take(info, result, "serverInfo", dict)
+        _take(info, result, "capabilities", dict)
+        _take(info, result, "instructions", str)
+        if info:
+            self.learner.store.note_info(self.server, info)
+        self.learned.append(("initialize", len(info)))
+        if self.issued_session_id and self.learner.on_session is not None:
+            try:
+                self.learner.on_session(self.server, self.caller, self.issued_session_id)
+            except Exception:  # noqa: BLE001
+                log.exception("on_session hook failed for %s", self.server)
+
+    def _learn_discover(self, result: dict[str, Any]) -> None:
+        info: dict[str, Any] = {}
+        versions = result.get("supportedVersions")
+        if isinstance(versions, list) and all(isinstance(v, str) for v in versions):
+            info["supportedVersions"] = versions
+        _take(info, result, "capabilities", dict)
+        _take(info, result, "instructions", str)
+        meta = result.get("_meta")
+        if isinstance(meta, dict) and isinstance(meta.get(SERVER_INFO_META_KEY), dict):
+            info["serverInfo"] = meta[SERVER_INFO_META_KEY]
+        if info:
+            self.learner.store.note_info(self.server, info)
+        self.learned.append(("server/discover", len(info)))
+
+
+def _take(out: dict[str, Any], src: dict[str, Any], key: str, typ: type) -> None:
+    v = src.get(key)
+    if isinstance(v, typ):
+        out[key] = v
