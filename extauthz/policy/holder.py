@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 from .errors import PolicyError
@@ -25,10 +26,21 @@ ReloadResult = Literal["ok", "error"]
 Signature = tuple[str, int, str]        # (realpath, mtime_ns, sha256 of content)
 
 
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """The result of reading (and, if changed, parsing) the file, before anything is swapped."""
+
+    signature: Signature
+    target: str = ""
+    policy: Policy | None = None
+    error: PolicyError | None = None
+
+
 class PolicyHolder:
     """The one place the service reads its policy from; `policy` is None until a load succeeds.
 
-    `on_reload("ok" | "error")` is the metrics hook; it may run on a worker thread.
+    `on_reload("ok" | "error")` is the metrics hook. `watch` parses on a worker thread but swaps
+    and calls the hook on the event-loop thread, so the hook may touch loop-owned state.
     """
 
     def __init__(self, path: str, on_reload: Callable[[ReloadResult], None] | None = None,
@@ -37,7 +49,7 @@ class PolicyHolder:
         self.on_reload = on_reload
         self._policy = policy
         self._seen: Signature | None = None      # last content we tried, good or bad
-        self._lock = threading.Lock()            # one reload at a time; readers never wait
+        self._lock = threading.Lock()            # serialises swaps; readers never wait
 
     @property
     def policy(self) -> Policy | None:
@@ -49,62 +61,68 @@ class PolicyHolder:
 
     def reload(self) -> bool:
         """Load the file now; install it if valid. A bad edit is logged and the old policy kept."""
-        with self._lock:
-            try:
-                target = resolve_policy_path(self.path)
-                data, signature = self._read(target)
-            except PolicyError as exc:
-                self._report(exc)
-                return False
-            return self._install(target, data, signature)
+        attempt = self._prepare(force=True)
+        assert attempt is not None
+        return self._commit(attempt, force=True)
+
+    def poll(self) -> bool | None:
+        """Reload if the resolved file or its content changed: True/False as `reload`, None if unchanged."""
+        attempt = self._prepare(force=False)
+        return None if attempt is None else self._commit(attempt, force=False)
 
     async def watch(self, interval: float = 0.25) -> None:
         """Poll for changes until cancelled; never raises (cancellation aside)."""
         while True:
             try:
-                await asyncio.to_thread(self.poll)
+                attempt = await asyncio.to_thread(self._prepare, False)
+                if attempt is not None:
+                    self._commit(attempt, force=False)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
                 log.exception("policy watcher: unexpected error (keeping current policy)")
             await asyncio.sleep(interval)
 
-    def poll(self) -> bool | None:
-        """Reload if the resolved file or its content changed: True/False as `reload`, None if unchanged."""
-        with self._lock:
-            try:
-                target = resolve_policy_path(self.path)
-                data, signature = self._read(target)
-            except PolicyError as exc:
-                if self._seen != ("missing", 0, str(exc)):
-                    self._seen = ("missing", 0, str(exc))
-                    self._report(exc)
-                return False
-            if signature == self._seen:
-                return None
-            return self._install(target, data, signature)
-
-    @staticmethod
-    def _read(target: str) -> tuple[bytes, Signature]:
-        real = os.path.realpath(target)
+    def _prepare(self, force: bool) -> _Attempt | None:
+        """Read, hash and (when new or forced) parse. Touches no shared state: thread-safe."""
         try:
-            mtime = os.stat(real).st_mtime_ns
-        except OSError:
-            mtime = 0
-        data = read_policy_bytes(real)
-        return data, (real, mtime, hashlib.sha256(data).hexdigest())
-
-    def _install(self, target: str, data: bytes, signature: Signature) -> bool:
-        self._seen = signature
+            target = resolve_policy_path(self.path)
+            real = os.path.realpath(target)
+            try:
+                mtime = os.stat(real).st_mtime_ns
+            except OSError:
+                mtime = 0
+            data = read_policy_bytes(real)
+        except PolicyError as exc:
+            signature: Signature = ("unreadable", 0, str(exc))
+            if not force and signature == self._seen:
+                return None
+            return _Attempt(signature, error=exc)
+        signature = (real, mtime, hashlib.sha256(data).hexdigest())
+        if not force and signature == self._seen:
+            return None
         try:
             policy = policy_from_bytes(data, target, os.path.dirname(os.path.abspath(target)))
         except PolicyError as exc:
-            self._report(exc)
+            return _Attempt(signature, target, error=exc)
+        return _Attempt(signature, target, policy=policy)
+
+    def _commit(self, attempt: _Attempt, force: bool) -> bool:
+        with self._lock:
+            if not force and attempt.signature == self._seen:
+                return False          # another caller already handled this content
+            self._seen = attempt.signature
+            old = self._policy
+            if attempt.policy is not None:
+                self._policy = attempt.policy
+        # Logging and the hook run outside the lock: the hook may call back into the holder.
+        if attempt.policy is None:
+            self._report(attempt.error or PolicyError([]))
             return False
-        old, self._policy = self._policy, policy
-        log.info("policy loaded from %s (digest %s, %d servers, %d rules)%s", target, policy.digest[:12],
-                 len(policy.servers), policy.rule_count,
-                 "" if old is None or old.digest != policy.digest else " (unchanged)")
+        policy = attempt.policy
+        log.info("policy loaded from %s (digest %s, %d servers, %d rules)%s", attempt.target,
+                 policy.digest[:12], len(policy.servers), policy.rule_count,
+                 " (unchanged)" if old is not None and old.digest == policy.digest else "")
         self._notify("ok")
         return True
 

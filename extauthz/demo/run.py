@@ -1,0 +1,50 @@
+"""`extauthz demo`: real Envoy, the demo CRM MCP server, this service with the embedded default
+policy, and a scripted agent (the real MCP SDK client) as a support user and an admin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from importlib import resources
+
+from extauthz.demo.agent import script, table
+from extauthz.demo.stack import Stack, StackError
+from extauthz.demo.tokens import TokenIssuer
+
+
+def demo_main(once: bool = False) -> int:
+    tokens = TokenIssuer()
+    policy_text = resources.files("extauthz.policy").joinpath("default.yaml").read_text()
+    with tempfile.TemporaryDirectory(prefix="extauthz-demo-") as tmp:
+        policy_path = os.path.join(tmp, "policy.yaml")
+        with open(policy_path, "w") as f:
+            f.write(policy_text)
+        print("starting the demo CRM MCP server, extauthz and Envoy ...", flush=True)
+        try:
+            stack = Stack(policy_path, tokens=tokens).start()
+        except StackError as e:
+            print(f"demo could not start: {e}", file=sys.stderr)
+            return 1
+        try:
+            support = tokens.mint("alice", groups=["support"], customer_ids=["c-100", "c-300"], sid="web-1")
+            admin = tokens.mint("root", groups=["admin"], customer_ids=["c-100", "c-200", "c-300"])
+            print(f"MCP endpoint through Envoy: {stack.url}")
+            print(f"admin API: {stack.service_admin_url}  (try /v1/decisions, /v1/inventory, /metrics)\n")
+            rows = asyncio.run(script(stack.url, support, admin))
+            print(table(rows))
+            denied = sum(r.verdict == "DENIED" for r in rows)
+            print(f"\n{len(rows)} calls: {len(rows) - denied} allowed, {denied} denied before reaching the server.")
+            print("Every decision is a JSON line in the service log; the policy is extauthz/policy/default.yaml.")
+            if not once:
+                print("\nThe stack keeps running; point your own MCP client at the endpoint above. Ctrl-C stops it.")
+                print(f"  a support token: {support}\n")
+                try:
+                    while True:
+                        asyncio.run(asyncio.sleep(3600))
+                except KeyboardInterrupt:
+                    pass
+        finally:
+            stack.stop()
+    return 0
