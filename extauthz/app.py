@@ -37,7 +37,8 @@ class App:
         self.validators = ValidatorCache()
         self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions))
         self.decisions = DecisionLog(decision_out)
-        self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine")
+        self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine",
+                               on_session=self._on_session)
         self.ctx: Context | None = None
         self.draining = False
         self._pinned: dict[str, str] = {}
@@ -83,6 +84,12 @@ class App:
                 self._pinned[server.name] = digest
             except (OSError, orjson.JSONDecodeError) as e:
                 log.error("pinned spec for %s unreadable (%s): keeping what we had", server.name, e)
+
+    def _on_session(self, server: str, caller: str, session_id: str) -> None:
+        """The server issued a session id on initialize: bind it to the caller who asked for it, so
+        that nobody else can use it even before its owner's first follow-up request."""
+        if caller and caller != "-":
+            self.sessions.touch(session_id, caller, server)
 
     def _on_drift(self, ev: DriftEvent) -> None:
         self.metrics.drift.labels(ev.server).inc()

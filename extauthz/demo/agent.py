@@ -72,6 +72,7 @@ async def script(url: str, support_token: str, admin_token: str) -> list[Row]:
             await step("support", proto, "search_customers(options.limit=2)",
                        lambda: c.call_tool("search_customers", {"query": "a", "options": {"limit": 2}}))
             if proto == "2025-11-25":
+                await c.list_resources()
                 await c.list_resource_templates()
                 await c.list_prompts()
                 await step("support", proto, "read crm://customers/c-100",

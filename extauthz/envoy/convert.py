@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
@@ -17,6 +16,7 @@ from google.rpc import status_pb2
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
 from extauthz.mcp.request import HttpRequest
+from extauthz.specs.learn import encode_learn_header
 
 PARTIAL_HEADER = "x-envoy-auth-partial-body"
 LEARN_HEADER = "x-mcp-extauthz-learn"
@@ -83,11 +83,6 @@ def _metadata(d: Decision) -> struct_pb2.Struct:
     return s
 
 
-def learn_value(d: Decision) -> str:
-    import base64
-    return base64.urlsafe_b64encode(orjson.dumps(d.learn)).rstrip(b"=").decode()
-
-
 def to_check_response(d: Decision) -> external_auth_pb2.CheckResponse:
     if d.wire_allowed:
         headers = [
@@ -102,7 +97,7 @@ def to_check_response(d: Decision) -> external_auth_pb2.CheckResponse:
         else:
             remove.append("x-mcp-name")
         if d.learn:
-            headers.append(_hvo(LEARN_HEADER, learn_value(d)))
+            headers.append(_hvo(LEARN_HEADER, encode_learn_header(d.learn)))
         else:
             remove.append(LEARN_HEADER)
         return external_auth_pb2.CheckResponse(
