@@ -317,7 +317,7 @@ def _gen_number(s: dict[str, Any], *, integer: bool) -> int | float:
     lo, hi = s.get("minimum"), s.get("maximum")
     lo_open = hi_open = False
     ex_lo, ex_hi = s.get("exclusiveMinimum"), s.get("exclusiveMaximum")
-    if ex_lo is True:  # draft-04
+    if ex_lo is True:  # draft-04 boolean form
         lo_open = True
     elif _num(ex_lo) and (lo is None or ex_lo >= lo):
         lo, lo_open = ex_lo, True
@@ -325,32 +325,38 @@ def _gen_number(s: dict[str, Any], *, integer: bool) -> int | float:
         hi_open = True
     elif _num(ex_hi) and (hi is None or ex_hi <= hi):
         hi, hi_open = ex_hi, True
-    step = s.get("multipleOf")
+
+    def in_range(v: float) -> bool:
+        if lo is not None and (v < lo or (lo_open and v <= lo)):
+            return False
+        if hi is not None and (v > hi or (hi_open and v >= hi)):
+            return False
+        return True
+
+    step = s.get("multipleOf") if _num(s.get("multipleOf")) and s.get("multipleOf") > 0 else None
     if integer:
-        step = step if _num(step) else 1
-        if not float(step).is_integer():  # integers on a fractional step: the step's numerator
+        if step is None:
+            step = 1
+        elif not float(step).is_integer():  # integers on a fractional step: the step's numerator
             step = Fraction(step).limit_denominator(10**9).numerator
-    # Preferred value 0 (or 1 for a step), then move into the range.
-    start: float = 0
-    if lo is not None and (start < lo or (lo_open and start <= lo)):
-        start = lo
-    elif hi is not None and (start > hi or (hi_open and start >= hi)):
-        start = hi
-    if _num(step) and step > 0:
-        k = math.ceil(start / step) if lo is not None and start == lo else math.floor(start / step) if hi is not None and start == hi else round(start / step)
-        value: float = k * step
-        if lo is not None and (value < lo or (lo_open and value <= lo)):
-            value += step
-        if hi is not None and (value > hi or (hi_open and value >= hi)):
-            value -= step
+
+    if in_range(0):
+        value: float = 0
+    elif step is not None:
+        if lo is not None and (0 < lo or (lo_open and 0 <= lo)):
+            value = math.ceil(lo / step) * step
+            if not in_range(value):
+                value += step
+        else:
+            value = math.floor(hi / step) * step
+            if not in_range(value):
+                value -= step
+    elif lo is not None and (0 < lo or (lo_open and 0 <= lo)):
+        value = lo if not lo_open else (lo + 1 if hi is None or hi - lo > 1 else (lo + hi) / 2)
     else:
-        value = start
-        if lo_open and value == lo:
-            value = lo + (1 if hi is None or hi - lo > 1 else (hi - lo) / 2)
-        if hi_open and value == hi:
-            value = hi - (1 if lo is None or hi - lo > 1 else (hi - lo) / 2)
-    if lo is not None and hi is not None and (value < lo or value > hi):
-        raise Unsatisfiable(f"no number in [{lo}, {hi}] on multipleOf {step}")
+        value = hi if not hi_open else (hi - 1 if lo is None or hi - lo > 1 else (lo + hi) / 2)
+    if not in_range(value):
+        raise Unsatisfiable(f"no {'integer' if integer else 'number'} in the range of {s!r}")
     if integer or (isinstance(value, float) and value.is_integer()):
         return int(value)
     return value
