@@ -41,13 +41,14 @@ class App:
                                on_session=self._on_session)
         self.ctx: Context | None = None
         self.draining = False
+        self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
         self._pinned: dict[str, str] = {}
         if policy_path is None:
             self.holder = PolicyHolder("<embedded>", policy=default_policy())
         else:
             self.holder = PolicyHolder(policy_path, on_reload=self._on_reload)
             self.holder.reload()
-        if self.holder.policy is not None:
+        if self.holder.policy is not None and self.ctx is None:
             self._install(self.holder.policy)
 
     # -- policy ---------------------------------------------------------------------------------
@@ -103,6 +104,7 @@ class App:
         """Decide, then record. Never raises: an internal error is a deny (fail closed)."""
         ctx = self.ctx
         t0 = time.perf_counter()
+        self.last_check = time.monotonic()
         if ctx is None:
             d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
@@ -21,6 +22,7 @@ from extauthz.app import App
 from extauthz.envoy import check, process
 
 log = logging.getLogger("extauthz")
+QUIET_SECONDS = 1.0
 
 SERVICE_NAMES = (
     external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
@@ -66,7 +68,13 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     log.info("draining for up to %.1fs", drain_seconds)
     app.draining = True
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(grace=drain_seconds)
+    # Keep serving while the mesh notices (readiness and gRPC health now say NOT_SERVING) and
+    # stops sending: stopping the gRPC server at once would cancel calls already on the wire.
+    # Stop when no Check arrived for QUIET_SECONDS, or when the drain budget is spent.
+    deadline = loop.time() + drain_seconds
+    while loop.time() < deadline and time.monotonic() - app.last_check < QUIET_SECONDS:
+        await asyncio.sleep(0.05)
+    await server.stop(grace=max(1.0, deadline - loop.time()))
     app.decisions.flush()
     for t in (watch_task, sweep_task):
         if t:
