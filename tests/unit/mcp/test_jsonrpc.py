@@ -1,0 +1,103 @@
+"""Strict JSON: the duplicate-key detector agrees with a reference parser on a generated corpus,
+and the limits hold at their edges."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from extauthz.core.reasons import Reason
+from extauthz.mcp.jsonrpc import BodyError, Limits, loads_strict, parse_body
+
+BIG = Limits(max_body_bytes=10**7, max_depth=64, max_string_bytes=10**6, max_array_items=10**6)
+KEYS = ["a", "b", "a\"b", "a:b", "\\", "é", "\u0061", "x y", ":", "\"", "a\\\"", "{", "}"]
+
+
+def _has_dup(text: str) -> bool:
+    found = False
+
+    def hook(pairs):
+        nonlocal found
+        keys = [k for k, _ in pairs]
+        if len(keys) != len(set(keys)):
+            found = True
+        return dict(pairs)
+
+    json.loads(text, object_pairs_hook=hook)
+    return found
+
+
+def _gen(rng: random.Random, depth: int = 0):
+    r = rng.random()
+    if depth > 4 or r < 0.3:
+        return rng.choice([1, -2.5, "s:\"}", "", True, None, "a\\\":", "é"])
+    if r < 0.55:
+        return [_gen(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    return [(rng.choice(KEYS), _gen(rng, depth + 1)) for _ in range(rng.randint(0, 4))]
+
+
+def _dump(v, rng: random.Random) -> str:
+    if isinstance(v, list) and v and isinstance(v[0], tuple):
+        parts = []
+        for k, x in v:
+            key = json.dumps(k) if rng.random() < 0.7 else '"' + "".join(f"\\u{ord(c):04x}" for c in k) + '"'
+            parts.append(f'{key}{" " * rng.randint(0, 1)}:{_dump(x, rng)}')
+        return "{" + ",".join(parts) + "}"
+    if isinstance(v, list):
+        if v == []:
+            return "{}" if rng.random() < 0.3 else "[]"
+        return "[" + ",".join(_dump(x, rng) for x in v) + "]"
+    return json.dumps(v, ensure_ascii=rng.random() < 0.5)
+
+
+def test_duplicate_detection_matches_reference_parser_on_generated_corpus():
+    rng = random.Random(20261125)
+    dups = clean = 0
+    for _ in range(4000):
+        text = _dump(_gen(rng), rng)
+        expected = _has_dup(text)
+        try:
+            loads_strict(text.encode(), BIG)
+            got = False
+        except BodyError as e:
+            assert e.reason is Reason.MALFORMED_REQUEST and e.detail == "duplicate object keys", text
+            got = True
+        assert got == expected, text
+        dups += expected
+        clean += not expected
+    assert dups > 300 and clean > 300   # the corpus exercises both answers
+
+
+@pytest.mark.parametrize("body,reason", [
+    (b'{"a":' * 9 + b"1" + b"}" * 9, Reason.PAYLOAD_TOO_LARGE),
+    (b'{"a":' * 8 + b"1" + b"}" * 8, None),
+    (b'["' + b"x" * 100 + b'"]', None),
+    (b'["' + b"x" * 101 + b'"]', Reason.PAYLOAD_TOO_LARGE),
+    (b'["' + "é".encode() * 51 + b'"]', Reason.PAYLOAD_TOO_LARGE),   # bytes, not characters
+    (b"[" + b",".join([b"1"] * 10) + b"]", None),
+    (b"[" + b",".join([b"1"] * 11) + b"]", Reason.PAYLOAD_TOO_LARGE),
+    (b'{"' + b"k" * 101 + b'":1}', Reason.PAYLOAD_TOO_LARGE),
+])
+def test_limits_at_their_edges(body, reason):
+    lim = Limits(max_body_bytes=10**6, max_depth=8, max_string_bytes=100, max_array_items=10)
+    if reason is None:
+        loads_strict(body, lim)
+    else:
+        with pytest.raises(BodyError) as e:
+            loads_strict(body, lim)
+        assert e.value.reason is reason
+
+
+def test_deep_nesting_far_beyond_limit_is_a_clean_deny():
+    body = b"[" * 100_000 + b"]" * 100_000
+    p = parse_body(body, Limits(max_body_bytes=10**6))
+    assert p.error in (Reason.PAYLOAD_TOO_LARGE, Reason.MALFORMED_REQUEST)
+
+
+def test_batch_ids_survive_a_limit_error():
+    body = json.dumps([{"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                       {"jsonrpc": "2.0", "id": "b", "method": "ping", "params": {"x": "y" * 200}}]).encode()
+    p = parse_body(body, Limits(max_string_bytes=100))
+    assert p.error is Reason.PAYLOAD_TOO_LARGE and p.ids == [1, "b"] and p.batch
