@@ -231,6 +231,10 @@ def pinning(enabled: bool) -> tuple[list[str], list[str], str]:
             f"load generator pinned to core {load}")
 
 
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 rounds of 2 s per server and mode")
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         null = Server("do-nothing", [*srv_pin, sys.executable, str(C.HERE / "null_server.py"), "--port", str(nport)],
                       nport, None, tmp / "null.log")
         servers = [ours, null]
-        previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         runs: list[Run] = []
         try:
             for s in servers:

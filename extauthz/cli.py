@@ -11,9 +11,19 @@ def _serve(a: argparse.Namespace) -> int:
     from extauthz import logs
     from extauthz.app import load_app
     from extauthz.policy.errors import PolicyError
-    from extauthz.server import serve
+    from extauthz.server import serve, server_credentials
 
     logs.setup(a.log_level)
+    creds = None
+    if a.tls_cert or a.tls_key or a.tls_client_ca:
+        if not (a.tls_cert and a.tls_key):
+            print("--tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        try:
+            creds = server_credentials(a.tls_cert, a.tls_key, a.tls_client_ca)
+        except OSError as e:
+            print(f"cannot read TLS files: {e}", file=sys.stderr)
+            return 1
     try:
         app = load_app(a.policy)
     except PolicyError as e:
@@ -24,7 +34,8 @@ def _serve(a: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(app, host=a.host, grpc_port=a.grpc_port, admin_port=a.admin_port, drain_seconds=a.drain_seconds))
+    asyncio.run(serve(app, host=a.host, grpc_port=a.grpc_port, admin_port=a.admin_port, drain_seconds=a.drain_seconds,
+                      credentials=creds))
     return 0
 
 
@@ -60,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--redis", default=None, help="Redis URL for state shared by replicas (not yet used)")
     s.add_argument("--drain-seconds", type=float, default=10.0)
     s.add_argument("--log-level", default="info")
+    s.add_argument("--tls-cert", help="PEM certificate for the gRPC port (enables TLS)")
+    s.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    s.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mTLS)")
     s.set_defaults(fn=_serve)
 
     c = sub.add_parser("check-policy", help="validate a policy file")

@@ -32,8 +32,23 @@ SERVICE_NAMES = (
 )
 
 
+def server_credentials(cert: str, key: str, client_ca: str | None) -> grpc.ServerCredentials:
+    """TLS for the gRPC port; with a client CA, a client certificate it signed is required (mTLS
+    from Envoy's `extauthz` cluster)."""
+    with open(cert, "rb") as f:
+        cert_pem = f.read()
+    with open(key, "rb") as f:
+        key_pem = f.read()
+    ca_pem = None
+    if client_ca:
+        with open(client_ca, "rb") as f:
+            ca_pem = f.read()
+    return grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=ca_pem,
+                                       require_client_auth=ca_pem is not None)
+
+
 async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin_port: int = 9192,
-                drain_seconds: float = 10.0) -> None:
+                drain_seconds: float = 10.0, credentials: grpc.ServerCredentials | None = None) -> None:
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
         ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -44,7 +59,10 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
-    server.add_insecure_port(f"{host}:{grpc_port}")
+    if credentials is not None:
+        server.add_secure_port(f"{host}:{grpc_port}", credentials)
+    else:
+        server.add_insecure_port(f"{host}:{grpc_port}")
     await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     for name in ("", *SERVICE_NAMES[:2]):
