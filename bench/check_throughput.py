@@ -154,7 +154,7 @@ class Mode:
 
 def h2load_run(h2load: str, pin: list[str], target: str, datafile: Path, mode: Mode, warmup: float,
                duration: float, logfile: Path) -> tuple[float, int, int, list[int]]:
-    cmd = [*pin, h2load, "-D", f"{duration:g}", f"--warm-up-time={warmup:g}", "-c", str(mode.clients),
+    cmd = [*pin, h2load, "-D", f"{int(duration * 1000)}ms", f"--warm-up-time={int(warmup * 1000)}ms", "-c", str(mode.clients),
            "-m", str(mode.streams), "-t", "1", "-d", str(datafile),
            "-H", "content-type: application/grpc", "-H", "te: trailers", "-H", "grpc-accept-encoding: identity",
            "--log-file", str(logfile), f"http://{target}{METHOD}"]
