@@ -335,13 +335,25 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context) ->
             or type(arg.get("value")) is not str:
         return Verdict(Reason.SCHEMA_VIOLATION, "completion needs ref and argument {name, value}")
     if ref.get("type") == "ref/prompt":
-        fake = Message("request", m.id, "prompts/get", {"name": ref.get("name")}, m.raw)
-        v = _prompt_get(fake, server, caller, ctx)
+        # Completing a prompt argument happens before it has a value: the prompt must be known and
+        # allowed and the argument declared; required arguments are not required yet.
+        name = ref.get("name")
+        if (problem := name_problem(name)) is not None:
+            return Verdict(Reason.MALFORMED_REQUEST, problem)
         spec = ctx.specs.get(server.name)
-        prompt = spec.prompts.get(ref.get("name")) if spec is not None and v.allowed else None
+        prompt = spec.prompts.get(name) if spec is not None else None
+        if prompt is None:
+            if (v := _unknown(ctx, "prompt", name)) is not None:
+                return v
+        elif (v := _quarantined(spec, "prompts", name)) is not None:
+            return v
+        rule = server.rule_for("prompt", name)
+        if not _permitted(rule, caller):
+            return Verdict(Reason.NOT_ALLOWED, f"prompt {name!r} is not allowed for this caller",
+                           rule.rule_id if rule else "", name)
         if prompt is not None and arg["name"] not in prompt.arguments:
-            return Verdict(Reason.SCHEMA_VIOLATION, "completion for an undeclared prompt argument", v.rule, v.name)
-        return v
+            return Verdict(Reason.SCHEMA_VIOLATION, "completion for an undeclared prompt argument", rule.rule_id, name)
+        return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
     if ref.get("type") == "ref/resource":
         uri = ref.get("uri")
         if (problem := uri_problem(uri)) is not None:

@@ -262,3 +262,20 @@ def test_every_check_writes_one_log_line(app):
     assert [(x["decision"], x["reason"]) for x in lines] == [("deny", "not_allowed"), ("allow", "allowed")]
     assert lines[0]["caller"] == {"iss": "https://issuer", "sub": "alice", "client_id": "agent"}
     assert "arguments" not in lines[0]
+
+
+@pytest.mark.parametrize("argument,reason", [
+    ("customer_id", R.ALLOWED),            # required, not yet filled in: completing it is the point
+    ("tone", R.ALLOWED),
+    ("system_prompt", R.SCHEMA_VIOLATION),  # not declared by the prompt
+])
+def test_completion_of_prompt_arguments(decide, argument, reason):
+    d = decide(rpc("completion/complete", {"ref": {"type": "ref/prompt", "name": "draft_reply"},
+                                           "argument": {"name": argument, "value": ""}}))
+    assert d.reason is reason, d.detail
+
+
+def test_completion_of_unlisted_prompt_is_unknown(decide):
+    d = decide(rpc("completion/complete", {"ref": {"type": "ref/prompt", "name": "nope"},
+                                           "argument": {"name": "a", "value": ""}}))
+    assert d.reason is R.UNKNOWN_CAPABILITY
