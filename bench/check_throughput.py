@@ -158,6 +158,7 @@ def h2load_run(h2load: str, pin: list[str], target: str, datafile: Path, mode: M
            "-m", str(mode.streams), "-t", "1", "-d", str(datafile),
            "-H", "content-type: application/grpc", "-H", "te: trailers", "-H", "grpc-accept-encoding: identity",
            "--log-file", str(logfile), f"http://{target}{METHOD}"]
+    logfile.unlink(missing_ok=True)           # h2load appends to an existing log file
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=warmup + duration + 60)
     if p.returncode != 0:
         raise SystemExit(f"h2load failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")

@@ -251,7 +251,7 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
         compiled = ctx.validators.get(tool.input_schema, strict, tool.schema_hash)
         if type(compiled) is str:
             return Verdict(Reason.SCHEMA_VIOLATION, compiled, rule.rule_id, name)
-        if not compiled.validator.is_valid(args):
+        if not compiled.is_valid(args):
             return Verdict(Reason.SCHEMA_VIOLATION, compiled.first_error(args) or "invalid", rule.rule_id, name)
         if (mismatch := mcp_headers.param_mismatch(headers, tool, args)) is not None:
             return Verdict(Reason.HEADER_MISMATCH, mismatch, rule.rule_id, name)

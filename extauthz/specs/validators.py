@@ -32,19 +32,38 @@ _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 _MODERN = ("https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2019-09/schema")
 
 
+try:   # compiled (Rust) validator: ~100x faster on the allow path; verdicts proven equal to
+    import jsonschema_rs  # jsonschema's on a generated corpus (tests/unit/specs/test_differential.py)
+except ImportError:  # pragma: no cover - optional speed-up
+    jsonschema_rs = None
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledSchema:
-    validator: Any            # a jsonschema Validator instance
+    validator: Any            # a jsonschema Validator: the reference, and the source of error messages
     schema_hash: str
     strict: bool
+    fast: Any = None          # a jsonschema_rs validator for the same (closed) schema, when it compiles
+
+    def is_valid(self, instance: Any) -> bool:
+        """The verdict. The compiled validator answers when present; jsonschema otherwise."""
+        if self.fast is not None:
+            return bool(self.fast.is_valid(instance))
+        try:
+            return bool(self.validator.is_valid(instance))
+        except RecursionError:      # a published schema whose $refs loop without consuming input
+            return False
 
     def first_error(self, instance: Any) -> str | None:
         """None when valid; otherwise the most relevant error, for the log (deny path only)."""
-        if self.validator.is_valid(instance):
+        if self.is_valid(instance):
             return None
-        err = jsonschema.exceptions.best_match(self.validator.iter_errors(instance))
+        try:
+            err = jsonschema.exceptions.best_match(self.validator.iter_errors(instance))
+        except RecursionError:
+            return "schema $ref cycle"
         if err is None:
-            return "invalid"
+            return "invalid"   # the compiled validator refused it; deny whatever the reference says
         where = "/" + "/".join(str(p) for p in err.absolute_path)
         return f"{where}: {err.message}"[:300]
 
@@ -163,9 +182,10 @@ def _lookup(schema: dict[str, Any], ref: str) -> dict[str, Any]:
 class ValidatorCache:
     """Compiled validators keyed by (schema hash, strict). Bounded; compiling costs ~60x validating."""
 
-    def __init__(self, max_entries: int = 20000) -> None:
+    def __init__(self, max_entries: int = 20000, *, fast: bool = True) -> None:
         self._cache: dict[tuple[str, bool], CompiledSchema | str] = {}
         self._max = max_entries
+        self._fast = fast and jsonschema_rs is not None
 
     def get(self, schema: dict[str, Any], strict: bool, schema_hash: str | None = None) -> CompiledSchema | str:
         """A compiled validator, or a string saying why the published schema is unusable."""
@@ -174,18 +194,74 @@ class ValidatorCache:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        compiled = self._compile(schema, strict, h)
+        compiled = self._compile(schema, strict, h, self._fast)
         if len(self._cache) >= self._max:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = compiled
         return compiled
 
     @staticmethod
-    def _compile(schema: dict[str, Any], strict: bool, h: str) -> CompiledSchema | str:
+    def _compile(schema: dict[str, Any], strict: bool, h: str, fast: bool) -> CompiledSchema | str:
         try:
             cls = js_validators.validator_for(schema, default=jsonschema.Draft202012Validator)
             cls.check_schema(schema)
             effective = close_schema(schema) if strict else schema
-            return CompiledSchema(cls(effective), h, strict)
+            reference = cls(effective)
         except (SchemaError, RecursionError, TypeError, ValueError) as e:
             return f"unusable input schema: {str(e).splitlines()[0][:200]}"
+        if fast and not _has_ref_cycle(effective):
+            return CompiledSchema(reference, h, strict, _fast_validator(effective))
+        return CompiledSchema(reference, h, strict)
+
+
+def _refs_in(node: Any) -> set[str]:
+    out: set[str] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            r = n.get("$ref")
+            if isinstance(r, str):
+                out.add(r)
+            stack.extend(n.values())
+        elif isinstance(n, list):
+            stack.extend(n)
+    return out
+
+
+def _has_ref_cycle(schema: dict[str, Any]) -> bool:
+    """Does any $ref (transitively) reach itself? Recursive schemas are legal, but the two
+    validators treat a loop that consumes no input differently (jsonschema recurses until it
+    fails, which we turn into a deny), so those schemas are left to the reference validator."""
+    graph: dict[str, set[str]] = {}
+    todo = list(_refs_in(schema))
+    while todo:
+        ref = todo.pop()
+        if ref in graph:
+            continue
+        target = _lookup(schema, ref) if ref.startswith("#/") else ({} if ref != "#" else schema)
+        graph[ref] = _refs_in(target)
+        todo.extend(graph[ref])
+    state: dict[str, int] = {}
+
+    def visit(r: str) -> bool:
+        state[r] = 1
+        for nxt in graph.get(r, ()):
+            if state.get(nxt) == 1 or (state.get(nxt) is None and visit(nxt)):
+                return True
+        state[r] = 2
+        return False
+
+    return any(state.get(r) is None and visit(r) for r in list(graph))
+
+
+def _fast_validator(schema: dict[str, Any]) -> Any:
+    """A jsonschema_rs validator with jsonschema's semantics: formats are annotations (not
+    asserted), and nothing is ever fetched (no I/O: a remote $ref fails to compile, and then the
+    reference validator alone decides)."""
+    if "$schema" not in schema:
+        schema = {**schema, "$schema": "https://json-schema.org/draft/2020-12/schema"}
+    try:
+        return jsonschema_rs.validator_for(schema, validate_formats=False, offline=True)
+    except Exception:        # noqa: BLE001 - any compile problem: fall back to the reference
+        return None
