@@ -30,10 +30,22 @@ def redact(value: Any, depth: int = 0) -> Any:
     return value
 
 
+_second = [-1, ""]
+
+
+def _now() -> str:
+    """RFC 3339 with milliseconds; the seconds part is formatted once per second."""
+    t = time.time()
+    sec = int(t)
+    if sec != _second[0]:
+        _second[0], _second[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_second[1]}.{int((t - sec) * 1000):03d}Z"
+
+
 def record(d: Decision) -> dict[str, Any]:
     c = d.caller
     rec: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
+        "time": _now(),
         "decision_id": d.decision_id,
         "server": d.server,
         "method": d.method,

@@ -44,11 +44,16 @@ class Metrics:
         self.build_info = Gauge("mcp_extauthz_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         r.register(_SpecCollector(specs))  # type: ignore[arg-type]
+        self._children: dict[tuple[str, str, bool, str], Any] = {}
 
     def observe(self, server: str, method: str, allowed: bool, reason: str, seconds: float) -> None:
-        if server.startswith("shadow:"):
-            server = "shadow"
-        if method not in _KNOWN_METHODS:
-            method = "other"
-        self.decisions.labels(server, method, "allow" if allowed else "deny", reason).inc()
+        key = (server, method, allowed, reason)
+        child = self._children.get(key)
+        if child is None:
+            s = "shadow" if server.startswith("shadow:") else server
+            m = method if method in _KNOWN_METHODS else "other"
+            child = self.decisions.labels(s, m, "allow" if allowed else "deny", reason)
+            if len(self._children) < 10000:    # label children are bounded by the label mapping
+                self._children[key] = child
+        child.inc()
         self.check_duration.observe(seconds)

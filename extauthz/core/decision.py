@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -11,9 +12,14 @@ from extauthz.core.reasons import Reason
 from extauthz.identity.caller import Caller
 
 
+_PROCESS = os.urandom(6).hex()
+_counter = itertools.count()
+
+
 def new_decision_id() -> str:
-    """Sortable, unique, cheap: 48-bit ms time + 80 random bits, hex."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+    """Unique across replicas and restarts, sortable within a process, cheap: 48-bit ms time,
+    a random per-process prefix, and a counter (no syscall per decision)."""
+    return f"{int(time.time() * 1000):012x}{_PROCESS}{next(_counter) & 0xFFFFFFFF:08x}"
 
 
 @dataclass(slots=True)

@@ -42,6 +42,23 @@ def struct_to_python(value: Any) -> Any:
     return value
 
 
+_metadata_cache: dict[bytes, Any] = {}
+_METADATA_CACHE_MAX = 4096
+
+
+def _metadata_value(struct: struct_pb2.Struct) -> Any:
+    """Converted metadata, cached by its serialized bytes: a caller's verified claims are the same
+    Struct on every request, and serializing (C) is ~20x cheaper than converting (Python). The
+    cached dicts are shared: nothing downstream mutates them."""
+    key = struct.SerializeToString(deterministic=True)
+    hit = _metadata_cache.get(key)
+    if hit is None:
+        if len(_metadata_cache) >= _METADATA_CACHE_MAX:
+            _metadata_cache.clear()
+        hit = _metadata_cache[key] = struct_to_python(struct)
+    return hit
+
+
 def to_http_request(req: external_auth_pb2.CheckRequest) -> HttpRequest:
     attrs = req.attributes
     http = attrs.request.http
@@ -54,7 +71,7 @@ def to_http_request(req: external_auth_pb2.CheckRequest) -> HttpRequest:
     metadata: dict[str, Any] = {}
     fm = attrs.metadata_context.filter_metadata
     for ns in fm:
-        metadata[ns] = struct_to_python(fm[ns])
+        metadata[ns] = _metadata_value(fm[ns])
     path = http.path or headers.get(":path", "")
     return HttpRequest(
         method=http.method or headers.get(":method", ""),
@@ -75,11 +92,15 @@ def _hvo(key: str, value: str) -> base_pb2.HeaderValueOption:
 
 def _metadata(d: Decision) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
+    f = s.fields["mcp_extauthz"].struct_value.fields
     c = d.caller
-    s.update({"mcp_extauthz": {
-        "decision_id": d.decision_id, "server": d.server, "method": d.method, "name": d.name,
-        "caller": c.key if c else "", "reason": d.reason.value, "monitor": d.monitor and not d.allowed,
-    }})
+    f["decision_id"].string_value = d.decision_id
+    f["server"].string_value = d.server
+    f["method"].string_value = d.method
+    f["name"].string_value = d.name
+    f["caller"].string_value = c.key if c else ""
+    f["reason"].string_value = d.reason.value
+    f["monitor"].bool_value = d.monitor and not d.allowed
     return s
 
 

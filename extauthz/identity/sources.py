@@ -57,6 +57,23 @@ def _caller_from_claims(claims: dict[str, Any], identity: Any, source: str) -> C
     return Caller(iss if type(iss) is str else "", sub, client, groups, claims, source)
 
 
+_callers: dict[tuple[int, int], tuple[dict[str, Any], Any, Caller]] = {}
+
+
+def _cached_caller(claims: dict[str, Any], identity: Any, source: str) -> Caller:
+    """Callers for the same claims object (the transport caches converted claims) and the same
+    identity config are built once; the identity check keeps a stale id from ever matching."""
+    key = (id(claims), id(identity))
+    hit = _callers.get(key)
+    if hit is not None and hit[0] is claims and hit[1] is identity:
+        return hit[2]
+    caller = _caller_from_claims(claims, identity, source)
+    if len(_callers) >= 4096:
+        _callers.clear()
+    _callers[key] = (claims, identity, caller)
+    return caller
+
+
 def resolve_caller(http: HttpRequest, identity: Any) -> Caller | None:
     """The caller, or None when no source yields one. Raises BadIdentity on an unreadable one."""
     for src in identity.sources:
@@ -68,7 +85,7 @@ def resolve_caller(http: HttpRequest, identity: Any) -> Caller | None:
             if payload is not None:
                 if type(payload) is not dict:
                     raise BadIdentity("jwt metadata is not an object")
-                return _caller_from_claims(payload, identity, "jwt")
+                return _cached_caller(payload, identity, "jwt")
         elif src.kind == "header":
             value = http.headers.get((src.name or "x-jwt-payload").lower())
             if value:
