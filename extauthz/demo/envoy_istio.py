@@ -35,6 +35,14 @@ which is what a request crosses in an Istio mesh where the ingress gateway verif
 policy, or where one sidecar gets ext_authz from an EnvoyFilter inserted after ``jwt_authn``.
 ``ext_authz_before_jwt_authn=True`` renders the stock single-proxy order instead, so that its
 failure is something a test can show rather than a claim.
+
+The strip. Envoy's ``jwt_authn`` deletes a client-sent copy of its ``forward_payload_header``
+itself before it verifies (also when there is no token), so in the default order the strip is
+defence in depth for ``x-jwt-payload``. It is what stands between a forged ``x-jwt-payload`` and
+ext_authz whenever ext_authz runs before ``jwt_authn`` (Istio's stock order: there a request
+without a token and with a forged header is decided as whoever the header names), and it is the
+only protection for the other headers only the service may set (``x-mcp-extauthz-learn``,
+``x-mcp-*``), which no Envoy filter sanitizes.
 """
 
 from __future__ import annotations
@@ -82,9 +90,9 @@ HEADER_COMMENT = """\
 
 _STRIP_FILTER = """\
           # EnvoyFilter (HTTP_FILTER, INSERT_FIRST): delete client-sent copies of the headers only
-          # the proxy or the service may set. jwt_authn overwrites x-jwt-payload only when a token
-          # verifies: without this, a request with NO token would carry a forged identity to
-          # ext_authz. It must come before ext_authz as well as before jwt_authn.
+          # the proxy or the service may set. First, ahead of ext_authz wherever it sits: in Istio's
+          # stock order (ext_authz before jwt_authn) a request with NO token would otherwise reach
+          # Check with a forged x-jwt-payload. (jwt_authn also deletes that one header itself.)
           - name: envoy.filters.http.header_mutation
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
