@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                                  f"the comparison needs an allowed tools/call")
             null.wait_ready(payload)
 
-            print(f"check throughput: {'h2load' if use_h2load else 'python grpc.aio client'}, "
+            print(f"check throughput (extauthz {C.revision()}): "
+                  f"{'h2load' if use_h2load else 'python grpc.aio client'}, "
                   f"CheckRequest {len(payload)} B (tools/call {tool}), {rounds} rounds x "
                   f"{duration:g}s (+{warmup:g}s warm-up) per server and mode; {pin_note}", flush=True)
             for r in range(rounds):
