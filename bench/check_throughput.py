@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -337,6 +337,8 @@ def one_run(s: Server, mode: Mode, use_h2load: bool, h2load: str | None, load_pi
     else:
         rps, ok, failed, lat = python_run(load_pin, s.target, payload_file, mode, warmup, duration)
     t.join()
+    if s.proc is not None and s.proc.poll() is not None:
+        raise SystemExit(f"bench error: {s.name} exited ({s.proc.returncode}) during the run:\n{s.log_tail()}")
     if before is not None:
         after = decisions(s.admin_port)
         denied = after["deny"] - before["deny"]

