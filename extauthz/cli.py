@@ -29,11 +29,9 @@ def _serve(a: argparse.Namespace) -> int:
     except PolicyError as e:
         print(f"policy {a.policy} refused:\n{e}", file=sys.stderr)
         return 1
-    try:
+    if a.loop == "uvloop":
         import uvloop
         uvloop.install()
-    except ImportError:
-        pass
     asyncio.run(serve(app, host=a.host, grpc_port=a.grpc_port, admin_port=a.admin_port, drain_seconds=a.drain_seconds,
                       credentials=creds))
     return 0
@@ -71,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--redis", default=None, help="Redis URL for state shared by replicas (not yet used)")
     s.add_argument("--drain-seconds", type=float, default=10.0)
     s.add_argument("--log-level", default="info")
+    s.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                   help="event loop (asyncio measured faster with grpc.aio: see bench/README.md)")
     s.add_argument("--tls-cert", help="PEM certificate for the gRPC port (enables TLS)")
     s.add_argument("--tls-key", help="PEM private key for --tls-cert")
     s.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mTLS)")

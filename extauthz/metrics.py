@@ -3,10 +3,11 @@ methods and shadow servers collapse into one value so an attacker cannot explode
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any, Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from extauthz import __version__
 from extauthz.mcp.methods import CAPABILITY_METHODS, FREE_METHODS, NOTIFICATIONS
@@ -28,14 +29,42 @@ class _SpecCollector:
         yield g
 
 
+BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+
+class _CheckCollector:
+    """The two per-Check metrics, kept as plain ints and exposed at scrape time.
+
+    prometheus_client's Counter/Histogram take a lock and walk label tuples on every update;
+    Checks all run on the event loop thread, so lock-free increments are both safe and the
+    cheapest thing on the hot path."""
+
+    def __init__(self) -> None:
+        self.decisions: dict[tuple[str, str, str, str], int] = {}
+        self.bucket_counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def collect(self) -> Iterable[Any]:
+        c = CounterMetricFamily("mcp_extauthz_decisions", "Check decisions",
+                                labels=["server", "method", "decision", "reason"])
+        for labels, n in list(self.decisions.items()):
+            c.add_metric(list(labels), n)
+        yield c
+        h = HistogramMetricFamily("mcp_extauthz_check_duration_seconds", "Time spent deciding one Check")
+        cumulative, acc = [], 0
+        for le, n in zip([*map(str, BUCKETS), "+Inf"], self.bucket_counts):
+            acc += n
+            cumulative.append((le, acc))
+        h.add_metric([], cumulative, self.total)
+        yield h
+
+
 class Metrics:
     def __init__(self, specs: Callable[[], Iterable[Any]], sessions: Callable[[], int]) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.decisions = Counter("mcp_extauthz_decisions", "Check decisions",
-                                 ["server", "method", "decision", "reason"], registry=r)
-        self.check_duration = Histogram(
-            "mcp_extauthz_check_duration_seconds", "Time spent deciding one Check", registry=r,
-            buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1))
+        self.checks = _CheckCollector()
+        r.register(self.checks)  # type: ignore[arg-type]
         self.drift = Counter("mcp_extauthz_spec_drift", "Spec drift events", ["server"], registry=r)
         self.sessions_active = Gauge("mcp_extauthz_sessions_active", "Tracked MCP sessions", registry=r)
         self.sessions_active.set_function(lambda: float(sessions()))
@@ -44,16 +73,18 @@ class Metrics:
         self.build_info = Gauge("mcp_extauthz_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         r.register(_SpecCollector(specs))  # type: ignore[arg-type]
-        self._children: dict[tuple[str, str, bool, str], Any] = {}
+        self._labels: dict[tuple[str, str, bool, str], tuple[str, str, str, str]] = {}
 
     def observe(self, server: str, method: str, allowed: bool, reason: str, seconds: float) -> None:
         key = (server, method, allowed, reason)
-        child = self._children.get(key)
-        if child is None:
-            s = "shadow" if server.startswith("shadow:") else server
-            m = method if method in _KNOWN_METHODS else "other"
-            child = self.decisions.labels(s, m, "allow" if allowed else "deny", reason)
-            if len(self._children) < 10000:    # label children are bounded by the label mapping
-                self._children[key] = child
-        child.inc()
-        self.check_duration.observe(seconds)
+        labels = self._labels.get(key)
+        if labels is None:
+            labels = ("shadow" if server.startswith("shadow:") else server,
+                      method if method in _KNOWN_METHODS else "other", "allow" if allowed else "deny", reason)
+            if len(self._labels) < 10000:      # the label mapping itself is bounded
+                self._labels[key] = labels
+        checks = self.checks
+        checks.decisions[labels] = checks.decisions.get(labels, 0) + 1
+        checks.bucket_counts[bisect_left(BUCKETS, seconds)] += 1
+        checks.total += seconds
+        checks.count += 1

@@ -103,17 +103,18 @@ def param_mismatch(headers: dict[str, str], tool: Any, args: dict[str, Any]) -> 
     no other `Mcp-Param-*` header may appear. Only 2026-07-28 clients must send them; an older
     client that sends none is fine, one that sends some is held to them."""
     modern = headers.get("mcp-protocol-version") in MODERN_VERSIONS
-    present = {k[len(PARAM_PREFIX):]: v for k, v in headers.items() if k.startswith(PARAM_PREFIX)}
     amap = _header_maps.get(tool.schema_hash)
     if amap is None:
-        if not present and "x-mcp-header" not in str(tool.input_schema):
-            return None
         amap = _annotated(tool.input_schema)
         if len(_header_maps) > 10000:
             _header_maps.clear()
         _header_maps[tool.schema_hash] = amap
     if not amap:
-        return f"undeclared header mcp-param-{next(iter(present))}" if present else None
+        for k in headers:
+            if k.startswith(PARAM_PREFIX):
+                return f"undeclared header {k}"
+        return None
+    present = {k[len(PARAM_PREFIX):]: v for k, v in headers.items() if k.startswith(PARAM_PREFIX)}
     declared = {tok for tok, _ in amap.values()}
     for tok in present:
         if tok not in declared:

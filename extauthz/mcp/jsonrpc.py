@@ -19,7 +19,7 @@ from extauthz.core.reasons import Reason
 
 # A JSON string token, optionally followed by the colon that makes it an object key. Matching
 # strings whole (escapes included) means a colon inside a string can never be miscounted.
-_STRING_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:|)', re.DOTALL)
+_STRING_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"(\s*:|)', re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,6 +184,7 @@ class Policy:
     digest: str
     _by_name: Mapping[str, ServerPolicy] = field(init=False, repr=False, compare=False)
     _by_host: Mapping[str, tuple[ServerPolicy, ...]] = field(init=False, repr=False, compare=False)
+    _routes: dict[tuple[str, str], ServerPolicy | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_name: dict[str, ServerPolicy] = {}
@@ -194,6 +195,7 @@ class Policy:
                 by_host.setdefault(host, []).append(server)
         object.__setattr__(self, "_by_name", MappingProxyType(by_name))
         object.__setattr__(self, "_by_host", MappingProxyType({h: tuple(s) for h, s in by_host.items()}))
+        object.__setattr__(self, "_routes", {})
 
     @property
     def monitor(self) -> bool:
@@ -205,7 +207,19 @@ class Policy:
         return sum(len(server.rules) for server in self.servers)
 
     def server_for(self, authority: str, path: str) -> ServerPolicy | None:
-        """The server for a request: longest pathPrefix wins, then a port-specific authority."""
+        """The server for a request: longest pathPrefix wins, then a port-specific authority.
+        Memoised per (authority, path): the answer depends on nothing else, and traffic reuses a
+        handful of both. Bounded: cleared when full."""
+        key = (authority, path)
+        routes = self._routes
+        if key in routes:
+            return routes[key]
+        if len(routes) >= 4096:
+            routes.clear()
+        routes[key] = found = self._server_for(authority, path)
+        return found
+
+    def _server_for(self, authority: str, path: str) -> ServerPolicy | None:
         try:
             host, port = parse_authority(authority)
         except ValueError:
