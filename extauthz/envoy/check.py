@@ -1,35 +1,46 @@
-"""The Authorization.Check servicer: thin. Convert, decide, convert back."""
+"""The Authorization.Check servicer: thin. Convert, decide, write the answer's wire bytes."""
 
 from __future__ import annotations
 
 import logging
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2
 
 from extauthz.app import App
 from extauthz.core.decision import Decision, new_decision_id
 from extauthz.core.reasons import Reason
-from extauthz.envoy.convert import to_check_response, to_http_request
+from extauthz.envoy.convert import to_http_request
+from extauthz.envoy.wire import encode_check_response
 
 log = logging.getLogger("extauthz.check")
+SERVICE = "envoy.service.auth.v3.Authorization"
 
 
-class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+class AuthorizationServicer:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    async def Check(self, request: external_auth_pb2.CheckRequest,
-                    context: grpc.aio.ServicerContext) -> external_auth_pb2.CheckResponse:
+    async def Check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext) -> bytes:
         try:
             http = to_http_request(request)
         except Exception:       # never hand the verdict to Envoy's failure mode: deny
             log.exception("unreadable CheckRequest")
             d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "unreadable request", status=400, form="bare")
             self.app.decisions.emit(d)
-            return to_check_response(d)
-        return to_check_response(self.app.check(http))
+            return encode_check_response(d)
+        return encode_check_response(self.app.check(http))
+
+
+def _raw(b: bytes) -> bytes:
+    return b
 
 
 def add_to_server(servicer: AuthorizationServicer, server: grpc.aio.Server) -> None:
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
+    """Register Check with the generated request parser and our own response bytes."""
+    handler = grpc.method_handlers_generic_handler(SERVICE, {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            servicer.Check, request_deserializer=external_auth_pb2.CheckRequest.FromString,
+            response_serializer=_raw),
+    })
+    server.add_generic_rpc_handlers((handler,))

@@ -1,0 +1,86 @@
+"""CheckResponse written straight to protobuf wire bytes.
+
+Building a CheckResponse through the generated classes costs a dozen message objects per Check
+(five header options, a Struct, statuses); the answer only ever has this fixed shape, so it is
+encoded here with a few byte concatenations. `to_check_response` in convert.py stays the
+reference: tests/unit/envoy/test_wire.py checks that both encode the same message for every kind
+of decision. Hand-written because no maintained library encodes protobuf without the classes.
+"""
+
+from __future__ import annotations
+
+from extauthz.core.answers import denial_body
+from extauthz.core.decision import Decision
+from extauthz.envoy.convert import LEARN_HEADER, REASON_HEADER
+from extauthz.specs.learn import encode_learn_header
+
+_OVERWRITE = 2          # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _len(field: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _str(field: int, value: str) -> bytes:
+    return _len(field, value.encode()) if value else b""
+
+
+def _header(field: int, key: str, value: str) -> bytes:
+    hv = _str(1, key) + _str(2, value)
+    return _len(field, _len(1, hv) + b"\x18" + _varint(_OVERWRITE))
+
+
+def _value_str(value: str) -> bytes:
+    return _str(3, value) if value else _len(3, b"")
+
+
+def _metadata(d: Decision) -> bytes:
+    c = d.caller
+    entries = (("decision_id", _value_str(d.decision_id)), ("server", _value_str(d.server)),
+               ("method", _value_str(d.method)), ("name", _value_str(d.name)),
+               ("caller", _value_str(c.key if c else "")), ("reason", _value_str(d.reason.value)),
+               ("monitor", b"\x20" + (b"\x01" if d.monitor and not d.allowed else b"\x00")))
+    inner = b"".join(_len(1, _str(1, k) + _len(2, v)) for k, v in entries)
+    outer = _len(1, _str(1, "mcp_extauthz") + _len(2, _len(5, inner)))
+    return _len(4, outer)
+
+
+_STATUS_OK = _len(1, b"")                      # google.rpc.Status{code: 0}
+_STATUS_DENIED = _len(1, b"\x08\x07")          # PERMISSION_DENIED
+_STATUS_UNAUTH = _len(1, b"\x08\x10")          # UNAUTHENTICATED
+_CONTENT_TYPE = _header(2, "content-type", "application/json")
+
+
+def encode_check_response(d: Decision) -> bytes:
+    if d.wire_allowed:
+        ok = (_header(2, "x-mcp-server", d.server) + _header(2, "x-mcp-method", d.method or "-")
+              + _header(2, "x-mcp-caller", d.caller.key if d.caller else "-")
+              + _header(2, "x-mcp-decision-id", d.decision_id))
+        remove = b""
+        if d.name:
+            ok += _header(2, "x-mcp-name", d.name.encode("unicode_escape").decode("ascii")[:1024])
+        else:
+            remove += _str(5, "x-mcp-name")
+        if d.learn:
+            ok += _header(2, LEARN_HEADER, encode_learn_header(d.learn))
+        else:
+            remove += _str(5, LEARN_HEADER)
+        return _STATUS_OK + _len(3, ok + remove) + _metadata(d)
+    headers = _CONTENT_TYPE + _header(2, REASON_HEADER, d.reason.value) + _header(2, "x-mcp-decision-id", d.decision_id)
+    if d.www_authenticate:
+        headers += _header(2, "www-authenticate", d.www_authenticate)
+    denied = _len(1, b"\x08" + _varint(d.status)) + headers + _len(3, denial_body(d))
+    return (_STATUS_UNAUTH if d.status == 401 else _STATUS_DENIED) + _len(2, denied) + _metadata(d)
