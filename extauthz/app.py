@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -95,9 +95,12 @@ class App:
     def _on_drift(self, ev: DriftEvent) -> None:
         self.metrics.drift.labels(ev.server).inc()
 
+    ready_check: Any = None      # the supervisor of --workers adds "and every worker is ready"
+
     @property
     def ready(self) -> bool:
-        return self.ctx is not None and not self.draining
+        ok = self.ctx is not None and not self.draining
+        return ok and (self.ready_check is None or bool(self.ready_check()))
 
     # -- the Check path -------------------------------------------------------------------------
     def check(self, http: HttpRequest) -> Decision:

@@ -78,11 +78,13 @@ class DecisionLog:
     def __init__(self, out: IO[bytes] | None = None, keep: int = 1000) -> None:
         self._out = out if out is not None else sys.stdout.buffer
         self.recent: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.emitted = 0          # records ever emitted: lets the workers bus ship only new ones
 
     def emit(self, d: Decision) -> dict[str, Any] | None:
         try:
             rec = record(d)
             self.recent.append(rec)
+            self.emitted += 1
             self._out.write(orjson.dumps(rec) + b"\n")
             return rec
         except Exception:       # logging must never change a verdict

@@ -48,11 +48,15 @@ def server_credentials(cert: str, key: str, client_ca: str | None) -> grpc.Serve
 
 
 async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin_port: int = 9192,
-                drain_seconds: float = 10.0, credentials: grpc.ServerCredentials | None = None) -> None:
+                drain_seconds: float = 10.0, credentials: grpc.ServerCredentials | None = None,
+                worker_fd: int | None = None, worker_index: int = 0) -> None:
+    """Serve until SIGTERM. As one of `--workers N` (worker_fd set): share the gRPC port with the
+    other workers, serve no admin port (the supervisor does), and keep learned state in step
+    over the bus; stop when the supervisor goes away."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
         ("grpc.max_send_message_length", 16 * 1024 * 1024),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if worker_fd is not None else 0),
     ])
     check.add_to_server(check.AuthorizationServicer(app), server)
     process.add_to_server(process.ExternalProcessorServicer(app.learner), server)
@@ -68,16 +72,25 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     for name in ("", *SERVICE_NAMES[:2]):
         await health_servicer.set(name, serving)
 
-    import uvicorn
-    admin = uvicorn.Server(uvicorn.Config(build_admin(app), host=host, port=admin_port, log_level="warning",
-                                          access_log=False, lifespan="off"))
-    admin.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    admin_task = asyncio.create_task(admin.serve())
+    admin = admin_task = None
+    if admin_port:
+        import uvicorn
+        admin = uvicorn.Server(uvicorn.Config(build_admin(app), host=host, port=admin_port, log_level="warning",
+                                              access_log=False, lifespan="off"))
+        admin.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        admin_task = asyncio.create_task(admin.serve())
     watch_task = asyncio.create_task(app.holder.watch()) if app.holder.path != "<embedded>" else None
     sweep_task = asyncio.create_task(_sweep(app))
-    log.info("serving gRPC on %s:%d, admin on %s:%d", host, grpc_port, host, admin_port)
-
     stop = asyncio.Event()
+    bus_task = None
+    if worker_fd is not None:
+        from extauthz.workers.bus import WorkerBus
+        bus = WorkerBus(app, worker_fd, worker_index)
+        bus_task = asyncio.create_task(bus.run())
+        bus_task.add_done_callback(lambda _: stop.set())
+    log.info("serving gRPC on %s:%d%s", host, grpc_port,
+             f", admin on {host}:{admin_port}" if admin_port else f" (worker {worker_index})")
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -94,11 +107,12 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
         await asyncio.sleep(0.05)
     await server.stop(grace=max(1.0, deadline - loop.time()))
     app.decisions.flush()
-    for t in (watch_task, sweep_task):
+    for t in (watch_task, sweep_task, bus_task):
         if t:
             t.cancel()
-    admin.should_exit = True
-    await asyncio.wait([admin_task], timeout=3)
+    if admin is not None and admin_task is not None:
+        admin.should_exit = True
+        await asyncio.wait([admin_task], timeout=3)
     log.info("stopped")
 
 

@@ -7,6 +7,7 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Callable
 
 _SESSION_ID = re.compile(r"^[\x21-\x7e]{1,256}$")   # the spec: visible ASCII only
 
@@ -35,6 +36,8 @@ class SessionRegistry:
         self._by_id: OrderedDict[str, SessionInfo] = OrderedDict()
         self.max_sessions = max_sessions
         self.idle_ttl = idle_ttl
+        # (op, payload) for bindings other replicas must know; set by the workers bus.
+        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -50,7 +53,7 @@ class SessionRegistry:
         return info.caller == caller
 
     def touch(self, session_id: str, caller: str, server: str, *, user_session: str = "",
-              client_id: str = "", protocol_version: str = "") -> SessionInfo:
+              client_id: str = "", protocol_version: str = "", replicated: bool = False) -> SessionInfo:
         now = time.monotonic()
         info = self._by_id.get(session_id)
         if info is None or info.caller != caller:
@@ -58,6 +61,10 @@ class SessionRegistry:
             self._by_id[session_id] = info
             while len(self._by_id) > self.max_sessions:
                 self._by_id.popitem(last=False)
+            if self.on_change is not None and not replicated:
+                self.on_change("session", {"sid": session_id, "caller": caller, "server": server,
+                                           "user_session": user_session, "client_id": client_id,
+                                           "protocol_version": protocol_version})
         else:
             self._by_id.move_to_end(session_id)
         info.last_seen = now
@@ -66,8 +73,9 @@ class SessionRegistry:
             info.protocol_version = protocol_version
         return info
 
-    def end(self, session_id: str) -> None:
-        self._by_id.pop(session_id, None)
+    def end(self, session_id: str, *, replicated: bool = False) -> None:
+        if self._by_id.pop(session_id, None) is not None and self.on_change is not None and not replicated:
+            self.on_change("end", {"sid": session_id})
 
     def sweep(self) -> int:
         """Drop idle sessions; called periodically, off the hot path."""

@@ -34,6 +34,9 @@ class SpecStore:
         self._specs: OrderedDict[str, ServerSpec] = OrderedDict()
         self._pending: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self._on_drift = on_drift
+        # Called with (op, payload) for every change another replica must also make; set by the
+        # workers bus. Replicated changes are applied with `replicated=True` and not re-published.
+        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
         self.version = 0      # bumped on every change: cheap staleness check for caches
 
     def get(self, server: str) -> ServerSpec | None:
@@ -50,9 +53,11 @@ class SpecStore:
                 self._specs.popitem(last=False)
         return spec
 
-    def note_info(self, server: str, info: dict[str, Any]) -> None:
+    def note_info(self, server: str, info: dict[str, Any], *, replicated: bool = False) -> None:
         """Remember serverInfo / protocolVersion / capabilities from initialize or server/discover."""
         self._spec(server).info.update(info)
+        if self.on_change is not None and not replicated:
+            self.on_change("info", {"server": server, "info": info})
 
     def pin(self, server: str, snapshot: dict[str, Any]) -> None:
         """Install an operator-supplied snapshot. Pinned specs are authoritative: learning never
@@ -65,7 +70,7 @@ class SpecStore:
         self.version += 1
 
     def apply_page(self, server: str, kind: str, items: list[Any], *, first: bool, last: bool,
-                   partition: str = "", on_drift: str = "quarantine") -> list[DriftEvent]:
+                   partition: str = "", on_drift: str = "quarantine", replicated: bool = False) -> list[DriftEvent]:
         """Merge one page of a `*/list` result. Returns drift events once the snapshot completes."""
         if kind not in PARSERS:
             return []
@@ -85,10 +90,13 @@ class SpecStore:
         if not last:
             return []
         del self._pending[key]
+        snapshot = list(acc.values())
+        if self.on_change is not None and not replicated:
+            self.on_change("spec", {"server": server, "kind": kind, "items": snapshot, "on_drift": on_drift})
         spec = self._spec(server)
         if spec.pinned:
-            return self._compare_to_pin(spec, kind, list(acc.values()))
-        events = self._replace(spec, kind, list(acc.values()), on_drift=on_drift, initial=False)
+            return self._compare_to_pin(spec, kind, snapshot)
+        events = self._replace(spec, kind, snapshot, on_drift=on_drift, initial=False)
         self.version += 1
         return events
 
@@ -138,9 +146,12 @@ class SpecStore:
                 self._on_drift(ev)
         return events
 
-    def approve(self, server: str, kind: str, name: str) -> bool:
+    def approve(self, server: str, kind: str, name: str, *, replicated: bool = False) -> bool:
         spec = self._specs.get(server)
-        return bool(spec and spec.quarantined.pop((kind, name), None) is not None)
+        ok = bool(spec and spec.quarantined.pop((kind, name), None) is not None)
+        if ok and self.on_change is not None and not replicated:
+            self.on_change("approve", {"server": server, "kind": kind, "name": name})
+        return ok
 
 
 def _key(kind: str, entry: Any) -> str:

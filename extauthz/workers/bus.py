@@ -1,0 +1,89 @@
+"""The worker side of `serve --workers N`: what one worker learns, every worker knows.
+
+Each worker is a full service process on the shared gRPC port (SO_REUSEPORT). Learned state that
+decides requests (completed list snapshots, server info, quarantine approvals, session bindings)
+is published to the supervisor over a socketpair as JSON lines and relayed to every other worker;
+applying a relayed change never re-publishes it. Writes go into the transport's buffer (no await,
+no I/O wait on the hot path). Every second the worker also reports its Check counters and new
+decision records, so the supervisor's admin port shows the whole service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+import orjson
+
+from extauthz.app import App
+
+log = logging.getLogger("extauthz.workers")
+
+
+class WorkerBus:
+    def __init__(self, app: App, fd: int, index: int) -> None:
+        self.app, self.fd, self.index = app, fd, index
+        self._writer: asyncio.StreamWriter | None = None
+        self._shipped = 0
+        self.closed = asyncio.Event()
+
+    def publish(self, op: str, payload: dict[str, Any]) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(orjson.dumps({"op": op, **payload}) + b"\n")
+
+    def apply(self, msg: dict[str, Any]) -> None:
+        apply_change(self.app, msg)
+
+    def stats(self) -> dict[str, Any]:
+        checks = self.app.metrics.checks
+        new = self.app.decisions.emitted - self._shipped
+        self._shipped = self.app.decisions.emitted
+        recent = list(self.app.decisions.recent)[-min(new, 200):] if new else []
+        return {"op": "stats", "worker": self.index, "pid": os.getpid(),
+                "decisions": [[list(k), v] for k, v in checks.decisions.items()],
+                "buckets": checks.bucket_counts, "sum": checks.total, "count": checks.count,
+                "recent": recent, "ready": self.app.ready}
+
+    async def run(self) -> None:
+        sock = socket.socket(fileno=self.fd)
+        reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=64 * 1024 * 1024)
+        self.app.specs.on_change = self.publish
+        self.app.sessions.on_change = self.publish
+        ticker = asyncio.create_task(self._tick())
+        try:
+            while line := await reader.readline():
+                try:
+                    self.apply(orjson.loads(line))
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                    log.error("bad bus message ignored: %s", e)
+        finally:
+            ticker.cancel()
+            self.closed.set()     # the supervisor is gone: this worker stops too
+
+    async def _tick(self) -> None:
+        while True:
+            self.publish("stats", self.stats())
+            await asyncio.sleep(1.0)
+
+
+def apply_change(app: App, msg: dict[str, Any]) -> None:
+    """Apply a change another worker made (or the supervisor's catch-up on start); never re-published."""
+    op = msg.get("op")
+    if op == "spec":
+        app.specs.apply_page(msg["server"], msg["kind"], msg["items"], first=True, last=True,
+                             partition="replica", on_drift=msg.get("on_drift", "quarantine"), replicated=True)
+    elif op == "info":
+        app.specs.note_info(msg["server"], msg["info"], replicated=True)
+    elif op == "approve":
+        app.specs.approve(msg["server"], msg["kind"], msg["name"], replicated=True)
+    elif op == "session":
+        app.sessions.touch(msg["sid"], msg["caller"], msg["server"], user_session=msg.get("user_session", ""),
+                           client_id=msg.get("client_id", ""), protocol_version=msg.get("protocol_version", ""),
+                           replicated=True)
+    elif op == "end":
+        app.sessions.end(msg["sid"], replicated=True)
+    elif op == "quarantine":      # catch-up only: a restarted worker must not forget a quarantine
+        app.specs._spec(msg["server"]).quarantined[(msg["kind"], msg["name"])] = msg["why"]

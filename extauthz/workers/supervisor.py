@@ -1,0 +1,185 @@
+"""`extauthz serve --workers N`: N worker processes share the gRPC port; this process relays
+what they learn, restarts a worker that dies, and serves the admin port for the whole service.
+
+How learning reaches every worker: a worker that completes a list snapshot, learns server info,
+binds a session or approves a quarantined capability publishes it on its socketpair; the
+supervisor applies it to its own view (for /v1/inventory and /v1/sessions) and relays it to every
+other worker. A worker that (re)starts is first sent the supervisor's whole view. The policy is
+one file that every process watches, so all reload the same edit within a poll interval.
+Envoy keeps one HTTP/2 connection per Envoy worker thread to the extauthz cluster, and ext_authz
+and ext_proc share it, so a client's list and its next call usually reach the same worker anyway;
+the relay covers the rest within a millisecond or so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from extauthz.app import App
+from extauthz.specs.model import KINDS
+from extauthz.workers.bus import apply_change
+
+log = logging.getLogger("extauthz.workers")
+RELAYED = frozenset({"spec", "info", "approve", "session", "end"})
+
+
+@dataclass
+class Worker:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    writer: asyncio.StreamWriter | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    ready: bool = False
+
+
+class Supervisor:
+    def __init__(self, app: App, n: int, worker_args: list[str]) -> None:
+        self.app, self.worker_args = app, worker_args
+        self.workers = [Worker(i) for i in range(n)]
+        self.stopping = False
+
+    @property
+    def ready(self) -> bool:
+        return all(w.ready and w.proc is not None and w.proc.poll() is None for w in self.workers)
+
+    def _catch_up(self) -> list[bytes]:
+        """Everything a fresh worker must know, as bus messages."""
+        out = []
+        for spec in self.app.specs.servers():
+            if spec.info:
+                out.append({"op": "info", "server": spec.server, "info": spec.info})
+            if spec.pinned:
+                continue
+            for kind in KINDS:
+                items = [e.raw for e in spec.table(kind).values()]
+                if items:
+                    out.append({"op": "spec", "server": spec.server, "kind": kind, "items": items, "on_drift": "accept"})
+            for (kind, name), why in spec.quarantined.items():
+                out.append({"op": "quarantine", "server": spec.server, "kind": kind, "name": name, "why": why})
+        for s in self.app.sessions.snapshot(limit=self.app.sessions.max_sessions):
+            out.append({"op": "session", "sid": s.session_id, "caller": s.caller, "server": s.server,
+                        "user_session": s.user_session, "client_id": s.client_id,
+                        "protocol_version": s.protocol_version})
+        return [orjson.dumps(m) + b"\n" for m in out]
+
+    async def _start(self, w: Worker) -> None:
+        ours, theirs = socket.socketpair()
+        cmd = [sys.executable, "-m", "extauthz.cli", "serve", *self.worker_args,
+               "--admin-port", "0", "--worker-fd", str(theirs.fileno()), "--worker-index", str(w.index)]
+        w.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()])
+        theirs.close()
+        w.ready = False
+        reader, w.writer = await asyncio.open_unix_connection(sock=ours, limit=64 * 1024 * 1024)
+        for line in self._catch_up():
+            w.writer.write(line)
+        asyncio.create_task(self._read(w, reader))
+        log.info("worker %d started (pid %d)", w.index, w.proc.pid)
+
+    async def _read(self, w: Worker, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            try:
+                msg = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            op = msg.get("op")
+            if op == "stats":
+                self._stats(w, msg)
+            elif op in RELAYED:
+                self._apply_locally(msg)
+                for other in self.workers:
+                    if other is not w and other.writer is not None and not other.writer.is_closing():
+                        other.writer.write(line)
+        w.ready = False
+
+    def _apply_locally(self, msg: dict[str, Any]) -> None:
+        apply_change(self.app, msg)
+
+    def _stats(self, w: Worker, msg: dict[str, Any]) -> None:
+        w.stats, w.ready = msg, bool(msg.get("ready"))
+        for rec in msg.get("recent", []):
+            rec["worker"] = msg.get("worker")
+            self.app.decisions.recent.append(rec)
+        checks = self.app.metrics.checks
+        decisions: dict[tuple[str, ...], int] = {}
+        buckets = [0] * len(checks.bucket_counts)
+        total = count = 0
+        for other in self.workers:
+            st = other.stats
+            for labels, n in st.get("decisions", []):
+                key = tuple(labels)
+                decisions[key] = decisions.get(key, 0) + n
+            for i, n in enumerate(st.get("buckets", [])[: len(buckets)]):
+                buckets[i] += n
+            total += st.get("sum", 0.0)
+            count += st.get("count", 0)
+        checks.decisions, checks.bucket_counts, checks.total, checks.count = decisions, buckets, total, count  # type: ignore[assignment]
+
+    async def _watch_children(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(0.5)
+            for w in self.workers:
+                if w.proc is not None and w.proc.poll() is not None and not self.stopping:
+                    log.error("worker %d exited with %s; restarting", w.index, w.proc.returncode)
+                    await self._start(w)
+
+    async def run(self, admin_host: str, admin_port: int, drain_seconds: float) -> int:
+        self.app.ready_check = lambda: self.ready          # /readyz reflects every worker
+        for w in self.workers:
+            await self._start(w)
+        import uvicorn
+
+        from extauthz.admin.http import build_admin
+        admin = uvicorn.Server(uvicorn.Config(build_admin(self.app), host=admin_host, port=admin_port,
+                                              log_level="warning", access_log=False, lifespan="off"))
+        admin.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        admin_task = asyncio.create_task(admin.serve())
+        watch_task = asyncio.create_task(self.app.holder.watch())
+        children = asyncio.create_task(self._watch_children())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        self.stopping = True
+        self.app.draining = True
+        for w in self.workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGTERM)
+        deadline = loop.time() + drain_seconds + 5
+        rc = 0
+        for w in self.workers:
+            while w.proc is not None and w.proc.poll() is None and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.kill()
+                rc = 1
+        children.cancel()
+        watch_task.cancel()
+        admin.should_exit = True
+        await asyncio.wait([admin_task], timeout=3)
+        log.info("all workers stopped")
+        return rc
+
+
+def worker_args(a: Any) -> list[str]:
+    """The serve arguments every worker gets (the supervisor adds its own)."""
+    out = ["--policy", a.policy, "--grpc-port", str(a.grpc_port), "--host", a.host,
+           "--drain-seconds", str(a.drain_seconds), "--log-level", a.log_level, "--loop", a.loop]
+    for flag, v in (("--tls-cert", a.tls_cert), ("--tls-key", a.tls_key), ("--tls-client-ca", a.tls_client_ca)):
+        if v:
+            out += [flag, v]
+    return out
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
