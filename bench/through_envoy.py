@@ -680,8 +680,6 @@ def main(argv: list[str] | None = None) -> int:
         envoy_args = ["--disable-hot-restart", "--log-level", "warn", "--file-flush-interval-msec", "200"]
         if a.envoy_concurrency:
             envoy_args += ["--concurrency", str(a.envoy_concurrency)]
-        elif pins["envoy"] is not None:
-            envoy_args += ["--cpuset-threads"]          # one worker per core it is pinned to
 
         upstream = Proc("upstream", [*prefix(pins, "upstream"), sys.executable, str(C.HERE / "upstream_echo.py"),
                                      "--port", str(up_port)], tmp / "upstream.log")
@@ -736,14 +734,15 @@ def main(argv: list[str] | None = None) -> int:
                 order = targets if (r + rates.index(rate)) % 2 == 0 else targets[::-1]
                 for t in order:
                     res = one_run(loop, t, requests[t.name], rate, r, warmup, duration, a.connections, service,
-                                  svc_admin, [p for p in procs if p is not t.proc])
+                                  svc_admin, procs)
                     if access_dir is not None and t.proc is not None:
                         res.extra["phases"], al_offsets[t.name] = access_log(
                             tmp / f"access-{t.name.lower()}.log", al_offsets[t.name], res)
                     results.append(res)
                     s = sorted(res.lat_ns)
                     print(f"  round {r + 1} {rate:5d}/s {t.label:<20} p50 {C.percentile(s, 50) / 1e3:7.0f} µs  "
-                          f"p99 {C.percentile(s, 99) / 1e3:7.0f} µs  ok {res.ok}  failed {res.failed}", flush=True)
+                          f"p99 {C.percentile(s, 99) / 1e3:7.0f} µs  ok {res.ok}  failed {res.failed}  "
+                          f"new conns {res.new_connections}  other cpu {res.extra['other_cpu']:.0%}", flush=True)
         stats = envoy_counters(ab, EXT_AUTHZ)
         service_cpu = service.cpu()
     except KeyboardInterrupt:
@@ -771,15 +770,34 @@ def envoy_version(envoy_bin: str) -> str:
         return "?"
 
 
+def system_cpu() -> tuple[float, float]:
+    """(busy seconds of all CPUs, steal seconds) since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    tck = os.sysconf("SC_CLK_TCK")
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    steal = v[7] if len(v) > 7 else 0
+    return (sum(v[:8]) - idle - steal) / tck, steal / tck
+
+
 def one_run(loop: asyncio.AbstractEventLoop, t: Target, request: bytes, rate: int, rnd: int, warmup: float,
-            duration: float, connections: int, service: Proc, svc_admin: int, others: list[Proc]) -> LoadResult:
+            duration: float, connections: int, service: Proc, svc_admin: int, procs: list[Proc]) -> LoadResult:
     before = decisions(svc_admin) if t.name == "B" else None
     eb = envoy_counters(t.admin_port, EXT_AUTHZ) if t.name == "B" and t.admin_port else None
-    cpu0 = {p.name: p.cpu() for p in [service, *( [t.proc] if t.proc else [])]}
+    cpu0 = {p.name: p.cpu() for p in procs}
+    sys0, me0 = system_cpu(), time.process_time()
     res = run_load(loop, t, request, rate, rnd, warmup, duration, connections, timeout=10.0)
-    res.extra["cpu"] = {name: p.cpu() - cpu0[name] for name, p in
-                        ((p.name, p) for p in [service, *([t.proc] if t.proc else [])])}
-    for p in [*others, *([t.proc] if t.proc else [])]:
+    sys1, me1 = system_cpu(), time.process_time()
+    cpu = {p.name: p.cpu() - cpu0[p.name] for p in procs}
+    # CPU used by anything but this bench's processes (a noisy neighbour), and stolen by the hypervisor.
+    ours = sum(cpu.values()) + (me1 - me0)
+    res.extra["cpu"] = cpu
+    res.extra["other_cpu"] = max(0.0, (sys1[0] - sys0[0]) - ours) / max(res.wall_s, 1e-9)
+    res.extra["steal"] = (sys1[1] - sys0[1]) / max(res.wall_s, 1e-9)
+    for p in procs:
         if not p.alive():
             raise p.fail("exited during a run")
     if before is not None:

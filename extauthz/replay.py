@@ -23,6 +23,8 @@ from extauthz.policy.model import load_policy
 
 def _request(rec: dict) -> HttpRequest:
     headers = {str(k).lower(): str(v) for k, v in (rec.get("headers") or {}).items()}
+    if str(rec.get("method", "POST")) == "POST":
+        headers.setdefault("content-type", "application/json")   # recordings often omit it
     if "bodyText" in rec:
         body = str(rec["bodyText"]).encode("utf-8", "surrogatepass")
     elif "body" in rec:

@@ -70,6 +70,9 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
     if http.method == "POST":
         if http.partial:
             return _deny(d, Reason.PARTIAL_BODY, "Envoy forwarded a truncated body", 400)
+        ctype = http.headers.get("content-type", "")
+        if ctype.split(";", 1)[0].strip().lower() != "application/json":
+            return _deny(d, Reason.MALFORMED_REQUEST, "an MCP POST must be application/json", 400)
         body, problem = _decoded_body(http, policy, ctx.limits)
         if problem is not None:
             return _deny(d, problem[0], problem[1], 413 if problem[0] is Reason.PAYLOAD_TOO_LARGE else 400)
@@ -84,6 +87,12 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         messages = parsed.messages
         d.form = "batch" if parsed.batch else ("single" if messages[0].kind == "request" else "bare")
         d.ids = [m.id for m in messages]
+        if parsed.batch:
+            ids = [i for i in d.ids if i is not None]
+            if len(ids) != len(set(ids)):
+                return _deny(d, Reason.MALFORMED_REQUEST, "duplicate ids in a batch", 400)
+        if any(m.kind == "response" for m in messages) and not http.headers.get(SESSION_HEADER):
+            return _deny(d, Reason.MALFORMED_REQUEST, "a JSON-RPC response outside an MCP session", deny_status)
         if parsed.batch and d.protocol_version and d.protocol_version not in BATCH_VERSIONS \
                 and d.protocol_version != "2024-11-05":
             return _deny(d, Reason.MALFORMED_REQUEST, f"JSON-RPC batches are not part of {d.protocol_version}",
@@ -110,8 +119,8 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
     # MCP session: a bearer secret bound to the caller who first used it.
     sid = http.headers.get(SESSION_HEADER, "")
     if sid:
-        if not valid_session_id(sid):
-            return _deny(d, Reason.MALFORMED_REQUEST, "malformed mcp-session-id", _status(d, deny_status))
+        if not valid_session_id(sid) or "," in sid:     # Envoy joins repeated headers with commas
+            return _deny(d, Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(d, deny_status))
         d.session_id = sid
         if policy.sessions.bind_to_caller and caller is not None \
                 and not ctx.sessions.owner_ok(sid, caller.key):

@@ -59,7 +59,9 @@ def http(body: Any = None, *, claims: dict[str, Any] | None = SUPPORT, headers: 
          method: str = "POST", authority: str = "crm.example.com", path: str = "/mcp", raw: bytes | None = None,
          partial: bool = False) -> HttpRequest:
     data = raw if raw is not None else (orjson.dumps(body) if body is not None else b"")
-    return HttpRequest(method=method, path=path, authority=authority, headers=dict(headers or {}), body=data,
+    h = {"content-type": "application/json"} if method == "POST" else {}
+    h.update(headers or {})
+    return HttpRequest(method=method, path=path, authority=authority, headers=h, body=data,
                        partial=partial,
                        metadata={"envoy.filters.http.jwt_authn": {"jwt_payload": claims}} if claims else {})
 
