@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import orjson
 
-from extauthz.core.decide import Context, decide, limits_of
+from extauthz.core.decide import Context, decide
 from extauthz.core.decision import Decision, new_decision_id
 from extauthz.core.reasons import Reason
 from extauthz.decisionlog import DecisionLog
@@ -62,7 +62,7 @@ class App:
         self._pin_specs(policy)
         self.sessions.idle_ttl = float(policy.sessions.idle_ttl_seconds)
         self.sessions.max_sessions = policy.sessions.max_sessions
-        self.ctx = Context(policy, self.specs, self.sessions, self.validators, limits_of(policy))
+        self.ctx = Context(policy, self.specs, self.sessions, self.validators, policy.limits)
         log.info("policy installed: %s (%s, %d servers)", policy.source, policy.digest[:12], len(policy.servers))
 
     def _pin_specs(self, policy: Policy) -> None:

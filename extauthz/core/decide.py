@@ -38,12 +38,7 @@ class Context:
     specs: SpecStore
     sessions: SessionRegistry
     validators: ValidatorCache
-    limits: Limits
-
-
-def limits_of(policy: Any) -> Limits:
-    lim = policy.limits
-    return Limits(lim.max_body_bytes, lim.max_depth, lim.max_string_bytes, lim.max_array_items)
+    limits: Limits              # the policy's limits (same fields as extauthz.mcp.jsonrpc.Limits)
 
 
 def _deny(d: Decision, reason: Reason, detail: str, status: int) -> Decision:
@@ -237,21 +232,41 @@ def _unknown(ctx: Context, what: str, name: str) -> Verdict | None:
     return None
 
 
+def _named(name: Any, kind: str, server: Any, caller: Caller | None, ctx: Context) -> tuple[Verdict | None, Any, Any]:
+    """Questions 1 and 2 for a tool or prompt named in the request: (denial or None, spec entry, rule).
+
+    A clean name, listed by the server (unless the policy lets unknown capabilities through), not
+    quarantined, and a rule that permits this caller."""
+    if (problem := name_problem(name)) is not None:
+        return Verdict(Reason.MALFORMED_REQUEST, problem), None, None
+    spec = ctx.specs.get(server.name)
+    entry = spec.table(kind).get(name) if spec is not None else None
+    what = kind[:-1]
+    if entry is None:
+        if (v := _unknown(ctx, what, name)) is not None:
+            return v, None, None
+    elif (v := _quarantined(spec, kind, name)) is not None:
+        return v, None, None
+    rule = server.rule_for(what, name)
+    if not _permitted(rule, caller):
+        return Verdict(Reason.NOT_ALLOWED, f"{what} {name!r} is not allowed for this caller",
+                       rule.rule_id if rule else "", name), None, None
+    return None, entry, rule
+
+
+def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verdict:
+    for c in rule.constraints:
+        if not c.check(args, caller):
+            return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
+                           rule.rule_id, name)
+    return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
+
+
 def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str]) -> Verdict:
     name = m.params.get("name")
-    if (problem := name_problem(name)) is not None:
-        return Verdict(Reason.MALFORMED_REQUEST, problem)
-    spec = ctx.specs.get(server.name)
-    tool = spec.tools.get(name) if spec is not None else None
-    if tool is None:
-        if (v := _unknown(ctx, "tool", name)) is not None:
-            return v
-    elif (v := _quarantined(spec, "tools", name)) is not None:
-        return v
-    rule = server.rule_for("tool", name)
-    if not _permitted(rule, caller):
-        return Verdict(Reason.NOT_ALLOWED, f"tool {name!r} is not allowed for this caller",
-                       rule.rule_id if rule else "", name)
+    denied, tool, rule = _named(name, "tools", server, caller, ctx)
+    if denied is not None:
+        return denied
     args = m.params.get("arguments", {})
     if type(args) is not dict:
         return Verdict(Reason.SCHEMA_VIOLATION, "arguments must be an object", rule.rule_id, name)
@@ -264,28 +279,14 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
             return Verdict(Reason.SCHEMA_VIOLATION, compiled.first_error(args) or "invalid", rule.rule_id, name)
         if (mismatch := mcp_headers.param_mismatch(headers, tool, args)) is not None:
             return Verdict(Reason.HEADER_MISMATCH, mismatch, rule.rule_id, name)
-    for c in rule.constraints:
-        if not c.check(args, caller):
-            return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
-                           rule.rule_id, name)
-    return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
+    return _constraints(rule, args, caller, name)
 
 
 def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context) -> Verdict:
     name = m.params.get("name")
-    if (problem := name_problem(name)) is not None:
-        return Verdict(Reason.MALFORMED_REQUEST, problem)
-    spec = ctx.specs.get(server.name)
-    prompt = spec.prompts.get(name) if spec is not None else None
-    if prompt is None:
-        if (v := _unknown(ctx, "prompt", name)) is not None:
-            return v
-    elif (v := _quarantined(spec, "prompts", name)) is not None:
-        return v
-    rule = server.rule_for("prompt", name)
-    if not _permitted(rule, caller):
-        return Verdict(Reason.NOT_ALLOWED, f"prompt {name!r} is not allowed for this caller",
-                       rule.rule_id if rule else "", name)
+    denied, prompt, rule = _named(name, "prompts", server, caller, ctx)
+    if denied is not None:
+        return denied
     args = m.params.get("arguments", {})
     if args is None:
         args = {}
@@ -303,11 +304,7 @@ def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context) ->
         lim = ctx.limits.max_string_bytes
         if any(len(v) > lim for v in args.values()):
             return Verdict(Reason.PAYLOAD_TOO_LARGE, "prompt argument too long", rule.rule_id, name)
-    for c in rule.constraints:
-        if not c.check(args, caller):
-            return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
-                           rule.rule_id, name)
-    return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
+    return _constraints(rule, args, caller, name)
 
 
 def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context) -> Verdict:
@@ -347,19 +344,9 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context) ->
         # Completing a prompt argument happens before it has a value: the prompt must be known and
         # allowed and the argument declared; required arguments are not required yet.
         name = ref.get("name")
-        if (problem := name_problem(name)) is not None:
-            return Verdict(Reason.MALFORMED_REQUEST, problem)
-        spec = ctx.specs.get(server.name)
-        prompt = spec.prompts.get(name) if spec is not None else None
-        if prompt is None:
-            if (v := _unknown(ctx, "prompt", name)) is not None:
-                return v
-        elif (v := _quarantined(spec, "prompts", name)) is not None:
-            return v
-        rule = server.rule_for("prompt", name)
-        if not _permitted(rule, caller):
-            return Verdict(Reason.NOT_ALLOWED, f"prompt {name!r} is not allowed for this caller",
-                           rule.rule_id if rule else "", name)
+        denied, prompt, rule = _named(name, "prompts", server, caller, ctx)
+        if denied is not None:
+            return denied
         if prompt is not None and arg["name"] not in prompt.arguments:
             return Verdict(Reason.SCHEMA_VIOLATION, "completion for an undeclared prompt argument", rule.rule_id, name)
         return Verdict(Reason.ALLOWED, "", rule.rule_id, name)

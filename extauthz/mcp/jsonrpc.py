@@ -24,6 +24,9 @@ _STRING_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"(\s*:|)', re.DOTALL)
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """Size limits, read by attribute: the policy's compiled `limits` has the same fields and is
+    passed as is; this class is the default for parsing outside a policy (tests, tools)."""
+
     max_body_bytes: int = 262144
     max_depth: int = 32
     max_string_bytes: int = 65536
