@@ -742,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
                     s = sorted(res.lat_ns)
                     print(f"  round {r + 1} {rate:5d}/s {t.label:<20} p50 {C.percentile(s, 50) / 1e3:7.0f} µs  "
                           f"p99 {C.percentile(s, 99) / 1e3:7.0f} µs  ok {res.ok}  failed {res.failed}  "
-                          f"new conns {res.new_connections}  other cpu {res.extra['other_cpu']:.0%}", flush=True)
+                          f"new conns {res.new_connections}  other cpu {res.extra['other_cpu']:.0%}  steal {res.extra['steal']:.0%}", flush=True)
         stats = envoy_counters(ab, EXT_AUTHZ)
         service_cpu = service.cpu()
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import orjson
 
+from extauthz.core.answers import denial_body
 from extauthz.core.decide import Context, decide
 from extauthz.core.decision import Decision, new_decision_id
 from extauthz.core.reasons import Reason
@@ -125,6 +126,14 @@ class App:
 
     def _after(self, d: Decision, ctx: Context) -> None:
         """Session bookkeeping for allowed requests (sessions are bound on first use)."""
+        if d.legacy_sse:
+            if d.learn and d.wire_allowed:
+                self.learner.expect(d.server, d.session_id, d.learn)   # the result comes on the stream
+                d.learn = []
+            elif not d.wire_allowed and d.ids and d.reason is not Reason.SESSION_HIJACK:
+                # The 2024-11-05 client reads answers only from its event stream: put it there too
+                # (never into a stream that belongs to somebody else).
+                self.learner.inject(d.server, d.session_id, b"event: message\r\ndata: " + denial_body(d) + b"\r\n\r\n")
         if not d.allowed or not d.session_id or d.caller is None:
             return
         if d.http_method == "DELETE":

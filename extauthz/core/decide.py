@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import time
+import urllib.parse
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -111,8 +112,14 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         d.www_authenticate = 'Bearer realm="mcp"'
         return _deny(d, Reason.UNAUTHENTICATED, "no identity", 401)
 
-    # MCP session: a bearer secret bound to the caller who first used it.
+    # MCP session: a bearer secret bound to the caller who first used it. The 2024-11-05
+    # HTTP+SSE transport carries it in the POST's query (`?session_id=`) instead of a header.
     sid = http.headers.get(SESSION_HEADER, "")
+    if not sid and "?" in http.path:
+        sid = _query_session(http.path)
+        d.legacy_sse = bool(sid) and http.method == "POST"
+    elif not sid and http.method == "GET":
+        d.learn_stream = True           # a 2024-11-05 event stream: learn the results it carries
     if sid:
         if not valid_session_id(sid) or "," in sid:     # Envoy joins repeated headers with commas
             return _deny(d, Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(d, deny_status))
@@ -150,6 +157,13 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         d.learn = []
         return _deny(d, first_denial.reason, first_denial.detail, _status(d, deny_status))
     return d
+
+
+def _query_session(path: str) -> str:
+    values = urllib.parse.parse_qs(path.split("?", 1)[1], keep_blank_values=True).get("session_id", [])
+    if len(values) > 1:
+        return ",".join(values)         # repeated: refused below like a repeated header
+    return values[0] if values else ""
 
 
 def _status(d: Decision, deny_status: int) -> int:

@@ -80,10 +80,14 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--json-response", action="store_true")
     p.add_argument("--stateless", action="store_true")
+    p.add_argument("--sse", action="store_true", help="the 2024-11-05 HTTP+SSE transport (GET /sse, POST /messages/)")
     a = p.parse_args()
     import uvicorn
 
-    app = build_server().streamable_http_app(json_response=a.json_response, stateless_http=a.stateless, host=a.host)
+    if a.sse:
+        app = build_server().sse_app(host=a.host)
+    else:
+        app = build_server().streamable_http_app(json_response=a.json_response, stateless_http=a.stateless, host=a.host)
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
 
 

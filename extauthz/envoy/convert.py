@@ -16,7 +16,7 @@ from google.rpc import status_pb2
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
 from extauthz.mcp.request import HttpRequest
-from extauthz.specs.learn import encode_learn_header
+from extauthz.specs.learn import STREAM_MARK, encode_learn_header
 
 PARTIAL_HEADER = "x-envoy-auth-partial-body"
 LEARN_HEADER = "x-mcp-extauthz-learn"
@@ -117,8 +117,8 @@ def to_check_response(d: Decision) -> external_auth_pb2.CheckResponse:
             headers.append(_hvo("x-mcp-name", d.name.encode("unicode_escape").decode("ascii")[:1024]))
         else:
             remove.append("x-mcp-name")
-        if d.learn:
-            headers.append(_hvo(LEARN_HEADER, encode_learn_header(d.learn)))
+        if d.learn or d.learn_stream:
+            headers.append(_hvo(LEARN_HEADER, encode_learn_header(d.learn) if d.learn else STREAM_MARK))
         else:
             remove.append(LEARN_HEADER)
         return external_auth_pb2.CheckResponse(

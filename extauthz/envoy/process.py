@@ -19,7 +19,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from extauthz.specs.learn import LEARN_HEADER, Exchange, Learner
+from extauthz.specs.learn import LEARN_HEADER, Exchange, Learner, StreamExchange
 
 log = logging.getLogger("extauthz.envoy.process")
 
@@ -103,6 +103,10 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
                 if exchange is not None:
                     body = req.response_body
                     exchange.on_body(body.body, body.end_of_stream or body.end_of_stream_without_message)
+                    extra = exchange.take_injection() if isinstance(exchange, StreamExchange) else b""
+                    if extra:       # a 2024-11-05 denial, written between the server's events
+                        return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(
+                            body_mutation=pb.BodyMutation(body=body.body + extra)))), exchange
                 return _RESPONSE_BODY, exchange
             if phase == "request_body":
                 return _REQUEST_BODY, exchange

@@ -23,6 +23,8 @@ import base64
 import binascii
 import logging
 import re
+import urllib.parse
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -43,6 +45,9 @@ MAX_HEADER_CHARS = 16 * 1024            # encoded learn header
 MAX_ENTRIES = 256                       # learnable requests in one batch
 MAX_ID_CHARS = 512
 MAX_SESSION_ID_CHARS = 1024
+MAX_STREAM_SESSIONS = 10000             # 2024-11-05 sessions with learnable requests in flight
+MAX_INJECT_BYTES = 1024 * 1024          # queued denial events per 2024-11-05 session
+STREAM_MARK = "sse-stream"              # learn-header value for a 2024-11-05 GET event stream
 
 LIST_KINDS = {
     "tools/list": "tools",
@@ -129,14 +134,46 @@ class Learner:
         self.store = store
         self.on_drift_mode = on_drift_mode
         self.on_session = on_session
+        # 2024-11-05 HTTP+SSE: a POST's result arrives later on the session's GET stream, so
+        # ext_authz leaves the learn entries here, keyed by (server, session id), for that stream.
+        self.stream_pending: OrderedDict[tuple[str, str], dict[tuple[str, str | int], LearnEntry]] = OrderedDict()
+        # ...and denials of its POSTs wait here to be written into that stream as SSE events,
+        # because a 2024-11-05 client reads every answer from the stream, never from the POST.
+        self.stream_inject: OrderedDict[tuple[str, str], bytearray] = OrderedDict()
         self.max_body_bytes = max_body_bytes
         self.max_event_bytes = max_event_bytes
+
+    def expect(self, server: str, session_id: str, entries: list[list[Any]]) -> None:
+        """Remember learnable requests of a 2024-11-05 session until its SSE stream answers them."""
+        key = (server, session_id)
+        pending = self.stream_pending.get(key)
+        if pending is None:
+            pending = self.stream_pending[key] = {}
+            while len(self.stream_pending) > MAX_STREAM_SESSIONS:
+                self.stream_pending.popitem(last=False)
+        for rid, method, first in entries:
+            k = _id_key(rid)
+            if k is not None and method in LEARNABLE_METHODS and len(pending) < MAX_ENTRIES:
+                pending[k] = LearnEntry(rid, method, bool(first))
+
+    def inject(self, server: str, session_id: str, event: bytes) -> None:
+        """Queue a whole SSE event for the 2024-11-05 stream of this session (bounded)."""
+        key = (server, session_id)
+        buf = self.stream_inject.get(key)
+        if buf is None:
+            buf = self.stream_inject[key] = bytearray()
+            while len(self.stream_inject) > MAX_STREAM_SESSIONS:
+                self.stream_inject.popitem(last=False)
+        if len(buf) + len(event) <= MAX_INJECT_BYTES:
+            buf += event
 
     def exchange(self, server: str | None, caller: str | None, session_id: str | None,
                  learn_header_value: str | bytes | None) -> Exchange | None:
         try:
             if not server or not isinstance(server, str):
                 return None
+            if learn_header_value in (STREAM_MARK, STREAM_MARK.encode()):
+                return StreamExchange(self, server, caller or "", "", [])
             entries = decode_learn_header(learn_header_value)
             if entries is None:
                 if learn_header_value:
@@ -292,20 +329,29 @@ class Exchange:
             assert self._sse is not None
             if chunk:
                 for ev in self._sse.feed(chunk):
-                    if ev.event == "message" and ev.data:
-                        self._handle_payload(ev.data)
-                        if self.done:
-                            break
+                    self._on_event(ev)
+                    if self.done:
+                        break
                 if self._sse is not None and self._sse.dropped > self._dropped_seen:
                     log.warning("dropped %d SSE event(s) from %s larger than %d bytes",
                                 self._sse.dropped - self._dropped_seen, self.server,
                                 self.learner.max_event_bytes)
                     self._dropped_seen = self._sse.dropped
-            if end_of_stream or not self.pending:
+            if end_of_stream or self._exhausted():
                 self._release()
         else:
             # body without (usable) headers: nothing we can interpret
             self._abandon("body before headers")
+
+    def _on_event(self, ev: Any) -> None:
+        if ev.event == "message" and ev.data:
+            self._handle_payload(ev.data)
+
+    def _exhausted(self) -> bool:
+        return not self.pending
+
+    def _entry_for(self, key: tuple[str, str | int]) -> LearnEntry | None:
+        return self.pending.pop(key, None)
 
     def _finish_json(self, *, truncated_ok: bool = False) -> None:
         buf, self._buf = self._buf, bytearray()
@@ -332,9 +378,9 @@ class Exchange:
         if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or "method" in msg:
             return                      # not a response (server request/notification, junk)
         key = _id_key(msg.get("id"))
-        if key is None or key not in self.pending:
+        entry = self._entry_for(key) if key is not None else None
+        if entry is None:
             return
-        entry = self.pending.pop(key)
         result = msg.get("result")
         if "error" in msg or not isinstance(result, dict):
             log.debug("%s answered %s (id %r) with an error or no result", self.server, entry.method, entry.id)
@@ -393,6 +439,39 @@ class Exchange:
         if info:
             self.learner.store.note_info(self.server, info)
         self.learned.append(("server/discover", len(info)))
+
+
+class StreamExchange(Exchange):
+    """A 2024-11-05 GET event stream: long-lived, carrying the results of requests that were
+    POSTed separately. Its first event (`endpoint`) names the session; each later result is
+    paired with the learn entries ext_authz left for that session (`Learner.expect`)."""
+
+    @property
+    def done(self) -> bool:
+        return self.finished or self.abandoned is not None
+
+    def _exhausted(self) -> bool:
+        return False
+
+    def _on_event(self, ev: Any) -> None:
+        if ev.event == "endpoint" and ev.data and not self.session_id:
+            query = urllib.parse.urlsplit(ev.text.strip()).query
+            sid = urllib.parse.parse_qs(query).get("session_id", [""])[0]
+            if sid and len(sid) <= MAX_SESSION_ID_CHARS and _SESSION_ID.fullmatch(sid):
+                self.session_id = sid
+        elif ev.event == "message" and ev.data and self.session_id:
+            self._handle_payload(ev.data)
+
+    def _entry_for(self, key: tuple[str, str | int]) -> LearnEntry | None:
+        pending = self.learner.stream_pending.get((self.server, self.session_id))
+        return pending.pop(key, None) if pending else None
+
+    def take_injection(self) -> bytes:
+        """Queued events for this session, if the stream is between events (never mid-event)."""
+        if not self.session_id or (self._sse is not None and self._sse.buffered_bytes):
+            return b""
+        buf = self.learner.stream_inject.pop((self.server, self.session_id), None)
+        return bytes(buf) if buf else b""
 
 
 def _take(out: dict[str, Any], src: dict[str, Any], key: str, typ: type) -> None:
