@@ -32,12 +32,13 @@ log = logging.getLogger("extauthz")
 
 
 class App:
-    def __init__(self, policy_path: str | None, *, decision_out: IO[bytes] | None = None) -> None:
+    def __init__(self, policy_path: str | None, *, decision_out: IO[bytes] | None = None,
+                 background_log: bool = False) -> None:
         self.specs = SpecStore(on_drift=self._on_drift)
         self.sessions = SessionRegistry()
         self.validators = ValidatorCache()
         self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions))
-        self.decisions = DecisionLog(decision_out)
+        self.decisions = DecisionLog(decision_out, background=background_log)
         self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine",
                                on_session=self._on_session)
         self.ctx: Context | None = None
@@ -144,8 +145,8 @@ class App:
                             protocol_version=d.protocol_version)
 
 
-def load_app(policy_path: str | None) -> App:
+def load_app(policy_path: str | None, *, background_log: bool = True) -> App:
     """Build the app, or raise PolicyError listing every problem of the first load."""
     if policy_path is not None:
         load_policy(policy_path)
-    return App(policy_path)
+    return App(policy_path, background_log=background_log)

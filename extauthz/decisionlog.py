@@ -4,6 +4,7 @@ for the admin API. Argument values only when `audit.logArguments` is on, and the
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import deque
 from typing import IO, Any
@@ -73,25 +74,77 @@ def record(d: Decision) -> dict[str, Any]:
 
 
 class DecisionLog:
-    """Writes each decision as a JSON line; never raises into the Check path."""
+    """Writes each decision as a JSON line; never raises into the Check path, never blocks it.
 
-    def __init__(self, out: IO[bytes] | None = None, keep: int = 1000) -> None:
+    With `background=True` (the service), lines are handed to a writer thread: a slow or full
+    stdout pipe then delays the log, not the Check. The hand-off is bounded (`max_pending` lines);
+    beyond it the oldest unwritten lines are dropped and counted in `dropped`, and the drop itself
+    is logged, rather than growing memory or stalling decisions. Tests and replay write inline.
+    """
+
+    def __init__(self, out: IO[bytes] | None = None, keep: int = 1000, *, background: bool = False,
+                 max_pending: int = 100_000) -> None:
         self._out = out if out is not None else sys.stdout.buffer
         self.recent: deque[dict[str, Any]] = deque(maxlen=keep)
         self.emitted = 0          # records ever emitted: lets the workers bus ship only new ones
+        self.dropped = 0
+        self._pending: deque[bytes] = deque()
+        self._max_pending = max_pending
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._writer, name="decision-log", daemon=True)
+            self._thread.start()
 
     def emit(self, d: Decision) -> dict[str, Any] | None:
         try:
             rec = record(d)
             self.recent.append(rec)
             self.emitted += 1
-            self._out.write(orjson.dumps(rec) + b"\n")
+            line = orjson.dumps(rec) + b"\n"
+            if self._thread is None:
+                self._out.write(line)
+            else:
+                if len(self._pending) >= self._max_pending:
+                    self._pending.popleft()
+                    self.dropped += 1
+                self._pending.append(line)
+                if len(self._pending) >= 256:
+                    self._wake.set()
             return rec
         except Exception:       # logging must never change a verdict
             return None
 
+    def _drain(self) -> None:
+        lines = []
+        while self._pending:
+            lines.append(self._pending.popleft())
+        if lines:
+            self._out.write(b"".join(lines))
+            self._out.flush()
+
+    def _writer(self) -> None:
+        reported = 0
+        while not self._closed:
+            self._wake.wait(0.05)
+            self._wake.clear()
+            try:
+                self._drain()
+                if self.dropped > reported:
+                    sys.stderr.write(f"decision log: {self.dropped - reported} line(s) dropped, output too slow\n")
+                    reported = self.dropped
+            except Exception:   # a broken stdout must not kill the writer
+                pass
+
     def flush(self) -> None:
+        """Write everything pending (shutdown, tests). Safe to call from the event loop at exit."""
         try:
+            if self._thread is not None:
+                self._closed = True
+                self._wake.set()
+                self._thread.join(timeout=5)
+            self._drain()
             self._out.flush()
         except Exception:
             pass
