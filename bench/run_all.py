@@ -1,6 +1,6 @@
 """Run every benchmark, one after the other (never in parallel: they would measure each other).
 
-    python bench/run_all.py [--quick] [--only decision_core|check_throughput]
+    python bench/run_all.py [--quick] [--only decision_core|check_throughput|through_envoy|memory]
 
 Each script prints its own table and one `SUMMARY ...` line; the summaries are repeated at the end.
 Exit status is non-zero when any benchmark failed (a setup error, a server that would not start,
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ("decision_core", "check_throughput")
+BENCHES = ("decision_core", "check_throughput", "through_envoy", "memory")
 
 
 def _interrupt(*_: object) -> None:
