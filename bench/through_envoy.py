@@ -1,21 +1,40 @@
 """Latency through real Envoy: MCP tools/call at fixed request rates, without and with extauthz.
 
 Starts, in the same run: bench/upstream_echo.py (a tiny HTTP/1.1 upstream answering a fixed
-JSON-RPC result), `extauthz serve` (bench/policy.yaml + the pinned 1,000-tool spec), and two real
-Envoys in front of the same upstream:
+JSON-RPC result), `extauthz serve` (bench/policy.yaml + the pinned 1,000-tool spec, decision log to
+/dev/null), and two real Envoys in front of the same upstream:
 
 * **A (no authz)**: a plain router: the same listener and HTTP connection manager settings as B,
   but no jwt_authn, ext_authz, ext_proc or header stripping (derived from B's config in this script).
 * **B (extauthz)**: our full config, `extauthz.demo.envoy_config.render`, with the JWKS of a runtime
-  `TokenIssuer`; the request carries a JWT it minted.
+  `TokenIssuer`; every request carries the same RS256 JWT it minted (a support agent), MCP
+  2025-11-25 style: no session, no 2026-07-28 routing headers. The call is a small allowed
+  `billing_*` tools/call, checked against its schema and the `customer_ids` constraint.
+
+Before loading, the run checks that A and B answer from the upstream, that B answers 401 without a
+token and denies an `admin_*` call: B really enforces. After every B run, the service's /metrics
+must show no denials and at least as many allows as the generator counted successes.
 
 Load is open-loop at a fixed rate (default 250, 500, 1000 req/s): requests are scheduled on a fixed
-timeline (a timerfd armed at each scheduled time) over a pool of keep-alive HTTP/1.1 connections,
-and latency is measured from the *scheduled* time to the last byte of the answer, so a stall delays
-every request behind it in the numbers too (no coordinated omission). Rounds interleave the targets
-(direct, A, B, then B, A, direct, ...) at every rate. The added latency is B - A per percentile.
+timeline (a Linux timerfd armed at each scheduled time: asyncio's own timers round to whole
+milliseconds) over a pool of keep-alive HTTP/1.1 connections (more are opened when all are busy),
+and latency is measured from the *scheduled* time to the last byte of the answer, so a stall
+delays every request behind it in the numbers too (no coordinated omission). The generator's own
+lateness (scheduled -> written) and CPU per request are printed, and a `direct` row (generator ->
+upstream, no Envoy) shows its floor. Rounds interleave the targets (direct, A, B, then B, A,
+direct, ...) at every rate. The added latency is B - A per percentile.
+
+Where the time goes: both Envoys write an access log with µs phase timings (%COMMON_DURATION%) and
+B's ext_authz emits its gRPC round-trip time (`emit_filter_state_stats`); the service is started
+through a gc.callbacks hook that logs its gen1/gen2 collection pauses (`--no-gc-log`: plain
+`python -m extauthz.cli serve`); per-process CPU comes from /proc.
+
+Shared machines: before each run the bench waits (up to --max-wait) until processes outside it use
+less than 10% of a core, and repeats a run during which they used more than 25% (--retries).
+No CPU pinning by default (see --pin: on 2 cores, Envoy and the service must not share one).
 
     python bench/through_envoy.py [--quick] [--rates 250,500,1000] [--rounds N] [--duration S]
+                                  [--pin none|auto|ROLE=CORE,...] [--service-args '--workers 2']
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ import gc
 import http.client
 import os
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -110,6 +130,7 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=dict)
     new_connections: int = 0           # opened during the run because no pooled one was idle
     queued: int = 0                    # waited for a connection (pool at its cap)
+    answered: int = 0                  # all answers, warm-up included (CPU is measured over the whole run)
     cpu_s: float = 0.0                 # this process's CPU time over the run (the generator's cost)
     wall_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -319,6 +340,7 @@ class OpenLoop:
         res = self.res
         assert res is not None
         self.outstanding -= 1
+        res.answered += 1
         if i >= self.n_warm:
             res.scheduled += 1
             if ok:
@@ -359,6 +381,8 @@ def run_load(loop: asyncio.AbstractEventLoop, target: "Target", request: bytes, 
     gc.disable()                        # no collector pauses inside the measured window
     try:
         return loop.run_until_complete(gen.run(LoadResult(target.name, rate, rnd)))
+    except OSError as e:
+        raise SystemExit(f"bench error: cannot open connections to {target.label} on port {target.port}: {e}") from None
     finally:
         gc.enable()
 
@@ -398,14 +422,22 @@ class Proc:
                           f"--- last lines of {self.log_path.name} ---\n{self.tail()}")
 
     def cpu(self) -> float:
+        """CPU seconds of the process and everything in its process group (e.g. `--workers` children)."""
         if self.proc is None:
             return float("nan")
-        try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return float("nan")
+        total, found = 0, False
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.proc.pid:              # pgrp: start_new_session made it our pid
+                total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+                found = True
+        return total / os.sysconf("SC_CLK_TCK") if found else float("nan")
 
     def stop(self) -> None:
         p = self.proc
@@ -574,20 +606,56 @@ EXT_AUTHZ = ("http.mcp.ext_authz.ok", "http.mcp.ext_authz.denied", "http.mcp.ext
              "http.mcp.ext_authz.failure_mode_allowed", "http.mcp.jwt_authn.allowed", "http.mcp.jwt_authn.denied")
 
 
+# The service, started with a hook that times its gen1/gen2 collections (gen0 returns at once) and
+# writes one line per collection to stderr (its log file). Otherwise exactly `python -m extauthz.cli`.
+GC_HOOK = """
+import gc, sys, time
+_t = [0.0]
+def _gc(phase, info, _pc=time.perf_counter, _w=sys.stderr.write):
+    if info["generation"] == 0:
+        return
+    if phase == "start":
+        _t[0] = _pc()
+    else:
+        _w("extauthz-bench-gc gen%d %.3f ms\\n" % (info["generation"], (_pc() - _t[0]) * 1e3))
+gc.callbacks.append(_gc)
+sys.argv[0] = "extauthz"
+from extauthz.cli import main
+sys.exit(main())
+"""
+
+
+def gc_pauses(log: Path, offset: int) -> tuple[dict[int, list[float]], int]:
+    """{generation: [pause ms]} the service logged since `offset`, and the new offset."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return {}, offset
+    out: dict[int, list[float]] = {}
+    for m in re.finditer(rb"extauthz-bench-gc gen(\d) ([\d.]+) ms", data):
+        out.setdefault(int(m.group(1)), []).append(float(m.group(2)))
+    return out, offset + len(data)
+
+
 # --- pinning -------------------------------------------------------------------------------------
 
 ROLES = ("load", "upstream", "envoy", "service")
 
 
 def layout(spec: str) -> dict[str, int | None]:
-    """`--pin` to {role: core}: 'auto' (with >= 2 cores: load generator + upstream on the first
-    core, both Envoys + the service on the last), 'none', or e.g. 'load=0,upstream=0,envoy=1,service=1'."""
+    """`--pin` to {role: core}: 'none', 'auto' (with >= 2 cores: load generator, upstream and service on
+    the first core, both Envoys on the last), or role=core pairs, e.g. 'load=0,upstream=0,service=0,envoy=1'.
+
+    Measured on 2 cores at 1,000/s: Envoy and the service on one core saturate it (B's p50 goes to
+    tens of ms); the other splits measured the same as no pinning within the run-to-run noise."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if spec == "none" or not shutil.which("taskset") or len(cores) < 2:
         return {r: None for r in ROLES}
     if spec == "auto":
         first, last = cores[0], cores[-1]
-        return {"load": first, "upstream": first, "envoy": last, "service": last}
+        return {"load": first, "upstream": first, "service": first, "envoy": last}
     out: dict[str, int | None] = {r: None for r in ROLES}
     for part in spec.split(","):
         role, _, core = part.partition("=")
@@ -621,7 +689,7 @@ def _interrupt(*_: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="1 round of 2 s per rate and target")
+    ap.add_argument("--quick", action="store_true", help="1 round of 2 s per rate and target (a smoke run)")
     ap.add_argument("--rates", default="250,500,1000", help="requests per second, comma-separated")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, quick 1)")
     ap.add_argument("--duration", type=float, default=None, help="measured seconds per run (default 6, quick 2)")
@@ -633,9 +701,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-direct", action="store_true", help="skip the generator -> upstream row (no Envoy)")
     ap.add_argument("--no-access-log", action="store_true",
                     help="no Envoy access log (then no per-phase timings from Envoy)")
-    ap.add_argument("--pin", default="auto",
-                    help="'auto' (load+upstream on the first core, Envoys+service on the last), 'none', or "
-                         "role=core pairs, e.g. load=0,upstream=0,envoy=1,service=1")
+    ap.add_argument("--pin", default="none",
+                    help="'none' (default), 'auto' (load generator, upstream and service on the first core, Envoys on "
+                         "the last), or role=core pairs, e.g. load=0,upstream=0,service=0,envoy=1")
+    ap.add_argument("--targets", default="direct,A,B",
+                    help="which of direct (no Envoy), A (Envoy, no authz), B (Envoy + extauthz) to load")
+    ap.add_argument("--service-args", default="", help="extra arguments for `extauthz serve`, e.g. '--workers 2'")
+    ap.add_argument("--no-gc-log", action="store_true",
+                    help="start the service as plain `python -m extauthz.cli serve`, without the hook that logs "
+                         "its gen1/gen2 garbage collections")
     ap.add_argument("--retries", type=int, default=2,
                     help=f"repeat a run during which other processes used more than {DISTURBED:.0%} of a core "
                          "(default 2 times)")
@@ -688,10 +762,11 @@ def main(argv: list[str] | None = None) -> int:
 
         upstream = Proc("upstream", [*prefix(pins, "upstream"), sys.executable, str(C.HERE / "upstream_echo.py"),
                                      "--port", str(up_port)], tmp / "upstream.log")
-        service = Proc("extauthz", [*prefix(pins, "service"), sys.executable, "-m", "extauthz.cli", "serve",
+        launcher = ["-m", "extauthz.cli"] if a.no_gc_log else ["-c", GC_HOOK]
+        service = Proc("extauthz", [*prefix(pins, "service"), sys.executable, *launcher, "serve",
                                     "--policy", str(policy), "--grpc-port", str(grpc_port), "--admin-port",
                                     str(svc_admin), "--host", "127.0.0.1", "--log-level", "warning",
-                                    "--drain-seconds", "1"],
+                                    "--drain-seconds", "1", *shlex.split(a.service_args)],
                        tmp / "extauthz.log", stdout_devnull=True)      # decision log -> /dev/null
         env_a = Proc("envoy A", [*prefix(pins, "envoy"), envoy_bin, "-c", str(tmp / "envoy-a.yaml"), *envoy_args],
                      tmp / "envoy-a.log")
@@ -722,28 +797,35 @@ def main(argv: list[str] | None = None) -> int:
         direct = Target("direct", "direct (no Envoy)", up_port, None)
         ta = Target("A", "A Envoy, no authz", la, env_a, aa)
         tb = Target("B", "B Envoy + extauthz", lb, env_b, ab)
-        targets = ([] if a.no_direct else [direct]) + [ta, tb]
+        wanted = {x.strip() for x in a.targets.split(",") if x.strip()} - ({"direct"} if a.no_direct else set())
+        targets = [t for t in (direct, ta, tb) if t.name in wanted]
+        if not targets:
+            raise SystemExit("--targets: none of direct, A, B")
         requests = {t.name: http_request(t.port, body, token) for t in targets}
         if pins["load"] is not None:
             os.sched_setaffinity(0, {pins["load"]})
 
         print(f"through Envoy (extauthz {C.revision()}, envoy {envoy_version(envoy_bin)}): tools/call {tool} "
-              f"({len(requests['B'])} B request, {len(body)} B body), open-loop {loop_name} generator, "
+              f"({len(next(iter(requests.values())))} B request, {len(body)} B body), open-loop {loop_name} generator, "
               f"{a.connections} keep-alive connections; rates {', '.join(map(str, rates))}/s; {rounds} rounds x "
               f"{duration:g}s (+{warmup:g}s warm-up) per rate and target; {pin_note(pins)}; "
-              f"Envoy {'--concurrency ' + str(a.envoy_concurrency) if a.envoy_concurrency else 'default workers'}"
+              f"Envoy {'--concurrency ' + str(a.envoy_concurrency) if a.envoy_concurrency else 'workers: one per core it may use'}"
+              f"{'; extauthz serve ' + a.service_args if a.service_args else ''}"
               f"{', access log on (both)' if access_dir else ''}", flush=True)
         al_offsets = {t.name: 0 for t in targets}
         repeated = 0
+        gc_offset = 0
         for r in range(rounds):
             for rate in rates:
                 order = targets if (r + rates.index(rate)) % 2 == 0 else targets[::-1]
                 for t in order:
                     for attempt in range(a.retries + 1):
                         waited = wait_quiet(procs, a.max_wait)
+                        _, gc_offset = gc_pauses(service.log_path, gc_offset)
                         res = one_run(loop, t, requests[t.name], rate, r, warmup, duration, a.connections, service,
                                       svc_admin, procs)
                         res.extra["waited"] = waited
+                        res.extra["gc"], gc_offset = gc_pauses(service.log_path, gc_offset)
                         if res.extra["other_cpu"] <= DISTURBED or attempt == a.retries:
                             break
                         repeated += 1
@@ -757,6 +839,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  round {r + 1} {rate:5d}/s {t.label:<20} p50 {C.percentile(s, 50) / 1e3:7.0f} µs  "
                           f"p99 {C.percentile(s, 99) / 1e3:7.0f} µs  ok {res.ok}  failed {res.failed}  "
                           f"new conns {res.new_connections}  other cpu {res.extra['other_cpu']:.0%}"
+                          + (f"  service gen2 GC {len(g2)}x, longest {max(g2):.0f} ms"
+                             if (g2 := res.extra["gc"].get(2)) else "")
                           + (f"  (waited {res.extra['waited']:.0f}s for quiet)" if res.extra["waited"] >= 1 else ""),
                           flush=True)
         stats = envoy_counters(ab, EXT_AUTHZ)
@@ -773,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    return report(results, rates, targets, stats, repeated)
+    return report(results, rates, targets, stats, repeated, a.no_gc_log)
 
 
 def envoy_version(envoy_bin: str) -> str:
@@ -876,7 +960,7 @@ def access_log(path: Path, offset: int, res: LoadResult) -> tuple[dict[str, list
 
 
 def report(results: list[LoadResult], rates: list[int], targets: list[Target], stats: dict[str, int],
-           repeated: int) -> int:
+           repeated: int, no_gc_log: bool) -> int:
     def pct(values: list[int], q: float, scale: float = 1e3) -> float:
         return C.percentile(values, q) / scale
 
@@ -890,7 +974,7 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
             pooled[(t.name, rate)] = lat
             n = sum(x.scheduled for x in rs)
             achieved = sum(x.ok for x in rs) / max(sum(x.scheduled for x in rs) / rate, 1e-9)
-            gen_cpu = sum(x.cpu_s for x in rs) / max(n, 1) * 1e6
+            gen_cpu = sum(x.cpu_s for x in rs) / max(sum(x.answered for x in rs), 1) * 1e6
             rows.append([f"{rate:,}/s", t.label, f"{achieved:,.0f}", f"{pct(lat, 50):,.0f}", f"{pct(lat, 90):,.0f}",
                          f"{pct(lat, 99):,.0f}", f"{pct(lat, 99.9):,.0f}", f"{lat[-1] / 1e3:,.0f}" if lat else "-",
                          sum(x.failed for x in rs), f"{pct(lag, 50):.0f}/{pct(lag, 99):.0f}", f"{gen_cpu:.0f}",
@@ -907,6 +991,13 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
     print(f"  other cpu: the most any run of the row saw processes outside this bench use (cores); runs above "
           f"{DISTURBED:.0%} were repeated: {repeated}.")
 
+    names = {t.name for t in targets}
+    if not {"A", "B"} <= names:
+        parts = [f"{t.name} {rate}/s p50 {pct(pooled[(t.name, rate)], 50):.0f}/p99 {pct(pooled[(t.name, rate)], 99):.0f} µs"
+                 for rate in rates for t in targets]
+        print(f"SUMMARY through_envoy: {'; '.join(parts)} (no A and B in --targets: no added latency)")
+        return 0
+
     # Added latency: B - A per percentile (pooled over rounds), and per round for the spread.
     rows = []
     added: dict[int, tuple[float, float, float]] = {}
@@ -921,20 +1012,28 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
                 per_round.append(pct(sorted(x.lat_ns), 99) - pct(sorted(ya.lat_ns), 99))
         bs = [x for x in results if x.target == "B" and x.rate == rate]
         check_us = statistics.median(x.extra.get("check_us", float("nan")) for x in bs)
-        n = sum(x.ok for x in bs)
+        n = sum(x.answered for x in bs)
         svc_cpu = sum(x.extra["cpu"].get("extauthz", 0.0) for x in bs) / max(n, 1) * 1e6
         env_b_cpu = sum(x.extra["cpu"].get("envoy B", 0.0) for x in bs) / max(n, 1) * 1e6
         as_ = [x for x in results if x.target == "A" and x.rate == rate]
-        env_a_cpu = sum(x.extra["cpu"].get("envoy A", 0.0) for x in as_) / max(sum(x.ok for x in as_), 1) * 1e6
+        env_a_cpu = sum(x.extra["cpu"].get("envoy A", 0.0) for x in as_) / max(sum(x.answered for x in as_), 1) * 1e6
+        gen2 = [ms for x in bs for ms in x.extra.get("gc", {}).get(2, [])]
+        gen1 = [ms for x in bs for ms in x.extra.get("gc", {}).get(1, [])]
+        gcs = (f"{len(gen2)} / {max(gen2):.0f}" if gen2 else "0 / -") + (f"  ({max(gen1):.1f})" if gen1 else "")
+        if not gen1 and not gen2:
+            gcs = "none logged"       # e.g. --workers: the hook runs in the supervisor, not in the workers
         rows.append([f"{rate:,}/s", f"+{d[0]:,.0f}", f"+{d[1]:,.0f}", f"+{d[2]:,.0f}",
                      f"{min(per_round):,.0f} .. {max(per_round):,.0f}", f"{check_us:.0f}", f"{svc_cpu:.0f}",
-                     f"{env_a_cpu:.0f} / {env_b_cpu:.0f}"])
+                     f"{env_a_cpu:.0f} / {env_b_cpu:.0f}", gcs if not no_gc_log else "-"])
     print()
     print(C.table(["rate", "added p50 µs", "added p90 µs", "added p99 µs", "added p99 per round",
-                   "decide µs (mean)", "extauthz cpu µs/req", "envoy cpu µs/req A / B"], rows))
+                   "decide µs (mean)", "extauthz cpu µs/req", "envoy cpu µs/req A / B",
+                   "service gen2 GCs / max ms (gen1 max)"], rows))
     print("  added = B minus A at the same percentile (pooled over rounds); decide µs: App.check time from the "
           "service's")
-    print("  histogram sum/count; cpu µs/req: process CPU time (all threads) over the run / requests answered.")
+    print("  histogram sum/count; cpu µs/req: process CPU time (all threads) over the run / requests answered;")
+    print("  service GCs: full (gen2) collections in the service during B's runs at that rate, and the longest pause:")
+    print("  every Check waits while one runs, so a pause of P ms at R req/s delays about P*R/1000 requests.")
 
     phases_rows = []
     for rate in rates:
@@ -950,7 +1049,9 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
                 continue
             cells = [f"{rate:,}/s", t.label]
             for k in ("total", "before_upstream", "upstream", "ext_authz"):
-                s = sorted(ph.get(k, []))
+                # Without ext_authz buffering the body, A starts the upstream request before the downstream
+                # one has ended, so "before upstream" only means something for B.
+                s = sorted(ph.get(k, [])) if (k == "total" or k == "upstream" or t.name == "B") else []
                 cells.append(f"{C.percentile(s, 50):,.0f} / {C.percentile(s, 99):,.0f}" if s else "-")
             phases_rows.append(cells)
     if phases_rows:
@@ -969,7 +1070,7 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
 
     failed = sum(x.failed for x in results)
     parts = [f"{rate}/s +{added[rate][0]:.0f}/+{added[rate][2]:.0f} µs" for rate in rates]
-    print(f"SUMMARY through_envoy: added latency B-A p50/p99 {'; '.join(parts)}; failed {failed} "
+    print(f"SUMMARY through_envoy: added latency B-A p50/p99 {'; '.join(parts)}; failed requests {failed} "
           f"(reference: added p99 <= 2,000 µs at 1,000/s)")
     return 0
 
