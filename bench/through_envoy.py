@@ -711,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="start the service as plain `python -m extauthz.cli serve`, without the hook that logs "
                          "its gen1/gen2 garbage collections")
     ap.add_argument("--retries", type=int, default=2,
-                    help=f"repeat a run during which other processes used more than {DISTURBED:.0%} of a core "
+                    help=f"repeat a run during which other processes used more than {DISTURBED:.0%}% of a core "
                          "(default 2 times)")
     ap.add_argument("--max-wait", type=float, default=60.0,
                     help="before each run, wait up to this many seconds for other processes to go quiet")

@@ -187,6 +187,10 @@ class ValidatorCache:
         self._max = max_entries
         self._fast = fast and jsonschema_rs is not None
 
+    @property
+    def size(self) -> int:
+        return len(self._cache)
+
     def get(self, schema: dict[str, Any], strict: bool, schema_hash: str | None = None) -> CompiledSchema | str:
         """A compiled validator, or a string saying why the published schema is unusable."""
         h = schema_hash or canonical_hash(schema)
