@@ -16,10 +16,10 @@ class Caller:
     groups: frozenset[str]
     claims: dict[str, Any] = field(hash=False, compare=False)
     source: str = "jwt"          # jwt | header | mtls
+    key: str = field(init=False, compare=False)   # built once: every session record shares it
 
-    @property
-    def key(self) -> str:
-        return f"{self.issuer}|{self.subject}|{self.client_id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.issuer}|{self.subject}|{self.client_id}")
 
     @property
     def user_session(self) -> str:
