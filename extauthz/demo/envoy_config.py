@@ -295,6 +295,20 @@ def _duration(name: str, value: str) -> str:
     return value
 
 
+def checked_common(jwks_json: str, max_request_bytes: int, issuer: str, audience: str) -> dict[str, object]:
+    """Validate what both renderers (this one and envoy_istio) put into their templates; return
+    the parsed JWKS. Fails here, not in Envoy, on a broken value."""
+    jwks = json.loads(jwks_json)
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        raise ValueError("jwks_json must be a JWKS object with a non-empty 'keys' list")
+    if not isinstance(max_request_bytes, int) or isinstance(max_request_bytes, bool) or max_request_bytes <= 0:
+        raise ValueError(f"max_request_bytes must be a positive int, got {max_request_bytes!r}")
+    for name, value in (("issuer", issuer), ("audience", audience)):
+        if not value or any(c in value for c in " \t\r\n{}[],#'\""):
+            raise ValueError(f"{name} contains characters this template does not quote: {value!r}")
+    return jwks
+
+
 def render(
     *,
     listen_port: int = 10000,
@@ -314,14 +328,7 @@ def render(
     header_comment: bool = True,
 ) -> str:
     """Return the Envoy v3 bootstrap YAML (see module docstring and envoy/README.md)."""
-    jwks = json.loads(jwks_json)  # fail here, not in Envoy, on a broken JWKS
-    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
-        raise ValueError("jwks_json must be a JWKS object with a non-empty 'keys' list")
-    if not isinstance(max_request_bytes, int) or max_request_bytes <= 0:
-        raise ValueError(f"max_request_bytes must be a positive int, got {max_request_bytes!r}")
-    for name, value in (("issuer", issuer), ("audience", audience)):
-        if not value or any(c in value for c in " \t\r\n{}[],#'\""):
-            raise ValueError(f"{name} contains characters this template does not quote: {value!r}")
+    jwks = checked_common(jwks_json, max_request_bytes, issuer, audience)
     body = _TEMPLATE.format(
         admin_address=_host("admin_address", admin_address),
         admin_port=_port("admin_port", admin_port),

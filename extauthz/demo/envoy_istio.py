@@ -53,6 +53,7 @@ import sys
 import textwrap
 
 from extauthz.demo.envoy_config import (
+    checked_common,
     DEMO_JWKS,
     LEARN_HEADER,
     STRIPPED_CLIENT_HEADERS,
@@ -325,14 +326,7 @@ def render(
     ``strip``: one of :data:`STRIP_MODES`. ``ext_authz_before_jwt_authn``: the stock single-proxy
     Istio order (CUSTOM before jwt_authn), in which ext_authz cannot see ``x-jwt-payload``.
     """
-    jwks = json.loads(jwks_json)  # fail here, not in Envoy, on a broken JWKS
-    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
-        raise ValueError("jwks_json must be a JWKS object with a non-empty 'keys' list")
-    if not isinstance(max_request_bytes, int) or isinstance(max_request_bytes, bool) or max_request_bytes <= 0:
-        raise ValueError(f"max_request_bytes must be a positive int, got {max_request_bytes!r}")
-    for name, value in (("issuer", issuer), ("audience", audience)):
-        if not value or any(c in value for c in " \t\r\n{}[],#'\""):
-            raise ValueError(f"{name} contains characters this template does not quote: {value!r}")
+    jwks = checked_common(jwks_json, max_request_bytes, issuer, audience)
     if strip not in STRIP_MODES:
         raise ValueError(f"strip must be one of {STRIP_MODES}, got {strip!r}")
     _dns_name("provider", provider)
