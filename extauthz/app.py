@@ -8,7 +8,6 @@ started, so no request ever sees half a policy.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import IO, Any
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from importlib import resources
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
