@@ -17,7 +17,12 @@ from extauthz.specs.learn import STREAM_MARK, encode_learn_header
 _OVERWRITE = 2          # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
+_SMALL = [bytes((i,)) for i in range(128)]
+
+
 def _varint(n: int) -> bytes:
+    if n < 128:
+        return _SMALL[n]
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -35,25 +40,58 @@ def _len(field: int, payload: bytes) -> bytes:
 
 
 def _str(field: int, value: str) -> bytes:
-    return _len(field, value.encode()) if value else b""
+    if not value:
+        return b""
+    b = value.encode()
+    return _SMALL[field << 3 | 2] + _varint(len(b)) + b
+
+
+_KEY_PREFIX: dict[str, bytes] = {}
 
 
 def _header(field: int, key: str, value: str) -> bytes:
-    hv = _str(1, key) + _str(2, value)
-    return _len(field, _len(1, hv) + b"\x18" + _varint(_OVERWRITE))
+    """HeaderValueOption{header: {key, value}, append_action: OVERWRITE_IF_EXISTS_OR_ADD}."""
+    k = _KEY_PREFIX.get(key)
+    if k is None:
+        k = _KEY_PREFIX[key] = _str(1, key)
+    hv = k + _str(2, value)
+    hvo = b"\x0a" + _varint(len(hv)) + hv + b"\x18\x02"
+    return _varint(field << 3 | 2) + _varint(len(hvo)) + hvo
 
 
 def _value_str(value: str) -> bytes:
     return _str(3, value) if value else _len(3, b"")
 
 
+_ENTRY_KEYS = {k: _str(1, k) for k in ("decision_id", "server", "method", "name", "caller", "reason", "monitor")}
+
+
+def _entry(key: str, value: bytes) -> bytes:
+    body = _ENTRY_KEYS[key] + b"\x12" + _varint(len(value)) + value
+    return b"\x0a" + _varint(len(body)) + body
+
+
+_memo: dict[tuple[str, str], bytes] = {}
+
+
+def _memo_entry(key: str, value: str) -> bytes:
+    """Encoded metadata entries and headers for values that repeat (server, method, reason, tool
+    name, caller): built once. Bounded: cleared when full."""
+    k = (key, value)
+    hit = _memo.get(k)
+    if hit is None:
+        if len(_memo) >= 8192:
+            _memo.clear()
+        hit = _memo[k] = _entry(key, _value_str(value)) if not key.startswith("x-") else _header(2, key, value)
+    return hit
+
+
 def _metadata(d: Decision) -> bytes:
     c = d.caller
-    entries = (("decision_id", _value_str(d.decision_id)), ("server", _value_str(d.server)),
-               ("method", _value_str(d.method)), ("name", _value_str(d.name)),
-               ("caller", _value_str(c.key if c else "")), ("reason", _value_str(d.reason.value)),
-               ("monitor", b"\x20" + (b"\x01" if d.monitor and not d.allowed else b"\x00")))
-    inner = b"".join(_len(1, _str(1, k) + _len(2, v)) for k, v in entries)
+    inner = (_entry("decision_id", _value_str(d.decision_id)) + _memo_entry("server", d.server)
+             + _memo_entry("method", d.method) + _memo_entry("name", d.name)
+             + _memo_entry("caller", c.key if c else "") + _memo_entry("reason", d.reason.value)
+             + _entry("monitor", b"\x20\x01" if d.monitor and not d.allowed else b"\x20\x00"))
     outer = _len(1, _str(1, "mcp_extauthz") + _len(2, _len(5, inner)))
     return _len(4, outer)
 
@@ -66,12 +104,12 @@ _CONTENT_TYPE = _header(2, "content-type", "application/json")
 
 def encode_check_response(d: Decision) -> bytes:
     if d.wire_allowed:
-        ok = (_header(2, "x-mcp-server", d.server) + _header(2, "x-mcp-method", d.method or "-")
-              + _header(2, "x-mcp-caller", d.caller.key if d.caller else "-")
+        ok = (_memo_entry("x-mcp-server", d.server) + _memo_entry("x-mcp-method", d.method or "-")
+              + _memo_entry("x-mcp-caller", d.caller.key if d.caller else "-")
               + _header(2, "x-mcp-decision-id", d.decision_id))
         remove = b""
         if d.name:
-            ok += _header(2, "x-mcp-name", d.name.encode("unicode_escape").decode("ascii")[:1024])
+            ok += _memo_entry("x-mcp-name", d.name.encode("unicode_escape").decode("ascii")[:1024])
         else:
             remove += _str(5, "x-mcp-name")
         if d.learn or d.learn_stream:
