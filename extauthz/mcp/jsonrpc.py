@@ -94,6 +94,14 @@ def _walk(value: Any, limits: Limits) -> int:
     return keys
 
 
+def _within_limits_by_size(body: bytes, limits: Limits) -> bool:
+    """True when the body is too small to break any limit: every string is shorter than the body,
+    an array has at most commas+1 items, and nesting needs one bracket per level."""
+    return (len(body) <= limits.max_string_bytes
+            and body.count(b",") < limits.max_array_items
+            and body.count(b"[") + body.count(b"{") <= limits.max_depth)
+
+
 def _raw_key_count(body: bytes) -> int:
     # findall returns the colon group per string token ('' for values): counted in C.
     tokens = _STRING_TOKEN.findall(body)
@@ -108,11 +116,16 @@ def loads_strict(body: bytes, limits: Limits) -> Any:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BodyError(Reason.MALFORMED_REQUEST, f"invalid JSON: {e}") from None
-    try:
-        keys = _walk(value, limits)
-    except BodyError as e:      # parsed fine, just too big: the ids can still be answered
-        e.value = value
-        raise
+    if _within_limits_by_size(body, limits):
+        # No string, array or nesting in this body can reach a limit, so skip the Python walk:
+        # count the keys that survived by re-serialising (orjson, C) and counting there (re, C).
+        keys = _raw_key_count(orjson.dumps(value)) if type(value) in (dict, list) else 0
+    else:
+        try:
+            keys = _walk(value, limits)
+        except BodyError as e:      # parsed fine, just too big: the ids can still be answered
+            e.value = value
+            raise
     if keys and _raw_key_count(body) != keys:
         raise BodyError(Reason.MALFORMED_REQUEST, "duplicate object keys")
     return value
