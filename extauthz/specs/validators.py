@@ -107,14 +107,24 @@ def _partial(parent: dict[str, Any], key: str) -> bool:
     return key == "allOf" or (key in _COMPOSE and "properties" in parent)
 
 
-def _static_properties(node: dict[str, Any], seen: int = 0) -> set[str] | None:
-    """Property names a draft-07 composition declares, or None if they can't be read statically."""
+def _deref(branch: Any, root: dict[str, Any]) -> Any:
+    """A local `$ref` branch replaced by its target (draft-07 ignores a $ref's siblings)."""
+    if isinstance(branch, dict) and isinstance(branch.get("$ref"), str):
+        ref = branch["$ref"]
+        return _lookup(root, ref) if ref.startswith("#/") else None
+    return branch
+
+
+def _static_properties(node: dict[str, Any], root: dict[str, Any], seen: int = 0) -> set[str] | None:
+    """Property names a draft-07 composition declares (local $refs followed), or None if they
+    can't be read statically (remote refs, or nesting deeper than 8)."""
     names = set(node.get("properties", {}) or {})
     for key in [k for k in _COMPOSE if _partial(node, k)]:
         for branch in node.get(key, []) or []:
-            if not isinstance(branch, dict) or "$ref" in branch or seen > 8:
+            branch = _deref(branch, root)
+            if not isinstance(branch, dict) or not branch or seen > 8:
                 return None
-            sub = _static_properties(branch, seen + 1)
+            sub = _static_properties(branch, root, seen + 1)
             if sub is None:
                 return None
             names |= sub
@@ -140,13 +150,14 @@ def close_schema(schema: dict[str, Any]) -> dict[str, Any]:
                         referenced_by_composition.add(b["$ref"])
         composed = any(k in node for k in _COMPOSE) or "$ref" in node
         declares = "properties" in node or any(
-            isinstance(b, dict) and "properties" in b for b in node.get("allOf", []) or [])
+            isinstance(b, dict) and "properties" in b for b in
+            (_deref(b, schema) for b in node.get("allOf", []) or []))
         already = any(k in node for k in ("additionalProperties", "unevaluatedProperties", "patternProperties"))
         if declares and not already and not is_branch:
             if composed and modern:
                 node["unevaluatedProperties"] = False
             elif composed:
-                names = _static_properties(node)
+                names = _static_properties(node, schema)
                 if names is not None:
                     node.setdefault("properties", {})
                     for n in names - set(node["properties"]):
