@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from importlib import resources
 from typing import Any, Iterator
 
@@ -79,9 +80,15 @@ def test_denied_calls_never_reached_the_server_and_were_logged(stack, rows):
             "constraint_violated"} <= reasons
     for d in decisions:
         assert d["decision_id"] and d["server"] == "crm" and "latency_ms" in d
-    # One JSON line per Check in the service's stdout.
-    lines = [json.loads(x) for x in stack.logs()["service"].splitlines() if x.startswith('{"time"') and '"decision_id"' in x]
-    assert len(lines) >= len(decisions)
+    # One JSON line per Check in the service's stdout (written by a background writer: wait for it).
+    def logged() -> list[dict[str, Any]]:
+        return [json.loads(x) for x in stack.logs()["service"].splitlines()
+                if x.startswith('{"time"') and '"decision_id"' in x]
+    deadline = time.monotonic() + 10
+    while len(logged()) < len(decisions) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logged_ids = {x["decision_id"] for x in logged()}
+    assert {d["decision_id"] for d in decisions} <= logged_ids
 
 
 def test_spec_was_learned_over_ext_proc(stack, rows):
