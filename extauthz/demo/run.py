@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 from importlib import resources
@@ -14,7 +15,12 @@ from extauthz.demo.stack import Stack, StackError
 from extauthz.demo.tokens import TokenIssuer
 
 
+def _terminate(*_: object) -> None:
+    raise KeyboardInterrupt     # SIGTERM stops the demo like Ctrl-C: the stack is torn down
+
+
 def demo_main(once: bool = False) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     tokens = TokenIssuer()
     policy_text = resources.files("extauthz.policy").joinpath("default.yaml").read_text()
     with tempfile.TemporaryDirectory(prefix="extauthz-demo-") as tmp:
@@ -32,7 +38,10 @@ def demo_main(once: bool = False) -> int:
             admin = tokens.mint("root", groups=["admin"], customer_ids=["c-100", "c-200", "c-300"])
             print(f"MCP endpoint through Envoy: {stack.url}")
             print(f"admin API: {stack.service_admin_url}  (try /v1/decisions, /v1/inventory, /metrics)\n")
-            rows = asyncio.run(script(stack.url, support, admin))
+            try:
+                rows = asyncio.run(script(stack.url, support, admin))
+            except KeyboardInterrupt:
+                return 130
             print(table(rows))
             denied = sum(r.verdict == "DENIED" for r in rows)
             print(f"\n{len(rows)} calls: {len(rows) - denied} allowed, {denied} denied before reaching the server.")
