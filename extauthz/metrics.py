@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from extauthz import __version__
 from extauthz.mcp.methods import CAPABILITY_METHODS, FREE_METHODS, NOTIFICATIONS
 
-_KNOWN_METHODS = frozenset({*CAPABILITY_METHODS, *FREE_METHODS, *NOTIFICATIONS, "completion/complete",
+_KNOWN_METHODS = frozenset({*CAPABILITY_METHODS, *FREE_METHODS, *NOTIFICATIONS, "completion/complete", "subscriptions/listen",
                             "GET", "DELETE", ""})
 
 

@@ -218,6 +218,8 @@ def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
     if cap is None:
         if method == "completion/complete":
             return _completion(m, server, caller, ctx)
+        if method == "subscriptions/listen":
+            return _listen(m, server, caller, ctx)
         return Verdict(Reason.UNKNOWN_METHOD, f"unknown method {method[:100]!r}")
     extra = m.params.keys() - ALLOWED_PARAMS[method]
     if extra:
@@ -344,6 +346,25 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context) -> Ver
         return Verdict(Reason.NOT_ALLOWED, f"resource {uri[:200]!r} is not allowed for this caller",
                        rule.rule_id if rule else "", uri)
     return Verdict(Reason.ALLOWED, "", rule.rule_id, uri)
+
+
+def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context) -> Verdict:
+    """2026-07-28 `subscriptions/listen`: the notification stream. Resource subscriptions in it
+    replace `resources/subscribe`, so each URI must pass exactly what a subscribe would."""
+    extra = m.params.keys() - ALLOWED_PARAMS["subscriptions/listen"]
+    if extra:
+        return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
+    wanted = m.params.get("notifications")
+    if type(wanted) is not dict:
+        return Verdict(Reason.SCHEMA_VIOLATION, "subscriptions/listen needs a notifications object")
+    uris = wanted.get("resourceSubscriptions", [])
+    if type(uris) is not list:
+        return Verdict(Reason.SCHEMA_VIOLATION, "resourceSubscriptions must be a list of URIs")
+    for uri in uris:
+        v = _resource(uri, server, caller, ctx)
+        if not v.allowed:
+            return v
+    return ALLOW
 
 
 def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context) -> Verdict:

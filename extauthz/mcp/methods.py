@@ -42,6 +42,7 @@ ALLOWED_PARAMS = MappingProxyType({
     "resources/subscribe": frozenset({"uri", "_meta"}),
     "resources/unsubscribe": frozenset({"uri", "_meta"}),
     "completion/complete": frozenset({"ref", "argument", "context", "_meta"}),
+    "subscriptions/listen": frozenset({"notifications", "_meta"}),
 })
 
 # Protocol versions that allow JSON-RPC batches (added 2025-03-26, removed 2025-06-18).
