@@ -199,3 +199,22 @@ def test_session_id_of_another_user_is_hijack(stack, support):
     header, reason, alice_after = asyncio.run(run())
     assert header == reason == "session_hijack"
     assert alice_after == "allowed"
+
+
+def test_listen_stream_with_resource_subscriptions_is_decided_per_uri(stack, support):
+    """2026-07-28 `subscriptions/listen` through Envoy with the real SDK: a subscription to a
+    resource the caller may read is acknowledged; one to an admin-only report is denied."""
+    async def run() -> tuple[str, str]:
+        async with connect(stack.url, support, "2026-07-28") as c:
+            await c.list_resource_templates()
+            await c.list_resources()
+            async with c.listen(tools_list_changed=True, resource_subscriptions=["crm://customers/c-100"]) as sub:
+                ok = "acknowledged" if sub is not None else "no subscription"
+            async def forbidden():
+                async with c.listen(resource_subscriptions=["crm://reports/summary"]):
+                    return None
+            denied = await attempt(forbidden)
+            return ok, denied[1]
+    ok, reason = asyncio.run(asyncio.wait_for(run(), 30))
+    assert ok == "acknowledged"
+    assert reason == "not_allowed"
