@@ -74,15 +74,13 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
             return _deny(d, problem[0], problem[1], 413 if problem[0] is Reason.PAYLOAD_TOO_LARGE else 400)
         parsed = parse_body(body, ctx.limits)
         if parsed.error is not None:
-            d.form = "batch" if parsed.batch and parsed.ids else ("single" if parsed.ids else "bare")
-            d.ids = parsed.ids or []
+            _answer_shape(d, parsed)
             status = 400
             if parsed.error is Reason.PAYLOAD_TOO_LARGE:
                 status = deny_status if d.ids else 413
             return _deny(d, parsed.error, parsed.detail, status)
         messages = parsed.messages
-        d.form = "batch" if parsed.batch else ("single" if messages[0].kind == "request" else "bare")
-        d.ids = [m.id for m in messages]
+        _answer_shape(d, parsed)
         if parsed.batch:
             ids = [i for i in d.ids if i is not None]
             if len(ids) != len(set(ids)):
@@ -176,14 +174,21 @@ def _read_ids(http: HttpRequest, d: Decision, limits: Limits) -> None:
         d.form = "bare"
         return
     parsed = parse_body(http.body, limits)
+    _answer_shape(d, parsed)
+    if parsed.messages and not parsed.batch:
+        d.method = parsed.messages[0].method
+
+
+def _answer_shape(d: Decision, parsed: Any) -> None:
+    """How a denial answers this body: one error per batch element, one error with the request's
+    id, or a bare error (notification, or no id that can be read unambiguously)."""
     if parsed.messages:
         d.form = "batch" if parsed.batch else ("single" if parsed.messages[0].kind == "request" else "bare")
         d.ids = [m.id for m in parsed.messages]
-        d.method = parsed.messages[0].method if not parsed.batch else ""
     elif parsed.ids:
         d.form, d.ids = ("batch" if parsed.batch else "single"), parsed.ids
     else:
-        d.form = "bare"
+        d.form, d.ids = "bare", []
 
 
 def _decoded_body(http: HttpRequest, policy: Any, limits: Limits) -> tuple[bytes, tuple[Reason, str] | None]:
