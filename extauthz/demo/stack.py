@@ -286,6 +286,9 @@ class Stack:
             *self._envoy_args,
         ]
 
+    #: the bootstrap renderer; a subclass swaps it (the Istio-style tests use envoy_istio.render)
+    renderer: Callable[..., str] = staticmethod(render)
+
     def render_envoy(self) -> str:
         options: dict[str, object] = {
             "listen_port": self.envoy_port,
@@ -297,7 +300,7 @@ class Stack:
             "jwks_json": self.tokens.jwks_json(),
         }
         options.update(self._envoy_options)
-        return render(**options)  # type: ignore[arg-type]
+        return type(self).renderer(**options)
 
     def _fail(self, name: str, what: str) -> StackError:
         p = self._procs[name]

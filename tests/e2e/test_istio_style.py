@@ -44,18 +44,7 @@ HEADER_SOURCE = {"header": {"name": "x-jwt-payload", "encoding": "base64url-json
 class IstioStack(Stack):
     """A Stack whose Envoy runs the Istio-style bootstrap (envoy_options go to envoy_istio.render)."""
 
-    def render_envoy(self) -> str:
-        options: dict[str, object] = {
-            "listen_port": self.envoy_port,
-            "upstream_host": "127.0.0.1",
-            "upstream_port": self.upstream_port,
-            "authz_host": "127.0.0.1",
-            "authz_port": self.grpc_port,
-            "admin_port": self.envoy_admin_port,
-            "jwks_json": self.tokens.jwks_json(),
-        }
-        options.update(self._envoy_options)
-        return envoy_istio.render(**options)  # type: ignore[arg-type]
+    renderer = staticmethod(envoy_istio.render)
 
 
 def header_only_policy(path: Path, upstream_url: str) -> Path:
