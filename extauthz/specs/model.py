@@ -133,6 +133,7 @@ class ServerSpec:
     info: dict[str, Any] = field(default_factory=dict)       # serverInfo, protocolVersion, capabilities
     quarantined: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> why
     pinned: bool = False
+    sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> traffic|discovery|pinned
 
     def table(self, kind: str) -> dict[str, Any]:
         return {"tools": self.tools, "resources": self.resources,

@@ -65,13 +65,15 @@ class SpecStore:
         spec = self._spec(server)
         for kind in KINDS:
             if kind in snapshot:
-                self._replace(spec, kind, snapshot[kind] or [], on_drift="accept", initial=True)
+                self._replace(spec, kind, snapshot[kind] or [], on_drift="accept", initial=True, source="pinned")
         spec.pinned = True
         self.version += 1
 
     def apply_page(self, server: str, kind: str, items: list[Any], *, first: bool, last: bool,
-                   partition: str = "", on_drift: str = "quarantine", replicated: bool = False) -> list[DriftEvent]:
-        """Merge one page of a `*/list` result. Returns drift events once the snapshot completes."""
+                   partition: str = "", on_drift: str = "quarantine", replicated: bool = False,
+                   source: str = "traffic") -> list[DriftEvent]:
+        """Merge one page of a `*/list` result. Returns drift events once the snapshot completes.
+        `source` says where the list came from (traffic over ext_proc, or active discovery)."""
         if kind not in PARSERS:
             return []
         key = (server, kind, partition)
@@ -92,16 +94,17 @@ class SpecStore:
         del self._pending[key]
         snapshot = list(acc.values())
         if self.on_change is not None and not replicated:
-            self.on_change("spec", {"server": server, "kind": kind, "items": snapshot, "on_drift": on_drift})
+            self.on_change("spec", {"server": server, "kind": kind, "items": snapshot, "on_drift": on_drift,
+                                    "source": source})
         spec = self._spec(server)
         if spec.pinned:
             return self._compare_to_pin(spec, kind, snapshot)
-        events = self._replace(spec, kind, snapshot, on_drift=on_drift, initial=False)
+        events = self._replace(spec, kind, snapshot, on_drift=on_drift, initial=False, source=source)
         self.version += 1
         return events
 
     def _replace(self, spec: ServerSpec, kind: str, items: list[Any], *, on_drift: str,
-                 initial: bool) -> list[DriftEvent]:
+                 initial: bool, source: str) -> list[DriftEvent]:
         parse = PARSERS[kind]
         table = spec.table(kind)
         had_snapshot = bool(table) and not initial
@@ -123,6 +126,10 @@ class SpecStore:
                     events.append(DriftEvent(spec.server, kind, name, "changed", q))
         table.clear()
         table.update(new)
+        for name in [k for k in spec.sources if k[0] == kind and k[1] not in new]:
+            del spec.sources[name]
+        for name in new:
+            spec.sources[(kind, name)] = source
         for ev in events:
             log.warning("spec drift: %s %s %s %s%s", ev.server, ev.kind, ev.name, ev.change,
                         " (quarantined)" if ev.quarantined else "")

@@ -74,7 +74,8 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
     op = msg.get("op")
     if op == "spec":
         app.specs.apply_page(msg["server"], msg["kind"], msg["items"], first=True, last=True,
-                             partition="replica", on_drift=msg.get("on_drift", "quarantine"), replicated=True)
+                             partition="replica", on_drift=msg.get("on_drift", "quarantine"), replicated=True,
+                             source=msg.get("source", "traffic"))
     elif op == "info":
         app.specs.note_info(msg["server"], msg["info"], replicated=True)
     elif op == "approve":
