@@ -18,6 +18,7 @@ from extauthz.core.decide import Context, decide
 from extauthz.core.decision import Decision, new_decision_id
 from extauthz.core.reasons import Reason
 from extauthz.decisionlog import DecisionLog
+from extauthz.inventory.store import Inventory
 from extauthz.mcp.request import HttpRequest
 from extauthz.metrics import Metrics
 from extauthz.policy.holder import PolicyHolder
@@ -36,6 +37,8 @@ class App:
         self.specs = SpecStore(on_drift=self._on_drift)
         self.sessions = SessionRegistry()
         self.validators = ValidatorCache()
+        self.inventory = Inventory()
+        self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
         self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions))
         self.decisions = DecisionLog(decision_out, background=background_log)
         self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine",
@@ -95,6 +98,7 @@ class App:
 
     def _on_drift(self, ev: DriftEvent) -> None:
         self.metrics.drift.labels(ev.server).inc()
+        self.inventory.record_drift(ev)
 
     ready_check: Any = None      # the supervisor of --workers adds "and every worker is ready"
 
@@ -121,6 +125,7 @@ class App:
             self._after(d, ctx)
         d.latency = time.perf_counter() - t0
         self.metrics.observe(d.server, d.method, d.allowed, d.reason.value, d.latency)
+        self.inventory.record(d, http)
         self.decisions.emit(d)
         return d
 
