@@ -18,13 +18,18 @@ from extauthz.core.decide import Context, decide
 from extauthz.core.decision import Decision, new_decision_id
 from extauthz.core.reasons import Reason
 from extauthz.decisionlog import DecisionLog
+from extauthz.identity.caller import Caller
 from extauthz.inventory.store import Inventory
 from extauthz.mcp.request import HttpRequest
 from extauthz.metrics import Metrics
 from extauthz.policy.holder import PolicyHolder
+from extauthz.policy.listview import visible_to
 from extauthz.policy.model import Policy, default_policy, load_policy
+from extauthz.risk.engine import RiskEngine
+from extauthz.risk.stages import EXTRACT, USE_METHODS, stage_of
 from extauthz.sessions.registry import SessionRegistry
-from extauthz.specs.learn import Learner
+from extauthz.sessions.visibility import Visibility
+from extauthz.specs.learn import LIST_KINDS, OBSERVE_METHODS, LearnEntry, Learner, View
 from extauthz.specs.store import DriftEvent, SpecStore
 from extauthz.specs.validators import ValidatorCache
 
@@ -38,11 +43,20 @@ class App:
         self.sessions = SessionRegistry()
         self.validators = ValidatorCache()
         self.inventory = Inventory()
+        self.visibility = Visibility()
+        self.risk = RiskEngine()
+        self.risk.on_alert = self._on_alert
+        self._sensitive: dict[tuple[str, str, str], bool] = {}     # (server, method, name) -> sensitive
+        self._sensitive_version = -1
+        self._observed: dict[tuple[str, str], int] = {}            # sampling counters for observed calls
         self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
         self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions))
         self.decisions = DecisionLog(decision_out, background=background_log)
         self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine",
                                on_session=self._on_session)
+        self.learner.list_view = self._list_view
+        self.learner.on_listed = self.visibility.listed_page
+        self.learner.on_result = self._on_result
         self.ctx: Context | None = None
         self.draining = False
         self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
@@ -66,7 +80,13 @@ class App:
         self._pin_specs(policy)
         self.sessions.idle_ttl = float(policy.sessions.idle_ttl_seconds)
         self.sessions.max_sessions = policy.sessions.max_sessions
-        self.ctx = Context(policy, self.specs, self.sessions, self.validators, policy.limits)
+        r = policy.risk
+        self.risk.configure(block_at=r.block_at, decay_per_minute=r.decay_per_minute, enabled=r.enabled,
+                            volume_per_minute=r.volume_per_minute, timeline=r.timeline_length,
+                            max_callers=r.max_callers)
+        self._sensitive.clear()
+        self.ctx = Context(policy, self.specs, self.sessions, self.validators, policy.limits,
+                           visibility=self.visibility, risk=self.risk if r.enabled else None)
         log.info("policy installed: %s (%s, %d servers)", policy.source, policy.digest[:12], len(policy.servers))
 
     def _pin_specs(self, policy: Policy) -> None:
@@ -96,6 +116,42 @@ class App:
         if caller and caller != "-":
             self.sessions.touch(session_id, caller, server)
 
+    def _on_alert(self, alert: dict[str, Any]) -> None:
+        self.metrics.risk_alerts.inc()
+        log.warning("risk alert for %s: %s (sessions %s)", alert["caller"], alert["summary"], ", ".join(alert["sessions"]))
+
+    def _list_view(self, server: str, view: View) -> Any:
+        """keep(kind, item) for a caller's lists, or None when lists are not filtered."""
+        ctx = self.ctx
+        if ctx is None or ctx.policy.monitor or not ctx.policy.defaults.filter_lists:
+            return None
+        sp = ctx.policy.server_by_name(server)
+        if sp is None:
+            return None
+        return visible_to(sp, Caller(view.issuer, view.subject, view.client_id, frozenset(view.groups), {}))
+
+    def _on_result(self, server: str, caller: str, session_id: str, entry: LearnEntry,
+                   result: dict[str, Any] | None, size: int) -> None:
+        """An observed call's result (ext_proc): inventory exposure counts, and extraction evidence."""
+        try:
+            from extauthz.inventory.classify import scan_response
+        except ImportError:      # TEMP until the classifier lands
+            scan_response = lambda doc: {}  # noqa: E731
+        findings = scan_response(result) if result is not None else {}
+        kind = OBSERVE_METHODS[entry.method]
+        self.inventory.record_response(server, kind, entry.name, findings, size)
+        if not caller or caller == "-" or self.ctx is None:
+            return
+        large = size >= self.ctx.policy.risk.large_response_bytes
+        sensitive = {k: n for k, n in findings.items() if k.split(".", 1)[0] in ("pii", "secret", "financial", "health")}
+        if large or sensitive:
+            what = ", ".join(f"{n} {k}" for k, n in sorted(sensitive.items())[:5])
+            why = f"response of {size} bytes" + (f" carrying {what}" if what else "")
+            alert = self.risk.record(caller, decision_id="", session_id=session_id, server=server, method=entry.method,
+                                     name=entry.name, reason=why, stage=EXTRACT, points=0.0)
+            if alert is not None:
+                self.decisions.emit_alert(alert)
+
     def _on_drift(self, ev: DriftEvent) -> None:
         self.metrics.drift.labels(ev.server).inc()
         self.inventory.record_drift(ev)
@@ -123,6 +179,8 @@ class App:
                 d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                              status=400, form="bare")
             self._after(d, ctx)
+            if d.caller is not None:
+                self._score(d, ctx)
         d.latency = time.perf_counter() - t0
         self.metrics.observe(d.server, d.method, d.allowed, d.reason.value, d.latency)
         self.inventory.record(d, http)
@@ -139,14 +197,100 @@ class App:
                 # The 2024-11-05 client reads answers only from its event stream: put it there too
                 # (never into a stream that belongs to somebody else).
                 self.learner.inject(d.server, d.session_id, b"event: message\r\ndata: " + denial_body(d) + b"\r\n\r\n")
+        if d.allowed and d.learn and d.caller is not None:
+            self._mark_learn(d, ctx)
         if not d.allowed or not d.session_id or d.caller is None:
             return
         if d.http_method == "DELETE":
             self.sessions.end(d.session_id)
+            self.visibility.end_session(d.server, d.session_id)
             return
         c = d.caller
         self.sessions.touch(d.session_id, c.key, d.server, user_session=c.user_session, client_id=c.client_id,
                             protocol_version=d.protocol_version)
+
+
+    def _mark_learn(self, d: Decision, ctx: Context) -> None:
+        """Filtered lists need to know who is asking (ext_proc shares no state with Check)."""
+        policy = ctx.policy
+        if policy.defaults.filter_lists and not policy.monitor and not d.server.startswith("shadow:") \
+                and any(e[1] in LIST_KINDS for e in d.learn):
+            c = d.caller
+            assert c is not None
+            d.view = View(c.issuer, c.subject, c.client_id, tuple(sorted(c.groups)))
+
+    def _observe(self, d: Decision, ctx: Context) -> None:
+        """Ask ext_proc to show us this call's result: sampled (first 20 per capability, then 1 in
+        50), every call with `audit.observeResponses: all`, and every call of a caller with a risk
+        score (their extraction is what the risk engine must see)."""
+        mode = ctx.policy.audit.observe_responses
+        if mode == "off" or d.legacy_sse or len(d.ids) != 1 or not d.name:
+            return
+        assert d.caller is not None
+        if mode == "sampled" and self.risk.score(d.caller.key) <= 0:
+            key = (d.server, d.name)
+            n = self._observed.get(key, 0) + 1
+            if key in self._observed or len(self._observed) < 50_000:
+                self._observed[key] = n
+            if n > 20 and n % 50:
+                return
+        d.learn.append([d.ids[0], d.method, d.name])
+
+    def _score(self, d: Decision, ctx: Context) -> None:
+        """Every decision goes on its caller's timeline; evidence of an attack stage is scored."""
+        c = d.caller
+        assert c is not None
+        sensitive = d.allowed and d.method in USE_METHODS and self._is_sensitive(ctx, d)
+        stage, points = stage_of(d.reason, d.method, sensitive)
+        if d.reason is Reason.RISK_BLOCKED:
+            self.metrics.risk_blocks.inc()
+        alert = self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
+                                 method=d.method, name=d.name, reason=d.reason.value, stage=stage, points=points)
+        if alert is not None:
+            d.alert = alert
+        if d.allowed and d.method in OBSERVE_METHODS:
+            self._observe(d, ctx)
+
+    def _is_sensitive(self, ctx: Context, d: Decision) -> bool:
+        """A rule marked `sensitive: true`, or a capability whose published definition the
+        classifier finds personal, secret, financial or health data in. Cached per name."""
+        if self._sensitive_version != self.specs.version:
+            self._sensitive.clear()
+            self._sensitive_version = self.specs.version
+        key = (d.server, d.method, d.name)
+        hit = self._sensitive.get(key)
+        if hit is None:
+            hit = self._classify(ctx, d)
+            if len(self._sensitive) < 50_000:
+                self._sensitive[key] = hit
+        return hit
+
+    def _classify(self, ctx: Context, d: Decision) -> bool:
+        try:
+            from extauthz.inventory.classify import classify_capability
+        except ImportError:      # TEMP until the classifier lands
+            classify_capability = lambda kind, raw: ()  # noqa: E731
+        kind = OBSERVE_METHODS.get(d.method, "resources")
+        sp = ctx.policy.server_by_name(d.server)
+        spec = self.specs.get(d.server)
+        entry: Any = None
+        if kind == "resources":
+            entry = spec.resources.get(d.name) if spec else None
+            if entry is None and spec is not None:
+                entry = spec.template_for(d.name)
+                kind = "resourceTemplates" if entry is not None else kind
+        elif spec is not None:
+            entry = spec.table(kind).get(d.name)
+        if sp is not None:
+            rule_kind = {"tools": "tool", "prompts": "prompt"}.get(kind, "resource")
+            rule = sp.rule_for(rule_kind, d.name)
+            if rule is None and kind == "resourceTemplates":
+                rule = sp.rule_for("resource", entry.uri_template)
+            if rule is not None and rule.sensitive:
+                return True
+        if entry is None:
+            return False
+        return bool(classify_capability(kind, entry.raw))
 
 
 def load_app(policy_path: str | None, *, background_log: bool = True) -> App:

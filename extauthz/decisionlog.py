@@ -70,6 +70,8 @@ def record(d: Decision) -> dict[str, Any]:
         rec["batch"] = [{"id": i, "reason": v.reason.value, "name": v.name} for i, v in zip(d.ids, d.verdicts)]
     if d.arguments is not None:
         rec["arguments"] = redact(d.arguments)
+    if d.alert is not None:
+        rec["alert"] = d.alert
     return rec
 
 
@@ -102,19 +104,29 @@ class DecisionLog:
             rec = record(d)
             self.recent.append(rec)
             self.emitted += 1
-            line = orjson.dumps(rec) + b"\n"
-            if self._thread is None:
-                self._out.write(line)
-            else:
-                if len(self._pending) >= self._max_pending:
-                    self._pending.popleft()
-                    self.dropped += 1
-                self._pending.append(line)
-                if len(self._pending) >= 256:
-                    self._wake.set()
-            return rec
+            return self._write(rec)
         except Exception:       # logging must never change a verdict
             return None
+
+    def emit_alert(self, alert: dict[str, Any]) -> None:
+        """A risk alert raised outside any Check (evidence seen in a response over ext_proc)."""
+        try:
+            self._write({"time": _now(), "type": "alert", **alert})
+        except Exception:
+            pass
+
+    def _write(self, rec: dict[str, Any]) -> dict[str, Any]:
+        line = orjson.dumps(rec) + b"\n"
+        if self._thread is None:
+            self._out.write(line)
+        else:
+            if len(self._pending) >= self._max_pending:
+                self._pending.popleft()
+                self.dropped += 1
+            self._pending.append(line)
+            if len(self._pending) >= 256:
+                self._wake.set()
+        return rec
 
     def _drain(self) -> None:
         lines = []

@@ -70,6 +70,8 @@ class Metrics:
         self.sessions_active.set_function(lambda: float(sessions()))
         self.reloads = Counter("mcp_extauthz_policy_reloads", "Policy reloads", ["result"], registry=r)
         self.risk_blocks = Counter("mcp_extauthz_risk_blocks", "Requests denied by the risk score", registry=r)
+        self.risk_alerts = Counter("mcp_extauthz_risk_alerts", "Attack chains (recon -> probe -> extract) detected",
+                                   registry=r)
         self.build_info = Gauge("mcp_extauthz_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         r.register(_SpecCollector(specs))  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from extauthz.mcp.methods import (ALLOWED_PARAMS, BATCH_VERSIONS, CAPABILITY_MET
 from extauthz.mcp.names import name_problem, uri_problem
 from extauthz.mcp.request import HttpRequest
 from extauthz.sessions.registry import SessionRegistry, valid_session_id
+from extauthz.sessions.visibility import Visibility, shown
 from extauthz.specs.store import SpecStore
 from extauthz.specs.validators import ValidatorCache
 
@@ -40,6 +41,8 @@ class Context:
     sessions: SessionRegistry
     validators: ValidatorCache
     limits: Limits              # the policy's limits (same fields as extauthz.mcp.jsonrpc.Limits)
+    visibility: Visibility | None = None   # what each session was listed (sessions.visibilityBinding)
+    risk: Any = None            # extauthz.risk.engine.RiskEngine: per-caller score (risk.enabled)
 
 
 def _deny(d: Decision, reason: Reason, detail: str, status: int) -> Decision:
@@ -109,6 +112,8 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
     if caller is None and policy.defaults.unauthenticated == "deny":
         d.www_authenticate = 'Bearer realm="mcp"'
         return _deny(d, Reason.UNAUTHENTICATED, "no identity", 401)
+    if caller is not None and ctx.risk is not None and (why := ctx.risk.blocked(caller.key)):
+        return _deny(d, Reason.RISK_BLOCKED, why, _status(d, deny_status))
 
     # MCP session: a bearer secret bound to the caller who first used it. The 2024-11-05
     # HTTP+SSE transport carries it in the POST's query (`?session_id=`) instead of a header.
@@ -138,9 +143,12 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
     elif any(h.startswith("mcp-method") or h.startswith("mcp-name") for h in http.headers):
         return _deny(d, Reason.HEADER_MISMATCH, "routing headers on a batch", _status(d, deny_status))
 
+    seen = None
+    if ctx.visibility is not None and policy.sessions.visibility_binding:
+        seen = ctx.visibility.view(server.name, sid, caller.key if caller is not None else "")
     first_denial: Verdict | None = None
     for m in messages:
-        v = decide_message(m, server, caller, ctx, http.headers)
+        v = decide_message(m, server, caller, ctx, http.headers, seen)
         d.verdicts.append(v)
         if v.allowed:
             if m.method in LEARN_METHODS and m.kind == "request":
@@ -210,7 +218,7 @@ def _decoded_body(http: HttpRequest, policy: Any, limits: Limits) -> tuple[bytes
 
 
 def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
-                   headers: dict[str, str]) -> Verdict:
+                   headers: dict[str, str], seen: Any = None) -> Verdict:
     """The three questions for one JSON-RPC message."""
     if m.kind == "response":
         return ALLOW              # the client answering a server request (sampling, elicitation)
@@ -222,19 +230,19 @@ def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
     cap = CAPABILITY_METHODS.get(method)
     if cap is None:
         if method == "completion/complete":
-            return _completion(m, server, caller, ctx)
+            return _completion(m, server, caller, ctx, seen)
         if method == "subscriptions/listen":
-            return _listen(m, server, caller, ctx)
+            return _listen(m, server, caller, ctx, seen)
         return Verdict(Reason.UNKNOWN_METHOD, f"unknown method {method[:100]!r}")
     extra = m.params.keys() - ALLOWED_PARAMS[method]
     if extra:
         return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
     kind, key = cap
     if kind == "tools":
-        return _tool_call(m, server, caller, ctx, headers)
+        return _tool_call(m, server, caller, ctx, headers, seen)
     if kind == "prompts":
-        return _prompt_get(m, server, caller, ctx)
-    return _resource(m.params.get(key), server, caller, ctx)
+        return _prompt_get(m, server, caller, ctx, seen)
+    return _resource(m.params.get(key), server, caller, ctx, seen)
 
 
 def _permitted(rule: Any, caller: Caller | None) -> bool:
@@ -253,7 +261,17 @@ def _unknown(ctx: Context, what: str, name: str) -> Verdict | None:
     return None
 
 
-def _named(name: Any, kind: str, server: Any, caller: Caller | None, ctx: Context) -> tuple[Verdict | None, Any, Any]:
+def _unseen(seen: Any, kind: str, key: str, what: str) -> Verdict | None:
+    """sessions.visibilityBinding: the server publishes this, but never listed it to this session
+    (or, without a session, to this caller). Compared with what the server listed, not with what
+    filterLists showed, so a capability the policy forbids stays `not_allowed`."""
+    if seen is not None and shown(seen, kind, key) is False:
+        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {key[:200]!r} was never listed to this session", name=key)
+    return None
+
+
+def _named(name: Any, kind: str, server: Any, caller: Caller | None, ctx: Context,
+           seen: Any = None) -> tuple[Verdict | None, Any, Any]:
     """Questions 1 and 2 for a tool or prompt named in the request: (denial or None, spec entry, rule).
 
     A clean name, listed by the server (unless the policy lets unknown capabilities through), not
@@ -266,7 +284,7 @@ def _named(name: Any, kind: str, server: Any, caller: Caller | None, ctx: Contex
     if entry is None:
         if (v := _unknown(ctx, what, name)) is not None:
             return v, None, None
-    elif (v := _quarantined(spec, kind, name)) is not None:
+    elif (v := _quarantined(spec, kind, name)) is not None or (v := _unseen(seen, kind, name, what)) is not None:
         return v, None, None
     rule = server.rule_for(what, name)
     if not _permitted(rule, caller):
@@ -283,9 +301,10 @@ def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verd
     return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
 
 
-def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str]) -> Verdict:
+def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str],
+               seen: Any = None) -> Verdict:
     name = m.params.get("name")
-    denied, tool, rule = _named(name, "tools", server, caller, ctx)
+    denied, tool, rule = _named(name, "tools", server, caller, ctx, seen)
     if denied is not None:
         return denied
     args = m.params.get("arguments", {})
@@ -303,9 +322,9 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
     return _constraints(rule, args, caller, name)
 
 
-def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context) -> Verdict:
+def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
     name = m.params.get("name")
-    denied, prompt, rule = _named(name, "prompts", server, caller, ctx)
+    denied, prompt, rule = _named(name, "prompts", server, caller, ctx, seen)
     if denied is not None:
         return denied
     args = m.params.get("arguments", {})
@@ -328,7 +347,7 @@ def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context) ->
     return _constraints(rule, args, caller, name)
 
 
-def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context) -> Verdict:
+def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
     if (problem := uri_problem(uri)) is not None:
         return Verdict(Reason.MALFORMED_REQUEST, problem)
     spec = ctx.specs.get(server.name)
@@ -344,6 +363,8 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context) -> Ver
         key, kind = (uri, "resources") if template is None else (template.uri_template, "resourceTemplates")
         if (v := _quarantined(spec, kind, key)) is not None:
             return v
+        if (v := _unseen(seen, kind, key, "resource" if template is None else "resource template")) is not None:
+            return v
     rule = server.rule_for("resource", uri)
     if rule is None and template is not None:
         rule = server.rule_for("resource", template.uri_template)
@@ -353,7 +374,7 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context) -> Ver
     return Verdict(Reason.ALLOWED, "", rule.rule_id, uri)
 
 
-def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context) -> Verdict:
+def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
     """2026-07-28 `subscriptions/listen`: the notification stream. Resource subscriptions in it
     replace `resources/subscribe`, so each URI must pass exactly what a subscribe would."""
     extra = m.params.keys() - ALLOWED_PARAMS["subscriptions/listen"]
@@ -366,13 +387,13 @@ def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context) -> Ver
     if type(uris) is not list:
         return Verdict(Reason.SCHEMA_VIOLATION, "resourceSubscriptions must be a list of URIs")
     for uri in uris:
-        v = _resource(uri, server, caller, ctx)
+        v = _resource(uri, server, caller, ctx, seen)
         if not v.allowed:
             return v
     return ALLOW
 
 
-def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context) -> Verdict:
+def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
     extra = m.params.keys() - ALLOWED_PARAMS["completion/complete"]
     if extra:
         return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
@@ -384,7 +405,7 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context) ->
         # Completing a prompt argument happens before it has a value: the prompt must be known and
         # allowed and the argument declared; required arguments are not required yet.
         name = ref.get("name")
-        denied, prompt, rule = _named(name, "prompts", server, caller, ctx)
+        denied, prompt, rule = _named(name, "prompts", server, caller, ctx, seen)
         if denied is not None:
             return denied
         if prompt is not None and arg["name"] not in prompt.arguments:
@@ -398,6 +419,8 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context) ->
         if spec is None or uri not in spec.templates:
             if (v := _unknown(ctx, "resource template", uri)) is not None:
                 return v
+        elif (v := _unseen(seen, "resourceTemplates", uri, "resource template")) is not None:
+            return v
         rule = server.rule_for("resource", uri)
         if not _permitted(rule, caller):
             return Verdict(Reason.NOT_ALLOWED, "resource template not allowed for this caller",

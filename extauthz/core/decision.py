@@ -64,6 +64,8 @@ class Decision:
     protocol_version: str = ""
     www_authenticate: str = ""
     arguments: Any = None              # kept only when audit.logArguments is on
+    view: Any = None                   # extauthz.specs.learn.View: filter this caller's lists
+    alert: dict[str, Any] | None = None  # a risk alert this decision completed
     started: float = 0.0
     latency: float = 0.0
 

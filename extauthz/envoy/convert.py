@@ -118,7 +118,7 @@ def to_check_response(d: Decision) -> external_auth_pb2.CheckResponse:
         else:
             remove.append("x-mcp-name")
         if d.learn or d.learn_stream:
-            headers.append(_hvo(LEARN_HEADER, encode_learn_header(d.learn) if d.learn else STREAM_MARK))
+            headers.append(_hvo(LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else STREAM_MARK))
         else:
             remove.append(LEARN_HEADER)
         return external_auth_pb2.CheckResponse(

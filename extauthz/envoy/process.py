@@ -33,6 +33,9 @@ SESSION_HEADER = "mcp-session-id"
 _STRIP_LEARN = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse(
     header_mutation=pb.HeaderMutation(remove_headers=[LEARN_HEADER]))))
 _RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+# The body will be rewritten (a filtered list): its length changes, so the original length goes.
+_RESPONSE_HEADERS_REWRITE = pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse(
+    header_mutation=pb.HeaderMutation(remove_headers=["content-length"]))))
 _REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
 _RESPONSE_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse())
 _REQUEST_TRAILERS = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
@@ -98,11 +101,20 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
                     exchange.on_response_headers(h.get(":status"), h)
                     if req.response_headers.end_of_stream:
                         exchange.on_body(b"", True)
+                    elif exchange.rewriter is not None:
+                        return _RESPONSE_HEADERS_REWRITE, exchange
                 return _RESPONSE_HEADERS, exchange
             if phase == "response_body":
                 if exchange is not None:
                     body = req.response_body
-                    exchange.on_body(body.body, body.end_of_stream or body.end_of_stream_without_message)
+                    end = body.end_of_stream or body.end_of_stream_without_message
+                    exchange.on_body(body.body, end)
+                    if exchange.rewriter is not None:
+                        out = exchange.rewriter.feed(body.body, end)
+                        if out != body.body:
+                            return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(
+                                body_mutation=pb.BodyMutation(body=out)))), exchange
+                        return _RESPONSE_BODY, exchange
                     extra = exchange.take_injection() if isinstance(exchange, StreamExchange) else b""
                     if extra:       # a 2024-11-05 denial, written between the server's events
                         return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(

@@ -113,7 +113,7 @@ def encode_check_response(d: Decision) -> bytes:
         else:
             remove += _str(5, "x-mcp-name")
         if d.learn or d.learn_stream:
-            ok += _header(2, LEARN_HEADER, encode_learn_header(d.learn) if d.learn else STREAM_MARK)
+            ok += _header(2, LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else STREAM_MARK)
         else:
             remove += _str(5, LEARN_HEADER)
         return _STATUS_OK + _len(3, ok + remove) + _metadata(d)

@@ -160,11 +160,16 @@ class Risk:
     enabled: bool = True
     block_at: float = 100
     decay_per_minute: float = 1
+    volume_per_minute: int = 600
+    timeline_length: int = 64
+    max_callers: int = 20000
+    large_response_bytes: int = 1048576
 
 
 @dataclass(frozen=True, slots=True)
 class Audit:
     log_arguments: bool = False
+    observe_responses: str = "sampled"      # sampled | all | off: call results seen over ext_proc
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +263,8 @@ def _server(doc: dict[str, Any], base_dir: str) -> ServerPolicy:
         kinds[key] = tuple(
             Rule(kind=kind, pattern=rule[pattern_key], allow=Allow.from_doc(rule["allow"]),
                  constraints=tuple(Constraint.from_doc(c) for c in rule.get("constraints", ())),
-                 schema_strictness=rule.get("schemaStrictness"), rule_id=f"{name}.{key}[{i}]")
+                 schema_strictness=rule.get("schemaStrictness"), rule_id=f"{name}.{key}[{i}]",
+                 sensitive=bool(rule.get("sensitive", False)))
             for i, rule in enumerate(doc.get(key, ())))
     return ServerPolicy(
         name=name, authorities=authorities, path_prefix=prefix, upstream=doc.get("upstream"),
@@ -290,8 +296,10 @@ def compile_policy(doc: dict[str, Any], base_dir: str, source: str = "") -> Poli
                       int(lim["maxArrayItems"]), frozenset(lim["decode"])),
         sessions=Sessions(ses["bindToCaller"], ses["visibilityBinding"], int(ses["idleTtlSeconds"]),
                           int(ses["maxSessions"])),
-        risk=Risk(risk["enabled"], float(risk["blockAt"]), float(risk["decayPerMinute"])),
-        audit=Audit(doc["audit"]["logArguments"]),
+        risk=Risk(risk["enabled"], float(risk["blockAt"]), float(risk["decayPerMinute"]),
+                  int(risk["volumePerMinute"]), int(risk["timelineLength"]), int(risk["maxCallers"]),
+                  int(risk["largeResponseBytes"])),
+        audit=Audit(doc["audit"]["logArguments"], doc["audit"]["observeResponses"]),
         admin_token=doc["admin"].get("token"),
         source=source,
         digest=hashlib.sha256(canonical_json(doc)).hexdigest(),

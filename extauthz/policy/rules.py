@@ -138,6 +138,7 @@ class Rule:
     constraints: tuple[Constraint, ...] = ()
     schema_strictness: str | None = None
     rule_id: str = ""
+    sensitive: bool = False        # use of it is data extraction (risk: extract stage)
 
     def failed_constraint(self, arguments: object, caller: Caller | None) -> Constraint | None:
         """The first constraint that fails, or None when all hold."""

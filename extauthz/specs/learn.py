@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
+from extauthz.mcp.rewrite import BodyRewriter
 from extauthz.mcp.sse import SseParser
 from extauthz.specs.store import SpecStore
 
@@ -56,6 +57,9 @@ LIST_KINDS = {
     "prompts/list": "prompts",
 }
 LEARNABLE_METHODS = frozenset(LIST_KINDS) | {"initialize", "server/discover"}
+# Calls whose results are observed (sampled): response size and sensitive-data counts, never values.
+OBSERVE_METHODS = {"tools/call": "tools", "resources/read": "resources", "prompts/get": "prompts"}
+MAX_NAME_CHARS = 1024
 SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -67,6 +71,18 @@ class LearnEntry:
     id: str | int
     method: str
     first: bool
+    name: str = ""            # observed calls: the tool/prompt name or resource URI
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """Who asked, as far as `allow` rules need it: lets ext_proc show a caller only what it may call
+    (`defaults.filterLists`) without sharing state with the Check that marked the request."""
+
+    issuer: str
+    subject: str
+    client_id: str
+    groups: tuple[str, ...]
 
 
 def _id_key(value: Any) -> tuple[str, str | int] | None:
@@ -80,13 +96,22 @@ def _id_key(value: Any) -> tuple[str, str | int] | None:
     return None
 
 
-def encode_learn_header(entries: Iterable[tuple[str | int, str, bool]]) -> str:
-    """The header value ext_authz sends (here for tests and for the ext_authz side to share)."""
-    raw = orjson.dumps([[i, m, bool(f)] for i, m, f in entries])
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+def encode_learn_header(entries: Iterable[tuple[str | int, str, bool | str]], view: View | None = None) -> str:
+    """The header value ext_authz sends: `[[id, method, first], ...]` for learnable requests,
+    `[id, method, name]` for observed calls, and a trailing `{"v": [iss, sub, client, groups]}`
+    when the response's lists are to be filtered for that caller."""
+    doc: list[Any] = [[i, m, f if isinstance(f, str) else bool(f)] for i, m, f in entries]
+    if view is not None:
+        doc.append({"v": [view.issuer, view.subject, view.client_id, list(view.groups)]})
+    return base64.urlsafe_b64encode(orjson.dumps(doc)).rstrip(b"=").decode("ascii")
 
 
 def decode_learn_header(value: str | bytes | None) -> list[LearnEntry] | None:
+    decoded = decode_learn(value)
+    return None if decoded is None else decoded[0]
+
+
+def decode_learn(value: str | bytes | None) -> tuple[list[LearnEntry], View | None] | None:
     """Decode defensively: None for absent, oversized, or malformed values; unknown methods and
     ill-typed entries make the whole header invalid (ext_authz never sends them)."""
     if value is None:
@@ -106,7 +131,16 @@ def decode_learn_header(value: str | bytes | None) -> list[LearnEntry] | None:
         doc = orjson.loads(raw)
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         return None
-    if not isinstance(doc, list) or not doc or len(doc) > MAX_ENTRIES:
+    if not isinstance(doc, list) or not doc or len(doc) > MAX_ENTRIES + 1:
+        return None
+    view: View | None = None
+    if isinstance(doc[-1], dict):
+        v = doc.pop()["v"] if set(doc[-1]) == {"v"} else None
+        if not (isinstance(v, list) and len(v) == 4 and all(isinstance(x, str) for x in v[:3])
+                and isinstance(v[3], list) and all(isinstance(g, str) for g in v[3])):
+            return None
+        view = View(v[0], v[1], v[2], tuple(v[3]))
+    if not doc or len(doc) > MAX_ENTRIES:
         return None
     out: list[LearnEntry] = []
     for item in doc:
@@ -115,10 +149,13 @@ def decode_learn_header(value: str | bytes | None) -> list[LearnEntry] | None:
         rid, method, first = item
         if _id_key(rid) is None or (isinstance(rid, str) and len(rid) > MAX_ID_CHARS):
             return None
+        if method in OBSERVE_METHODS and isinstance(first, str) and len(first) <= MAX_NAME_CHARS:
+            out.append(LearnEntry(rid, method, False, first))
+            continue
         if method not in LEARNABLE_METHODS or not isinstance(first, bool):
             return None
         out.append(LearnEntry(rid, method, first))
-    return out
+    return out, view
 
 
 class Learner:
@@ -142,6 +179,13 @@ class Learner:
         self.stream_inject: OrderedDict[tuple[str, str], bytearray] = OrderedDict()
         self.max_body_bytes = max_body_bytes
         self.max_event_bytes = max_event_bytes
+        # Hooks set by the app (each may be None; failures are logged, never raised):
+        # list_view(server, view) -> keep(kind, item) | None: filter lists for that caller;
+        # on_listed(server, session_id, caller, kind, keys, first, last): what this session was shown;
+        # on_result(server, caller, session_id, entry, result | None, size): an observed call's result.
+        self.list_view: Callable[[str, View], Callable[[str, Any], bool] | None] | None = None
+        self.on_listed: Callable[..., None] | None = None
+        self.on_result: Callable[..., None] | None = None
 
     def expect(self, server: str, session_id: str, entries: list[list[Any]]) -> None:
         """Remember learnable requests of a 2024-11-05 session until its SSE stream answers them."""
@@ -174,12 +218,12 @@ class Learner:
                 return None
             if learn_header_value in (STREAM_MARK, STREAM_MARK.encode()):
                 return StreamExchange(self, server, caller or "", "", [])
-            entries = decode_learn_header(learn_header_value)
-            if entries is None:
+            decoded = decode_learn(learn_header_value)
+            if decoded is None:
                 if learn_header_value:
                     log.warning("ignoring malformed %s header for server %s", LEARN_HEADER, server)
                 return None
-            return Exchange(self, server, caller or "", session_id or "", entries)
+            return Exchange(self, server, caller or "", session_id or "", decoded[0], decoded[1])
         except Exception:  # noqa: BLE001 - never fail the stream over learning
             log.exception("could not start learning for server %s", server)
             return None
@@ -197,8 +241,12 @@ class Exchange:
     """One request/response pair being learned from. Feed it response headers then body chunks."""
 
     def __init__(self, learner: Learner, server: str, caller: str, session_id: str,
-                 entries: list[LearnEntry]) -> None:
+                 entries: list[LearnEntry], view: View | None = None) -> None:
         self.learner = learner
+        self.view = view
+        self.rewriter: BodyRewriter | None = None     # set when this caller's lists are filtered
+        self._keep: Callable[[str, Any], bool] | None = None
+        self._list_ids: dict[tuple[str, str | int], str] = {}
         self.server = server
         self.caller = caller
         self.session_id = session_id
@@ -213,6 +261,10 @@ class Exchange:
             self.pending[k] = e
         for k in dup:
             del self.pending[k]
+        for k, e in self.pending.items():
+            if e.method in LIST_KINDS:
+                self._list_ids[k] = LIST_KINDS[e.method]
+        self._payload_size = 0
         self.learned: list[tuple[str, int]] = []
         self.issued_session_id: str | None = None
         self.status: int | None = None
@@ -309,6 +361,26 @@ class Exchange:
             self._sse = SseParser(self.learner.max_event_bytes)
         else:
             self._abandon(f"content-type {ctype or 'missing'}")
+            return
+        if self.view is not None and self._list_ids and self.learner.list_view is not None:
+            self._keep = self.learner.list_view(self.server, self.view)
+            if self._keep is not None:
+                self.rewriter = BodyRewriter(self.mode, self._filtered)
+
+    def _filtered(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """This caller's view of a list result: only what the policy lets it call."""
+        key = _id_key(msg.get("id"))
+        kind = self._list_ids.get(key) if key is not None else None
+        result = msg.get("result")
+        if kind is None or self._keep is None or not isinstance(result, dict):
+            return None
+        items = result.get(kind)
+        if not isinstance(items, list):
+            return None
+        kept = [it for it in items if self._keep(kind, it)]
+        if len(kept) == len(items):
+            return None
+        return {**msg, "result": {**result, kind: kept}}
 
     def _on_body(self, chunk: bytes, end_of_stream: bool) -> None:
         if self.done:
@@ -320,6 +392,7 @@ class Exchange:
                 if len(self._buf) + len(chunk) > self.learner.max_body_bytes:
                     log.warning("not learning from %s: JSON response exceeds %d bytes",
                                 self.server, self.learner.max_body_bytes)
+                    self._observed_unread(len(self._buf) + len(chunk))
                     self._abandon("body too large")
                     return
                 self._buf += chunk
@@ -361,7 +434,21 @@ class Exchange:
         finally:
             self._release()
 
+    def _observed_unread(self, size: int) -> None:
+        """Observed calls whose response was too large to read: still report their size."""
+        for e in list(self.pending.values()):
+            if e.method in OBSERVE_METHODS:
+                self._report(e, None, size)
+
+    def _report(self, entry: LearnEntry, result: dict[str, Any] | None, size: int) -> None:
+        if self.learner.on_result is not None:
+            try:
+                self.learner.on_result(self.server, self.caller, self.session_id, entry, result, size)
+            except Exception:  # noqa: BLE001
+                log.exception("on_result hook failed for %s", self.server)
+
     def _handle_payload(self, data: bytes | bytearray, *, quiet: bool = False) -> None:
+        self._payload_size = len(data)
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as e:
@@ -386,7 +473,9 @@ class Exchange:
             log.debug("%s answered %s (id %r) with an error or no result", self.server, entry.method, entry.id)
             return
         try:
-            if entry.method in LIST_KINDS:
+            if entry.method in OBSERVE_METHODS:
+                self._report(entry, result, self._payload_size)
+            elif entry.method in LIST_KINDS:
                 self._learn_list(entry, result)
             elif entry.method == "initialize":
                 self._learn_initialize(result)
@@ -409,6 +498,13 @@ class Exchange:
         last = cursor is None or cursor == ""
         self.learner.store.apply_page(self.server, kind, good, first=entry.first, last=last,
                                       partition=self.partition, on_drift=self.learner.drift_mode())
+        if self.learner.on_listed is not None:
+            field = {"tools": "name", "prompts": "name", "resources": "uri", "resourceTemplates": "uriTemplate"}[kind]
+            keys = [k for it in good if isinstance(k := it.get(field), str)]
+            try:
+                self.learner.on_listed(self.server, self.session_id, self.caller, kind, keys, entry.first, last)
+            except Exception:  # noqa: BLE001
+                log.exception("on_listed hook failed for %s", self.server)
         self.learned.append((entry.method, len(good)))
 
     def _learn_initialize(self, result: dict[str, Any]) -> None:

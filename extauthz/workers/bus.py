@@ -52,6 +52,8 @@ class WorkerBus:
         reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=64 * 1024 * 1024)
         self.app.specs.on_change = self.publish
         self.app.sessions.on_change = self.publish
+        self.app.visibility.on_change = self.publish
+        self.app.risk.on_change = self.publish
         ticker = asyncio.create_task(self._tick())
         try:
             while line := await reader.readline():
@@ -86,5 +88,11 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
                            replicated=True)
     elif op == "end":
         app.sessions.end(msg["sid"], replicated=True)
+    elif op == "visible":
+        app.visibility.listed(msg["server"], msg["sid"], msg["caller"], msg["kind"], msg["names"], replicated=True)
+    elif op == "risk":       # scored and chain events only: benign traffic is not relayed
+        app.risk.record(msg["caller"], decision_id=msg["decisionId"], session_id=msg["sessionId"],
+                        server=msg["server"], method=msg["method"], name=msg["name"], reason=msg["reason"],
+                        stage=msg["stage"], points=float(msg["points"]), replicated=True, at=msg["time"])
     elif op == "quarantine":      # catch-up only: a restarted worker must not forget a quarantine
         app.specs._spec(msg["server"]).quarantined[(msg["kind"], msg["name"])] = msg["why"]

@@ -1,0 +1,1 @@
+"""Per-caller risk: timelines, attack-chain detection and risk blocks across MCP sessions."""

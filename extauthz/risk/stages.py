@@ -1,0 +1,54 @@
+"""Which attack stage a decision is evidence of, and how many risk points it is worth.
+
+Three stages, in the order an attacker goes through them:
+
+* recon: finding out what exists: listing capabilities (0 points: every client lists), asking for
+  names or methods that do not exist (8 points each), requests to servers nobody configured (4);
+* probe: testing what the checks let through: schema, constraint, ACL and header denials (10 each),
+  malformed bodies (5), presenting another caller's session id (25);
+* extract: taking data: using a sensitive capability, a large or sensitive response seen over
+  ext_proc (0 points on their own: support staff use sensitive tools all day), or a volume of
+  sensitive use above `risk.volumePerMinute` (20 points per minute above it).
+
+Points come only from what a benign client does not do. A chain (recon, then probe, then extract,
+in that order, across any sessions of one caller) adds `CHAIN_POINTS` and raises an alert.
+Denials that are not the caller's doing (quarantine, policy outage) and `risk_blocked` itself score
+nothing, so a blocked caller's score can decay.
+"""
+
+from __future__ import annotations
+
+from extauthz.core.reasons import Reason
+
+RECON, PROBE, EXTRACT = "recon", "probe", "extract"
+ORDER = (RECON, PROBE, EXTRACT)
+CHAIN_POINTS = 40.0
+VOLUME_POINTS = 20.0
+
+LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
+USE_METHODS = frozenset({"tools/call", "resources/read", "prompts/get", "resources/subscribe"})
+
+# reason -> (stage, points) for denials
+DENIAL_STAGE: dict[Reason, tuple[str, float]] = {
+    Reason.UNKNOWN_CAPABILITY: (RECON, 8.0),
+    Reason.UNKNOWN_METHOD: (RECON, 8.0),
+    Reason.UNKNOWN_SERVER: (RECON, 4.0),
+    Reason.SCHEMA_VIOLATION: (PROBE, 10.0),
+    Reason.CONSTRAINT_VIOLATED: (PROBE, 10.0),
+    Reason.NOT_ALLOWED: (PROBE, 10.0),
+    Reason.HEADER_MISMATCH: (PROBE, 10.0),
+    Reason.PAYLOAD_TOO_LARGE: (PROBE, 10.0),
+    Reason.MALFORMED_REQUEST: (PROBE, 5.0),
+    Reason.SESSION_HIJACK: (PROBE, 25.0),
+}
+
+
+def stage_of(reason: Reason, method: str, sensitive: bool) -> tuple[str | None, float]:
+    """(stage or None, points) for one decision."""
+    if reason is Reason.ALLOWED:
+        if method in LIST_METHODS:
+            return RECON, 0.0
+        if sensitive and method in USE_METHODS:
+            return EXTRACT, 0.0
+        return None, 0.0
+    return DENIAL_STAGE.get(reason, (None, 0.0))

@@ -1,0 +1,102 @@
+"""What the server listed to each MCP session (stateless traffic: to each caller).
+
+Servers often list different capabilities to different users. The server-wide spec is the union of
+what anyone was shown; this store remembers, per (server, session) and per (server, caller), the
+names of the last complete `*/list` snapshot of each kind, so that a call to something this session
+was never shown is `unknown_capability` (policy `sessions.visibilityBinding`).
+
+Lookup order for one request: the MCP session's own snapshot of that kind, else the caller's (the
+most recent snapshot any of its sessions completed), else nothing (the decision core then falls
+back to the server-wide spec: a client that never listed this kind cannot have been shown less).
+
+Memory: identical name sets are interned, so a session costs one dict entry and a reference per
+kind it listed, not a copy of the list. Bounded by `max_partitions` (oldest first).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+MAX_PARTITIONS = 200_000
+MAX_PENDING = 4096
+MAX_NAMES = 20_000          # per kind and snapshot, like the spec store
+
+
+class Visibility:
+    def __init__(self, max_partitions: int = MAX_PARTITIONS) -> None:
+        # (server, partition) -> {kind: frozenset(names)}; partition is "s:<session id>" or "c:<caller key>"
+        self._seen: OrderedDict[tuple[str, str], dict[str, frozenset[str]]] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, str, str], set[str]] = OrderedDict()
+        self._interned: dict[frozenset[str], frozenset[str]] = {}
+        self.max_partitions = max_partitions
+        # (op, payload) for other replicas (set by the workers bus)
+        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def listed_page(self, server: str, session_id: str, caller: str, kind: str, keys: list[str], *,
+                    first: bool, last: bool) -> None:
+        """One page of a `*/list` result the server sent to this session/caller."""
+        part = f"s:{session_id}" if session_id else f"c:{caller}"
+        pkey = (server, part, kind)
+        if first:
+            self._pending.pop(pkey, None)
+        acc = self._pending.get(pkey)
+        if acc is None:
+            if not first:
+                return
+            acc = self._pending[pkey] = set()
+            while len(self._pending) > MAX_PENDING:
+                self._pending.popitem(last=False)
+        room = MAX_NAMES - len(acc)
+        if room > 0:
+            acc.update(keys[:room])
+        if not last:
+            return
+        del self._pending[pkey]
+        self.listed(server, session_id, caller, kind, acc)
+
+    def listed(self, server: str, session_id: str, caller: str, kind: str, names: Any, *,
+               replicated: bool = False) -> None:
+        """A complete snapshot: it becomes this session's and this caller's view of `kind`."""
+        names = frozenset(names)
+        names = self._interned.setdefault(names, names)
+        if len(self._interned) > 4 * self.max_partitions:
+            self._interned.clear()        # only an optimisation: drop it rather than grow
+        for part in ((f"s:{session_id}",) if session_id else ()) + ((f"c:{caller}",) if caller else ()):
+            key = (server, part)
+            view = self._seen.get(key)
+            if view is None:
+                view = self._seen[key] = {}
+                while len(self._seen) > self.max_partitions:
+                    self._seen.popitem(last=False)
+            else:
+                self._seen.move_to_end(key)
+            view[kind] = names
+        if self.on_change is not None and not replicated:
+            self.on_change("visible", {"server": server, "sid": session_id, "caller": caller, "kind": kind,
+                                       "names": sorted(names)})
+
+    def view(self, server: str, session_id: str, caller: str) -> tuple[dict[str, frozenset[str]] | None,
+                                                                    dict[str, frozenset[str]] | None]:
+        """(session view, caller view); either may be None. Two dict lookups: the Check path."""
+        return (self._seen.get((server, "s:" + session_id)) if session_id else None,
+                self._seen.get((server, "c:" + caller)) if caller else None)
+
+    def end_session(self, server: str, session_id: str) -> None:
+        self._seen.pop((server, "s:" + session_id), None)
+
+
+def shown(view: tuple[dict[str, frozenset[str]] | None, dict[str, frozenset[str]] | None] | None,
+          kind: str, key: str) -> bool | None:
+    """True/False if this session (else this caller) has a snapshot of `kind`; None if neither has."""
+    if view is None:
+        return None
+    for v in view:
+        if v is not None:
+            names = v.get(kind)
+            if names is not None:
+                return key in names
+    return None
