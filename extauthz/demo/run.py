@@ -34,7 +34,8 @@ def demo_main(once: bool = False) -> int:
             print(f"demo could not start: {e}", file=sys.stderr)
             return 1
         try:
-            support = tokens.mint("alice", groups=["support"], customer_ids=["c-100", "c-300"], sid="web-1")
+            support = [tokens.mint(who, groups=["support"], customer_ids=["c-100", "c-300"], sid=f"web-{who}")
+                       for who in ("alice", "bea")]
             admin = tokens.mint("root", groups=["admin"], customer_ids=["c-100", "c-200", "c-300"])
             print(f"MCP endpoint through Envoy: {stack.url}")
             print(f"admin API: {stack.service_admin_url}  (try /v1/decisions, /v1/inventory, /metrics)\n")

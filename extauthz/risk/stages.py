@@ -3,9 +3,9 @@
 Three stages, in the order an attacker goes through them:
 
 * recon: finding out what exists: listing capabilities (0 points: every client lists), asking for
-  names or methods that do not exist (8 points each), requests to servers nobody configured (4);
-* probe: testing what the checks let through: schema, constraint, ACL and header denials (10 each),
-  malformed bodies (5), presenting another caller's session id (25);
+  names or methods that do not exist (6 points each), requests to servers nobody configured (3);
+* probe: testing what the checks let through: schema, constraint, ACL and header denials (8 each),
+  malformed bodies (4), presenting another caller's session id (25);
 * extract: taking data: using a sensitive capability, a large or sensitive response seen over
   ext_proc (0 points on their own: support staff use sensitive tools all day), or a volume of
   sensitive use above `risk.volumePerMinute` (20 points per minute above it).
@@ -30,15 +30,15 @@ USE_METHODS = frozenset({"tools/call", "resources/read", "prompts/get", "resourc
 
 # reason -> (stage, points) for denials
 DENIAL_STAGE: dict[Reason, tuple[str, float]] = {
-    Reason.UNKNOWN_CAPABILITY: (RECON, 8.0),
-    Reason.UNKNOWN_METHOD: (RECON, 8.0),
-    Reason.UNKNOWN_SERVER: (RECON, 4.0),
-    Reason.SCHEMA_VIOLATION: (PROBE, 10.0),
-    Reason.CONSTRAINT_VIOLATED: (PROBE, 10.0),
-    Reason.NOT_ALLOWED: (PROBE, 10.0),
-    Reason.HEADER_MISMATCH: (PROBE, 10.0),
-    Reason.PAYLOAD_TOO_LARGE: (PROBE, 10.0),
-    Reason.MALFORMED_REQUEST: (PROBE, 5.0),
+    Reason.UNKNOWN_CAPABILITY: (RECON, 6.0),
+    Reason.UNKNOWN_METHOD: (RECON, 6.0),
+    Reason.UNKNOWN_SERVER: (RECON, 3.0),
+    Reason.SCHEMA_VIOLATION: (PROBE, 8.0),
+    Reason.CONSTRAINT_VIOLATED: (PROBE, 8.0),
+    Reason.NOT_ALLOWED: (PROBE, 8.0),
+    Reason.HEADER_MISMATCH: (PROBE, 8.0),
+    Reason.PAYLOAD_TOO_LARGE: (PROBE, 8.0),
+    Reason.MALFORMED_REQUEST: (PROBE, 4.0),
     Reason.SESSION_HIJACK: (PROBE, 25.0),
 }
 
