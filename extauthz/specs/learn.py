@@ -497,12 +497,13 @@ class Exchange:
         cursor = result.get("nextCursor")
         last = cursor is None or cursor == ""
         self.learner.store.apply_page(self.server, kind, good, first=entry.first, last=last,
-                                      partition=self.partition, on_drift=self.learner.drift_mode())
+                                      partition=self.partition, on_drift=self.learner.drift_mode(),
+                                      viewer=self.caller or self.partition)
         if self.learner.on_listed is not None:
             field = {"tools": "name", "prompts": "name", "resources": "uri", "resourceTemplates": "uriTemplate"}[kind]
             keys = [k for it in good if isinstance(k := it.get(field), str)]
             try:
-                self.learner.on_listed(self.server, self.session_id, self.caller, kind, keys, entry.first, last)
+                self.learner.on_listed(self.server, self.session_id, self.caller, kind, keys, first=entry.first, last=last)
             except Exception:  # noqa: BLE001
                 log.exception("on_listed hook failed for %s", self.server)
         self.learned.append((entry.method, len(good)))

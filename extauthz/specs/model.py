@@ -134,6 +134,7 @@ class ServerSpec:
     quarantined: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> why
     pinned: bool = False
     sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> traffic|discovery|pinned
+    seen_by: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (kind, key) -> viewers shown it
 
     def table(self, kind: str) -> dict[str, Any]:
         return {"tools": self.tools, "resources": self.resources,

@@ -15,6 +15,7 @@ log = logging.getLogger("extauthz.specs")
 MAX_SERVERS = 1024            # shadow servers come from traffic: never let them grow without bound
 MAX_ITEMS_PER_KIND = 20000
 MAX_PENDING = 4096
+MAX_VIEWERS = 256             # callers remembered per capability (who was shown it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +72,13 @@ class SpecStore:
 
     def apply_page(self, server: str, kind: str, items: list[Any], *, first: bool, last: bool,
                    partition: str = "", on_drift: str = "quarantine", replicated: bool = False,
-                   source: str = "traffic") -> list[DriftEvent]:
+                   source: str = "traffic", viewer: str | None = None) -> list[DriftEvent]:
         """Merge one page of a `*/list` result. Returns drift events once the snapshot completes.
-        `source` says where the list came from (traffic over ext_proc, or active discovery)."""
+        `source` says where the list came from (traffic over ext_proc, or active discovery);
+        `viewer` who was shown it (the caller; defaults to the partition). Servers list different
+        capabilities to different users, so the server-wide spec is the union of what each viewer
+        was last shown: a capability leaves it only when every viewer who was shown it has since
+        been shown a list without it (never because somebody else was shown less)."""
         if kind not in PARSERS:
             return []
         key = (server, kind, partition)
@@ -95,16 +100,17 @@ class SpecStore:
         snapshot = list(acc.values())
         if self.on_change is not None and not replicated:
             self.on_change("spec", {"server": server, "kind": kind, "items": snapshot, "on_drift": on_drift,
-                                    "source": source})
+                                    "source": source, "viewer": partition if viewer is None else viewer})
         spec = self._spec(server)
         if spec.pinned:
             return self._compare_to_pin(spec, kind, snapshot)
-        events = self._replace(spec, kind, snapshot, on_drift=on_drift, initial=False, source=source)
+        events = self._replace(spec, kind, snapshot, on_drift=on_drift, initial=False, source=source,
+                               viewer=partition if viewer is None else viewer)
         self.version += 1
         return events
 
     def _replace(self, spec: ServerSpec, kind: str, items: list[Any], *, on_drift: str,
-                 initial: bool, source: str) -> list[DriftEvent]:
+                 initial: bool, source: str, viewer: str = "") -> list[DriftEvent]:
         parse = PARSERS[kind]
         table = spec.table(kind)
         had_snapshot = bool(table) and not initial
@@ -124,12 +130,28 @@ class SpecStore:
                     if q:
                         spec.quarantined[(kind, name)] = f"changed from {old.digest[:12]} to {entry.digest[:12]}"
                     events.append(DriftEvent(spec.server, kind, name, "changed", q))
-        table.clear()
+        seen = spec.seen_by
+        if initial:
+            table.clear()
+            for k in [k for k in seen if k[0] == kind]:
+                del seen[k]
+            for k in [k for k in spec.sources if k[0] == kind]:
+                del spec.sources[k]
+        else:
+            for name in [n for n in table if n not in new]:
+                viewers = seen.get((kind, name))
+                if viewers is not None:
+                    viewers.discard(viewer)
+                if not viewers:
+                    del table[name]
+                    seen.pop((kind, name), None)
+                    spec.sources.pop((kind, name), None)
         table.update(new)
-        for name in [k for k in spec.sources if k[0] == kind and k[1] not in new]:
-            del spec.sources[name]
         for name in new:
             spec.sources[(kind, name)] = source
+            viewers = seen.setdefault((kind, name), set())
+            if len(viewers) < MAX_VIEWERS:
+                viewers.add(viewer)
         for ev in events:
             log.warning("spec drift: %s %s %s %s%s", ev.server, ev.kind, ev.name, ev.change,
                         " (quarantined)" if ev.quarantined else "")

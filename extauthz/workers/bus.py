@@ -4,8 +4,9 @@ Each worker is a full service process on the shared gRPC port (SO_REUSEPORT). Le
 decides requests (completed list snapshots, server info, quarantine approvals, session bindings)
 is published to the supervisor over a socketpair as JSON lines and relayed to every other worker;
 applying a relayed change never re-publishes it. Writes go into the transport's buffer (no await,
-no I/O wait on the hot path). Every second the worker also reports its Check counters and new
-decision records, so the supervisor's admin port shows the whole service.
+no I/O wait on the hot path). Every second the worker also reports its Check counters, new
+decision records and what its inventory recorded since the last report (drained), so the
+supervisor's admin port shows the whole service.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class WorkerBus:
         return {"op": "stats", "worker": self.index, "pid": os.getpid(),
                 "decisions": [[list(k), v] for k, v in checks.decisions.items()],
                 "buckets": checks.bucket_counts, "sum": checks.total, "count": checks.count,
-                "recent": recent, "ready": self.app.ready}
+                "recent": recent, "ready": self.app.ready, "inventory": self.app.inventory.drain()}
 
     async def run(self) -> None:
         sock = socket.socket(fileno=self.fd)
@@ -77,7 +78,7 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
     if op == "spec":
         app.specs.apply_page(msg["server"], msg["kind"], msg["items"], first=True, last=True,
                              partition="replica", on_drift=msg.get("on_drift", "quarantine"), replicated=True,
-                             source=msg.get("source", "traffic"))
+                             source=msg.get("source", "traffic"), viewer=msg.get("viewer", "replica"))
     elif op == "info":
         app.specs.note_info(msg["server"], msg["info"], replicated=True)
     elif op == "approve":

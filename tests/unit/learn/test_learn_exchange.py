@@ -28,7 +28,7 @@ class RecordingStore(SpecStore):
         self.pages: list[dict[str, Any]] = []
         self.infos: list[tuple[str, dict[str, Any]]] = []
 
-    def apply_page(self, server, kind, items, *, first, last, partition="", on_drift="quarantine"):
+    def apply_page(self, server, kind, items, *, first, last, partition="", on_drift="quarantine", **_: object):
         self.pages.append(dict(server=server, kind=kind, n=len(items), first=first, last=last,
                                partition=partition, on_drift=on_drift))
         return super().apply_page(server, kind, items, first=first, last=last, partition=partition,
