@@ -5,7 +5,10 @@ Each line of the traffic file is one JSON object, either a request:
    "body": <JSON value> | "bodyText": "<raw text>", "claims": {...}}
 or a spec the server published, so later requests are decided against it:
   {"spec": {"server": "crm", "tools": [...], "resources": [...], "resourceTemplates": [...], "prompts": [...]}}
-Prints one JSON decision per request line.
+Prints one JSON decision per request line (a decision that completed an attack chain carries its
+`alert`), then one `{"summary": ...}` line: the MCP sessions seen (who opened them, how many
+requests), and per caller the risk score, whether it ended blocked, and every alert with the
+sessions and decisions that made it. Sessions and risk are tracked exactly as the service does.
 """
 
 from __future__ import annotations
@@ -68,4 +71,14 @@ def replay_main(policy_path: str, traffic_path: str, out=None) -> int:
                 continue
             app.check(_request(rec))
             print(orjson.dumps({"line": n, **app.decisions.recent[-1]}).decode(), file=out)
+    print(orjson.dumps({"summary": summary(app)}).decode(), file=out)
     return 0
+
+
+def summary(app: App) -> dict:
+    sessions = [{"sessionId": s.session_id, "caller": s.caller, "server": s.server, "userSession": s.user_session,
+                 "protocolVersion": s.protocol_version, "requests": s.requests}
+                for s in app.sessions.snapshot(limit=10_000)]
+    callers = [app.risk.summary(st) for st in app.risk.callers(limit=10_000)]
+    return {"sessions": sessions, "callers": callers,
+            "alerts": [a for c in callers for a in c["alerts"]]}
