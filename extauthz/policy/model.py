@@ -161,8 +161,8 @@ class Risk:
     block_at: float = 100
     decay_per_minute: float = 1
     volume_per_minute: int = 600
-    timeline_length: int = 64
-    max_callers: int = 20000
+    timeline_length: int = 32
+    max_callers: int = 10000
     large_response_bytes: int = 1048576
 
 

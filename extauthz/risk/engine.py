@@ -72,7 +72,7 @@ class CallerRisk:
 
 class RiskEngine:
     def __init__(self, *, block_at: float = 100.0, decay_per_minute: float = 1.0, enabled: bool = True,
-                 volume_per_minute: int = 600, timeline: int = 64, max_callers: int = 20_000) -> None:
+                 volume_per_minute: int = 600, timeline: int = 32, max_callers: int = 10_000) -> None:
         self._callers: OrderedDict[str, CallerRisk] = OrderedDict()
         self.configure(block_at=block_at, decay_per_minute=decay_per_minute, enabled=enabled,
                        volume_per_minute=volume_per_minute, timeline=timeline, max_callers=max_callers)
