@@ -7,6 +7,9 @@ started, so no request ever sees half a policy.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import logging
 import time
 from typing import IO, Any
@@ -19,6 +22,8 @@ from extauthz.core.decision import Decision, new_decision_id
 from extauthz.core.reasons import Reason
 from extauthz.decisionlog import DecisionLog
 from extauthz.identity.caller import Caller
+from extauthz.identity.sources import BadIdentity, resolve_caller
+from extauthz.inventory.classify import classify_capability, scan_response
 from extauthz.inventory.store import Inventory
 from extauthz.mcp.request import HttpRequest
 from extauthz.metrics import Metrics
@@ -35,6 +40,9 @@ from extauthz.specs.validators import ValidatorCache
 
 log = logging.getLogger("extauthz")
 
+SCAN_BYTES = 256 * 1024          # of string data scanned per observed response
+MAX_SCANS_PENDING = 64
+
 
 class App:
     def __init__(self, policy_path: str | None, *, decision_out: IO[bytes] | None = None,
@@ -49,6 +57,8 @@ class App:
         self._sensitive: dict[tuple[str, str, str], bool] = {}     # (server, method, name) -> sensitive
         self._sensitive_version = -1
         self._observed: dict[tuple[str, str], int] = {}            # sampling counters for observed calls
+        self._scanner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="scan")
+        self._scans_pending = 0
         self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
         self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions))
         self.decisions = DecisionLog(decision_out, background=background_log)
@@ -132,12 +142,31 @@ class App:
 
     def _on_result(self, server: str, caller: str, session_id: str, entry: LearnEntry,
                    result: dict[str, Any] | None, size: int) -> None:
-        """An observed call's result (ext_proc): inventory exposure counts, and extraction evidence."""
+        """An observed call's result (ext_proc): scanned for sensitive data off the event loop
+        (a scan of a large response takes milliseconds; Checks must not wait for it), then
+        recorded. Scans beyond `MAX_SCANS_PENDING` are skipped, not queued."""
         try:
-            from extauthz.inventory.classify import scan_response
-        except ImportError:      # TEMP until the classifier lands
-            scan_response = lambda doc: {}  # noqa: E731
-        findings = scan_response(result) if result is not None else {}
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if result is None or loop is None:
+            self._record_result(server, caller, session_id, entry, scan_response(result, max_bytes=SCAN_BYTES)
+                                if result is not None else {}, size)
+            return
+        if self._scans_pending >= MAX_SCANS_PENDING:
+            self._record_result(server, caller, session_id, entry, {}, size)
+            return
+        self._scans_pending += 1
+        fut = loop.run_in_executor(self._scanner, functools.partial(scan_response, result, max_bytes=SCAN_BYTES))
+
+        def done(f: asyncio.Future[dict[str, int]]) -> None:
+            self._scans_pending -= 1
+            findings = f.result() if not f.cancelled() and f.exception() is None else {}
+            self._record_result(server, caller, session_id, entry, findings, size)
+        fut.add_done_callback(done)
+
+    def _record_result(self, server: str, caller: str, session_id: str, entry: LearnEntry,
+                       findings: dict[str, int], size: int) -> None:
         kind = OBSERVE_METHODS[entry.method]
         self.inventory.record_response(server, kind, entry.name, findings, size)
         if not caller or caller == "-" or self.ctx is None:
@@ -179,6 +208,8 @@ class App:
                 d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                              status=400, form="bare")
             self._after(d, ctx)
+            if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
+                d.caller = _best_effort_caller(http, ctx)     # denied before identity: still attribute it
             if d.caller is not None:
                 self._score(d, ctx)
         d.latency = time.perf_counter() - t0
@@ -266,10 +297,6 @@ class App:
         return hit
 
     def _classify(self, ctx: Context, d: Decision) -> bool:
-        try:
-            from extauthz.inventory.classify import classify_capability
-        except ImportError:      # TEMP until the classifier lands
-            classify_capability = lambda kind, raw: ()  # noqa: E731
         kind = OBSERVE_METHODS.get(d.method, "resources")
         sp = ctx.policy.server_by_name(d.server)
         spec = self.specs.get(d.server)
@@ -291,6 +318,13 @@ class App:
         if entry is None:
             return False
         return bool(classify_capability(kind, entry.raw))
+
+
+def _best_effort_caller(http: HttpRequest, ctx: Context) -> Caller | None:
+    try:
+        return resolve_caller(http, ctx.policy.identity)
+    except BadIdentity:
+        return None
 
 
 def load_app(policy_path: str | None, *, background_log: bool = True) -> App:

@@ -25,7 +25,9 @@ import orjson
 MAX_HELD_BYTES = 8 * 1024 * 1024
 
 Transform = Callable[[dict[str, Any]], "dict[str, Any] | None"]
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# An event ends at an empty line: any line ending (CRLF, LF or CR, mixed) followed by another.
+_EVENT_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
+_BOM = b"\xef\xbb\xbf"
 _LINE = re.compile(rb"\r\n|\n|\r")
 
 
@@ -89,8 +91,8 @@ class BodyRewriter:
         pos = 0
         while True:
             m = _EVENT_END.search(buf, pos)
-            if m is None:
-                break
+            if m is None or (not end and m.end() == len(buf) and buf.endswith(b"\r")):
+                break               # none yet, or a CR that may be the first half of a CRLF
             out += self._event(bytes(buf[pos:m.start()]), bytes(buf[m.start():m.end()]))
             pos = m.end()
         rest = bytes(buf[pos:])
@@ -100,7 +102,8 @@ class BodyRewriter:
         return bytes(out)
 
     def _event(self, block: bytes, terminator: bytes) -> bytes:
-        lines = _LINE.split(block)
+        bom = _BOM if block.startswith(_BOM) else b""
+        lines = _LINE.split(block[len(bom):])
         data = [ln[5:].removeprefix(b" ") for ln in lines if ln.startswith(b"data:")]
         if not data:
             return block + terminator
@@ -115,4 +118,4 @@ class BodyRewriter:
         if new is None:
             return block + terminator
         keep = b"\n".join(ln for ln in lines if not ln.startswith(b"data:"))
-        return (keep + b"\n" if keep else b"") + b"data: " + orjson.dumps(new) + b"\n\n"
+        return bom + (keep + b"\n" if keep else b"") + b"data: " + orjson.dumps(new) + b"\n\n"
