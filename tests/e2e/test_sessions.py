@@ -123,6 +123,17 @@ def test_three_session_attack_is_blocked_and_the_alert_names_every_session(stack
     blocked = [d for d in mine if d["reason"] == "risk_blocked"]
     assert blocked and all(d["decision"] == "deny" for d in blocked)
 
+    # The admin views: one timeline across the three sessions, the alert, the block.
+    tl = httpx.get(stack.service_admin_url + "/v1/callers/mallory/timeline").json()
+    (who,) = tl["callers"]
+    assert who["blocked"] is True and who["score"] >= 100
+    on_timeline = {e["sessionId"] for e in who["timeline"] if e["sessionId"]}   # a bounded ring (32)
+    assert len(on_timeline) >= 2 and on_timeline <= sessions
+    assert who["alerts"][0]["sessions"] == alert["sessions"]
+    listing = httpx.get(stack.service_admin_url + "/v1/sessions").json()
+    assert any(c["caller"] == who["caller"] and c["blocked"] for c in listing["callers"])
+    assert httpx.get(stack.service_admin_url + "/v1/callers/nobody-at-all/timeline").status_code == 404
+
     # Another user is unaffected.
     other = stack.tokens.mint("olga", groups=["support"], customer_ids=["c-100"])
     async def fine() -> tuple[str, str, str]:
