@@ -77,8 +77,9 @@ def test_session_bound_on_one_worker_is_enforced_on_all(service):
     sid = {"mcp-session-id": "bound-on-one-worker"}
     assert fresh_check(gp, check_request(CALL, headers=sid)).status.code == 0
     time.sleep(0.3)
-    bob = dict(SUPPORT, sub="bob")
-    answers = [fresh_check(gp, check_request(CALL, claims=bob, headers=sid)) for _ in range(20)]
+    # 20 different intruders, one attempt each (one caller repeating it would soon be risk_blocked)
+    answers = [fresh_check(gp, check_request(CALL, claims=dict(SUPPORT, sub=f"bob-{i}"), headers=sid))
+               for i in range(20)]
     reasons = {dict((h.header.key, h.header.value) for h in r.denied_response.headers)["x-mcp-extauthz-reason"]
                for r in answers}
     assert reasons == {"session_hijack"}
