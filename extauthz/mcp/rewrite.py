@@ -78,6 +78,8 @@ class BodyRewriter:
             return None
         try:
             new = self.transform(msg)
+            if new is not None:
+                orjson.dumps(new)     # what cannot be written back is not rewritten
         except Exception:  # noqa: BLE001 - a view courtesy must never break the response
             return None
         if new is not None:
