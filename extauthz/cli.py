@@ -53,7 +53,22 @@ def _replay(a: argparse.Namespace) -> int:
 
 def _inventory(a: argparse.Namespace) -> int:
     from extauthz.admin.client import inventory_main
-    return inventory_main(a.admin, a.format)
+    return inventory_main(a.admin, a.format, server=a.server)
+
+
+def _approve(a: argparse.Namespace) -> int:
+    from extauthz.admin.client import approve_main
+    return approve_main(a.admin, a.token, a.server, a.kind, a.name)
+
+
+def _suggest_policy(a: argparse.Namespace) -> int:
+    from extauthz.admin.client import suggest_main
+    return suggest_main(a.admin, a.out, a.inventory)
+
+
+def _discover(a: argparse.Namespace) -> int:
+    from extauthz.discovery.cli import discover_main
+    return discover_main(a)
 
 
 def _demo(a: argparse.Namespace) -> int:
@@ -96,7 +111,35 @@ def main(argv: list[str] | None = None) -> int:
     i = sub.add_parser("inventory", help="the live catalog of servers and capabilities")
     i.add_argument("--admin", default="http://127.0.0.1:9192")
     i.add_argument("--format", choices=("table", "json"), default="table")
+    i.add_argument("--server", default=None, help="only this server")
     i.set_defaults(fn=_inventory)
+
+    ap = sub.add_parser("approve", help="lift the quarantine of a capability that changed (after review)")
+    ap.add_argument("--admin", default="http://127.0.0.1:9192")
+    ap.add_argument("--token", default=None, help="the policy's admin.token (default: $EXTAUTHZ_ADMIN_TOKEN)")
+    ap.add_argument("server")
+    ap.add_argument("kind", choices=("tool", "tools", "resource", "resources", "resourceTemplate",
+                                     "resourceTemplates", "prompt", "prompts"))
+    ap.add_argument("name")
+    ap.set_defaults(fn=_approve)
+
+    sp = sub.add_parser("suggest-policy", help="write a least-privilege policy from observed, allowed use")
+    sp.add_argument("--admin", default="http://127.0.0.1:9192")
+    sp.add_argument("--inventory", default=None, help="read a saved `extauthz inventory --format json` instead")
+    sp.add_argument("--out", default=None, help="write here (default: stdout)")
+    sp.set_defaults(fn=_suggest_policy)
+
+    v = sub.add_parser("discover", help="act as an MCP client: fetch a server's whole spec, with findings")
+    v.add_argument("url", help="the MCP endpoint (streamable HTTP, or a 2024-11-05 .../sse URL)")
+    v.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'",
+                   help="send this header on every request (repeatable), e.g. -H 'Authorization: Bearer ...'")
+    v.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text: a readable report; json: the spec snapshot, loadable as a pinned specFile")
+    v.add_argument("--out", metavar="FILE", help="write the output to FILE instead of stdout")
+    v.add_argument("--timeout", type=float, default=30.0, metavar="S", help="give up after S seconds (default 30)")
+    v.add_argument("--protocol", choices=("auto", "legacy"), default="auto",
+                   help="auto: server/discover (2026-07-28), else the initialize handshake; legacy: always initialize")
+    v.set_defaults(fn=_discover)
 
     d = sub.add_parser("demo", help="real Envoy + demo MCP server + this service, and a scripted agent")
     d.add_argument("--once", action="store_true", help="exit after the script")

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from extauthz.admin.http import build_admin
 from extauthz.app import App
+from extauthz.discovery.service import Discoverer
 from extauthz.envoy import check, process
 
 log = logging.getLogger("extauthz")
@@ -54,6 +55,9 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     """Serve until SIGTERM. As one of `--workers N` (worker_fd set): share the gRPC port with the
     other workers, serve no admin port (the supervisor does), and keep learned state in step
     over the bus; stop when the supervisor goes away."""
+    # Start-up and periodic discovery run in one process only (worker 0 of --workers); every
+    # worker discovers on a spec miss. What any of them discovers reaches the others over the bus.
+    app.discovery = Discoverer.from_env(app, scheduled=worker_fd is None or worker_index == 0)
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
         ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -90,6 +94,7 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
         bus = WorkerBus(app, worker_fd, worker_index)
         bus_task = asyncio.create_task(bus.run())
         bus_task.add_done_callback(lambda _: stop.set())
+    discovery_task = asyncio.create_task(app.discovery.run(wait_for_bus=worker_fd is not None))
     log.info("serving gRPC on %s:%d%s", host, grpc_port,
              f", admin on {host}:{admin_port}" if admin_port else f" (worker {worker_index})")
 
@@ -109,9 +114,10 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
         await asyncio.sleep(0.05)
     await server.stop(grace=max(1.0, deadline - loop.time()))
     app.decisions.flush()
-    for t in (watch_task, sweep_task, settle_task, bus_task):
+    for t in (watch_task, sweep_task, settle_task, bus_task, discovery_task):
         if t:
             t.cancel()
+    await app.discovery.close()
     if admin is not None and admin_task is not None:
         admin.should_exit = True
         await asyncio.wait([admin_task], timeout=3)

@@ -11,34 +11,20 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from extauthz import __version__
+from extauthz.admin.page import HEADERS as PAGE_HEADERS
+from extauthz.admin.page import render as render_page
 from extauthz.app import App
+from extauthz.inventory.store import spec_kind
 
 
 def inventory(app: App) -> dict[str, Any]:
-    policy = app.ctx.policy if app.ctx else None
-    servers = []
-    for spec in app.specs.servers():
-        sp = policy.server_by_name(spec.server) if policy else None
-        servers.append({
-            "server": spec.server,
-            "covered": sp is not None,
-            "pinned": spec.pinned,
-            "info": spec.info,
-            "tools": [{"name": t.name, "schemaHash": t.schema_hash, "description": t.description,
-                       "annotations": t.raw.get("annotations"),
-                       "covered": bool(sp and sp.rule_for("tool", t.name))} for t in spec.tools.values()],
-            "resources": [{"uri": r.uri, "name": r.name,
-                           "covered": bool(sp and sp.rule_for("resource", r.uri))} for r in spec.resources.values()],
-            "resourceTemplates": [{"uriTemplate": t.uri_template, "name": t.name} for t in spec.templates.values()],
-            "prompts": [{"name": p.name, "arguments": p.arguments,
-                         "covered": bool(sp and sp.rule_for("prompt", p.name))} for p in spec.prompts.values()],
-            "quarantined": [{"kind": k, "name": n, "why": w} for (k, n), w in spec.quarantined.items()],
-        })
-    return {"servers": servers}
+    """The inventory document (`extauthz.inventory.view`): servers, capabilities, coverage,
+    sensitivity, usage, quarantine, drift, callers."""
+    return app.inventory.snapshot(app)
 
 
 def build_admin(app: App) -> Starlette:
@@ -56,18 +42,36 @@ def build_admin(app: App) -> Starlette:
     async def inventory_view(_: Request) -> Response:
         return JSONResponse(inventory(app))
 
+    async def inventory_page(request: Request) -> Response:
+        try:
+            refresh = int(request.query_params.get("refresh", "0"))
+        except ValueError:
+            refresh = 0
+        body = render_page(inventory(app), refresh=max(5, min(3600, refresh)) if refresh else None)
+        return HTMLResponse(body, headers=PAGE_HEADERS)
+
+    async def ui(_: Request) -> Response:
+        return RedirectResponse("/inventory", status_code=302)
+
     async def sessions(_: Request) -> Response:
+        """MCP sessions (bound to their caller) and, per caller, the sessions it used, its risk
+        score, whether it is blocked, and its alerts: one actor across sessions."""
         return JSONResponse({"active": len(app.sessions), "sessions": [
             {"sessionId": s.session_id, "caller": s.caller, "server": s.server, "userSession": s.user_session,
-             "clientId": s.client_id, "protocolVersion": s.protocol_version, "requests": s.requests}
-            for s in app.sessions.snapshot()]})
+             "clientId": s.client_id, "protocolVersion": s.protocol_version, "requests": s.requests,
+             "risk": round(app.risk.score(s.caller), 2)}
+            for s in app.sessions.snapshot()],
+            "callers": [app.risk.summary(st) for st in app.risk.callers(limit=1000)]})
 
     async def timeline(request: Request) -> Response:
-        caller = request.path_params["caller"]
-        events = [r for r in app.decisions.recent
-                  if r.get("caller") and f"{r['caller']['iss']}|{r['caller']['sub']}|{r['caller']['client_id']}" == caller
-                  or (r.get("caller") or {}).get("sub") == caller]
-        return JSONResponse({"caller": caller, "events": events})
+        """A caller's timeline across all its MCP sessions: by key (iss|sub|client id), or every
+        caller with that subject."""
+        ident = request.path_params["caller"]
+        found = app.risk.find(ident)
+        if not found:
+            return JSONResponse({"error": f"no timeline for caller {ident!r}"}, status_code=404)
+        return JSONResponse({"caller": ident, "callers": [app.risk.timeline(st) for st in found],
+                             "events": [e for st in found for e in app.risk.timeline(st)["timeline"]]})
 
     async def decisions(request: Request) -> Response:
         try:
@@ -85,14 +89,18 @@ def build_admin(app: App) -> Starlette:
             return JSONResponse({"error": "bad admin token"}, status_code=401)
         try:
             body = await request.json()
-            ok = app.specs.approve(str(body["server"]), str(body["kind"]), str(body["name"]))
+            server, kind, name = str(body["server"]), spec_kind(str(body["kind"])), str(body["name"])
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": "body must be {server, kind, name}"}, status_code=400)
+        ok = app.specs.approve(server, kind, name)
+        if ok:
+            app.inventory.record_approval(server, kind, name)
         return JSONResponse({"approved": ok}, status_code=200 if ok else 404)
 
     return Starlette(routes=[
         Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
         Route("/v1/inventory", inventory_view), Route("/v1/sessions", sessions),
+        Route("/inventory", inventory_page), Route("/ui", ui), Route("/", ui),
         Route("/v1/callers/{caller:path}/timeline", timeline), Route("/v1/decisions", decisions),
         Route("/v1/approve", approve, methods=["POST"]),
     ])

@@ -1,4 +1,7 @@
-"""The Authorization.Check servicer: thin. Convert, decide, write the answer's wire bytes."""
+"""The Authorization.Check servicer: thin. Convert, decide, write the answer's wire bytes.
+
+While some policy server with an `upstream` has not been discovered yet, a request that needs a
+spec kind the store lacks first awaits that discovery, bounded (extauthz.discovery.service)."""
 
 from __future__ import annotations
 
@@ -29,7 +32,19 @@ class AuthorizationServicer:
             d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "unreadable request", status=400, form="bare")
             self.app.decisions.emit(d)
             return encode_check_response(d)
+        disc = self.app.discovery
+        if disc is not None and disc.waiting:       # empty once every upstream was discovered
+            await disc.before_check(http, _time_remaining(context))
         return encode_check_response(self.app.check(http))
+
+
+def _time_remaining(context: grpc.aio.ServicerContext) -> float | None:
+    """Seconds left before Envoy's ext_authz timeout (its gRPC deadline), or None without one."""
+    try:
+        left = context.time_remaining()
+    except Exception:  # noqa: BLE001 - a context without deadlines
+        return None
+    return left if isinstance(left, (int, float)) and left < 1e9 else None
 
 
 def _raw(b: bytes) -> bytes:

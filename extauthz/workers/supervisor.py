@@ -101,11 +101,19 @@ class Supervisor:
                         other.writer.write(line)
         w.ready = False
 
+    def _relay_own(self, op: str, payload: dict[str, Any]) -> None:
+        """A change made here (e.g. `/v1/approve` on the supervisor's admin port): to every worker."""
+        line = orjson.dumps({"op": op, **payload}) + b"\n"
+        for w in self.workers:
+            if w.writer is not None and not w.writer.is_closing():
+                w.writer.write(line)
+
     def _apply_locally(self, msg: dict[str, Any]) -> None:
         apply_change(self.app, msg)
 
     def _stats(self, w: Worker, msg: dict[str, Any]) -> None:
         w.stats, w.ready = msg, bool(msg.get("ready"))
+        self.app.inventory.merge(msg.pop("inventory", None))     # usage since the worker's last tick
         for rec in msg.get("recent", []):
             rec["worker"] = msg.get("worker")
             self.app.decisions.recent.append(rec)
@@ -134,6 +142,7 @@ class Supervisor:
 
     async def run(self, admin_host: str, admin_port: int, drain_seconds: float) -> int:
         self.app.ready_check = lambda: self.ready          # /readyz reflects every worker
+        self.app.specs.on_change = self._relay_own           # an approval on this admin port reaches every worker
         for w in self.workers:
             await self._start(w)
         import uvicorn

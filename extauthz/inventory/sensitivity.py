@@ -1,0 +1,79 @@
+"""Sensitivity and hidden-instruction flags for published capabilities, cached by the entry's digest
+(a published entry never changes under the same digest, so each is classified once)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterator
+
+from extauthz.inventory.classify import categories, classify_capability
+from extauthz.inventory.hidden import hidden_instructions
+
+MAX_CACHED = 20000
+MAX_TEXTS = 64          # description strings looked at per entry (the tool's and its parameters')
+
+
+def descriptions(raw: Any, where: str = "", depth: int = 0) -> Iterator[tuple[str, str]]:
+    """(where, text) for every `description` / `title` string in a published entry: the
+    capability's own, then its arguments' (parameter descriptions are read by the model too, so
+    instructions hide there as well). `where` is a JSON Pointer into the entry."""
+    if depth > 16 or not isinstance(raw, (dict, list)):
+        return
+    items = raw.items() if isinstance(raw, dict) else enumerate(raw)
+    for k, v in items:
+        ptr = f"{where}/{str(k).replace('~', '~0').replace('/', '~1')}"
+        if k in ("description", "title") and isinstance(v, str):
+            yield ptr, v
+        elif isinstance(v, (dict, list)):
+            yield from descriptions(v, ptr, depth + 1)
+
+
+def assess(inv: Any, kind: str, entry: Any) -> dict[str, Any]:
+    """{sensitivity: [categories], findings: [{category, type, where}], hidden: [flags]} for a
+    spec entry (ToolSpec, ResourceSpec, TemplateSpec, PromptSpec), cached on `inv.classified`."""
+    cache: dict[str, Any] = inv.classified
+    hit = cache.get(entry.digest)
+    if hit is not None:
+        return hit
+    try:
+        found = tuple(classify_capability(kind, entry.raw))
+    except Exception:           # documented never to raise; a bug must still not take the view down
+        found = ()
+    flags: list[str] = []
+    for i, (where, text) in enumerate(descriptions(entry.raw)):
+        if i >= MAX_TEXTS:
+            break
+        for flag in hidden_instructions(text):
+            flag = flag if where == "/description" else f"{where}: {flag}"
+            if flag not in flags:
+                flags.append(flag)
+    hit = {
+        "sensitivity": categories(found) if found else [],
+        "findings": [{"category": f.category, "type": f.type, "where": f.where} for f in found],
+        "hidden": flags,
+    }
+    if len(cache) >= MAX_CACHED:
+        cache.clear()
+    cache[entry.digest] = hit
+    return hit
+
+
+def text_flags(inv: Any, text: Any) -> list[str]:
+    """Hidden-instruction flags for one published text (a server's `instructions`), cached."""
+    if not isinstance(text, str) or not text:
+        return []
+    key = "text:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    hit = inv.classified.get(key)
+    if hit is None:
+        hit = hidden_instructions(text)
+        if len(inv.classified) >= MAX_CACHED:
+            inv.classified.clear()
+        inv.classified[key] = hit
+    return list(hit)
+
+
+def response_categories(findings: dict[str, int]) -> list[str]:
+    """Categories of what responses carried (counts by type -> category names)."""
+    if not findings:
+        return []
+    return categories(findings)
