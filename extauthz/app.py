@@ -276,7 +276,8 @@ class App:
         if d.reason is Reason.RISK_BLOCKED:
             self.metrics.risk_blocks.inc()
         alert = self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
-                                 method=d.method, name=d.name, reason=d.reason.value, stage=stage, points=points)
+                                 method=d.method, name=d.name, reason=d.reason.value, stage=stage, points=points,
+                                 signature=hash((d.server, d.method, d.name, d.reason, d.detail)) if points else None)
         if alert is not None:
             d.alert = alert
         if d.allowed and d.method in OBSERVE_METHODS:

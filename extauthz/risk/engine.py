@@ -26,6 +26,7 @@ CHAIN_WINDOW = 3600.0          # seconds from the first recon event to the extra
 EVIDENCE_PER_STAGE = 5
 MAX_SESSIONS_PER_CALLER = 32
 MAX_ALERTS_PER_CALLER = 8
+MAX_SIGNATURES = 64           # distinct scored denials remembered per caller
 
 
 @dataclass(slots=True)
@@ -65,6 +66,8 @@ class CallerRisk:
     volume_minute: int = 0
     volume_count: int = 0
     blocked_since: float | None = None
+    # signatures of denials already scored: a client retrying the same denied call is not probing
+    scored: OrderedDict[int, None] = field(default_factory=OrderedDict)
 
     def decayed(self, now: float, per_minute: float) -> float:
         return max(0.0, self.score - per_minute * (now - self.updated) / 60.0)
@@ -107,12 +110,21 @@ class RiskEngine:
 
     def record(self, caller: str, *, decision_id: str, session_id: str, server: str, method: str, name: str,
                reason: str, stage: str | None, points: float, replicated: bool = False,
-               at: float | None = None) -> dict[str, Any] | None:
+               at: float | None = None, signature: int | None = None) -> dict[str, Any] | None:
         """Append one decision to the caller's timeline and score it. Returns an alert if this event
-        completed an attack chain."""
+        completed an attack chain. `signature` identifies a denial (what was asked and why it was
+        refused): the same denial again scores nothing (a retry loop is not a probe), a different
+        one scores in full."""
         now = time.monotonic()
         wall = time.time() if at is None else at
         st = self._state(caller, now)
+        if signature is not None and points:
+            if signature in st.scored:
+                points = 0.0
+            else:
+                st.scored[signature] = None
+                if len(st.scored) > MAX_SIGNATURES:
+                    st.scored.popitem(last=False)
         ev = Event(wall, decision_id, session_id, server, method, name, reason, stage, points)
         st.timeline.append(ev)
         st.events += 1

@@ -10,7 +10,8 @@ Three stages, in the order an attacker goes through them:
   ext_proc (0 points on their own: support staff use sensitive tools all day), or a volume of
   sensitive use above `risk.volumePerMinute` (20 points per minute above it).
 
-Points come only from what a benign client does not do. A chain (recon, then probe, then extract,
+Points come only from what a benign client does not do, and once per distinct denial (what was
+asked, and why it was refused): a client retrying a call it lost the right to is not probing. A chain (recon, then probe, then extract,
 in that order, across any sessions of one caller) adds `CHAIN_POINTS` and raises an alert.
 Denials that are not the caller's doing (quarantine, policy outage) and `risk_blocked` itself score
 nothing, so a blocked caller's score can decay.

@@ -34,7 +34,8 @@ def test_replay_shows_sessions_and_the_alert_of_a_three_session_attack(tmp_path)
     lines: list[dict] = [{"spec": {"server": "crm", "tools": TOOLS, "resourceTemplates": TEMPLATES}}]
     lines.append(_req({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, "s-1"))
     lines += [_req(call(n, {}), "s-1") for n in ("drop_db", "shell", "debug")]
-    lines += [_req(call("lookup_customer", {"customer_id": 7}), "s-2") for _ in range(4)]
+    bad = [{"customer_id": 7}, {"customer_id": ["c-100"]}, {}, {"customer_id": "c-100", "notes": True}]
+    lines += [_req(call("lookup_customer", args), "s-2") for args in bad]
     lines += [_req({"jsonrpc": "2.0", "id": 9, "method": "resources/read",
                     "params": {"uri": "crm://customers/c-100"}}, "s-3") for _ in range(3)]
     lines.append(_req({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, "s-9", sub="benign"))

@@ -23,7 +23,8 @@ BOB_CLAIMS = {"iss": "https://issuer", "sub": "bob", "groups": ["support"], "cli
 ALICE = "https://issuer|alice|agent"
 BOB = "https://issuer|bob|agent"
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}}
-TOOLS = [{"name": n, "inputSchema": SCHEMA} for n in ("open_tool", "export_data", "admin_only")]
+TOOLS = [{"name": n, "inputSchema": SCHEMA}
+         for n in ("open_tool", "export_data", "admin_only", *(f"admin_{i}" for i in range(20)))]
 
 
 class Clock:
@@ -138,8 +139,8 @@ def test_session_hijack_scores_the_presenter(h):
 # -- blocking -------------------------------------------------------------------------------------------------
 
 def test_blocked_at_block_at_then_free_after_decay(h, clock):
-    for _ in range(4):
-        h.call("admin_only")                     # 4 x 8 = 32 >= 30
+    for i in range(4):
+        h.call(f"admin_{i}")                     # 4 distinct denials x 8 = 32 >= 30
     d = h.call("open_tool", {"q": "x"})
     assert d.reason is Reason.RISK_BLOCKED
     assert not d.wire_allowed and "risk score 32 >= 30" in d.detail
@@ -149,8 +150,8 @@ def test_blocked_at_block_at_then_free_after_decay(h, clock):
 
 
 def test_risk_blocked_decisions_add_no_points(h):
-    for _ in range(4):
-        h.call("admin_only")
+    for i in range(4):
+        h.call(f"admin_{i}")
     before = h.score()
     for _ in range(10):
         assert h.call("admin_only").reason is Reason.RISK_BLOCKED   # would be not_allowed: never evaluated
@@ -159,8 +160,8 @@ def test_risk_blocked_decisions_add_no_points(h):
 
 
 def test_risk_blocked_is_logged(h):
-    for _ in range(4):
-        h.call("admin_only")
+    for i in range(4):
+        h.call(f"admin_{i}")
     d = h.call("open_tool", {"q": "x"})
     line = h.log()[-1]
     assert line["decision_id"] == d.decision_id
@@ -169,22 +170,32 @@ def test_risk_blocked_is_logged(h):
 
 def test_risk_disabled_never_blocks(clock, tmp_path):
     h = variant(tmp_path, "risk: {enabled: true,", "risk: {enabled: false,")
-    for _ in range(20):
-        assert h.call("admin_only").reason is Reason.NOT_ALLOWED
+    for i in range(20):
+        assert h.call(f"admin_{i}").reason is Reason.NOT_ALLOWED
     assert h.score() >= 30
     assert h.call("open_tool", {"q": "x"}).allowed
 
 
 def test_monitor_mode_logs_risk_blocked_as_an_allow(clock, tmp_path):
     h = variant(tmp_path, "mode: enforce", "mode: monitor")
-    for _ in range(4):
-        d = h.call("admin_only")
+    for i in range(4):
+        d = h.call(f"admin_{i}")
         assert d.reason is Reason.NOT_ALLOWED and d.wire_allowed
     d = h.call("open_tool", {"q": "x"})
     assert d.reason is Reason.RISK_BLOCKED
     assert d.allowed is False and d.wire_allowed is True
     line = h.log()[-1]
     assert line["reason"] == "risk_blocked" and line["monitor"] is True and line["enforced"] is False
+
+
+def test_the_same_denial_again_scores_nothing(h):
+    """A client retrying a call it may not make is not probing: only distinct denials score."""
+    for _ in range(10):
+        assert h.call("admin_only").reason is Reason.NOT_ALLOWED
+    assert h.score() == pytest.approx(8.0)
+    assert h.call("open_tool", {"q": "x"}).allowed
+    h.call("admin_0")
+    assert h.score() == pytest.approx(16.0)
 
 
 # -- the chain --------------------------------------------------------------------------------------------------
