@@ -299,7 +299,7 @@ def compile_policy(doc: dict[str, Any], base_dir: str, source: str = "") -> Poli
         risk=Risk(risk["enabled"], float(risk["blockAt"]), float(risk["decayPerMinute"]),
                   int(risk["volumePerMinute"]), int(risk["timelineLength"]), int(risk["maxCallers"]),
                   int(risk["largeResponseBytes"])),
-        audit=Audit(doc["audit"]["logArguments"], doc["audit"]["observeResponses"]),
+        audit=Audit(doc["audit"]["logArguments"], doc["audit"]["observeResponses"] or "off"),
         admin_token=doc["admin"].get("token"),
         source=source,
         digest=hashlib.sha256(canonical_json(doc)).hexdigest(),
