@@ -14,7 +14,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY extauthz ./extauthz
-# No extras: the demo/test extras (Envoy, the MCP SDK, pytest) stay out of the image.
+# No extras: the demo/test extras (Envoy, pytest) stay out of the image. The MCP SDK is a core
+# dependency: the service uses its client for active discovery.
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install /wheels/*.whl \

@@ -29,7 +29,11 @@ def demo_main(once: bool = False) -> int:
             f.write(policy_text)
         print("starting the demo CRM MCP server, extauthz and Envoy ...", flush=True)
         try:
-            stack = Stack(policy_path, tokens=tokens).start()
+            stack = Stack(policy_path, tokens=tokens)
+            # active discovery goes to the demo server's real (random) port
+            with open(policy_path, "w") as f:
+                f.write(policy_text.replace("http://127.0.0.1:8000/mcp", stack.upstream_url))
+            stack.start()
         except StackError as e:
             print(f"demo could not start: {e}", file=sys.stderr)
             return 1
@@ -38,7 +42,7 @@ def demo_main(once: bool = False) -> int:
                        for who in ("alice", "bea")]
             admin = tokens.mint("root", groups=["admin"], customer_ids=["c-100", "c-200", "c-300"])
             print(f"MCP endpoint through Envoy: {stack.url}")
-            print(f"admin API: {stack.service_admin_url}  (try /v1/decisions, /v1/inventory, /metrics)\n")
+            print(f"admin API: {stack.service_admin_url}  (try /inventory, /v1/sessions, /v1/decisions, /metrics)\n")
             try:
                 rows = asyncio.run(script(stack.url, support, admin))
             except KeyboardInterrupt:
