@@ -151,6 +151,12 @@ class RiskEngine:
             self.on_change("risk", {"caller": caller, **ev.as_json()})
         return alert
 
+    def restore(self, caller: str, score: float) -> None:
+        """Set a caller's current score (a restarted worker catching up; no timeline, no chain)."""
+        now = time.monotonic()
+        st = self._state(caller, now)
+        st.score, st.updated = max(st.decayed(now, self.decay), score), now
+
     # -- internals ---------------------------------------------------------------------------------
     def _state(self, caller: str, now: float) -> CallerRisk:
         st = self._callers.get(caller)

@@ -91,6 +91,8 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
         app.sessions.end(msg["sid"], replicated=True)
     elif op == "visible":
         app.visibility.listed(msg["server"], msg["sid"], msg["caller"], msg["kind"], msg["names"], replicated=True)
+    elif op == "riskscore":  # catch-up only: a restarted worker must not forget who is risky
+        app.risk.restore(msg["caller"], float(msg["score"]))
     elif op == "risk":       # scored and chain events only: benign traffic is not relayed
         app.risk.record(msg["caller"], decision_id=msg["decisionId"], session_id=msg["sessionId"],
                         server=msg["server"], method=msg["method"], name=msg["name"], reason=msg["reason"],

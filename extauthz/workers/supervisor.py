@@ -61,15 +61,22 @@ class Supervisor:
             if spec.pinned:
                 continue
             for kind in KINDS:
-                items = [e.raw for e in spec.table(kind).values()]
-                if items:
-                    out.append({"op": "spec", "server": spec.server, "kind": kind, "items": items, "on_drift": "accept"})
+                by_source: dict[str, list[Any]] = {}
+                for key, e in spec.table(kind).items():
+                    by_source.setdefault(spec.sources.get((kind, key), "traffic"), []).append(e.raw)
+                for source, items in by_source.items():
+                    out.append({"op": "spec", "server": spec.server, "kind": kind, "items": items, "on_drift": "accept",
+                                "source": source, "viewer": f"catch-up:{source}"})
             for (kind, name), why in spec.quarantined.items():
                 out.append({"op": "quarantine", "server": spec.server, "kind": kind, "name": name, "why": why})
         for s in self.app.sessions.snapshot(limit=self.app.sessions.max_sessions):
             out.append({"op": "session", "sid": s.session_id, "caller": s.caller, "server": s.server,
                         "user_session": s.user_session, "client_id": s.client_id,
                         "protocol_version": s.protocol_version})
+        for st in self.app.risk.callers(limit=self.app.risk.max_callers):
+            score = self.app.risk.score(st.caller)
+            if score > 0:
+                out.append({"op": "riskscore", "caller": st.caller, "score": score})
         return [orjson.dumps(m) + b"\n" for m in out]
 
     async def _start(self, w: Worker) -> None:

@@ -102,6 +102,10 @@ def test_supervisor_metrics_and_inventory_cover_all_workers(service):
 def test_a_dead_worker_is_replaced_and_caught_up(service):
     gp, ap, proc = service
     learn_tools(gp)
+    # a caller that probes 17 names that do not exist (17 x 6 >= 100) is blocked on every worker
+    eve = dict(SUPPORT, sub="eve")
+    for i in range(17):
+        fresh_check(gp, check_request(orjson.dumps(call(f"ghost_{i}", {})), claims=eve))
     time.sleep(1.2)
     pids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert len(pids) == 2
@@ -116,3 +120,7 @@ def test_a_dead_worker_is_replaced_and_caught_up(service):
         pytest.fail("the killed worker was not replaced")
     # Every Check, whichever worker (old or new) answers it, knows the learned tools.
     assert [fresh_check(gp, check_request(CALL)).status.code for _ in range(30)] == [0] * 30
+    # ... and the risk scores: the new worker was caught up too, so no Check of eve gets through.
+    reasons = {dict((h.header.key, h.header.value) for h in fresh_check(gp, check_request(CALL, claims=eve))
+                    .denied_response.headers).get("x-mcp-extauthz-reason") for _ in range(30)}
+    assert reasons == {"risk_blocked"}
