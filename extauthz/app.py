@@ -228,7 +228,7 @@ class App:
                 # The 2024-11-05 client reads answers only from its event stream: put it there too
                 # (never into a stream that belongs to somebody else).
                 self.learner.inject(d.server, d.session_id, b"event: message\r\ndata: " + denial_body(d) + b"\r\n\r\n")
-        if d.allowed and d.learn and d.caller is not None:
+        if d.allowed and (d.learn or d.learn_stream) and d.caller is not None:
             self._mark_learn(d, ctx)
         if not d.allowed or not d.session_id or d.caller is None:
             return
@@ -245,7 +245,7 @@ class App:
         """Filtered lists need to know who is asking (ext_proc shares no state with Check)."""
         policy = ctx.policy
         if policy.defaults.filter_lists and not policy.monitor and not d.server.startswith("shadow:") \
-                and any(e[1] in LIST_KINDS for e in d.learn):
+                and (d.learn_stream or any(e[1] in LIST_KINDS for e in d.learn)):
             c = d.caller
             assert c is not None
             d.view = View(c.issuer, c.subject, c.client_id, tuple(sorted(c.groups)))

@@ -16,7 +16,7 @@ from google.rpc import status_pb2
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
 from extauthz.mcp.request import HttpRequest
-from extauthz.specs.learn import STREAM_MARK, encode_learn_header
+from extauthz.specs.learn import encode_learn_header, stream_mark
 
 PARTIAL_HEADER = "x-envoy-auth-partial-body"
 LEARN_HEADER = "x-mcp-extauthz-learn"
@@ -118,7 +118,7 @@ def to_check_response(d: Decision) -> external_auth_pb2.CheckResponse:
         else:
             remove.append("x-mcp-name")
         if d.learn or d.learn_stream:
-            headers.append(_hvo(LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else STREAM_MARK))
+            headers.append(_hvo(LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else stream_mark(d.view)))
         else:
             remove.append(LEARN_HEADER)
         return external_auth_pb2.CheckResponse(

@@ -109,16 +109,15 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
                     body = req.response_body
                     end = body.end_of_stream or body.end_of_stream_without_message
                     exchange.on_body(body.body, end)
-                    if exchange.rewriter is not None:
+                    out = body.body
+                    if exchange.rewriter is not None:       # lists filtered for this caller
                         out = exchange.rewriter.feed(body.body, end)
-                        if out != body.body:
-                            return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(
-                                body_mutation=pb.BodyMutation(body=out)))), exchange
-                        return _RESPONSE_BODY, exchange
+                    # a 2024-11-05 denial, written between the server's events (the rewriter only
+                    # ever emits whole events, so after its output is between events too)
                     extra = exchange.take_injection() if isinstance(exchange, StreamExchange) else b""
-                    if extra:       # a 2024-11-05 denial, written between the server's events
+                    if extra or out != body.body:
                         return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(
-                            body_mutation=pb.BodyMutation(body=body.body + extra)))), exchange
+                            body_mutation=pb.BodyMutation(body=out + extra)))), exchange
                 return _RESPONSE_BODY, exchange
             if phase == "request_body":
                 return _REQUEST_BODY, exchange

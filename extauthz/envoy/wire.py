@@ -12,7 +12,7 @@ from __future__ import annotations
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
 from extauthz.envoy.convert import LEARN_HEADER, REASON_HEADER
-from extauthz.specs.learn import STREAM_MARK, encode_learn_header
+from extauthz.specs.learn import encode_learn_header, stream_mark
 
 _OVERWRITE = 2          # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -113,7 +113,7 @@ def encode_check_response(d: Decision) -> bytes:
         else:
             remove += _str(5, "x-mcp-name")
         if d.learn or d.learn_stream:
-            ok += _header(2, LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else STREAM_MARK)
+            ok += _header(2, LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else stream_mark(d.view))
         else:
             remove += _str(5, LEARN_HEADER)
         return _STATUS_OK + _len(3, ok + remove) + _metadata(d)

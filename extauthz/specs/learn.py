@@ -106,6 +106,26 @@ def encode_learn_header(entries: Iterable[tuple[str | int, str, bool | str]], vi
     return base64.urlsafe_b64encode(orjson.dumps(doc)).rstrip(b"=").decode("ascii")
 
 
+def stream_mark(view: View | None) -> str:
+    """The learn-header value for a 2024-11-05 GET event stream (with whose view to filter it)."""
+    if view is None:
+        return STREAM_MARK
+    raw = orjson.dumps([view.issuer, view.subject, view.client_id, list(view.groups)])
+    return f"{STREAM_MARK}:{base64.urlsafe_b64encode(raw).rstrip(b'=').decode('ascii')}"
+
+
+def _stream_view(value: str) -> View | None:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        v = orjson.loads(raw)
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        return None
+    if isinstance(v, list) and len(v) == 4 and all(isinstance(x, str) for x in v[:3]) \
+            and isinstance(v[3], list) and all(isinstance(g, str) for g in v[3]):
+        return View(v[0], v[1], v[2], tuple(v[3]))
+    return None
+
+
 def decode_learn_header(value: str | bytes | None) -> list[LearnEntry] | None:
     decoded = decode_learn(value)
     return None if decoded is None else decoded[0]
@@ -216,8 +236,13 @@ class Learner:
         try:
             if not server or not isinstance(server, str):
                 return None
-            if learn_header_value in (STREAM_MARK, STREAM_MARK.encode()):
+            if isinstance(learn_header_value, bytes):
+                learn_header_value = learn_header_value.decode("ascii", "replace")
+            if learn_header_value == STREAM_MARK:
                 return StreamExchange(self, server, caller or "", "", [])
+            if isinstance(learn_header_value, str) and learn_header_value.startswith(STREAM_MARK + ":") \
+                    and len(learn_header_value) <= MAX_HEADER_CHARS:
+                return StreamExchange(self, server, caller or "", "", [], _stream_view(learn_header_value[11:]))
             decoded = decode_learn(learn_header_value)
             if decoded is None:
                 if learn_header_value:
@@ -239,6 +264,8 @@ class Learner:
 
 class Exchange:
     """One request/response pair being learned from. Feed it response headers then body chunks."""
+
+    _filters_later = False        # a stream whose list requests arrive later (2024-11-05)
 
     def __init__(self, learner: Learner, server: str, caller: str, session_id: str,
                  entries: list[LearnEntry], view: View | None = None) -> None:
@@ -362,7 +389,7 @@ class Exchange:
         else:
             self._abandon(f"content-type {ctype or 'missing'}")
             return
-        if self.view is not None and self._list_ids and self.learner.list_view is not None:
+        if self.view is not None and (self._list_ids or self._filters_later) and self.learner.list_view is not None:
             self._keep = self.learner.list_view(self.server, self.view)
             if self._keep is not None:
                 self.rewriter = BodyRewriter(self.mode, self._filtered)
@@ -370,7 +397,7 @@ class Exchange:
     def _filtered(self, msg: dict[str, Any]) -> dict[str, Any] | None:
         """This caller's view of a list result: only what the policy lets it call."""
         key = _id_key(msg.get("id"))
-        kind = self._list_ids.get(key) if key is not None else None
+        kind = self._list_ids.pop(key, None) if key is not None else None
         result = msg.get("result")
         if kind is None or self._keep is None or not isinstance(result, dict):
             return None
@@ -541,7 +568,10 @@ class Exchange:
 class StreamExchange(Exchange):
     """A 2024-11-05 GET event stream: long-lived, carrying the results of requests that were
     POSTed separately. Its first event (`endpoint`) names the session; each later result is
-    paired with the learn entries ext_authz left for that session (`Learner.expect`)."""
+    paired with the learn entries ext_authz left for that session (`Learner.expect`), and list
+    results are filtered for the stream's caller like any other (the session is bound to it)."""
+
+    _filters_later = True
 
     @property
     def done(self) -> bool:
@@ -561,7 +591,10 @@ class StreamExchange(Exchange):
 
     def _entry_for(self, key: tuple[str, str | int]) -> LearnEntry | None:
         pending = self.learner.stream_pending.get((self.server, self.session_id))
-        return pending.pop(key, None) if pending else None
+        entry = pending.pop(key, None) if pending else None
+        if entry is not None and entry.method in LIST_KINDS and self.rewriter is not None:
+            self._list_ids[key] = LIST_KINDS[entry.method]     # the rewriter sees this event next
+        return entry
 
     def take_injection(self) -> bytes:
         """Queued events for this session, if the stream is between events (never mid-event)."""

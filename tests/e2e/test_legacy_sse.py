@@ -48,10 +48,20 @@ def test_spec_learned_from_the_event_stream_is_enforced(stack):
         return out
 
     out = asyncio.run(run())
-    assert out["list"][2] == "export_customers,lookup_customer,search_customers,update_settings"
+    # the list on the event stream is filtered for the stream's caller (defaults.filterLists) ...
+    assert out["list"][2] == "lookup_customer,search_customers"
     assert out["lookup"][0] == "allowed" and out["search"][0] == "allowed"
+    # ... while the service learned the whole list the server sent
     inv = httpx.get(stack.service_admin_url + "/v1/inventory").json()
     assert len(inv["servers"][0]["tools"]) == 4
+
+    admin = stack.tokens.mint("root", groups=["admin"], customer_ids=["c-100"])
+
+    async def admin_list() -> str:
+        async with Client(sse_client(stack.url, headers={"Authorization": f"Bearer {admin}"}), mode="legacy",
+                          cache=None) as c:
+            return ",".join(sorted(t.name for t in (await c.list_tools()).tools))
+    assert asyncio.run(admin_list()) == "export_customers,lookup_customer,search_customers,update_settings"
 
 
 def test_denied_and_hijacked_posts_never_reach_the_server(stack):
