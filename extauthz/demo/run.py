@@ -4,10 +4,12 @@ policy, and a scripted agent (the real MCP SDK client) as a support user and an 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 import tempfile
+import urllib.request
 from importlib import resources
 
 from extauthz.demo.agent import script, table
@@ -17,6 +19,21 @@ from extauthz.demo.tokens import TokenIssuer
 
 def _terminate(*_: object) -> None:
     raise KeyboardInterrupt     # SIGTERM stops the demo like Ctrl-C: the stack is torn down
+
+
+def _risk_lines(admin_url: str) -> str:
+    """One actor across sessions: each caller's risk score and attack-chain alerts, from /v1/sessions."""
+    try:
+        with urllib.request.urlopen(admin_url + "/v1/sessions", timeout=5) as r:
+            callers = json.load(r).get("callers", [])
+    except (OSError, ValueError):
+        return ""
+    lines = ["\nRisk per caller (all their sessions; blocked at 100):"]
+    for c in sorted(callers, key=lambda c: -c["score"]):
+        who = c["caller"].split("|")[1] if c["caller"].count("|") == 2 else c["caller"]
+        alert = f"  alert: {c['alerts'][-1]['summary']}" if c["alerts"] else ""
+        lines.append(f"  {who:<6} score {c['score']:>5.1f}{'  BLOCKED' if c['blocked'] else ''}{alert}")
+    return "\n".join(lines)[:2000]
 
 
 def demo_main(once: bool = False) -> int:
@@ -51,9 +68,10 @@ def demo_main(once: bool = False) -> int:
             denied = sum(r.verdict == "DENIED" for r in rows)
             print(f"\n{len(rows)} calls: {len(rows) - denied} allowed, {denied} denied before reaching the server.")
             print("Every decision is a JSON line in the service log; the policy is extauthz/policy/default.yaml.")
+            print(_risk_lines(stack.service_admin_url))
             if not once:
                 print("\nThe stack keeps running; point your own MCP client at the endpoint above. Ctrl-C stops it.")
-                print(f"  a support token: {support}\n")
+                print(f"  a support token: {support[0]}\n")
                 try:
                     while True:
                         asyncio.run(asyncio.sleep(3600))

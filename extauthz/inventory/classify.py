@@ -84,6 +84,10 @@ _TERMS: dict[tuple[str, str], tuple[str, ...]] = {
                          "address line", "postcode", "postal code", "zip code", "zipcode"),
     ("pii", "person_name"): ("first name", "last name", "full name", "surname", "given name",
                              "family name", "maiden name", "firstname", "lastname", "fullname"),
+    # records about people: a CRM's customers, an HR system's employees (data subjects under GDPR)
+    ("pii", "personal_record"): ("customer", "client record", "employee", "user profile", "member profile",
+                                 "personal data", "personal information", "personally identifiable",
+                                 "contact detail", "contact information", "data subject"),
     ("pii", "payment_card"): ("credit card", "creditcard", "debit card", "card number", "cardnumber",
                               "cc number", "cvv", "cvc", "payment card"),
     ("pii", "iban"): ("iban",),
@@ -538,10 +542,15 @@ def _secret_values(text: str) -> set[tuple[str, str]]:
     return {tuple(k.split(".", 1)) for k in counts if k.startswith("secret.")}  # type: ignore[misc]
 
 
+_RECORD_WHERE = frozenset({"name", "title", "description", "uri"})
+
+
 def _text(out: set[Finding], value: Any, where: str, *, name: bool = False, uri: bool = False) -> None:
     if not isinstance(value, str) or not value:
         return
     hits = _term_hits(value, whole_name=name)
+    if where not in _RECORD_WHERE:
+        hits.discard(("pii", "personal_record"))     # a `customer_id` property is a key, not a record
     if uri or name:
         hits |= _path_hits(value)
     else:

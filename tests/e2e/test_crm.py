@@ -61,8 +61,10 @@ def admin(stack: Stack) -> str:
 def rows(stack: Stack, support: str, admin: str) -> list[Any]:
     # one support user per protocol pass: each pass makes six probing calls, which the risk engine
     # counts against the caller across sessions (test_sessions.py covers that on purpose)
+    # (and not the `support` fixture's alice: the other tests here probe with her token too)
+    first = stack.tokens.mint("sam", groups=["support"], customer_ids=["c-100", "c-300"], sid="web-1")
     other = stack.tokens.mint("bea", groups=["support"], customer_ids=["c-100", "c-300"], sid="web-2")
-    return asyncio.run(script(stack.url, [support, other], admin))
+    return asyncio.run(script(stack.url, [first, other], admin))
 
 
 @pytest.mark.parametrize("protocol", ["2025-11-25", "2026-07-28"])

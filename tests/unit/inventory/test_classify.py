@@ -280,9 +280,19 @@ def test_crm_lookup_customer_is_pii() -> None:
     assert found == (
         Finding("pii", "email", "output-format:/properties/email"),
         Finding("pii", "email", "output-property:/properties/email"),
+        Finding("pii", "personal_record", "description"),       # "customer record": about a person
+        Finding("pii", "personal_record", "name"),
         Finding("pii", "phone", "output-property:/properties/phone"),
     )
     assert categories(found) == ["pii"]
+
+
+def test_a_customer_key_property_is_not_a_record() -> None:
+    """`customer_id` names a key, not data about the person: only names, titles, descriptions and
+    URIs that speak of customers/employees make a capability a personal record."""
+    tool = {"name": "ping", "description": "Health check.",
+            "inputSchema": {"type": "object", "properties": {"customer_id": {"type": "string"}}}}
+    assert classify_capability("tools", tool) == ()
 
 
 def test_input_properties_and_formats() -> None:

@@ -88,7 +88,9 @@ def test_sensitivity_and_hidden_instructions_of_published_entries(tmp_path):
     view = app.inventory.snapshot(app)
     contact = tool(view, "customer_contact")
     assert contact["sensitivity"] == ["pii"]
-    assert {(f["type"], f["where"]) for f in contact["findings"]} == {("email", "description"), ("phone", "description")}
+    assert {(f["type"], f["where"]) for f in contact["findings"]} == {
+        ("email", "description"), ("phone", "description"),
+        ("personal_record", "name"), ("personal_record", "description")}     # "customer": a record about a person
     assert not contact["hiddenInstructions"]
     assert any("IMPORTANT" in f for f in tool(view, "lookup_customer")["hiddenInstructions"])
     # Instructions hidden in a parameter's description are found too, and say where.
