@@ -95,11 +95,16 @@ def _walk(value: Any, limits: Limits) -> int:
 
 
 def _within_limits_by_size(body: bytes, limits: Limits) -> bool:
-    """True when the body is too small to break any limit: every string is shorter than the body,
-    an array has at most commas+1 items, and nesting needs one bracket per level."""
-    return (len(body) <= limits.max_string_bytes
-            and body.count(b",") < limits.max_array_items
-            and body.count(b"[") + body.count(b"{") <= limits.max_depth)
+    """True when the body is too small to break any limit (every string is shorter than the body,
+    an array has at most commas+1 items, and nesting needs one bracket per level) and dense enough
+    that counting its keys again on the re-serialised value (C) beats walking it (Python): a body
+    made mostly of one long string has few nodes to walk, and a second scan of it costs more."""
+    n = len(body)
+    if n > limits.max_string_bytes:
+        return False
+    commas = body.count(b",")
+    return (commas < limits.max_array_items and body.count(b"[") + body.count(b"{") <= limits.max_depth
+            and (n <= 2048 or commas * 64 >= n))
 
 
 def _raw_key_count(body: bytes) -> int:
