@@ -47,7 +47,10 @@ def build_admin(app: App) -> Starlette:
             refresh = int(request.query_params.get("refresh", "0"))
         except ValueError:
             refresh = 0
-        body = render_page(inventory(app), refresh=max(5, min(3600, refresh)) if refresh else None)
+        view = inventory(app)
+        view["risk"] = [app.risk.summary(st) for st in app.risk.callers(limit=1000)
+                        if st.alerts or app.risk.score(st.caller) > 0]
+        body = render_page(view, refresh=max(5, min(3600, refresh)) if refresh else None)
         return HTMLResponse(body, headers=PAGE_HEADERS)
 
     async def ui(_: Request) -> Response:

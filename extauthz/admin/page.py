@@ -205,6 +205,14 @@ def _cap_rows(server: dict[str, Any], now: datetime) -> list[Safe]:
     return rows
 
 
+def _risk_cell(r: dict[str, Any] | None) -> Safe:
+    if r is None:
+        return esc("0")
+    if r["blocked"]:
+        return _badge(f"{r['score']:.0f} blocked", "red")
+    return _badge(f"{r['score']:.0f}", "amb") if r["alerts"] else esc(f"{r['score']:.0f}")
+
+
 def _table(headers: list[str], rows: list[Safe], empty: str, **attrs: Any) -> Safe:
     if not rows:
         return tag("p", empty, class_="empty")
@@ -255,6 +263,18 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
                           tag("ul", [tag("li", f) for f in w["flags"]]),
                           tag("div", visible(text), class_="raw") if text else None,
                           class_="alert"))
+    risk = {r["caller"]: r for r in view.get("risk", [])}
+    for r in sorted(risk.values(), key=lambda r: -r["score"]):
+        if not (r["blocked"] or r["alerts"]):
+            continue
+        who = r["caller"].split("|")[1] if r["caller"].count("|") == 2 else r["caller"]
+        last = r["alerts"][-1] if r["alerts"] else None
+        alerts.append(tag("div", tag("b", "Blocked caller: " if r["blocked"] else "Attack chain: "), tag("code", who),
+                          f" — risk score {r['score']:.0f} of {r['blockAt']:.0f}",
+                          tag("div", last["summary"], class_="mut") if last else None,
+                          tag("div", "sessions: ", tag("code", ", ".join(last["sessions"]))) if last and last["sessions"]
+                          else None,
+                          class_="alert bad" if r["blocked"] else "alert warn"))
     for s in servers:
         if s.get("shadow"):
             t = s.get("traffic") or {}
@@ -313,7 +333,8 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
     caller_rows = [tag("tr", tag("td", c["subject"]), tag("td", c.get("clientId") or "-"),
                        tag("td", ", ".join(c.get("groups") or []) or "-"), tag("td", c.get("issuer") or "-"),
                        tag("td", _when(c.get("last"), now)), tag("td", str(c.get("allowed", 0)), class_="num"),
-                       tag("td", str(c.get("denied", 0)), class_="num"))
+                       tag("td", str(c.get("denied", 0)), class_="num"),
+                       tag("td", _risk_cell(risk.get(c.get("key", ""))), class_="num"))
                    for c in view.get("callers", [])[:100]]
 
     head = [tag("meta", charset="utf-8"), tag("title", "MCP inventory \u2014 mcp-extauthz"),
@@ -337,7 +358,7 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
                 _table(["when", "server", "kind", "name", "change", "action"], drift_rows,
                        "no server changed a published capability"), id="drift"),
             tag("section", tag("h2", "Callers"),
-                _table(["subject", "client", "groups", "issuer", "last seen", "allowed", "denied"], caller_rows,
+                _table(["subject", "client", "groups", "issuer", "last seen", "allowed", "denied", "risk"], caller_rows,
                        "no authenticated callers yet"), id="callers")),
     ]
     return "<!doctype html>" + tag("html", tag("head", head), tag("body", body), lang="en")

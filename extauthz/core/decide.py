@@ -112,7 +112,9 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
     if caller is None and policy.defaults.unauthenticated == "deny":
         d.www_authenticate = 'Bearer realm="mcp"'
         return _deny(d, Reason.UNAUTHENTICATED, "no identity", 401)
-    if caller is not None and ctx.risk is not None and (why := ctx.risk.blocked(caller.key)):
+    # (a blocked caller may still end its sessions: DELETE only releases state, and the session
+    # binding below still stops it ending anybody else's)
+    if caller is not None and ctx.risk is not None and http.method != "DELETE" and (why := ctx.risk.blocked(caller.key)):
         return _deny(d, Reason.RISK_BLOCKED, why, _status(d, deny_status))
 
     # MCP session: a bearer secret bound to the caller who first used it. The 2024-11-05

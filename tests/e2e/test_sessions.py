@@ -7,6 +7,8 @@ marked sensitive)."""
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 from importlib import resources
 from typing import Any, Iterator
 
@@ -133,6 +135,9 @@ def test_three_session_attack_is_blocked_and_the_alert_names_every_session(stack
     listing = httpx.get(stack.service_admin_url + "/v1/sessions").json()
     assert any(c["caller"] == who["caller"] and c["blocked"] for c in listing["callers"])
     assert httpx.get(stack.service_admin_url + "/v1/callers/nobody-at-all/timeline").status_code == 404
+    page = httpx.get(stack.service_admin_url + "/inventory").text
+    assert "Blocked caller: </b><code>mallory</code>" in page, re.findall(r"Blocked caller.{0,80}", page)
+    assert html.escape(alert["summary"][:40]) in page
 
     # Another user is unaffected.
     other = stack.tokens.mint("olga", groups=["support"], customer_ids=["c-100"])
