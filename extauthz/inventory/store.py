@@ -37,6 +37,7 @@ spec store, which detects the same drift and calls `record_drift` there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
@@ -50,6 +51,7 @@ from extauthz.specs.store import DriftEvent
 
 log = logging.getLogger("extauthz.inventory")
 
+FLUSH_DELAY = 0.02           # seconds between a Check and its inventory bookkeeping
 MAX_SERVERS = 512
 MAX_SHADOW_SERVERS = 256
 MAX_USAGE = 10000
@@ -234,19 +236,37 @@ class Inventory:
         self.errors = 0           # decisions that could not be recorded (a bug: see the log)
         # View caches keyed by a published entry's digest (classification, hidden instructions).
         self.classified: dict[str, Any] = {}
+        self._pending: list[tuple[Decision, HttpRequest]] = []
         self.policy_doc_cache: tuple[str, dict[str, Any] | None] | None = None
 
     # -- the Check path: O(1) --------------------------------------------------------------------
     def record(self, d: Decision, http: HttpRequest) -> None:
-        """Called once per Check with the decision (allowed or not). Must stay O(1), no I/O, and
-        never raise: the Check has been decided already, and an inventory bug must not turn it
-        into a gRPC error (Envoy's failure mode would then answer instead of the decision)."""
+        """Called once per Check with the decision (allowed or not). Never raises: the Check has
+        been decided already, and an inventory bug must not turn it into a gRPC error.
+
+        In the service the bookkeeping runs just after the Check, not inside it: the decision is
+        queued (one append) and the queue is recorded on the event loop a moment later (or at once
+        when a view is read), so the answer to Envoy never waits for it. Without a running loop
+        (replay, tests) it is recorded at once."""
+        pending = self._pending
+        pending.append((d, http))
+        if len(pending) > 1:
+            return                          # a flush is already scheduled
         try:
-            self._record(d, http)
-        except Exception:       # noqa: BLE001 - counted and logged once; the decision stands
-            self.errors += 1
-            if self.errors == 1:
-                log.exception("inventory could not record a decision (further errors are only counted)")
+            asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
+        except RuntimeError:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record every queued decision."""
+        pending, self._pending = self._pending, []
+        for d, http in pending:
+            try:
+                self._record(d, http)
+            except Exception:       # noqa: BLE001 - counted and logged once; the decision stands
+                self.errors += 1
+                if self.errors == 1:
+                    log.exception("inventory could not record a decision (further errors are only counted)")
 
     def _record(self, d: Decision, http: HttpRequest) -> None:
         name = d.server
@@ -394,6 +414,7 @@ class Inventory:
     def drain(self) -> dict[str, Any] | None:
         """Everything recorded since the last drain, as JSON-able data; resets the accumulator
         (drift stays: the supervisor detects drift itself). None when nothing happened."""
+        self.flush()
         if not (self.servers or self.shadow or self.usage or self.probes or self.callers):
             return None
         out = {
@@ -442,4 +463,5 @@ class Inventory:
     def snapshot(self, app: Any) -> dict[str, Any]:
         """The whole inventory view (`/v1/inventory`): this store joined with specs and policy."""
         from extauthz.inventory.view import build_view
+        self.flush()
         return build_view(self, app)
