@@ -82,6 +82,9 @@ class RiskEngine:
         self.alerts_total = 0
         self.blocks_total = 0
         self.on_alert: Callable[[dict[str, Any]], None] | None = None
+        # A chain completed by an event another replica relayed is that replica's alert to log and
+        # count; only the supervisor of --workers (which decides nothing itself) announces those.
+        self.announce_replicated = False
         self.on_block: Callable[[str], None] | None = None
         # (op, payload) for other replicas: scored and chain events only (set by the workers bus)
         self.on_change: Callable[[str, dict[str, Any]], None] | None = None
@@ -141,7 +144,7 @@ class RiskEngine:
         if stage == EXTRACT:
             changed |= self._volume(st, ev, now)
         if stage is not None:
-            alert, moved = self._chain(st, ev, wall)
+            alert, moved = self._chain(st, ev, wall, announce=not replicated or self.announce_replicated)
             changed |= moved
         if points:
             self._add(st, points, now)
@@ -190,7 +193,8 @@ class RiskEngine:
             return True
         return False
 
-    def _chain(self, st: CallerRisk, ev: Event, wall: float) -> tuple[dict[str, Any] | None, bool]:
+    def _chain(self, st: CallerRisk, ev: Event, wall: float, *,
+               announce: bool = True) -> tuple[dict[str, Any] | None, bool]:
         """Advance the recon -> probe -> extract chain. (alert or None, whether the chain moved)."""
         chain = st.chain
         if chain and wall - st.chain_started > CHAIN_WINDOW:
@@ -212,11 +216,11 @@ class RiskEngine:
             evidence[-1] = ev             # keep the most recent scored event too
         if stage != EXTRACT or PROBE not in chain:
             return None, moved
-        alert = self._alert(st, wall)
+        alert = self._alert(st, wall, announce)
         chain.clear()
         return alert, True
 
-    def _alert(self, st: CallerRisk, wall: float) -> dict[str, Any]:
+    def _alert(self, st: CallerRisk, wall: float, announce: bool = True) -> dict[str, Any]:
         sessions: list[str] = []
         for s in ORDER:
             for e in st.chain.get(s, ()):
@@ -231,7 +235,7 @@ class RiskEngine:
         st.alerts.append(alert)
         del st.alerts[:-MAX_ALERTS_PER_CALLER]
         self.alerts_total += 1
-        if self.on_alert is not None:
+        if self.on_alert is not None and announce:
             self.on_alert(alert)
         return alert
 

@@ -150,6 +150,7 @@ class Supervisor:
     async def run(self, admin_host: str, admin_port: int, drain_seconds: float) -> int:
         self.app.ready_check = lambda: self.ready          # /readyz reflects every worker
         self.app.specs.on_change = self._relay_own           # an approval on this admin port reaches every worker
+        self.app.risk.announce_replicated = True             # workers' alerts: counted once, here
         for w in self.workers:
             await self._start(w)
         import uvicorn
