@@ -94,6 +94,7 @@ class App:
         self.risk.configure(block_at=r.block_at, decay_per_minute=r.decay_per_minute, enabled=r.enabled,
                             volume_per_minute=r.volume_per_minute, timeline=r.timeline_length,
                             max_callers=r.max_callers)
+        self.risk.calls_per_minute = r.calls_per_minute
         self._sensitive.clear()
         self.ctx = Context(policy, self.specs, self.sessions, self.validators, policy.limits,
                            visibility=self.visibility, risk=self.risk if r.enabled else None)

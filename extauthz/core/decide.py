@@ -114,8 +114,11 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         return _deny(d, Reason.UNAUTHENTICATED, "no identity", 401)
     # (a blocked caller may still end its sessions: DELETE only releases state, and the session
     # binding below still stops it ending anybody else's)
-    if caller is not None and ctx.risk is not None and http.method != "DELETE" and (why := ctx.risk.blocked(caller.key)):
-        return _deny(d, Reason.RISK_BLOCKED, why, _status(d, deny_status))
+    if caller is not None and ctx.risk is not None and http.method != "DELETE":
+        if why := ctx.risk.blocked(caller.key):
+            return _deny(d, Reason.RISK_BLOCKED, why, _status(d, deny_status))
+        if why := ctx.risk.limited(caller.key):
+            return _deny(d, Reason.RATE_LIMITED, why, _status(d, deny_status))
 
     # MCP session: a bearer secret bound to the caller who first used it. The 2024-11-05
     # HTTP+SSE transport carries it in the POST's query (`?session_id=`) instead of a header.

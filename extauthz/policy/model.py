@@ -164,6 +164,7 @@ class Risk:
     timeline_length: int = 32
     max_callers: int = 10000
     large_response_bytes: int = 1048576
+    calls_per_minute: int = 0             # per caller across sessions; 0 = off (rate_limited)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +299,7 @@ def compile_policy(doc: dict[str, Any], base_dir: str, source: str = "") -> Poli
                           int(ses["maxSessions"])),
         risk=Risk(risk["enabled"], float(risk["blockAt"]), float(risk["decayPerMinute"]),
                   int(risk["volumePerMinute"]), int(risk["timelineLength"]), int(risk["maxCallers"]),
-                  int(risk["largeResponseBytes"])),
+                  int(risk["largeResponseBytes"]), int(risk["callsPerMinute"])),
         audit=Audit(doc["audit"]["logArguments"], doc["audit"]["observeResponses"] or "off"),
         admin_token=doc["admin"].get("token"),
         source=source,

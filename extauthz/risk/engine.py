@@ -66,6 +66,8 @@ class CallerRisk:
     volume_minute: int = 0
     volume_count: int = 0
     blocked_since: float | None = None
+    rate_minute: int = 0
+    rate_count: int = 0
     # signatures of denials already scored: a client retrying the same denied call is not probing
     scored: OrderedDict[int, None] = field(default_factory=OrderedDict)
 
@@ -79,6 +81,7 @@ class RiskEngine:
         self._callers: OrderedDict[str, CallerRisk] = OrderedDict()
         self.configure(block_at=block_at, decay_per_minute=decay_per_minute, enabled=enabled,
                        volume_per_minute=volume_per_minute, timeline=timeline, max_callers=max_callers)
+        self.calls_per_minute = 0         # risk.callsPerMinute (0: no limit)
         self.alerts_total = 0
         self.blocks_total = 0
         self.on_alert: Callable[[dict[str, Any]], None] | None = None
@@ -111,6 +114,16 @@ class RiskEngine:
         last = st.alerts[-1]["summary"] if st.alerts else "accumulated denials"
         return f"risk score {score:.0f} >= {self.block_at:.0f} ({last})"
 
+    def limited(self, caller: str) -> str:
+        """Why this caller is over `risk.callsPerMinute` in the current minute, or ""."""
+        limit = self.calls_per_minute
+        if not limit:
+            return ""
+        st = self._callers.get(caller)
+        if st is None or st.rate_count < limit or st.rate_minute != int(time.monotonic() // 60):
+            return ""
+        return f"more than {limit} requests this minute"
+
     def record(self, caller: str, *, decision_id: str, session_id: str, server: str, method: str, name: str,
                reason: str, stage: str | None, points: float, replicated: bool = False,
                at: float | None = None, signature: int | None = None) -> dict[str, Any] | None:
@@ -131,6 +144,10 @@ class RiskEngine:
         ev = Event(wall, decision_id, session_id, server, method, name, reason, stage, points)
         st.timeline.append(ev)
         st.events += 1
+        minute = int(now // 60)
+        if minute != st.rate_minute:
+            st.rate_minute, st.rate_count = minute, 0
+        st.rate_count += 1
         st.last_seen = wall
         if session_id:
             st.sessions[session_id] = None

@@ -56,7 +56,8 @@ def test_filled_document_is_complete_and_still_valid() -> None:
     assert doc["servers"][0]["tools"] == [] and doc["servers"][0]["match"]["pathPrefix"] == "/mcp"
     assert doc["limits"]["maxArrayItems"] == 10000 and doc["sessions"]["maxSessions"] > 0
     assert doc["risk"] == {"enabled": True, "blockAt": 100, "decayPerMinute": 1, "volumePerMinute": 600,
-                           "timelineLength": 32, "maxCallers": 10000, "largeResponseBytes": 1048576}
+                           "timelineLength": 32, "maxCallers": 10000, "largeResponseBytes": 1048576,
+                           "callsPerMinute": 0}
     assert doc["audit"] == {"logArguments": False, "observeResponses": "sampled"} and doc["admin"] == {}
     assert not list(Draft202012Validator(policy_schema()).iter_errors(doc))
 
