@@ -209,7 +209,8 @@ def test_reason(decide, kwargs, reason, status):
 
 def test_every_implemented_reason_has_a_row():
     covered = {c[2] for c in CASES}
-    # risk_blocked and rate_limited belong to the risk engine (issue 7) and are not produced yet.
+    # session_hijack and quarantined need state (tests below); risk_blocked and rate_limited need
+    # a caller's history (tests/unit/risk).
     assert set(Reason) - covered == {R.SESSION_HIJACK, R.QUARANTINED, R.RISK_BLOCKED, R.RATE_LIMITED}
 
 
