@@ -40,6 +40,10 @@ from extauthz.specs.validators import ValidatorCache
 
 log = logging.getLogger("extauthz")
 
+OBSERVE_FIRST = 3                # sampled: the first calls of each capability ...
+OBSERVE_EVERY = 200              # ... then 1 in this many ...
+OBSERVE_PER_SECOND = 10          # ... and at most this many observed calls a second in all
+OBSERVE_RISKY_PER_SECOND = 50    # calls of callers with a risk score: every one, up to this rate
 SCAN_BYTES = 256 * 1024          # of string data scanned per observed response
 MAX_SCANS_PENDING = 64
 
@@ -57,6 +61,7 @@ class App:
         self._sensitive: dict[tuple[str, str, str], bool] = {}     # (server, method, name) -> sensitive
         self._sensitive_version = -1
         self._observed: dict[tuple[str, str], int] = {}            # sampling counters for observed calls
+        self._observe_budget = [0, 0, 0]                            # [second, sampled, risky] observed
         self._scanner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="scan")
         self._scans_pending = 0
         self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
@@ -252,20 +257,32 @@ class App:
             d.view = View(c.issuer, c.subject, c.client_id, tuple(sorted(c.groups)))
 
     def _observe(self, d: Decision, ctx: Context) -> None:
-        """Ask ext_proc to show us this call's result: sampled (first 20 per capability, then 1 in
-        50), every call with `audit.observeResponses: all`, and every call of a caller with a risk
-        score (their extraction is what the risk engine must see)."""
+        """Ask ext_proc to show us this call's result. Every observed call costs an ext_proc stream
+        (the expensive part of the Python path), so `sampled` is bounded twice: per capability (its
+        first calls, then 1 in `OBSERVE_EVERY`) and overall (`OBSERVE_PER_SECOND`). Calls of a
+        caller with a risk score skip the per-capability sampling (their extraction is what the
+        risk engine must see) but share a budget of their own. `all` observes every call."""
         mode = ctx.policy.audit.observe_responses
         if mode == "off" or d.legacy_sse or len(d.ids) != 1 or not d.name:
             return
         assert d.caller is not None
-        if mode == "sampled" and self.risk.score(d.caller.key) <= 0:
-            key = (d.server, d.name)
-            n = self._observed.get(key, 0) + 1
-            if key in self._observed or len(self._observed) < 50_000:
-                self._observed[key] = n
-            if n > 20 and n % 50:
+        if mode == "sampled":
+            risky = self.risk.score(d.caller.key) > 0
+            if not risky:
+                key = (d.server, d.name)
+                n = self._observed.get(key, 0) + 1
+                if key in self._observed or len(self._observed) < 50_000:
+                    self._observed[key] = n
+                if n > OBSERVE_FIRST and n % OBSERVE_EVERY:
+                    return
+            second = int(time.monotonic())
+            budget = self._observe_budget
+            if budget[0] != second:
+                budget[:] = [second, 0, 0]
+            slot = 2 if risky else 1
+            if budget[slot] >= (OBSERVE_RISKY_PER_SECOND if risky else OBSERVE_PER_SECOND):
                 return
+            budget[slot] += 1
         d.learn.append([d.ids[0], d.method, d.name])
 
     def _score(self, d: Decision, ctx: Context) -> None:

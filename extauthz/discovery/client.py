@@ -148,11 +148,24 @@ def _client_info() -> Any:
     return types.Implementation(name=CLIENT_NAME, version=str(version or "0"))
 
 
-def _http_client(headers: dict[str, str], timeout: float, seen: _Seen, **_: Any) -> Any:
-    import httpx2
-    from mcp.shared._httpx_utils import create_mcp_http_client
+_SSL_CONTEXT: Any = None
 
-    client = create_mcp_http_client(headers=headers, timeout=httpx2.Timeout(timeout))
+
+def _ssl_context() -> Any:
+    """One TLS context for every discovery run: building one loads the CA bundle, milliseconds of
+    CPU on the event loop that every Check would wait behind (a dead upstream is retried often)."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        import ssl
+        _SSL_CONTEXT = ssl.create_default_context()
+    return _SSL_CONTEXT
+
+
+def _http_client(headers: dict[str, str], timeout: float, seen: _Seen, **_: Any) -> Any:
+    """What the SDK's `create_mcp_http_client` builds (headers, timeout), with the shared TLS context."""
+    import httpx2
+
+    client = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(timeout), verify=_ssl_context())
     client.event_hooks["response"].append(seen.hook)
     return client
 
