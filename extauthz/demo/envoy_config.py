@@ -7,7 +7,9 @@ each filter does and how to carry it over to your own Envoy.
 Filter chain (in order): ``jwt_authn`` (verify a bearer token if present, claims into dynamic
 metadata) -> ``ext_authz`` (gRPC Check with the buffered raw body; the service answers 401 for a
 missing token itself) -> ``ext_proc`` (response headers and STREAMED body to the same service, only
-on the route chosen by the ``x-mcp-extauthz-learn`` header that Check adds) -> ``router``.
+on the route chosen by the ``x-mcp-extauthz-learn`` header that Check adds) -> a second ext_proc in
+observability mode (sampled call results, on the route chosen by ``x-mcp-extauthz-observe``; Envoy
+never waits for it) -> ``router``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ from extauthz.demo.tokens import AUDIENCE, ISSUER
 #: (initialize, server/discover, */list). Its presence selects the route with ext_proc enabled.
 LEARN_HEADER = "x-mcp-extauthz-learn"
 
+#: Request header the ext_authz service adds to calls whose results it only observes (sampled
+#: tools/call, resources/read, prompts/get: sizes and sensitive-data counts). Its presence selects
+#: the route with the second, observability-mode ext_proc filter: Envoy never waits for it.
+OBSERVE_HEADER = "x-mcp-extauthz-observe"
+
 #: Request headers that only Envoy or the ext_authz service may set: any copy the client sends is
 #: dropped before route selection and before any filter runs.
 STRIPPED_CLIENT_HEADERS = (
     LEARN_HEADER,
+    OBSERVE_HEADER,
     "x-jwt-payload",  # an identity source the service may trust (Istio outputPayloadToHeader)
     "x-mcp-server",
     "x-mcp-method",
@@ -156,7 +164,27 @@ static_resources:
                   cluster: upstream
                   timeout: 0s
                 request_headers_to_remove: [{learn_header}]
-              # Route 2 (everything else): same upstream, ext_proc off - no per-call processing cost.
+                typed_per_filter_config:
+                  mcp_extauthz.observe:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute
+                    disabled: true
+              # Route 2: a call whose result the service only observes (sampled): the response goes
+              # to ext_proc in observability mode, so Envoy never waits for the service on it.
+              - name: observe
+                match:
+                  prefix: /
+                  headers:
+                  - name: {observe_header}
+                    present_match: true
+                route:
+                  cluster: upstream
+                  timeout: 0s
+                request_headers_to_remove: [{observe_header}]
+                typed_per_filter_config:
+                  envoy.filters.http.ext_proc:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute
+                    disabled: true
+              # Route 3 (everything else): same upstream, ext_proc off - no per-call processing cost.
               - name: default
                 match: {{prefix: /}}
                 route:
@@ -164,6 +192,9 @@ static_resources:
                   timeout: 0s  # SSE GET streams are long-lived
                 typed_per_filter_config:
                   envoy.filters.http.ext_proc:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute
+                    disabled: true
+                  mcp_extauthz.observe:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute
                     disabled: true
           http_filters:
@@ -225,6 +256,22 @@ static_resources:
               metadata_options:
                 forwarding_namespaces:
                   untyped: [envoy.filters.http.jwt_authn, envoy.filters.http.ext_authz]
+          # 4. Observe: sampled call results, in observability mode (Envoy sends, never waits, and a
+          #    failure of the service never fails the call).
+          - name: mcp_extauthz.observe
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
+              grpc_service:
+                envoy_grpc: {{cluster_name: extauthz}}
+              failure_mode_allow: true
+              observability_mode: true
+              processing_mode:
+                request_header_mode: SEND
+                response_header_mode: SEND
+                request_body_mode: NONE
+                response_body_mode: STREAMED
+                request_trailer_mode: SKIP
+                response_trailer_mode: SKIP
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -341,6 +388,7 @@ def render(
         authz_port=_port("authz_port", authz_port),
         authz_cluster_type=_cluster_type(authz_host),
         learn_header=LEARN_HEADER,
+        observe_header=OBSERVE_HEADER,
         stripped_headers="\n".join(f"              - remove: {h}" for h in STRIPPED_CLIENT_HEADERS),
         issuer=issuer,
         audience=audience,

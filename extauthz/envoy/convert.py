@@ -16,13 +16,14 @@ from google.rpc import status_pb2
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
 from extauthz.mcp.request import HttpRequest
-from extauthz.specs.learn import encode_learn_header, stream_mark
+from extauthz.specs.learn import OBSERVE_HEADER, encode_learn_header, observe_only, stream_mark
 
 PARTIAL_HEADER = "x-envoy-auth-partial-body"
 LEARN_HEADER = "x-mcp-extauthz-learn"
 REASON_HEADER = "x-mcp-extauthz-reason"
 # Headers we own upstream: always overwritten or removed, so a client can never forge them.
-OWNED_HEADERS = ("x-mcp-server", "x-mcp-method", "x-mcp-name", "x-mcp-caller", "x-mcp-decision-id", LEARN_HEADER)
+OWNED_HEADERS = ("x-mcp-server", "x-mcp-method", "x-mcp-name", "x-mcp-caller", "x-mcp-decision-id", LEARN_HEADER,
+                 "x-mcp-extauthz-observe")
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK = status_pb2.Status(code=0)
 _DENIED = status_pb2.Status(code=7)
@@ -117,10 +118,14 @@ def to_check_response(d: Decision) -> external_auth_pb2.CheckResponse:
             headers.append(_hvo("x-mcp-name", d.name.encode("unicode_escape").decode("ascii")[:1024]))
         else:
             remove.append("x-mcp-name")
-        if d.learn or d.learn_stream:
-            headers.append(_hvo(LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else stream_mark(d.view)))
-        else:
+        if d.learn and observe_only(d.learn) and d.view is None:
+            headers.append(_hvo(OBSERVE_HEADER, encode_learn_header(d.learn)))
             remove.append(LEARN_HEADER)
+        elif d.learn or d.learn_stream:
+            headers.append(_hvo(LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else stream_mark(d.view)))
+            remove.append(OBSERVE_HEADER)
+        else:
+            remove += [LEARN_HEADER, OBSERVE_HEADER]
         return external_auth_pb2.CheckResponse(
             status=_OK,
             ok_response=external_auth_pb2.OkHttpResponse(headers=headers, headers_to_remove=remove),

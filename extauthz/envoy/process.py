@@ -19,7 +19,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from extauthz.specs.learn import LEARN_HEADER, Exchange, Learner, StreamExchange
+from extauthz.specs.learn import LEARN_HEADER, OBSERVE_HEADER, Exchange, Learner, StreamExchange
 
 log = logging.getLogger("extauthz.envoy.process")
 
@@ -31,7 +31,7 @@ SESSION_HEADER = "mcp-session-id"
 
 # Built once: protobuf messages are immutable once serialized, and these never vary.
 _STRIP_LEARN = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse(
-    header_mutation=pb.HeaderMutation(remove_headers=[LEARN_HEADER]))))
+    header_mutation=pb.HeaderMutation(remove_headers=[LEARN_HEADER, OBSERVE_HEADER]))))
 _RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
 # The body will be rewritten (a filtered list): its length changes, so the original length goes.
 _RESPONSE_HEADERS_REWRITE = pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse(
@@ -134,7 +134,7 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
 
     def _start(self, http_headers: pb.HttpHeaders) -> Exchange | None:
         h = headers_to_dict(http_headers.headers)
-        learn = h.get(LEARN_HEADER)
+        learn = h.get(LEARN_HEADER) or h.get(OBSERVE_HEADER)
         if learn is None:
             return None
         return self.learner.exchange(h.get(SERVER_HEADER), h.get(CALLER_HEADER), h.get(SESSION_HEADER), learn)

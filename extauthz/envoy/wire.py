@@ -12,7 +12,7 @@ from __future__ import annotations
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
 from extauthz.envoy.convert import LEARN_HEADER, REASON_HEADER
-from extauthz.specs.learn import encode_learn_header, stream_mark
+from extauthz.specs.learn import OBSERVE_HEADER, encode_learn_header, observe_only, stream_mark
 
 _OVERWRITE = 2          # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -100,6 +100,9 @@ _STATUS_OK = _len(1, b"")                      # google.rpc.Status{code: 0}
 _STATUS_DENIED = _len(1, b"\x08\x07")          # PERMISSION_DENIED
 _STATUS_UNAUTH = _len(1, b"\x08\x10")          # UNAUTHENTICATED
 _CONTENT_TYPE = _header(2, "content-type", "application/json")
+_REMOVE_LEARN = _str(5, LEARN_HEADER)
+_REMOVE_OBSERVE = _str(5, OBSERVE_HEADER)
+_REMOVE_BOTH = _REMOVE_LEARN + _REMOVE_OBSERVE
 
 
 def encode_check_response(d: Decision) -> bytes:
@@ -112,10 +115,14 @@ def encode_check_response(d: Decision) -> bytes:
             ok += _memo_entry("x-mcp-name", d.name.encode("unicode_escape").decode("ascii")[:1024])
         else:
             remove += _str(5, "x-mcp-name")
-        if d.learn or d.learn_stream:
+        if d.learn and observe_only(d.learn) and d.view is None:
+            ok += _header(2, OBSERVE_HEADER, encode_learn_header(d.learn))
+            remove += _REMOVE_LEARN
+        elif d.learn or d.learn_stream:
             ok += _header(2, LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else stream_mark(d.view))
+            remove += _REMOVE_OBSERVE
         else:
-            remove += _str(5, LEARN_HEADER)
+            remove += _REMOVE_BOTH
         return _STATUS_OK + _len(3, ok + remove) + _metadata(d)
     headers = _CONTENT_TYPE + _header(2, REASON_HEADER, d.reason.value) + _header(2, "x-mcp-decision-id", d.decision_id)
     if d.www_authenticate:

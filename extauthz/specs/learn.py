@@ -37,9 +37,13 @@ from extauthz.specs.store import SpecStore
 log = logging.getLogger("extauthz.specs.learn")
 
 __all__ = ["Learner", "Exchange", "LearnEntry", "decode_learn_header", "encode_learn_header",
-           "LEARN_HEADER", "LIST_KINDS", "LEARNABLE_METHODS"]
+           "LEARN_HEADER", "OBSERVE_HEADER", "LIST_KINDS", "LEARNABLE_METHODS", "observe_only"]
 
 LEARN_HEADER = "x-mcp-extauthz-learn"
+# The same encoding, for requests that are only observed (sampled tools/call, resources/read,
+# prompts/get results): their route sends the response to ext_proc in observability mode, so Envoy
+# never waits for the service on them.
+OBSERVE_HEADER = "x-mcp-extauthz-observe"
 MAX_BODY_BYTES = 8 * 1024 * 1024        # JSON bodies buffered at most this much, then abandoned
 MAX_EVENT_BYTES = 8 * 1024 * 1024       # one SSE event at most this much, then dropped
 MAX_HEADER_CHARS = 16 * 1024            # encoded learn header
@@ -104,6 +108,11 @@ def encode_learn_header(entries: Iterable[tuple[str | int, str, bool | str]], vi
     if view is not None:
         doc.append({"v": [view.issuer, view.subject, view.client_id, list(view.groups)]})
     return base64.urlsafe_b64encode(orjson.dumps(doc)).rstrip(b"=").decode("ascii")
+
+
+def observe_only(entries: list[list[Any]]) -> bool:
+    """True when every entry only observes a call's result (nothing to learn, nothing to rewrite)."""
+    return bool(entries) and all(e[1] in OBSERVE_METHODS for e in entries)
 
 
 def stream_mark(view: View | None) -> str:

@@ -83,6 +83,7 @@ def test_filter_chain_shape() -> None:
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.ext_authz",
         "envoy.filters.http.ext_proc",
+        "mcp_extauthz.observe",
         "envoy.filters.http.router",
     ]
     filters = {f["name"]: f["typed_config"] for f in hcm["http_filters"]}
@@ -99,10 +100,18 @@ def test_filter_chain_shape() -> None:
     provider = next(iter(jwt["providers"].values()))
     assert provider["payload_in_metadata"] == "jwt_payload"
     assert provider["local_jwks"]["inline_string"].strip() != ""
+    observe = filters["mcp_extauthz.observe"]       # sampled call results: Envoy never waits for it
+    assert observe["observability_mode"] is True and observe["failure_mode_allow"] is True
+    assert observe["processing_mode"]["response_body_mode"] == "STREAMED"
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    # learn route: the synchronous ext_proc only; observe route: the observability one only;
+    # everything else: neither
     assert routes[0]["match"]["headers"][0]["name"] == LEARN_HEADER
-    assert "typed_per_filter_config" not in routes[0]
-    assert routes[1]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
+    assert set(routes[0]["typed_per_filter_config"]) == {"mcp_extauthz.observe"}
+    assert routes[1]["match"]["headers"][0]["name"] == "x-mcp-extauthz-observe"
+    assert set(routes[1]["typed_per_filter_config"]) == {"envoy.filters.http.ext_proc"}
+    assert all(c["disabled"] is True for r in routes for c in r.get("typed_per_filter_config", {}).values())
+    assert set(routes[2]["typed_per_filter_config"]) == {"envoy.filters.http.ext_proc", "mcp_extauthz.observe"}
     for r in routes:
         assert r["route"]["timeout"] == "0s"
         assert "host_rewrite_literal" not in r["route"] and "auto_host_rewrite" not in r["route"]

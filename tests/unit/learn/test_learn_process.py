@@ -14,7 +14,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from extauthz.envoy.process import ExternalProcessorServicer, add_to_server
-from extauthz.specs.learn import LEARN_HEADER, Learner, encode_learn_header
+from extauthz.specs.learn import LEARN_HEADER, OBSERVE_HEADER, Learner, encode_learn_header
 from extauthz.specs.store import SpecStore
 
 SDK_TOOLS = (
@@ -104,7 +104,7 @@ def assert_passthrough(responses: list[pb.ProcessingResponse]) -> None:
         common = getattr(r, kind).response if kind not in ("request_trailers", "response_trailers") else None
         if common is not None:
             assert not common.HasField("body_mutation") and common.status == pb.CommonResponse.CONTINUE
-            expect_removed = [LEARN_HEADER] if kind == "request_headers" else []
+            expect_removed = [LEARN_HEADER, OBSERVE_HEADER] if kind == "request_headers" else []
             assert list(common.header_mutation.remove_headers) == expect_removed
             assert len(common.header_mutation.set_headers) == 0
 
@@ -117,7 +117,7 @@ async def test_learns_tools_from_streamed_sse(env: Env, raw: bool, size: int) ->
     assert code == grpc.StatusCode.OK
     assert phases(responses) == ["request_headers", "response_headers"] + ["response_body"] * (len(reqs) - 2)
     assert_passthrough(responses)
-    assert list(responses[0].request_headers.response.header_mutation.remove_headers) == [LEARN_HEADER]
+    assert list(responses[0].request_headers.response.header_mutation.remove_headers) == [LEARN_HEADER, OBSERVE_HEADER]
     spec = env.store.get("crm")
     assert spec is not None and set(spec.tools) == {"lookup_customer"}
     assert spec.tools["lookup_customer"].input_schema["required"] == ["customer_id"]
@@ -189,7 +189,7 @@ async def test_no_exchange_still_answers_and_strips(env: Env, learn: str | None)
     reqs = [req_headers(None, extra=extra), resp_headers(), *chunks(SDK_TOOLS, 64)]
     responses, code = await env.exchange(reqs)
     assert code == grpc.StatusCode.OK and len(responses) == len(reqs)
-    assert list(responses[0].request_headers.response.header_mutation.remove_headers) == [LEARN_HEADER]
+    assert list(responses[0].request_headers.response.header_mutation.remove_headers) == [LEARN_HEADER, OBSERVE_HEADER]
     assert env.store.get("crm") is None
 
 
