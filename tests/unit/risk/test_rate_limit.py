@@ -6,9 +6,8 @@ from pathlib import Path
 
 from extauthz.core.reasons import Reason
 
-from .test_risk_app import BOB_CLAIMS, POLICY, Clock, Harness, clock, variant  # noqa: F401 - fixture
-
-__all__ = ["clock"]
+from .conftest import Clock
+from .test_risk_app import BOB_CLAIMS, POLICY, Harness, variant
 
 
 def test_the_calls_over_the_limit_in_one_minute_are_rate_limited(clock: Clock, tmp_path: Path):

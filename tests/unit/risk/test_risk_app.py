@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 import pytest
 
-import extauthz.risk.engine as engine_mod
 from extauthz.app import App
 from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
@@ -27,26 +26,7 @@ TOOLS = [{"name": n, "inputSchema": SCHEMA}
          for n in ("open_tool", "export_data", "admin_only", *(f"admin_{i}" for i in range(20)))]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.mono, self.wall = 6000.0, 1_800_000_000.0
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def time(self) -> float:
-        return self.wall
-
-    def advance(self, s: float) -> None:
-        self.mono += s
-        self.wall += s
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    c = Clock()
-    monkeypatch.setattr(engine_mod, "time", c)
-    return c
+from .conftest import Clock
 
 
 class Harness:

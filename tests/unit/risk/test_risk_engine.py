@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-import extauthz.risk.engine as engine_mod
 from extauthz.core.reasons import Reason
 from extauthz.risk.engine import CHAIN_WINDOW, EVIDENCE_PER_STAGE, MAX_ALERTS_PER_CALLER, MAX_SESSIONS_PER_CALLER, RiskEngine
 from extauthz.risk.stages import (CHAIN_POINTS, DENIAL_STAGE, EXTRACT, LIST_METHODS, PROBE, RECON, USE_METHODS,
@@ -17,27 +16,7 @@ ALICE = "https://issuer|alice|agent"
 BOB = "https://issuer|bob|agent"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.mono = 6000.0            # minute 100 exactly
-        self.wall = 1_800_000_000.0
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def time(self) -> float:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    c = Clock()
-    monkeypatch.setattr(engine_mod, "time", c)
-    return c
+from .conftest import Clock
 
 
 @pytest.fixture
