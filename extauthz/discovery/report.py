@@ -105,8 +105,11 @@ def text_report(snap: Snapshot, found: dict[str, Any]) -> str:
     n = 0
     for kind in KINDS:
         for name, f in found.get(kind, {}).items():
+            where: dict[str, list[str]] = {}          # one line per finding type: where it was seen
             for s in f.get("sensitive", ()):
-                lines.append(f"  {KIND_LABELS[kind][0]} {name}: {s['category']}/{s['type']} at {s['where']}")
+                where.setdefault(f"{s['category']}/{s['type']}", []).append(s["where"])
+            for what, places in where.items():
+                lines.append(f"  {KIND_LABELS[kind][0]} {name}: {what} at {', '.join(places)}")
                 n += 1
             for h in f.get("hiddenInstructions", ()):
                 lines.append(f"  {KIND_LABELS[kind][0]} {name}: hidden instruction ({h['flag']}) in {h['where']}")
