@@ -1,6 +1,8 @@
 """The service's state and the Check pipeline around the pure decision core.
 
-`App` owns the policy holder, learned specs, sessions, validators, metrics and the decision log.
+`App` owns the policy holder, learned specs, sessions, validators, metrics and the decision log,
+and wires the per-caller parts: risk (extauthz.risk), visibility (extauthz.sessions.visibility),
+the inventory and which call results it observes (extauthz.inventory).
 A policy reload swaps one `Context` object; a Check reads whichever context was current when it
 started, so no request ever sees half a policy.
 """
@@ -20,7 +22,7 @@ from extauthz.core.reasons import Reason
 from extauthz.decisionlog import DecisionLog
 from extauthz.identity.caller import Caller
 from extauthz.identity.sources import BadIdentity, resolve_caller
-from extauthz.inventory.classify import classify_capability, scan_response
+from extauthz.inventory.observation import Observer
 from extauthz.inventory.store import Inventory
 from extauthz.mcp.request import HttpRequest
 from extauthz.metrics import Metrics
@@ -28,20 +30,15 @@ from extauthz.policy.holder import PolicyHolder
 from extauthz.policy.listview import visible_to
 from extauthz.policy.model import Policy, default_policy, load_policy
 from extauthz.risk.engine import RiskEngine
-from extauthz.risk.stages import EXTRACT, USE_METHODS, stage_of
+from extauthz.risk.sensitive import SensitiveUse
+from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
-from extauthz.specs.learn import LIST_KINDS, OBSERVE_METHODS, LearnEntry, Learner, View
+from extauthz.specs.learn import LIST_KINDS, OBSERVE_METHODS, Learner, View
 from extauthz.specs.store import DriftEvent, SpecStore
 from extauthz.specs.validators import ValidatorCache
 
 log = logging.getLogger("extauthz")
-
-OBSERVE_FIRST = 3                # sampled: the first calls of each capability ...
-OBSERVE_EVERY = 200              # ... then 1 in this many ...
-OBSERVE_PER_SECOND = 10          # ... and at most this many observed calls a second in all
-OBSERVE_RISKY_PER_SECOND = 50    # calls of callers with a risk score: every one, up to this rate
-SCAN_BYTES = 16 * 1024           # of string data scanned per observed response (sizes are counted whole)
 
 
 class App:
@@ -54,18 +51,16 @@ class App:
         self.visibility = Visibility()
         self.risk = RiskEngine()
         self.risk.on_alert = self._on_alert
-        self._sensitive: dict[tuple[str, str, str], bool] = {}     # (server, method, name) -> sensitive
-        self._sensitive_version = -1
-        self._observed: dict[tuple[str, str], int] = {}            # sampling counters for observed calls
-        self._observe_budget = [0, 0, 0]                            # [second, sampled, risky] observed
+        self.sensitive = SensitiveUse(self.specs)
         self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
         self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions))
         self.decisions = DecisionLog(decision_out, background=background_log)
+        self.observer = Observer(self.inventory, self.risk, self.decisions, lambda: self.ctx)
         self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine",
                                on_session=self._on_session)
         self.learner.list_view = self._list_view
         self.learner.on_listed = self.visibility.listed_page
-        self.learner.on_result = self._on_result
+        self.learner.on_result = self.observer.on_result
         self.ctx: Context | None = None
         self.draining = False
         self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
@@ -94,7 +89,7 @@ class App:
                             volume_per_minute=r.volume_per_minute, timeline=r.timeline_length,
                             max_callers=r.max_callers)
         self.risk.calls_per_minute = r.calls_per_minute
-        self._sensitive.clear()
+        self.sensitive.clear()
         self.ctx = Context(policy, self.specs, self.sessions, self.validators, policy.limits,
                            visibility=self.visibility, risk=self.risk if r.enabled else None)
         log.info("policy installed: %s (%s, %d servers)", policy.source, policy.digest[:12], len(policy.servers))
@@ -139,33 +134,6 @@ class App:
         if sp is None:
             return None
         return visible_to(sp, Caller(view.issuer, view.subject, view.client_id, frozenset(view.groups), {}))
-
-    def _on_result(self, server: str, caller: str, session_id: str, entry: LearnEntry,
-                   result: dict[str, Any] | None, size: int) -> None:
-        """An observed call's result (ext_proc): scanned for sensitive data, then recorded.
-
-        The scan runs inline on the event loop, bounded to `SCAN_BYTES` of strings (2-8 ms at
-        worst; observation itself is rate-bounded). A worker thread was tried first: under load
-        its GIL hand-offs stalled Checks far longer than the scan itself (bench/through_envoy.py:
-        added p99 at 1,000/s went from ~3 ms to 11-33 ms; inline it is back to ~3 ms)."""
-        findings = scan_response(result, max_bytes=SCAN_BYTES) if result is not None else {}
-        self._record_result(server, caller, session_id, entry, findings, size)
-
-    def _record_result(self, server: str, caller: str, session_id: str, entry: LearnEntry,
-                       findings: dict[str, int], size: int) -> None:
-        kind = OBSERVE_METHODS[entry.method]
-        self.inventory.record_response(server, kind, entry.name, findings, size)
-        if not caller or caller == "-" or self.ctx is None:
-            return
-        large = size >= self.ctx.policy.risk.large_response_bytes
-        sensitive = {k: n for k, n in findings.items() if k.split(".", 1)[0] in ("pii", "secret", "financial", "health")}
-        if large or sensitive:
-            what = ", ".join(f"{n} {k}" for k, n in sorted(sensitive.items())[:5])
-            why = f"response of {size} bytes" + (f" carrying {what}" if what else "")
-            alert = self.risk.record(caller, decision_id="", session_id=session_id, server=server, method=entry.method,
-                                     name=entry.name, reason=why, stage=EXTRACT, points=0.0)
-            if alert is not None:
-                self.decisions.emit_alert(alert)
 
     def _on_drift(self, ev: DriftEvent) -> None:
         self.metrics.drift.labels(ev.server).inc()
@@ -226,7 +194,6 @@ class App:
         self.sessions.touch(d.session_id, c.key, d.server, user_session=c.user_session, client_id=c.client_id,
                             protocol_version=d.protocol_version)
 
-
     def _mark_learn(self, d: Decision, ctx: Context) -> None:
         """Filtered lists need to know who is asking (ext_proc shares no state with Check)."""
         policy = ctx.policy
@@ -236,40 +203,11 @@ class App:
             assert c is not None
             d.view = View(c.issuer, c.subject, c.client_id, tuple(sorted(c.groups)))
 
-    def _observe(self, d: Decision, ctx: Context) -> None:
-        """Ask ext_proc to show us this call's result. Every observed call costs an ext_proc stream
-        (the expensive part of the Python path), so `sampled` is bounded twice: per capability (its
-        first calls, then 1 in `OBSERVE_EVERY`) and overall (`OBSERVE_PER_SECOND`). Calls of a
-        caller with a risk score skip the per-capability sampling (their extraction is what the
-        risk engine must see) but share a budget of their own. `all` observes every call."""
-        mode = ctx.policy.audit.observe_responses
-        if mode == "off" or d.legacy_sse or len(d.ids) != 1 or not d.name:
-            return
-        assert d.caller is not None
-        if mode == "sampled":
-            risky = self.risk.score(d.caller.key) > 0
-            if not risky:
-                key = (d.server, d.name)
-                n = self._observed.get(key, 0) + 1
-                if key in self._observed or len(self._observed) < 50_000:
-                    self._observed[key] = n
-                if n > OBSERVE_FIRST and n % OBSERVE_EVERY:
-                    return
-            second = int(time.monotonic())
-            budget = self._observe_budget
-            if budget[0] != second:
-                budget[:] = [second, 0, 0]
-            slot = 2 if risky else 1
-            if budget[slot] >= (OBSERVE_RISKY_PER_SECOND if risky else OBSERVE_PER_SECOND):
-                return
-            budget[slot] += 1
-        d.learn.append([d.ids[0], d.method, d.name])
-
     def _score(self, d: Decision, ctx: Context) -> None:
         """Every decision goes on its caller's timeline; evidence of an attack stage is scored."""
         c = d.caller
         assert c is not None
-        sensitive = d.allowed and d.method in USE_METHODS and self._is_sensitive(ctx, d)
+        sensitive = d.allowed and d.method in USE_METHODS and self.sensitive(ctx, d)
         stage, points = stage_of(d.reason, d.method, sensitive)
         if d.reason is Reason.RISK_BLOCKED:
             self.metrics.risk_blocks.inc()
@@ -279,44 +217,7 @@ class App:
         if alert is not None:
             d.alert = alert
         if d.allowed and d.method in OBSERVE_METHODS:
-            self._observe(d, ctx)
-
-    def _is_sensitive(self, ctx: Context, d: Decision) -> bool:
-        """A rule marked `sensitive: true`, or a capability whose published definition the
-        classifier finds personal, secret, financial or health data in. Cached per name."""
-        if self._sensitive_version != self.specs.version:
-            self._sensitive.clear()
-            self._sensitive_version = self.specs.version
-        key = (d.server, d.method, d.name)
-        hit = self._sensitive.get(key)
-        if hit is None:
-            hit = self._classify(ctx, d)
-            if len(self._sensitive) < 50_000:
-                self._sensitive[key] = hit
-        return hit
-
-    def _classify(self, ctx: Context, d: Decision) -> bool:
-        kind = OBSERVE_METHODS.get(d.method, "resources")
-        sp = ctx.policy.server_by_name(d.server)
-        spec = self.specs.get(d.server)
-        entry: Any = None
-        if kind == "resources":
-            entry = spec.resources.get(d.name) if spec else None
-            if entry is None and spec is not None:
-                entry = spec.template_for(d.name)
-                kind = "resourceTemplates" if entry is not None else kind
-        elif spec is not None:
-            entry = spec.table(kind).get(d.name)
-        if sp is not None:
-            rule_kind = {"tools": "tool", "prompts": "prompt"}.get(kind, "resource")
-            rule = sp.rule_for(rule_kind, d.name)
-            if rule is None and kind == "resourceTemplates":
-                rule = sp.rule_for("resource", entry.uri_template)
-            if rule is not None and rule.sensitive:
-                return True
-        if entry is None:
-            return False
-        return bool(classify_capability(kind, entry.raw))
+            self.observer.mark(d, ctx)
 
 
 def _best_effort_caller(http: HttpRequest, ctx: Context) -> Caller | None:
