@@ -23,6 +23,7 @@ from extauthz.decisionlog import DecisionLog
 from extauthz.identity.caller import Caller
 from extauthz.identity.sources import BadIdentity, resolve_caller
 from extauthz.inventory.observation import Observer
+from extauthz.inventory.sensitivity import assess
 from extauthz.inventory.store import Inventory
 from extauthz.mcp.request import HttpRequest
 from extauthz.metrics import Metrics
@@ -45,6 +46,7 @@ class App:
     def __init__(self, policy_path: str | None, *, decision_out: IO[bytes] | None = None,
                  background_log: bool = False) -> None:
         self.specs = SpecStore(on_drift=self._on_drift)
+        self.specs.screen = self._screen
         self.sessions = SessionRegistry()
         self.validators = ValidatorCache()
         self.inventory = Inventory()
@@ -133,7 +135,22 @@ class App:
         sp = ctx.policy.server_by_name(server)
         if sp is None:
             return None
-        return visible_to(sp, Caller(view.issuer, view.subject, view.client_id, frozenset(view.groups), {}))
+        specs = self.specs
+
+        def quarantine() -> Any:
+            spec = specs.get(server)
+            return spec.quarantined if spec is not None else {}
+        return visible_to(sp, Caller(view.issuer, view.subject, view.client_id, frozenset(view.groups), {}), quarantine)
+
+    def _screen(self, kind: str, entry: Any) -> str | None:
+        """defaults.hiddenInstructions: quarantine: a capability whose published text carries
+        instructions for the model (or hidden characters) is held until an operator approves it,
+        and filtered lists no longer show it, so the text never reaches an agent through us."""
+        ctx = self.ctx
+        if ctx is None or ctx.policy.defaults.hidden_instructions != "quarantine":
+            return None
+        flags = assess(self.inventory, kind, entry)["hidden"]
+        return f"hidden instructions in its published text: {flags[0]}"[:300] if flags else None
 
     def _on_drift(self, ev: DriftEvent) -> None:
         self.metrics.drift.labels(ev.server).inc()

@@ -1,5 +1,7 @@
 """What a caller may see in a `*/list` result (`defaults.filterLists`): exactly what the policy
-lets it call. The unfiltered list is still what the service learns and enforces against."""
+lets it call, and nothing quarantined (a changed or instruction-carrying capability cannot be
+called until approved, so its text is not passed on to the agent either). The unfiltered list is
+still what the service learns and enforces against."""
 
 from __future__ import annotations
 
@@ -11,15 +13,21 @@ _RULE_KIND = {"tools": ("tool", "name"), "prompts": ("prompt", "name"),
               "resources": ("resource", "uri"), "resourceTemplates": ("resource", "uriTemplate")}
 
 
-def visible_to(server: Any, caller: Caller) -> Callable[[str, Any], bool]:
-    """keep(kind, item) for one server policy and caller; unknown kinds and odd items are dropped."""
+def visible_to(server: Any, caller: Caller,
+               quarantine: Callable[[], Any] | None = None) -> Callable[[str, Any], bool]:
+    """keep(kind, item) for one server policy and caller; unknown kinds and odd items are dropped,
+    and so is what `quarantine()` holds ((kind, key) -> why). It is asked per item, not once: the
+    response being filtered may itself be what quarantined a capability (first contact with a
+    poisoned tool, or a rug pull learned from this very list)."""
     def keep(kind: str, item: Any) -> bool:
-        spec = _RULE_KIND.get(kind)
-        if spec is None or not isinstance(item, dict):
+        how = _RULE_KIND.get(kind)
+        if how is None or not isinstance(item, dict):
             return False
-        key = item.get(spec[1])
+        key = item.get(how[1])
         if not isinstance(key, str):
             return False
-        rule = server.rule_for(spec[0], key)
+        if quarantine is not None and (kind, key) in quarantine():
+            return False
+        rule = server.rule_for(how[0], key)
         return rule is not None and rule.allow.permits(caller)
     return keep

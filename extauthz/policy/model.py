@@ -117,6 +117,7 @@ class Defaults:
     filter_lists: bool = True
     deny_status: int = 200
     schema_strictness: str = "strict"
+    hidden_instructions: str = "quarantine"    # quarantine | flag: published text that instructs the model
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +290,7 @@ def compile_policy(doc: dict[str, Any], base_dir: str, source: str = "") -> Poli
     return Policy(
         mode=doc["mode"],
         defaults=Defaults(d["unknownServer"], d["unknownCapability"], d["unauthenticated"], d["onDrift"],
-                          d["filterLists"], int(d["denyStatus"]), d["schemaStrictness"]),
+                          d["filterLists"], int(d["denyStatus"]), d["schemaStrictness"], d["hiddenInstructions"]),
         identity=Identity(tuple(_source(s) for s in ident["sources"]), ident["subject"],
                           ident["groupsClaim"], tuple(ident["clientIdClaims"])),
         servers=tuple(_server(s, base_dir) for s in doc["servers"]),

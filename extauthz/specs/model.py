@@ -135,6 +135,7 @@ class ServerSpec:
     pinned: bool = False
     sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> traffic|discovery|pinned
     seen_by: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (kind, key) -> viewers shown it
+    approved: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> digest an operator approved
 
     def table(self, kind: str) -> dict[str, Any]:
         return {"tools": self.tools, "resources": self.resources,

@@ -39,6 +39,9 @@ class SpecStore:
         # workers bus. Replicated changes are applied with `replicated=True` and not re-published.
         self.on_change: Callable[[str, dict[str, Any]], None] | None = None
         self.version = 0      # bumped on every change: cheap staleness check for caches
+        # screen(kind, entry) -> why it must be held (quarantined) before first use, or None: set by
+        # the app (defaults.hiddenInstructions: quarantine). Not applied to pinned specs.
+        self.screen: Callable[[str, Any], str | None] | None = None
 
     def get(self, server: str) -> ServerSpec | None:
         return self._specs.get(server)
@@ -146,6 +149,15 @@ class SpecStore:
                     del table[name]
                     seen.pop((kind, name), None)
                     spec.sources.pop((kind, name), None)
+        if not initial and self.screen is not None:
+            for name, entry in new.items():
+                old = table.get(name)
+                if (old is None or old.digest != entry.digest) and (kind, name) not in spec.quarantined \
+                        and spec.approved.get((kind, name)) != entry.digest:
+                    why = self.screen(kind, entry)
+                    if why:
+                        spec.quarantined[(kind, name)] = why
+                        log.warning("quarantined %s %s %s: %s", spec.server, kind, name, why)
         table.update(new)
         for name in new:
             spec.sources[(kind, name)] = source
@@ -176,8 +188,14 @@ class SpecStore:
         return events
 
     def approve(self, server: str, kind: str, name: str, *, replicated: bool = False) -> bool:
+        """Release a quarantined capability. The approval holds for what it approved (this digest):
+        the same entry listed again is not screened again; a new change is."""
         spec = self._specs.get(server)
         ok = bool(spec and spec.quarantined.pop((kind, name), None) is not None)
+        if ok and spec is not None:
+            entry = spec.table(kind).get(name)
+            if entry is not None:
+                spec.approved[(kind, name)] = entry.digest
         if ok and self.on_change is not None and not replicated:
             self.on_change("approve", {"server": server, "kind": kind, "name": name})
         return ok

@@ -65,7 +65,8 @@ def test_changed_tool_is_quarantined_shown_and_approved(stack, tmp_path):
             seen["unchanged until listed"] = await attempt(
                 lambda: c.call_tool("lookup_customer", {"customer_id": "c-100"}))
             again = await c.list_tools()                # ... and the client lists again: drift is learned
-            seen["second description"] = next(t.description for t in again.tools if t.name == "lookup_customer")
+            # ... and the held tool is no longer shown: its new text never reaches the agent
+            seen["second list"] = sorted(t.name for t in again.tools)
             seen["during"] = await attempt(lambda: c.call_tool("lookup_customer", {"customer_id": "c-100"}))
             seen["other tool"] = await attempt(lambda: c.call_tool("search_customers", {"query": "a"}))
             seen["inventory"] = httpx.get(admin + "/v1/inventory", timeout=10).json()
@@ -74,12 +75,15 @@ def test_changed_tool_is_quarantined_shown_and_approved(stack, tmp_path):
             seen["wrong token"] = cli("approve", "--admin", admin, "--token", "nope", "crm", "tool", "lookup_customer")
             seen["approve"] = cli("approve", "--admin", admin, "--token", ADMIN_TOKEN, "crm", "tool", "lookup_customer")
             seen["after"] = await attempt(lambda: c.call_tool("lookup_customer", {"customer_id": "c-100"}))
+            third = await c.list_tools()                # approved: shown again, with what was approved
+            seen["third description"] = next(t.description for t in third.tools if t.name == "lookup_customer")
             seen["approve again"] = cli("approve", "--admin", admin, "--token", ADMIN_TOKEN, "crm", "tool",
                                         "lookup_customer")
 
     asyncio.run(run())
     assert seen["first description"] == "Look up one customer by id."
-    assert seen["second description"] == POISON
+    assert seen["second list"] == ["search_customers"]            # support's view, without the held tool
+    assert seen["third description"] == POISON
     assert seen["before"][:2] == ("allowed", "")
     assert seen["unchanged until listed"][:2] == ("allowed", "")
     assert seen["during"][:2] == ("DENIED", "quarantined")
@@ -131,3 +135,29 @@ def test_changed_tool_is_quarantined_shown_and_approved(stack, tmp_path):
     assert inv["quarantined"] == []
     lookup = next(t for t in inv["servers"][0]["tools"] if t["name"] == "lookup_customer")
     assert lookup["quarantined"] is None and lookup["usage"]["allowed"] == 3
+
+
+def test_a_tool_poisoned_from_first_contact_is_held_and_hidden(tmp_path):
+    """No drift needed: the very first `tools/list` carries instructions for the model in a
+    description, so that tool is quarantined (defaults.hiddenInstructions) before its first use and
+    filtered out of every caller's list; the others are untouched."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(resources.files("extauthz.policy").joinpath("default.yaml").read_text())
+    desc = tmp_path / "description.txt"
+    desc.write_text(POISON)
+    with Stack(str(policy), tokens=TokenIssuer(), upstream_args=["--description-file", str(desc)]) as s:
+        admin = s.tokens.mint("root", groups=["admin"], customer_ids=["c-100"])
+        seen: dict[str, Any] = {}
+
+        async def run() -> None:
+            async with connect(s.url, admin, "2026-07-28") as c:
+                seen["list"] = sorted(t.name for t in (await c.list_tools()).tools)
+                seen["call"] = await attempt(lambda: c.call_tool("lookup_customer", {"customer_id": "c-100"}))
+                seen["other"] = await attempt(lambda: c.call_tool("search_customers", {"query": "a"}))
+        asyncio.run(asyncio.wait_for(run(), 30))
+        inv = httpx.get(s.service_admin_url + "/v1/inventory", timeout=10).json()
+    assert seen["list"] == ["export_customers", "search_customers", "update_settings"]
+    assert seen["call"][:2] == ("DENIED", "quarantined")
+    assert seen["other"][0] == "allowed"
+    (held,) = inv["quarantined"]
+    assert held["name"] == "lookup_customer" and held["why"].startswith("hidden instructions")

@@ -147,8 +147,12 @@ def test_drift_quarantine_and_approval_in_the_view(tmp_path):
     assert app.check(http(call("lookup_customer", {"customer_id": "c-100"}))).reason.value == "quarantined"
     view = app.inventory.snapshot(app)
     assert tool(view, "lookup_customer")["quarantined"].startswith("changed from ")
-    assert view["quarantined"] == [{"server": "crm", "kind": "tools", "name": "lookup_customer",
-                                    "why": tool(view, "lookup_customer")["quarantined"]}]
+    assert {"server": "crm", "kind": "tools", "name": "lookup_customer",
+            "why": tool(view, "lookup_customer")["quarantined"]} in view["quarantined"]
+    # the extra tool whose parameter description instructs the model is held from first contact
+    # (defaults.hiddenInstructions: quarantine)
+    poisoned = [q for q in view["quarantined"] if q["name"] == "delete_everything"]
+    assert len(view["quarantined"]) == 2 and poisoned[0]["why"].startswith("hidden instructions")
     (ev,) = view["drift"]
     assert (ev["server"], ev["kind"], ev["name"], ev["change"], ev["quarantined"]) == (
         "crm", "tools", "lookup_customer", "changed", True)
@@ -159,7 +163,8 @@ def test_drift_quarantine_and_approval_in_the_view(tmp_path):
     assert r.json() == {"approved": True}
     view = c.get("/v1/inventory").json()
     assert [d["change"] for d in view["drift"]] == ["approved", "changed"]
-    assert view["quarantined"] == [] and tool(view, "lookup_customer")["quarantined"] is None
+    assert [q["name"] for q in view["quarantined"]] == ["delete_everything"]
+    assert tool(view, "lookup_customer")["quarantined"] is None
     assert app.check(http(call("lookup_customer", {"customer_id": "c-100"}))).allowed
 
 

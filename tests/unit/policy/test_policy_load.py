@@ -49,7 +49,8 @@ def test_filled_document_is_complete_and_still_valid() -> None:
     assert doc["mode"] == "enforce"
     assert doc["defaults"] == {"unknownServer": "deny", "unknownCapability": "deny",
                                "unauthenticated": "deny", "onDrift": "quarantine",
-                               "filterLists": True, "denyStatus": 200, "schemaStrictness": "strict"}
+                               "filterLists": True, "denyStatus": 200, "schemaStrictness": "strict",
+                               "hiddenInstructions": "quarantine"}
     assert doc["identity"]["sources"] == [
         {"jwtMetadata": {"filter": "envoy.filters.http.jwt_authn", "key": "jwt_payload"}}]
     assert doc["identity"]["clientIdClaims"] == ["client_id", "azp"]
