@@ -1,11 +1,13 @@
 """Envoy ext_proc (`envoy.service.ext_proc.v3.ExternalProcessor`) servicer: watches the responses of
-requests ext_authz marked learnable and feeds them to the `Learner`. It never changes a response;
-it only strips our internal learn header from the request before it goes upstream.
+requests ext_authz marked (learnable, or observed) and feeds them to the `Learner`. It changes a
+response only to filter `*/list` results for the caller (and, on a 2024-11-05 event stream, to
+write a denial between events); it strips our internal headers from the request.
 
 Expected filter mode: request headers SEND, response headers SEND, request body NONE, response body
 STREAMED, trailers SKIP. Every other phase is still answered (with an empty, matching response), so
-a different mode costs work, not correctness. In observability mode Envoy does not wait for answers
-and none are sent.
+a different mode costs work, not correctness. A stream whose request carries nothing to learn or
+observe is closed right after its request headers are answered: Envoy then goes on without us. In
+observability mode Envoy does not wait for answers and none are sent.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
                 reply, exchange = self._step(phase, req, exchange)
                 if not req.observability_mode:
                     yield reply
+                if phase == "request_headers" and exchange is None:
+                    # Nothing to learn, filter or observe in this response: closing the stream
+                    # cleanly lets Envoy go on without us (where ext_proc runs on every request, as
+                    # in Istio, that is one round trip instead of one per response message).
+                    return
         except asyncio.CancelledError:
             # Envoy reset the stream (client went away, timeout): routine, not an error.
             log.debug("ext_proc stream cancelled")
