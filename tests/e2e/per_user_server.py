@@ -4,7 +4,6 @@ server trusts its own listing), which is exactly the gap visibility binding clos
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 from typing import Any
@@ -49,10 +48,5 @@ def build() -> MCPServer:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--stateless", action="store_true")
-    a = p.parse_args()
-    import uvicorn
-    uvicorn.run(build().streamable_http_app(stateless_http=a.stateless, host="127.0.0.1"),
-                host="127.0.0.1", port=a.port, log_level="warning")
+    from sdk_servers import serve     # run as a script: its folder is on sys.path
+    serve(build)

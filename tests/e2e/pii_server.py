@@ -3,8 +3,6 @@ test: the service must count what it saw (type and number) and keep no value."""
 
 from __future__ import annotations
 
-import argparse
-
 from mcp.server.mcpserver import MCPServer
 
 PLANTED_EMAIL = "jane.planted@example.org"
@@ -29,10 +27,5 @@ def build() -> MCPServer:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--json-response", action="store_true")
-    a = p.parse_args()
-    import uvicorn
-    uvicorn.run(build().streamable_http_app(json_response=a.json_response, host="127.0.0.1"),
-                host="127.0.0.1", port=a.port, log_level="warning")
+    from sdk_servers import serve     # run as a script: its folder is on sys.path
+    serve(build)

@@ -5,43 +5,23 @@ response without storing it"). Both response styles: SSE (the SDK default) and J
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from extauthz.demo.agent import attempt, connect
-from extauthz.demo.stack import Stack
-from extauthz.demo.tokens import TokenIssuer
 
 from .pii_server import PLANTED_CARD, PLANTED_EMAIL, PLANTED_PHONE
+from .sdk_servers import stack_for
 
 pytestmark = pytest.mark.e2e
 
-HERE = Path(__file__).parent
-
-POLICY = """\
-apiVersion: mcp-extauthz/v1
-kind: Policy
-identity:
-  sources:
-    - jwtMetadata: {filter: envoy.filters.http.jwt_authn, key: jwt_payload}
-servers:
-  - name: pii
-    match: {authority: ["127.0.0.1", "localhost"], pathPrefix: /mcp}
-    tools:
-      - {name: "*", allow: {authenticated: true}}
-audit: {observeResponses: %s}
-"""
-
 
 def _run(tmp: Path, json_response: bool, observe: str = "all") -> tuple[dict, str, list, str, list]:
-    policy = tmp / f"policy-{json_response}-{observe}.yaml"
-    policy.write_text(POLICY % observe)
-    argv = [sys.executable, str(HERE / "pii_server.py"), "--port", "{port}"]
-    with Stack(str(policy), tokens=TokenIssuer(),
-               upstream_cmd=argv + (["--json-response"] if json_response else [])) as stack:
+    with stack_for("pii_server.py", "pii", tmp / f"policy-{json_response}-{observe}.yaml",
+                   extra=f"audit: {{observeResponses: {observe}}}\n",
+                   args=("--json-response",) if json_response else ()) as stack:
         token = stack.tokens.mint("reader", groups=["staff"])
 
         async def calls() -> list[tuple[str, str, str]]:

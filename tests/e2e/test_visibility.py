@@ -5,7 +5,6 @@ from calling a tool the server never showed it."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -13,33 +12,16 @@ import pytest
 
 from extauthz.demo.agent import attempt, connect
 from extauthz.demo.stack import Stack
-from extauthz.demo.tokens import TokenIssuer
+
+from .sdk_servers import stack_for
 
 pytestmark = pytest.mark.e2e
 
-HERE = Path(__file__).parent
-
-POLICY = """\
-apiVersion: mcp-extauthz/v1
-kind: Policy
-identity:
-  sources:
-    - jwtMetadata: {filter: envoy.filters.http.jwt_authn, key: jwt_payload}
-servers:
-  - name: peruser
-    match: {authority: ["127.0.0.1", "localhost"], pathPrefix: /mcp}
-    tools:
-      - {name: "*", allow: {authenticated: true}}
-sessions: {visibilityBinding: %s}
-"""
-
 
 def _stack(tmp: Path, binding: bool, stateless: bool = False) -> Stack:
-    policy = tmp / f"policy-{binding}-{stateless}.yaml"
-    policy.write_text(POLICY % ("true" if binding else "false"))
-    return Stack(str(policy), tokens=TokenIssuer(),
-                 upstream_cmd=[sys.executable, str(HERE / "per_user_server.py"), "--port", "{port}"]
-                 + (["--stateless"] if stateless else []))
+    return stack_for("per_user_server.py", "peruser", tmp / f"policy-{binding}-{stateless}.yaml",
+                     extra=f"sessions: {{visibilityBinding: {'true' if binding else 'false'}}}\n",
+                     args=("--stateless",) if stateless else ())
 
 
 @pytest.fixture(scope="module")
