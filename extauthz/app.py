@@ -238,9 +238,13 @@ class App:
 
 
 def _best_effort_caller(http: HttpRequest, ctx: Context) -> Caller | None:
+    """Who sent a request that was denied before identity was read (only to attribute it)."""
     try:
         return resolve_caller(http, ctx.policy.identity)
     except BadIdentity:
+        return None
+    except Exception:  # noqa: BLE001 - attribution must never turn a decided Check into an error
+        log.exception("could not attribute a denied request to a caller")
         return None
 
 
