@@ -178,11 +178,14 @@ class App:
                 log.exception("decision failed; denying")
                 d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                              status=400, form="bare")
-            self._after(d, ctx)
-            if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
-                d.caller = _best_effort_caller(http, ctx)     # denied before identity: still attribute it
-            if d.caller is not None:
-                self._score(d, ctx)
+            try:
+                self._after(d, ctx)
+                if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
+                    d.caller = _best_effort_caller(http, ctx)     # denied before identity: still attribute it
+                if d.caller is not None:
+                    self._score(d, ctx)
+            except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
+                log.exception("session/risk bookkeeping failed; the decision stands")
         d.latency = time.perf_counter() - t0
         self.metrics.observe(d.server, d.method, d.allowed, d.reason.value, d.latency)
         self.inventory.record(d, http)
