@@ -245,3 +245,14 @@ def test_on_change_only_for_scored_or_chain_events(h):
     assert published == []
     d = h.call("admin_only")
     assert [(op, p["decisionId"], p["points"]) for op, p in published] == [("risk", d.decision_id, 8.0)]
+
+
+def test_a_bookkeeping_failure_never_changes_the_decision(h, monkeypatch):
+    """Timelines, scoring and sessions run after the decision: if they fail, the Check still
+    answers what was decided (and is logged), never an error."""
+    def boom(*a, **k):
+        raise RuntimeError("risk bug")
+    monkeypatch.setattr(h.app.risk, "record", boom)
+    assert h.call("open_tool", {"q": "x"}).allowed
+    assert h.call("admin_only").reason is Reason.NOT_ALLOWED
+    assert [line["reason"] for line in h.log()[-2:]] == ["allowed", "not_allowed"]
