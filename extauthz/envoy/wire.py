@@ -17,12 +17,7 @@ from extauthz.specs.learn import OBSERVE_HEADER, encode_learn_header, observe_on
 _OVERWRITE = 2          # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
-_SMALL = [bytes((i,)) for i in range(128)]
-
-
-def _varint(n: int) -> bytes:
-    if n < 128:
-        return _SMALL[n]
+def _encode_varint(n: int) -> bytes:
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -34,6 +29,14 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+# Nearly every length in a CheckResponse is below 2 KiB: those varints are looked up, not built.
+_VARINTS = [_encode_varint(i) for i in range(2048)]
+
+
+def _varint(n: int) -> bytes:
+    return _VARINTS[n] if n < 2048 else _encode_varint(n)
+
+
 def _len(field: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
     return _varint(field << 3 | 2) + _varint(len(payload)) + payload
@@ -43,7 +46,7 @@ def _str(field: int, value: str) -> bytes:
     if not value:
         return b""
     b = value.encode()
-    return _SMALL[field << 3 | 2] + _varint(len(b)) + b
+    return _VARINTS[field << 3 | 2] + _varint(len(b)) + b
 
 
 _KEY_PREFIX: dict[str, bytes] = {}
