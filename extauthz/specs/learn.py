@@ -88,6 +88,17 @@ class View:
     client_id: str
     groups: tuple[str, ...]
 
+    def to_json(self) -> list[Any]:
+        return [self.issuer, self.subject, self.client_id, list(self.groups)]
+
+    @classmethod
+    def from_json(cls, v: Any) -> View | None:
+        """None unless `v` is exactly what `to_json` writes."""
+        if isinstance(v, list) and len(v) == 4 and all(isinstance(x, str) for x in v[:3]) \
+                and isinstance(v[3], list) and all(isinstance(g, str) for g in v[3]):
+            return cls(v[0], v[1], v[2], tuple(v[3]))
+        return None
+
 
 def _id_key(value: Any) -> tuple[str, str | int] | None:
     """JSON-RPC ids compare by type and value: 2 and "2" are different requests."""
@@ -106,7 +117,7 @@ def encode_learn_header(entries: Iterable[tuple[str | int, str, bool | str]], vi
     when the response's lists are to be filtered for that caller."""
     doc: list[Any] = [[i, m, f if isinstance(f, str) else bool(f)] for i, m, f in entries]
     if view is not None:
-        doc.append({"v": [view.issuer, view.subject, view.client_id, list(view.groups)]})
+        doc.append({"v": view.to_json()})
     return base64.urlsafe_b64encode(orjson.dumps(doc)).rstrip(b"=").decode("ascii")
 
 
@@ -119,7 +130,7 @@ def stream_mark(view: View | None) -> str:
     """The learn-header value for a 2024-11-05 GET event stream (with whose view to filter it)."""
     if view is None:
         return STREAM_MARK
-    raw = orjson.dumps([view.issuer, view.subject, view.client_id, list(view.groups)])
+    raw = orjson.dumps(view.to_json())
     return f"{STREAM_MARK}:{base64.urlsafe_b64encode(raw).rstrip(b'=').decode('ascii')}"
 
 
@@ -129,10 +140,7 @@ def _stream_view(value: str) -> View | None:
         v = orjson.loads(raw)
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         return None
-    if isinstance(v, list) and len(v) == 4 and all(isinstance(x, str) for x in v[:3]) \
-            and isinstance(v[3], list) and all(isinstance(g, str) for g in v[3]):
-        return View(v[0], v[1], v[2], tuple(v[3]))
-    return None
+    return View.from_json(v)
 
 
 def decode_learn_header(value: str | bytes | None) -> list[LearnEntry] | None:
@@ -164,11 +172,9 @@ def decode_learn(value: str | bytes | None) -> tuple[list[LearnEntry], View | No
         return None
     view: View | None = None
     if isinstance(doc[-1], dict):
-        v = doc.pop()["v"] if set(doc[-1]) == {"v"} else None
-        if not (isinstance(v, list) and len(v) == 4 and all(isinstance(x, str) for x in v[:3])
-                and isinstance(v[3], list) and all(isinstance(g, str) for g in v[3])):
+        view = View.from_json(doc.pop()["v"] if set(doc[-1]) == {"v"} else None)
+        if view is None:
             return None
-        view = View(v[0], v[1], v[2], tuple(v[3]))
     if not doc or len(doc) > MAX_ENTRIES:
         return None
     out: list[LearnEntry] = []
