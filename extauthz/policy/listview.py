@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from extauthz.identity.caller import Caller
+from extauthz.policy.rules import RULE_KIND
+from extauthz.specs.model import KEY_FIELD
 
-_RULE_KIND = {"tools": ("tool", "name"), "prompts": ("prompt", "name"),
-              "resources": ("resource", "uri"), "resourceTemplates": ("resource", "uriTemplate")}
 
 
 def visible_to(server: Any, caller: Caller,
@@ -20,14 +20,14 @@ def visible_to(server: Any, caller: Caller,
     response being filtered may itself be what quarantined a capability (first contact with a
     poisoned tool, or a rug pull learned from this very list)."""
     def keep(kind: str, item: Any) -> bool:
-        how = _RULE_KIND.get(kind)
-        if how is None or not isinstance(item, dict):
+        rule_kind = RULE_KIND.get(kind)
+        if rule_kind is None or not isinstance(item, dict):
             return False
-        key = item.get(how[1])
+        key = item.get(KEY_FIELD[kind])
         if not isinstance(key, str):
             return False
         if quarantine is not None and (kind, key) in quarantine():
             return False
-        rule = server.rule_for(how[0], key)
+        rule = server.rule_for(rule_kind, key)
         return rule is not None and rule.allow.permits(caller)
     return keep

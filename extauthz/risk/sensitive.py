@@ -10,6 +10,7 @@ from typing import Any
 
 from extauthz.core.decision import Decision
 from extauthz.inventory.classify import classify_capability
+from extauthz.policy.rules import RULE_KIND
 from extauthz.specs.learn import OBSERVE_METHODS
 from extauthz.specs.store import SpecStore
 
@@ -50,8 +51,7 @@ class SensitiveUse:
         elif spec is not None:
             entry = spec.table(kind).get(d.name)
         if sp is not None:
-            rule_kind = {"tools": "tool", "prompts": "prompt"}.get(kind, "resource")
-            rule = sp.rule_for(rule_kind, d.name)
+            rule = sp.rule_for(RULE_KIND[kind], d.name)
             if rule is None and kind == "resourceTemplates":
                 rule = sp.rule_for("resource", entry.uri_template)
             if rule is not None and rule.sensitive:

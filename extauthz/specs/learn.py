@@ -32,6 +32,7 @@ import orjson
 
 from extauthz.mcp.rewrite import BodyRewriter
 from extauthz.mcp.sse import SseParser
+from extauthz.specs.model import KEY_FIELD
 from extauthz.specs.store import SpecStore
 
 log = logging.getLogger("extauthz.specs.learn")
@@ -542,7 +543,7 @@ class Exchange:
                                       partition=self.partition, on_drift=self.learner.drift_mode(),
                                       viewer=self.caller or self.partition)
         if self.learner.on_listed is not None:
-            field = {"tools": "name", "prompts": "name", "resources": "uri", "resourceTemplates": "uriTemplate"}[kind]
+            field = KEY_FIELD[kind]
             keys = [k for it in good if isinstance(k := it.get(field), str)]
             try:
                 self.learner.on_listed(self.server, self.session_id, self.caller, kind, keys, first=entry.first, last=last)
