@@ -24,7 +24,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from extauthz.admin.http import build_admin
+from extauthz.admin.http import admin_server
 from extauthz.app import App
 from extauthz.discovery.service import Discoverer
 from extauthz.envoy import check, process
@@ -96,10 +96,7 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
 
     admin = admin_task = None
     if admin_port:
-        import uvicorn
-        admin = uvicorn.Server(uvicorn.Config(build_admin(app), host=host, port=admin_port, log_level="warning",
-                                              access_log=False, lifespan="off"))
-        admin.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        admin = admin_server(app, host, admin_port)
         admin_task = asyncio.create_task(admin.serve())
     watch_task = asyncio.create_task(app.holder.watch()) if app.holder.path != "<embedded>" else None
     sweep_task = asyncio.create_task(_sweep(app))

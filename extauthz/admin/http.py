@@ -107,3 +107,17 @@ def build_admin(app: App) -> Starlette:
         Route("/v1/callers/{caller:path}/timeline", timeline), Route("/v1/decisions", decisions),
         Route("/v1/approve", approve, methods=["POST"]),
     ])
+
+
+def admin_server(app: Any, host: str, port: int) -> Any:
+    """The admin HTTP server (uvicorn), as a task of the caller's loop. SIGTERM stays ours: uvicorn
+    would take it and close the admin port at once, while the drain needs /readyz to say 503 to
+    the mesh until the gRPC server stops."""
+    import contextlib
+
+    import uvicorn
+    server = uvicorn.Server(uvicorn.Config(build_admin(app), host=host, port=port, log_level="warning",
+                                           access_log=False, lifespan="off"))
+    server.capture_signals = contextlib.nullcontext   # type: ignore[method-assign] # uvicorn >= 0.29
+    server.install_signal_handlers = lambda: None     # type: ignore[method-assign] # older uvicorn
+    return server

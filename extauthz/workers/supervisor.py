@@ -153,12 +153,8 @@ class Supervisor:
         self.app.risk.announce_replicated = True             # workers' alerts: counted once, here
         for w in self.workers:
             await self._start(w)
-        import uvicorn
-
-        from extauthz.admin.http import build_admin
-        admin = uvicorn.Server(uvicorn.Config(build_admin(self.app), host=admin_host, port=admin_port,
-                                              log_level="warning", access_log=False, lifespan="off"))
-        admin.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        from extauthz.admin.http import admin_server
+        admin = admin_server(self.app, admin_host, admin_port)
         admin_task = asyncio.create_task(admin.serve())
         watch_task = asyncio.create_task(self.app.holder.watch())
         children = asyncio.create_task(self._watch_children())

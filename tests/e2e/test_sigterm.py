@@ -56,11 +56,14 @@ def test_sigterm_drains_in_flight_checks():
         stop_at: list[float] = []
         ready = [True]
 
+        seen: list[int] = []     # /readyz answers: the admin port must outlive the drain
+
         async def watch_readiness() -> None:
             async with httpx.AsyncClient() as c:
                 while ready[0]:
                     await asyncio.sleep(0.05)
                     r = await c.get(f"http://127.0.0.1:{admin_port}/readyz")
+                    seen.append(r.status_code)
                     ready[0] = r.status_code == 200
 
         async def run() -> None:
@@ -71,7 +74,12 @@ def test_sigterm_drains_in_flight_checks():
             os.kill(proc.pid, signal.SIGTERM)
             await asyncio.gather(*tasks, watcher)
 
-        asyncio.run(run())
+        try:
+            asyncio.run(run())
+        except Exception:
+            proc.wait(timeout=20)
+            print("server stderr:", proc.stderr.read().decode()[-3000:] if proc.stderr else "")
+            raise
         rc = proc.wait(timeout=20)
     finally:
         if proc.poll() is None:
@@ -86,3 +94,4 @@ def test_sigterm_drains_in_flight_checks():
     after = sum(1 for t, c in results if t >= stop_at[0])
     assert before > 50 and after > 0
     assert '"draining' in err or "draining" in err
+    assert seen[-1] == 503 and 200 in seen, seen
