@@ -277,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                       gport, aport, tmp / "extauthz.log")
         null = Server("do-nothing", [*srv_pin, sys.executable, str(C.HERE / "null_server.py"), "--port", str(nport)],
                       nport, None, tmp / "null.log")
-        servers = [ours, null]
+        tport = C.free_port()
+        null_threads = Server("do-nothing/threads", [*srv_pin, sys.executable, str(C.HERE / "null_server.py"),
+                                                     "--port", str(tport), "--transport", "threads"],
+                              tport, None, tmp / "null-threads.log")
+        servers = [ours, null, null_threads]
         previous = signal.signal(signal.SIGTERM, _interrupt)
         runs: list[Run] = []
         try:
@@ -290,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"bench setup error: the service denied the bench request ({reason}); "
                                  f"the comparison needs an allowed tools/call")
             null.wait_ready(payload)
+            null_threads.wait_ready(payload)
 
             print(f"check throughput (extauthz {C.revision()}): "
                   f"{'h2load' if use_h2load else 'python grpc.aio client'}, "
@@ -353,8 +358,9 @@ def one_run(s: Server, mode: Mode, use_h2load: bool, h2load: str | None, load_pi
 
 
 def report(runs: list[Run], modes: list[Mode], servers: list[Server]) -> None:
+    """servers[0] is ours; every other one is a floor it is compared with, round by round."""
     rows = []
-    ratios: dict[str, tuple[float, float, float, float]] = {}
+    ratios: dict[tuple[str, str], tuple[float, float, float, float]] = {}
     for mode in modes:
         stats = {}
         for s in servers:
@@ -365,25 +371,30 @@ def report(runs: list[Run], modes: list[Mode], servers: list[Server]) -> None:
             stats[s.name] = (statistics.median(rps), C.percentile(lat, 50), C.percentile(lat, 99), cpu)
             rows.append([mode.label, s.name, f"{statistics.median(rps):,.0f}", f"{min(rps):,.0f}-{max(rps):,.0f}",
                          f"{C.percentile(lat, 50):,.0f}", f"{C.percentile(lat, 99):,.0f}", f"{cpu:.1f}", len(lat)])
-        # Paired ratio: each round's ours/do-nothing, then the median (cancels slow drifts).
+        # Paired ratio: each round's ours/floor, then the median (cancels slow drifts).
         ours = [x.rps for x in runs if x.mode == mode.label and x.server == servers[0].name]
-        base = [x.rps for x in runs if x.mode == mode.label and x.server == servers[1].name]
-        paired = statistics.median(o / b for o, b in zip(ours, base))
-        o, b = stats[servers[0].name], stats[servers[1].name]
-        ratios[mode.label] = (paired, o[1] / b[1], o[2] / b[2], o[3] / b[3] if b[3] else float("nan"))
+        o = stats[servers[0].name]
+        for floor in servers[1:]:
+            base = [x.rps for x in runs if x.mode == mode.label and x.server == floor.name]
+            paired = statistics.median(a / b for a, b in zip(ours, base))
+            b = stats[floor.name]
+            ratios[(mode.label, floor.name)] = (paired, o[1] / b[1], o[2] / b[2], o[3] / b[3] if b[3] else float("nan"))
     print()
     print(C.table(["mode", "server", "Check/s", "range", "p50 µs", "p99 µs", "cpu µs/Check", "samples"], rows))
     print("  Check/s: median over rounds; range: slowest-fastest round; p50/p99: client-side latency over all")
     print("  measured requests; cpu µs/Check: server process CPU time (all threads) / Checks in the window.")
-    for label, (paired, p50, p99, cpu) in ratios.items():
-        print(f"  ratio ours/do-nothing [{label}]: Check/s {paired:.2f} (paired by round), p50 latency x{p50:.2f}, "
+    print("  do-nothing: grpc.aio + uvloop, the floor issue 5 names; do-nothing/threads: the sync grpc.server")
+    print("  with Checks on their own pool, the transport extauthz serve runs (the floor of our own runtime).")
+    for (label, floor), (paired, p50, p99, cpu) in ratios.items():
+        print(f"  ratio ours/{floor} [{label}]: Check/s {paired:.2f} (paired by round), p50 latency x{p50:.2f}, "
               f"p99 x{p99:.2f}, cpu/Check x{cpu:.2f}")
-    load = modes[0].label
-    o = [x for x in runs if x.mode == load and x.server == servers[0].name]
-    b = [x for x in runs if x.mode == load and x.server == servers[1].name]
-    print(f"SUMMARY check_throughput: extauthz {statistics.median(x.rps for x in o):,.0f} Check/s vs do-nothing "
-          f"{statistics.median(x.rps for x in b):,.0f} Check/s [{load}] = ratio {ratios[load][0]:.2f}; "
-          f"serial p50 {ratios[modes[1].label][1]:.2f}x the do-nothing latency")
+    load, serial = modes[0].label, modes[1].label
+    med = {s.name: statistics.median(x.rps for x in runs if x.mode == load and x.server == s.name) for s in servers}
+    a, t = servers[1].name, servers[2].name if len(servers) > 2 else servers[1].name
+    print(f"SUMMARY check_throughput: extauthz {med[servers[0].name]:,.0f} Check/s [{load}] vs do-nothing "
+          f"grpc.aio {med[a]:,.0f} = ratio {ratios[(load, a)][0]:.2f}, vs do-nothing on our transport {med[t]:,.0f} "
+          f"= ratio {ratios[(load, t)][0]:.2f}; serial p50 {ratios[(serial, a)][1]:.2f}x / "
+          f"{ratios[(serial, t)][1]:.2f}x their latency")
 
 
 if __name__ == "__main__":
