@@ -383,8 +383,8 @@ def report(runs: list[Run], modes: list[Mode], servers: list[Server]) -> None:
     print(C.table(["mode", "server", "Check/s", "range", "p50 µs", "p99 µs", "cpu µs/Check", "samples"], rows))
     print("  Check/s: median over rounds; range: slowest-fastest round; p50/p99: client-side latency over all")
     print("  measured requests; cpu µs/Check: server process CPU time (all threads) / Checks in the window.")
-    print("  do-nothing: grpc.aio + uvloop, the floor issue 5 names; do-nothing/threads: the sync grpc.server")
-    print("  with Checks on their own pool, the transport extauthz serve runs (the floor of our own runtime).")
+    print("  do-nothing: grpc.aio + uvloop, the runtime extauthz serve uses and the floor issue 5 names;")
+    print("  do-nothing/threads: the sync grpc.server, for reference (bench/README.md, 'Why grpc.aio').")
     for (label, floor), (paired, p50, p99, cpu) in ratios.items():
         print(f"  ratio ours/{floor} [{label}]: Check/s {paired:.2f} (paired by round), p50 latency x{p50:.2f}, "
               f"p99 x{p99:.2f}, cpu/Check x{cpu:.2f}")
@@ -392,9 +392,8 @@ def report(runs: list[Run], modes: list[Mode], servers: list[Server]) -> None:
     med = {s.name: statistics.median(x.rps for x in runs if x.mode == load and x.server == s.name) for s in servers}
     a, t = servers[1].name, servers[2].name if len(servers) > 2 else servers[1].name
     print(f"SUMMARY check_throughput: extauthz {med[servers[0].name]:,.0f} Check/s [{load}] vs do-nothing "
-          f"grpc.aio {med[a]:,.0f} = ratio {ratios[(load, a)][0]:.2f}, vs do-nothing on our transport {med[t]:,.0f} "
-          f"= ratio {ratios[(load, t)][0]:.2f}; serial p50 {ratios[(serial, a)][1]:.2f}x / "
-          f"{ratios[(serial, t)][1]:.2f}x their latency")
+          f"grpc.aio {med[a]:,.0f} = ratio {ratios[(load, a)][0]:.2f} (sync grpc.server floor {med[t]:,.0f}: "
+          f"{ratios[(load, t)][0]:.2f}); serial p50 {ratios[(serial, a)][1]:.2f}x the do-nothing latency")
 
 
 if __name__ == "__main__":

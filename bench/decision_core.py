@@ -204,7 +204,7 @@ def profile(kinds: list[Kind], apps: dict[str, App], key: str, n: int) -> int:
           "shares, not the absolute times)")
     st = pstats.Stats(prof)
     st.sort_stats("cumulative").print_stats(14)
-    st.sort_stats("tottime").print_stats(int(__import__("os").environ.get("TOPN", "12")))
+    st.sort_stats("tottime").print_stats(12)
     return 0
 
 

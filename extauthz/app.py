@@ -15,7 +15,6 @@ from typing import IO, Any
 
 import orjson
 
-from extauthz import statelock
 from extauthz.core.answers import denial_body
 from extauthz.core.decide import Context, decide
 from extauthz.core.decision import Decision, new_decision_id
@@ -66,7 +65,6 @@ class App:
         self.learner.on_result = self.observer.on_result
         self.ctx: Context | None = None
         self.draining = False
-        self.lock = statelock.new_lock()   # held by the loop while it runs, by a gRPC thread while it decides
         self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
         self._pinned: dict[str, str] = {}
         if policy_path is None:

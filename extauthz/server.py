@@ -1,8 +1,4 @@
-"""`extauthz serve`: one gRPC server (Check, ext_proc, health, reflection) plus admin HTTP.
-
-gRPC is the sync `grpc.server`: Checks run on a few threads of their own, ext_proc streams and the
-rest on the server's pool. The event loop (admin HTTP, discovery, workers bus, policy reloads,
-deferred bookkeeping) shares the app's state with them through one lock (extauthz.statelock).
+"""`extauthz serve`: one grpc.aio server (Check, ext_proc, health, reflection) plus admin HTTP.
 
 SIGTERM: readiness goes false first (so the mesh stops sending), then in-flight calls get
 `drain_seconds` to finish before the gRPC server stops.
@@ -13,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
@@ -31,12 +25,6 @@ from extauthz.envoy import check, process
 
 log = logging.getLogger("extauthz")
 QUIET_SECONDS = 1.0
-# Threads answering Checks: a few keep the core busy; more only contend for the lock and the GIL
-# (bench/check_throughput.py: 8 beat 4 and 16, 64 lost 14%).
-CHECK_THREADS = int(os.environ.get("EXTAUTHZ_CHECK_THREADS", "8"))
-# The server's pool: ext_proc streams hold a thread each while they last (a 2024-11-05 event stream
-# for its whole session), health and reflection. Threads are started only when needed.
-STREAM_THREADS = int(os.environ.get("EXTAUTHZ_STREAM_THREADS", "512"))
 
 SERVICE_NAMES = (
     external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
@@ -70,29 +58,24 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     # Start-up and periodic discovery run in one process only (worker 0 of --workers); every
     # worker discovers on a spec miss. What any of them discovers reaches the others over the bus.
     app.discovery = Discoverer.from_env(app, scheduled=worker_fd is None or worker_index == 0)
-    loop = asyncio.get_running_loop()
-    app.inventory.loop = loop
-    check_pool = ThreadPoolExecutor(max_workers=max(1, CHECK_THREADS), thread_name_prefix="check")
-    server = grpc.server(ThreadPoolExecutor(max_workers=max(2, STREAM_THREADS), thread_name_prefix="grpc"), options=[
+    server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
         ("grpc.max_send_message_length", 16 * 1024 * 1024),
         ("grpc.so_reuseport", 1 if worker_fd is not None else 0),
     ])
-    check.add_to_server(check.AuthorizationServicer(app, loop), server, check_pool)
-    process.add_to_server(process.ExternalProcessorServicer(app.learner, app.lock), server)
-    health_servicer = health.HealthServicer()
+    check.add_to_server(check.AuthorizationServicer(app), server)
+    process.add_to_server(process.ExternalProcessorServicer(app.learner), server)
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
     if credentials is not None:
-        bound = server.add_secure_port(f"{host}:{grpc_port}", credentials)
+        server.add_secure_port(f"{host}:{grpc_port}", credentials)
     else:
-        bound = server.add_insecure_port(f"{host}:{grpc_port}")
-    if bound == 0:
-        raise OSError(f"cannot bind the gRPC port {host}:{grpc_port}")
-    server.start()
+        server.add_insecure_port(f"{host}:{grpc_port}")
+    await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     for name in ("", *SERVICE_NAMES[:2]):
-        health_servicer.set(name, serving)
+        await health_servicer.set(name, serving)
 
     admin = admin_task = None
     if admin_port:
@@ -112,22 +95,21 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     log.info("serving gRPC on %s:%d%s", host, grpc_port,
              f", admin on {host}:{admin_port}" if admin_port else f" (worker {worker_index})")
 
+    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
 
     log.info("draining for up to %.1fs", drain_seconds)
     app.draining = True
-    health_servicer.enter_graceful_shutdown()
+    await health_servicer.enter_graceful_shutdown()
     # Keep serving while the mesh notices (readiness and gRPC health now say NOT_SERVING) and
     # stops sending: stopping the gRPC server at once would cancel calls already on the wire.
     # Stop when no Check arrived for QUIET_SECONDS, or when the drain budget is spent.
     deadline = loop.time() + drain_seconds
     while loop.time() < deadline and time.monotonic() - app.last_check < QUIET_SECONDS:
         await asyncio.sleep(0.05)
-    stopped = server.stop(grace=max(1.0, deadline - loop.time()))
-    await loop.run_in_executor(None, stopped.wait)      # the loop waits in select(): the lock is free
-    check_pool.shutdown(wait=False)
+    await server.stop(grace=max(1.0, deadline - loop.time()))
     app.decisions.flush()
     for t in (watch_task, sweep_task, settle_task, bus_task, discovery_task):
         if t:

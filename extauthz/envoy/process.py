@@ -12,16 +12,15 @@ observability mode Envoy does not wait for answers and none are sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
-from typing import Any
+from typing import Any, AsyncIterator
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from extauthz import statelock
 from extauthz.specs.learn import LEARN_HEADER, OBSERVE_HEADER, Exchange, Learner, StreamExchange
 
 log = logging.getLogger("extauthz.envoy.process")
@@ -58,28 +57,21 @@ def headers_to_dict(header_map: base_pb2.HeaderMap) -> dict[str, str]:
 
 
 class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
-    """Runs on gRPC's threads (a stream holds one while it lasts); each message is answered under
-    the app's lock (extauthz.statelock), reading the next one happens without it."""
-
-    def __init__(self, learner: Learner, lock: Any = None) -> None:
+    def __init__(self, learner: Learner) -> None:
         self.learner = learner
-        self.lock = lock if lock is not None else statelock.new_lock()
         self.streams_active = 0
 
-    def Process(self, request_iterator: Iterator[pb.ProcessingRequest],
-                context: Any) -> Iterator[pb.ProcessingResponse]:
+    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
         exchange: Exchange | None = None
-        lock = self.lock
-        with lock:
-            self.streams_active += 1
+        self.streams_active += 1
         try:
-            for req in request_iterator:
+            async for req in request_iterator:
                 phase = req.WhichOneof("request")
                 if phase is None:
                     log.debug("ext_proc message without a phase; ignored")
                     continue
-                with lock:
-                    reply, exchange = self._step(phase, req, exchange)
+                reply, exchange = self._step(phase, req, exchange)
                 if not req.observability_mode:
                     yield reply
                 if phase == "request_headers" and exchange is None:
@@ -87,19 +79,19 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
                     # cleanly lets Envoy go on without us (where ext_proc runs on every request, as
                     # in Istio, that is one round trip instead of one per response message).
                     return
-        except grpc.RpcError:
+        except asyncio.CancelledError:
             # Envoy reset the stream (client went away, timeout): routine, not an error.
-            log.debug("ext_proc stream ended by the peer")
+            log.debug("ext_proc stream cancelled")
+            raise
         finally:
-            with lock:
-                self.streams_active -= 1
-                if exchange is not None:
-                    try:
-                        exchange.close()
-                    except Exception:  # noqa: BLE001
-                        log.exception("closing learning exchange failed")
-                    if exchange.learned:
-                        log.debug("learned from %s: %s", exchange.server, exchange.learned)
+            self.streams_active -= 1
+            if exchange is not None:
+                try:
+                    exchange.close()
+                except Exception:  # noqa: BLE001
+                    log.exception("closing learning exchange failed")
+                if exchange.learned:
+                    log.debug("learned from %s: %s", exchange.server, exchange.learned)
 
     def _step(self, phase: str, req: pb.ProcessingRequest,
               exchange: Exchange | None) -> tuple[pb.ProcessingResponse, Exchange | None]:
@@ -167,5 +159,5 @@ def _reply_for(phase: str) -> pb.ProcessingResponse:
 
 
 def add_to_server(servicer: ExternalProcessorServicer, server: Any) -> None:
-    """Register on a `grpc.Server` (its default pool: a stream holds a thread while it lasts)."""
+    """Register on a `grpc.aio.Server` (or `grpc.Server`)."""
     pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)

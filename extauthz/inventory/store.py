@@ -44,7 +44,6 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from extauthz import statelock
 from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
 from extauthz.mcp.request import HttpRequest
@@ -239,7 +238,6 @@ class Inventory:
         self.classified: dict[str, Any] = {}
         self._pending: dict[tuple[Any, ...], list[Any]] = {}     # key -> [count, decision, request]
         self.policy_doc_cache: tuple[str, dict[str, Any] | None] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None     # set by the service (extauthz.server)
 
     # -- the Check path: O(1) --------------------------------------------------------------------
     def record(self, d: Decision, http: HttpRequest) -> None:
@@ -266,10 +264,6 @@ class Inventory:
         pending[key] = [1, d, http]
         if len(pending) > 1:
             return                          # a flush is already scheduled
-        loop = self.loop
-        if loop is not None:        # the service: Checks run on gRPC threads, the flush on the loop
-            statelock.call_soon(loop, loop.call_later, FLUSH_DELAY, self.flush)
-            return
         try:
             asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
         except RuntimeError:

@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from extauthz import statelock
 from extauthz.app import App
 
 log = logging.getLogger("extauthz.workers")
@@ -29,19 +28,12 @@ class WorkerBus:
     def __init__(self, app: App, fd: int, index: int) -> None:
         self.app, self.fd, self.index = app, fd, index
         self._writer: asyncio.StreamWriter | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._shipped = 0
         self.closed = asyncio.Event()
 
     def publish(self, op: str, payload: dict[str, Any]) -> None:
-        """From the loop or a gRPC thread (a Check that bound a session): encoded here, written on
-        the loop (a StreamWriter belongs to its loop)."""
         if self._writer is not None and not self._writer.is_closing():
-            statelock.call_soon(self._loop, self._write, orjson.dumps({"op": op, **payload}) + b"\n")
-
-    def _write(self, line: bytes) -> None:
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(line)
+            self._writer.write(orjson.dumps({"op": op, **payload}) + b"\n")
 
     def apply(self, msg: dict[str, Any]) -> None:
         apply_change(self.app, msg)
@@ -59,7 +51,6 @@ class WorkerBus:
     async def run(self) -> None:
         sock = socket.socket(fileno=self.fd)
         reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=64 * 1024 * 1024)
-        self._loop = asyncio.get_running_loop()
         self.app.specs.on_change = self.publish
         self.app.sessions.on_change = self.publish
         self.app.visibility.on_change = self.publish

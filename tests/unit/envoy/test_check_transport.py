@@ -1,11 +1,9 @@
-"""The Check transport through a real in-process gRPC server (the sync `grpc.server` the service
-runs, Checks on their own pool): conversions both ways, denial
+"""The Check transport through a real in-process grpc.aio server: conversions both ways, denial
 forms, monitor mode as an allow/deny pair, and garbage in -> a deny out, never a gRPC error."""
 
 from __future__ import annotations
 
 import io
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -48,11 +46,10 @@ async def stub_for():
             path.write_text(policy_text)
         app = App(str(path), decision_out=io.BytesIO())
         learn(app)
-        server = grpc.server(ThreadPoolExecutor(max_workers=4))
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="check")
-        add_to_server(AuthorizationServicer(app), server, pool)
+        server = grpc.aio.server()
+        add_to_server(AuthorizationServicer(app), server)
         port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
+        await server.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         servers.append((server, channel))
         return external_auth_pb2_grpc.AuthorizationStub(channel), app
@@ -60,7 +57,7 @@ async def stub_for():
     yield make
     for server, channel in servers:
         await channel.close()
-        server.stop(None).wait(5)
+        await server.stop(None)
 
 
 def headers_of(options) -> dict[str, str]:
@@ -136,23 +133,3 @@ async def test_monitor_mode_turns_deny_into_logged_allow_and_never_the_reverse(s
     ok_body = orjson.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
     resp = await stub.Check(check_request(ok_body))
     assert resp.status.code == 0 and app.decisions.recent[-1]["decision"] == "allow"
-
-
-async def test_checks_run_on_their_own_pool_under_the_app_lock(stub_for):
-    """Checks go to the pool given to add_to_server (grpc's per-method `experimental_thread_pool`),
-    not the server's pool that ext_proc streams hold, and decide while holding the app's lock."""
-    import threading
-
-    stub, app = await stub_for()
-    seen: list[tuple[str, bool]] = []
-    real = app.check
-
-    def spy(http):
-        seen.append((threading.current_thread().name, app.lock._is_owned()))
-        return real(http)
-
-    app.check = spy
-    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-    for _ in range(3):
-        assert (await stub.Check(check_request(body))).status.code == 0
-    assert len(seen) == 3 and all(name.startswith("check") and owned for name, owned in seen), seen

@@ -1,11 +1,9 @@
-"""ExternalProcessorServicer through a real in-process gRPC server (the sync `grpc.server` the
-service runs, a thread per stream) and a grpc.aio channel."""
+"""ExternalProcessorServicer through a real in-process grpc.aio server and channel."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator
 
 import grpc
@@ -28,7 +26,7 @@ SDK_TOOLS = (
 
 class Env:
     def __init__(self, store: SpecStore, learner: Learner, servicer: ExternalProcessorServicer,
-                 server: grpc.Server, channel: grpc.aio.Channel) -> None:
+                 server: grpc.aio.Server, channel: grpc.aio.Channel) -> None:
         self.store, self.learner, self.servicer = store, learner, servicer
         self.server, self.channel = server, channel
         self.stub = pb_grpc.ExternalProcessorStub(channel)
@@ -61,16 +59,16 @@ async def env() -> AsyncIterator[Env]:
     store = SpecStore()
     learner = Learner(store, lambda: "quarantine")
     servicer = ExternalProcessorServicer(learner)
-    server = grpc.server(ThreadPoolExecutor(max_workers=8))
+    server = grpc.aio.server()
     add_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
         yield Env(store, learner, servicer, server, channel)
     finally:
         await channel.close()
-        server.stop(None).wait(5)
+        await server.stop(None)
 
 
 def hmap(headers: dict[str, str], *, raw: bool = True) -> base_pb2.HeaderMap:
