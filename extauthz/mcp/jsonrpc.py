@@ -121,16 +121,25 @@ def loads_strict(body: bytes, limits: Limits) -> Any:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BodyError(Reason.MALFORMED_REQUEST, f"invalid JSON: {e}") from None
+    if type(value) not in (dict, list):
+        return value
+    # Duplicate keys: orjson keeps the last one silently. Re-serialised (C), a body without them
+    # usually comes back byte for byte (SDK clients send compact JSON), and an identical text has
+    # the same key tokens, none repeated. Otherwise count key tokens on both sides (re, C).
+    dumped = orjson.dumps(value)
     if _within_limits_by_size(body, limits):
-        # No string, array or nesting in this body can reach a limit, so skip the Python walk:
-        # count the keys that survived by re-serialising (orjson, C) and counting there (re, C).
-        keys = _raw_key_count(orjson.dumps(value)) if type(value) in (dict, list) else 0
+        # No string, array or nesting in this body can reach a limit: no Python walk needed.
+        if dumped == body:
+            return value
+        keys = _raw_key_count(dumped)
     else:
         try:
             keys = _walk(value, limits)
         except BodyError as e:      # parsed fine, just too big: the ids can still be answered
             e.value = value
             raise
+        if dumped == body:
+            return value
     if keys and _raw_key_count(body) != keys:
         raise BodyError(Reason.MALFORMED_REQUEST, "duplicate object keys")
     return value
