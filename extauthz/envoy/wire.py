@@ -9,6 +9,8 @@ of decision. Hand-written because no maintained library encodes protobuf without
 
 from __future__ import annotations
 
+from typing import Any
+
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
 from extauthz.envoy.convert import LEARN_HEADER, REASON_HEADER
@@ -108,7 +110,40 @@ _REMOVE_OBSERVE = _str(5, OBSERVE_HEADER)
 _REMOVE_BOTH = _REMOVE_LEARN + _REMOVE_OBSERVE
 
 
+# An allowed answer with nothing to learn is the same bytes for every Check of one (server,
+# method, name, caller) but for the decision id, which has a fixed length (new_decision_id): kept
+# as a template with two slots for the id. Bounded: cleared when full.
+_ID_LEN = 32
+_SLOT = "\x01" * _ID_LEN
+_templates: dict[tuple[Any, ...], tuple[bytes, bytes, bytes] | None] = {}
+
+
+def _template(d: Decision) -> tuple[bytes, bytes, bytes] | None:
+    real = d.decision_id
+    d.decision_id = _SLOT
+    try:
+        parts = _encode(d).split(_SLOT.encode())
+    finally:
+        d.decision_id = real
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+
 def encode_check_response(d: Decision) -> bytes:
+    if d.wire_allowed and not d.learn and not d.learn_stream and len(d.decision_id) == _ID_LEN:
+        c = d.caller
+        key = (d.server, d.method, d.name, c.key if c is not None else None, d.reason, d.monitor)
+        t = _templates.get(key, False)
+        if t is False:
+            if len(_templates) >= 8192:
+                _templates.clear()
+            t = _templates[key] = _template(d)
+        if t is not None:
+            did = d.decision_id.encode()
+            return t[0] + did + t[1] + did + t[2]
+    return _encode(d)
+
+
+def _encode(d: Decision) -> bytes:
     if d.wire_allowed:
         ok = (_memo_entry("x-mcp-server", d.server) + _memo_entry("x-mcp-method", d.method or "-")
               + _memo_entry("x-mcp-caller", d.caller.key if d.caller else "-")

@@ -11,6 +11,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 
 from extauthz.app import App
 from extauthz.envoy.convert import to_check_response
+from extauthz.envoy import wire
 from extauthz.envoy.wire import encode_check_response
 
 from ..core.conftest import ADMIN, SUPPORT, call, http, learn
@@ -49,3 +50,19 @@ def test_encoder_matches_in_monitor_mode_and_for_long_or_unicode_values(tmp_path
         d = app.check(http(b, claims=claims))
         assert external_auth_pb2.CheckResponse.FromString(encode_check_response(d)) == to_check_response(d)
         assert orjson.loads(orjson.dumps(b))  # the body itself was valid JSON
+
+
+@pytest.mark.parametrize("kwargs", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_repeated_answers_from_the_template_match_too(apps, kwargs):
+    """The second and later allowed answers of one shape are spliced from a template around the
+    decision id: each must still be exactly what the generated classes encode, with its own id."""
+    ids = set()
+    for _ in range(3):
+        d = apps.check(http(**kwargs))
+        ours = external_auth_pb2.CheckResponse.FromString(encode_check_response(d))
+        assert ours == to_check_response(d)
+        ids.add(ours.dynamic_metadata.fields["mcp_extauthz"].struct_value.fields["decision_id"].string_value)
+    assert len(ids) == 3
+    if d.wire_allowed and not d.learn and not d.learn_stream:     # this shape did use a template
+        c = d.caller
+        assert wire._templates[(d.server, d.method, d.name, c.key if c else None, d.reason, d.monitor)]
