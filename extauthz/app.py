@@ -9,6 +9,8 @@ started, so no request ever sees half a policy.
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import time
 from typing import IO, Any
@@ -39,6 +41,7 @@ from extauthz.specs.learn import LIST_KINDS, OBSERVE_METHODS, Learner, View
 from extauthz.specs.store import DriftEvent, SpecStore
 from extauthz.specs.validators import ValidatorCache
 
+RECORD_DELAY = 0.02     # seconds: answered Checks are recorded in batches this far apart
 log = logging.getLogger("extauthz")
 
 
@@ -66,6 +69,7 @@ class App:
         self.ctx: Context | None = None
         self.draining = False
         self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
+        self._unrecorded: list[tuple[Decision, HttpRequest]] = []   # answered, not yet recorded
         self._pinned: dict[str, str] = {}
         if policy_path is None:
             self.holder = PolicyHolder("<embedded>", policy=default_policy())
@@ -187,10 +191,32 @@ class App:
             except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
                 log.exception("session/risk bookkeeping failed; the decision stands")
         d.latency = time.perf_counter() - t0
-        self.metrics.observe(d.server, d.method, d.allowed, d.reason.value, d.latency)
-        self.inventory.record(d, http)
-        self.decisions.emit(d)
+        q = self._unrecorded
+        q.append((d, http))
+        if len(q) == 1:
+            try:
+                asyncio.get_running_loop().call_later(RECORD_DELAY, self.record_pending)
+            except RuntimeError:        # no loop (replay, tests): now
+                self.record_pending()
         return d
+
+    def record_pending(self) -> None:
+        """Metrics, inventory and decision log for the Checks answered since the last call.
+
+        In the service this runs on the event loop a moment after the answers went out (and before
+        any admin view or workers-bus report reads them), in one batch: nothing in it changes a
+        later decision (sessions and risk are updated inside the Check), so no answer waits for it."""
+        q, self._unrecorded = self._unrecorded, []
+        observe, record, emit = self.metrics.observe, self.inventory.record, self.decisions.emit
+        for d, http in q:
+            try:
+                observe(d.server, d.method, d.allowed, d.reason.value, d.latency)
+                record(d, http)
+                emit(d)
+            except Exception:  # noqa: BLE001 - a decision already answered stays answered
+                log.exception("recording a decision failed")
+        if q:
+            self.inventory.flush()
 
     def _after(self, d: Decision, ctx: Context) -> None:
         """Session bookkeeping for allowed requests (sessions are bound on first use)."""

@@ -110,6 +110,7 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     while loop.time() < deadline and time.monotonic() - app.last_check < QUIET_SECONDS:
         await asyncio.sleep(0.05)
     await server.stop(grace=max(1.0, deadline - loop.time()))
+    app.record_pending()
     app.decisions.flush()
     for t in (watch_task, sweep_task, settle_task, bus_task, discovery_task):
         if t:

@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -100,13 +101,26 @@ def build_admin(app: App) -> Starlette:
             app.inventory.record_approval(server, kind, name)
         return JSONResponse({"approved": ok}, status_code=200 if ok else 404)
 
-    return Starlette(routes=[
+    return Starlette(middleware=[Middleware(_RecordFirst, app)], routes=[
         Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
         Route("/v1/inventory", inventory_view), Route("/v1/sessions", sessions),
         Route("/inventory", inventory_page), Route("/ui", ui), Route("/", ui),
         Route("/v1/callers/{caller:path}/timeline", timeline), Route("/v1/decisions", decisions),
         Route("/v1/approve", approve, methods=["POST"]),
     ])
+
+
+class _RecordFirst:
+    """Every admin request sees every Check answered so far: Checks are recorded (metrics,
+    inventory, decision log) in batches just after they are answered (App.record_pending)."""
+
+    def __init__(self, asgi: Any, app: Any) -> None:
+        self.asgi, self.app = asgi, app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.app.record_pending()
+        await self.asgi(scope, receive, send)
 
 
 def admin_server(app: Any, host: str, port: int) -> Any:

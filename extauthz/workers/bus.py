@@ -39,6 +39,7 @@ class WorkerBus:
         apply_change(self.app, msg)
 
     def stats(self) -> dict[str, Any]:
+        self.app.record_pending()
         checks = self.app.metrics.checks
         new = self.app.decisions.emitted - self._shipped
         self._shipped = self.app.decisions.emitted

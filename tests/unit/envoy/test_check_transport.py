@@ -129,7 +129,9 @@ async def test_monitor_mode_turns_deny_into_logged_allow_and_never_the_reverse(s
     resp = await stub.Check(check_request(deny_body))
     assert resp.status.code == 0
     assert resp.dynamic_metadata["mcp_extauthz"]["monitor"] is True
+    app.record_pending()            # as every admin view does first
     assert app.decisions.recent[-1]["decision"] == "deny" and app.decisions.recent[-1]["monitor"] is True
     ok_body = orjson.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
     resp = await stub.Check(check_request(ok_body))
+    app.record_pending()
     assert resp.status.code == 0 and app.decisions.recent[-1]["decision"] == "allow"

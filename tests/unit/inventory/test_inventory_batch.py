@@ -1,5 +1,6 @@
-"""In the service the inventory records decisions just after the Check, aggregated by shape; the
-result must equal recording each decision on its own (what happens without an event loop)."""
+"""In the service, Checks are recorded (metrics, inventory, decision log) in batches just after they
+are answered, and the inventory aggregates a batch by shape; the result must equal recording each
+decision on its own (what happens without an event loop)."""
 
 from __future__ import annotations
 
@@ -45,19 +46,36 @@ def _counts(app: App) -> dict:
             "callers": {k: (c.allowed, c.denied) for k, c in inv.callers.items()}}
 
 
+def _log_shape(app: App) -> list:
+    return [(r["server"], r["method"], r["name"], r["decision"], r["reason"], (r["caller"] or {}).get("sub"))
+            for r in app.decisions.recent]
+
+
 def test_batched_recording_equals_one_by_one():
     inline = _app()
     for req in _traffic(7):
         inline.check(req)                       # no running loop: recorded at once
 
     batched = _app()
+    sizes: list[int] = []
+    flush = batched.inventory.flush
 
-    async def run() -> int:
+    def spy() -> None:
+        sizes.append(len(batched.inventory._pending))
+        flush()
+    batched.inventory.flush = spy               # type: ignore[method-assign]
+
+    async def run() -> tuple[int, int]:
         for req in _traffic(7):
             batched.check(req)
-        pending = len(batched.inventory._pending)
-        return pending
-    pending = asyncio.run(run())
-    assert 0 < pending < 400                    # really aggregated: fewer shapes than decisions
+        answered_unrecorded = len(batched._unrecorded), len(batched.decisions.recent)
+        await asyncio.sleep(0.1)                # the loop records the batch
+        return answered_unrecorded
+    unrecorded, logged_before = asyncio.run(run())
+    assert (unrecorded, logged_before) == (400, 0)   # nothing recorded inside the Checks
+    assert batched._unrecorded == []
+    assert sizes and 0 < max(sizes) < 400       # the inventory really aggregated: fewer shapes than decisions
     assert _counts(batched) == _counts(inline)
     assert sum(s[0] for s in _counts(inline)["servers"].values()) == 400
+    assert _log_shape(batched) == _log_shape(inline) and len(_log_shape(inline)) == 400
+    assert batched.metrics.checks.decisions == inline.metrics.checks.decisions
