@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import time
 
@@ -132,7 +133,7 @@ async def _sweep(app: App) -> None:
 # its batch is recorded, so the default collected every ~100 Checks and put a pause into ~1% of
 # them: the decision core's p99 (bench/decision_core.py: small call p99 52-55 -> 42 µs, tools/list
 # 44 -> 25 µs). Ten times rarer, each young collection walks at most a few thousand objects.
-GC_GEN0_THRESHOLD = 7000
+GC_GEN0_THRESHOLD = int(os.environ.get("EXTAUTHZ_GC_GEN0", "7000"))
 
 
 def settle(app: App) -> None:
