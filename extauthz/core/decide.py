@@ -70,7 +70,7 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         if http.partial:
             return _deny(d, Reason.PARTIAL_BODY, "Envoy forwarded a truncated body", 400)
         ctype = http.headers.get("content-type", "")
-        if ctype.split(";", 1)[0].strip().lower() != "application/json":
+        if ctype != "application/json" and ctype.split(";", 1)[0].strip().lower() != "application/json":
             return _deny(d, Reason.MALFORMED_REQUEST, "an MCP POST must be application/json", 400)
         body, problem = _decoded_body(http, policy, ctx.limits)
         if problem is not None:
@@ -88,7 +88,8 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
             ids = [i for i in d.ids if i is not None]
             if len(ids) != len(set(ids)):
                 return _deny(d, Reason.MALFORMED_REQUEST, "duplicate ids in a batch", 400)
-        if any(m.kind == "response" for m in messages) and not http.headers.get(SESSION_HEADER):
+        if (messages[0].kind == "response" if len(messages) == 1 else any(m.kind == "response" for m in messages)) \
+                and not http.headers.get(SESSION_HEADER):
             return _deny(d, Reason.MALFORMED_REQUEST, "a JSON-RPC response outside an MCP session", deny_status)
         if parsed.batch and d.protocol_version and d.protocol_version not in BATCH_VERSIONS \
                 and d.protocol_version != "2024-11-05":
@@ -205,7 +206,10 @@ def _answer_shape(d: Decision, parsed: Any) -> None:
 
 
 def _decoded_body(http: HttpRequest, policy: Any, limits: Limits) -> tuple[bytes, tuple[Reason, str] | None]:
-    enc = http.headers.get("content-encoding", "identity").strip().lower()
+    enc = http.headers.get("content-encoding")
+    if enc is None:
+        return http.body, None
+    enc = enc.strip().lower()
     if enc in ("", "identity"):
         return http.body, None
     if enc != "gzip" or "gzip" not in policy.limits.decode:
@@ -239,8 +243,9 @@ def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
         if method == "subscriptions/listen":
             return _listen(m, server, caller, ctx, seen)
         return Verdict(Reason.UNKNOWN_METHOD, f"unknown method {method[:100]!r}")
-    extra = m.params.keys() - ALLOWED_PARAMS[method]
-    if extra:
+    allowed_params = ALLOWED_PARAMS[method]
+    if not allowed_params.issuperset(m.params):
+        extra = m.params.keys() - allowed_params
         return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
     kind, key = cap
     if kind == "tools":
@@ -316,7 +321,7 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
     if type(args) is not dict:
         return Verdict(Reason.SCHEMA_VIOLATION, "arguments must be an object", rule.rule_id, name)
     if tool is not None:
-        strict = ctx.policy.strictness_for(server, name) == "strict"
+        strict = ctx.policy.strictness_of(server, rule) == "strict"
         compiled = ctx.validators.get(tool.input_schema, strict, tool.schema_hash)
         if type(compiled) is str:
             return Verdict(Reason.SCHEMA_VIOLATION, compiled, rule.rule_id, name)

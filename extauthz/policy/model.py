@@ -41,6 +41,10 @@ def _split_path(path: str) -> str:
     return path
 
 
+RESOLVED_MAX = 4096        # names per server whose rule is remembered
+_UNRESOLVED = object()
+
+
 @dataclass(frozen=True, slots=True)
 class ServerPolicy:
     """One MCP server: how requests are routed to it and its ACL rules."""
@@ -56,6 +60,7 @@ class ServerPolicy:
     prompts: tuple[Rule, ...] = ()
     _exact: Mapping[tuple[str, str], Rule] = field(init=False, repr=False, compare=False)
     _globs: Mapping[str, tuple[tuple[Matcher, Rule], ...]] = field(init=False, repr=False, compare=False)
+    _resolved: dict[tuple[str, str], Rule | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         exact: dict[tuple[str, str], Rule] = {}
@@ -67,20 +72,29 @@ class ServerPolicy:
                 exact.setdefault((rule.kind, rule.pattern), rule)
         object.__setattr__(self, "_exact", MappingProxyType(exact))
         object.__setattr__(self, "_globs", MappingProxyType({k: tuple(v) for k, v in globs.items()}))
+        object.__setattr__(self, "_resolved", {})
 
     @property
     def rules(self) -> tuple[Rule, ...]:
         return (*self.tools, *self.resources, *self.prompts)
 
     def rule_for(self, kind: RuleKind, name: str) -> Rule | None:
-        """Exact-name rule first, then the first glob in file order; None means deny."""
-        rule = self._exact.get((kind, name))
-        if rule is not None:
-            return rule
-        for matcher, candidate in self._globs.get(kind, ()):
-            if matcher.matches(name):
-                return candidate
-        return None
+        """Exact-name rule first, then the first glob in file order; None means deny. Remembered
+        per name (this object lives as long as its policy); names beyond RESOLVED_MAX, which a
+        client could invent without end, are matched every time instead."""
+        key = (kind, name)
+        hit = self._resolved.get(key, _UNRESOLVED)
+        if hit is not _UNRESOLVED:
+            return hit  # type: ignore[no-any-return]
+        rule = self._exact.get(key)
+        if rule is None:
+            for matcher, candidate in self._globs.get(kind, ()):
+                if matcher.matches(name):
+                    rule = candidate
+                    break
+        if len(self._resolved) < RESOLVED_MAX:
+            self._resolved[key] = rule
+        return rule
 
     def match_parsed(self, host: str, port: int | None, path: str) -> tuple[int, int] | None:
         """(prefix length, 1 if matched by an entry with an explicit port) or None."""
@@ -244,12 +258,14 @@ class Policy:
 
     def strictness_for(self, server: ServerPolicy | None, tool_name: str) -> Strictness:
         """Tool rule's schemaStrictness, else the server's, else defaults.schemaStrictness."""
-        if server is not None:
-            rule = server.rule_for("tool", tool_name)
-            if rule is not None and rule.schema_strictness:
-                return rule.schema_strictness  # type: ignore[return-value]
-            if server.schema_strictness:
-                return server.schema_strictness  # type: ignore[return-value]
+        return self.strictness_of(server, server.rule_for("tool", tool_name) if server is not None else None)
+
+    def strictness_of(self, server: ServerPolicy | None, rule: Rule | None) -> Strictness:
+        """strictness_for, when the tool's rule is already known."""
+        if rule is not None and rule.schema_strictness:
+            return rule.schema_strictness  # type: ignore[return-value]
+        if server is not None and server.schema_strictness:
+            return server.schema_strictness  # type: ignore[return-value]
         return self.defaults.schema_strictness  # type: ignore[return-value]
 
 

@@ -93,7 +93,7 @@ def test_matches_returns_prefix_length() -> None:
     assert ROUTING.server_by_name("nope") is None
 
 
-RULES = build("""
+RULES_YAML = """
     defaults: {schemaStrictness: as-published}
     servers:
       - name: crm
@@ -110,7 +110,8 @@ RULES = build("""
           - {name: "p*", allow: {authenticated: true}}
       - name: plain
         match: {authority: b}
-""")
+"""
+RULES = build(RULES_YAML)
 
 LOOKUPS = [
     ("tool", "export_csv", "crm.tools[2]"),      # exact beats earlier globs
@@ -131,6 +132,23 @@ def test_rule_precedence(kind: Any, name: str, rule_id: str | None) -> None:
     assert (rule.rule_id if rule else None) == rule_id
     if rule:
         assert rule.kind == kind
+
+
+def test_rule_lookups_are_remembered_within_a_bound_and_stay_right_beyond_it() -> None:
+    """rule_for remembers each name's answer (misses too), but only RESOLVED_MAX names: a client
+    inventing names cannot grow it, and past the bound every answer is still the right one."""
+    from extauthz.policy import model
+
+    crm = build(RULES_YAML).server_by_name("crm")
+    expected = {(k, n): RULES.server_by_name("crm").rule_for(k, n) for k, n, _ in LOOKUPS}
+    for i in range(model.RESOLVED_MAX + 50):
+        crm.rule_for("tool", f"invented_{i}")
+    assert len(crm._resolved) == model.RESOLVED_MAX
+    for _ in range(2):                       # after the bound, and asked twice
+        for (kind, name), rule in expected.items():
+            got = crm.rule_for(kind, name)
+            assert (got.rule_id if got else None) == (rule.rule_id if rule else None), (kind, name)
+    assert len(crm._resolved) == model.RESOLVED_MAX
 
 
 def test_strictness_chain() -> None:
