@@ -8,7 +8,6 @@ Pipeline (each phase may end it): parse -> identity -> session -> for every JSON
 from __future__ import annotations
 
 import gzip
-import time
 import urllib.parse
 import zlib
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ def _deny(d: Decision, reason: Reason, detail: str, status: int) -> Decision:
 
 def decide(http: HttpRequest, ctx: Context) -> Decision:
     policy = ctx.policy
-    d = Decision(new_decision_id(), Reason.ALLOWED, monitor=policy.monitor, started=time.perf_counter(),
+    d = Decision(new_decision_id(), Reason.ALLOWED, monitor=policy.monitor,
                  http_method=http.method)
     d.protocol_version = http.headers.get("mcp-protocol-version", "")
     deny_status = policy.defaults.deny_status

@@ -66,7 +66,6 @@ class Decision:
     arguments: Any = None              # kept only when audit.logArguments is on
     view: Any = None                   # extauthz.specs.learn.View: filter this caller's lists
     alert: dict[str, Any] | None = None  # a risk alert this decision completed
-    started: float = 0.0
     latency: float = 0.0
 
     @property
