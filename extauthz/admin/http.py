@@ -82,7 +82,7 @@ def build_admin(app: App) -> Starlette:
             limit = max(1, min(1000, int(request.query_params.get("limit", "100"))))
         except ValueError:
             return JSONResponse({"error": "limit must be an integer"}, status_code=400)
-        return JSONResponse({"decisions": list(app.decisions.recent)[-limit:]})
+        return JSONResponse({"decisions": app.decisions.recent.last(limit)})
 
     async def approve(request: Request) -> Response:
         token = app.ctx.policy.admin_token if app.ctx else None

@@ -43,7 +43,7 @@ class WorkerBus:
         checks = self.app.metrics.checks
         new = self.app.decisions.emitted - self._shipped
         self._shipped = self.app.decisions.emitted
-        recent = list(self.app.decisions.recent)[-min(new, 200):] if new else []
+        recent = self.app.decisions.recent.last(min(new, 200)) if new else []
         return {"op": "stats", "worker": self.index, "pid": os.getpid(),
                 "decisions": [[list(k), v] for k, v in checks.decisions.items()],
                 "buckets": checks.bucket_counts, "sum": checks.total, "count": checks.count,

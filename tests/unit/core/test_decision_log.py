@@ -3,6 +3,7 @@ only what exceeds the bound (counted)."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 
@@ -62,3 +63,25 @@ def test_redaction_of_secret_looking_keys():
     assert r["customer_id"] == "c-1" and r["api_key"] == "[redacted]"
     assert r["nested"]["Password"] == "[redacted]" and len(r["nested"]["note"]) < 300
     assert r["list"][0]["token"] == "[redacted]"
+
+
+def test_recent_decisions_are_a_bounded_ring_of_lines_decoded_on_read():
+    """The admin ring keeps the exact JSON lines (bytes: nothing for the cyclic GC to walk) and
+    decodes only what is read: newest last, bounded, the same records the log wrote."""
+    import gc
+
+    from extauthz.core.decision import Decision, new_decision_id
+    from extauthz.core.reasons import Reason
+    from extauthz.decisionlog import DecisionLog
+
+    out = io.BytesIO()
+    log = DecisionLog(out, keep=5)
+    for i in range(8):
+        log.emit(Decision(new_decision_id(), Reason.ALLOWED if i % 2 else Reason.NOT_ALLOWED, name=f"t{i}"))
+    written = [orjson.loads(x) for x in out.getvalue().splitlines()]
+    assert len(written) == 8 and len(log.recent) == 5
+    assert log.recent.last(3) == written[-3:] and log.recent.last(99) == written[-5:] and log.recent.last(0) == []
+    assert log.recent[-1] == written[-1] and [r["name"] for r in log.recent] == ["t3", "t4", "t5", "t6", "t7"]
+    assert not any(gc.is_tracked(x) for x in log.recent._lines)
+    log.recent.append({"decision_id": "relayed", "name": "from a worker"})     # the supervisor's merge
+    assert log.recent.last(1) == [{"decision_id": "relayed", "name": "from a worker"}] and len(log.recent) == 5
