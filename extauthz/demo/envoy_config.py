@@ -210,6 +210,9 @@ static_resources:
                   require_expiration: true
                   forward: true
                   payload_in_metadata: jwt_payload
+                  # An agent sends the same token on every call: verify its signature once, not per
+                  # request (per worker, bounded; expiry is still checked on every use).
+                  jwt_cache_config: {{jwt_cache_size: 1000}}
                   local_jwks:
                     inline_string: |
 {jwks}

@@ -464,6 +464,31 @@ def test_bad_token_is_rejected_by_envoy_with_401(
     assert fake.servicer.checks_for(tid) == []
 
 
+def _jwt_cache_hits(stack: Stack) -> int:
+    text = httpx.get(f"{stack.envoy_admin_url}/stats?filter=jwt_cache_hit", timeout=5).text
+    return sum(int(line.rsplit(":", 1)[1]) for line in text.splitlines() if ":" in line)
+
+
+def test_cached_token_is_rejected_once_it_expires(stack: Stack, fake: FakeAuthzServer, client: httpx.Client,
+                                                  tokens: TokenIssuer) -> None:
+    """jwt_authn caches verified tokens (jwt_cache_config): a token that passed and was cached must
+    still be refused once it expires. Envoy allows 60 s of clock skew, so exp 57 s ago is valid for
+    about 3 more seconds."""
+    token = tokens.mint("alice", ttl=-57)
+    tid = uuid.uuid4().hex
+    hits = _jwt_cache_hits(stack)
+    for _ in range(3):                  # verified, then answered from the cache: each reaches Check
+        r = client.post(stack.url, headers=headers("deny", tid, token), json=rpc("tools/list", {}, 1))
+        assert r.status_code == 200, r.text
+    assert len(fake.servicer.checks_for(tid)) == 3
+    assert _jwt_cache_hits(stack) >= hits + 1     # the cache really answered (Envoy: one cache per worker)
+    settle(4.5)
+    r = client.post(stack.url, headers=headers("allow", tid, token), json=rpc("tools/list", {}, 1))
+    assert r.status_code == 401, r.text
+    assert r.headers.get_list("x-mcp-extauthz-reason") == ["unauthenticated"]
+    assert len(fake.servicer.checks_for(tid)) == 3
+
+
 # --------------------------------------------------------------------------------------------------
 # Envoy's own limits and failure modes
 # --------------------------------------------------------------------------------------------------
