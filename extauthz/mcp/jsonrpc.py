@@ -94,17 +94,32 @@ def _walk(value: Any, limits: Limits) -> int:
     return keys
 
 
-def _within_limits_by_size(body: bytes, limits: Limits) -> bool:
-    """True when the body is too small to break any limit (every string is shorter than the body,
-    an array has at most commas+1 items, and nesting needs one bracket per level) and dense enough
-    that counting its keys again on the re-serialised value (C) beats walking it (Python): a body
-    made mostly of one long string has few nodes to walk, and a second scan of it costs more."""
-    n = len(body)
-    if n > limits.max_string_bytes:
+def _within_depth(value: Any, max_depth: int) -> bool:
+    """No object or array nested deeper than max_depth (the root is depth 1), as _walk counts it;
+    visits containers only."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > max_depth:
+            return False
+        for v in (node.values() if type(node) is dict else node):
+            t = type(v)
+            if t is dict or t is list:
+                push((v, depth + 1))
+    return True
+
+
+def _limits_cannot_bite(body: bytes, value: Any, limits: Limits) -> bool:
+    """True when no string, key, array or nesting in this body can break a limit, decided mostly
+    by counting in C: every string (escapes decode shorter, never longer) is shorter than the
+    body, an array has at most commas+1 items, and nesting needs one bracket per level; only when
+    there are more brackets than levels allowed are the containers walked for their depth."""
+    if len(body) > limits.max_string_bytes or body.count(b",") >= limits.max_array_items:
         return False
-    commas = body.count(b",")
-    return (commas < limits.max_array_items and body.count(b"[") + body.count(b"{") <= limits.max_depth
-            and (n <= 2048 or commas * 64 >= n))
+    if body.count(b"[") + body.count(b"{") <= limits.max_depth:
+        return True
+    return _within_depth(value, limits.max_depth)
 
 
 def _raw_key_count(body: bytes) -> int:
@@ -122,13 +137,13 @@ def loads_strict(body: bytes, limits: Limits) -> Any:
     except orjson.JSONDecodeError as e:
         raise BodyError(Reason.MALFORMED_REQUEST, f"invalid JSON: {e}") from None
     if type(value) not in (dict, list):
+        _walk(value, limits)        # a lone string still has the string limit
         return value
     # Duplicate keys: orjson keeps the last one silently. Re-serialised (C), a body without them
     # usually comes back byte for byte (SDK clients send compact JSON), and an identical text has
     # the same key tokens, none repeated. Otherwise count key tokens on both sides (re, C).
     dumped = orjson.dumps(value)
-    if _within_limits_by_size(body, limits):
-        # No string, array or nesting in this body can reach a limit: no Python walk needed.
+    if _limits_cannot_bite(body, value, limits):
         if dumped == body:
             return value
         keys = _raw_key_count(dumped)

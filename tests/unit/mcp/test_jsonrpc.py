@@ -111,3 +111,72 @@ def test_batch_ids_survive_a_limit_error():
                        {"jsonrpc": "2.0", "id": "b", "method": "ping", "params": {"x": "y" * 200}}]).encode()
     p = parse_body(body, Limits(max_string_bytes=100))
     assert p.error is Reason.PAYLOAD_TOO_LARGE and p.ids == [1, "b"] and p.batch
+
+
+def _reference_verdict(text: str, lim: Limits) -> Reason | None:
+    """What strict parsing must answer, computed the slow, obvious way: every limit on the decoded
+    value (containers nested deeper than max_depth, strings and keys longer than max_string_bytes
+    in UTF-8, arrays longer than max_array_items), then duplicate keys."""
+    dup = _has_dup(text)
+    value = json.loads(text)
+
+    def too_large(v, depth: int) -> bool:
+        if isinstance(v, dict):
+            return depth > lim.max_depth or any(
+                len(k.encode()) > lim.max_string_bytes or too_large(x, depth + 1) for k, x in v.items())
+        if isinstance(v, list):
+            return depth > lim.max_depth or len(v) > lim.max_array_items or any(too_large(x, depth + 1) for x in v)
+        return isinstance(v, str) and len(v.encode()) > lim.max_string_bytes
+
+    if too_large(value, 1):
+        return Reason.PAYLOAD_TOO_LARGE
+    return Reason.MALFORMED_REQUEST if dup else None
+
+
+def _gen_sized(rng: random.Random, depth: int = 0):
+    r = rng.random()
+    if depth > rng.choice([3, 6, 12]) or r < 0.25:
+        return rng.choice([1, 2.5, True, None, "", "é" * rng.randint(0, 30), "a\\\"b" * rng.randint(0, 20),
+                           "x" * rng.randint(0, 90), "\u2028\t"])
+    wide = depth < 2
+    if r < 0.55:
+        return [_gen_sized(rng, depth + 1) for _ in range(rng.choice([0, 1, 3, 9, 14] if wide else [0, 1, 2]))]
+    return [(rng.choice(KEYS + ["k" * 45]), _gen_sized(rng, depth + 1)) for _ in range(rng.randint(0, 5 if wide else 2))]
+
+
+def test_limits_and_duplicates_match_the_obvious_reference_on_generated_bodies(monkeypatch):
+    """Bodies near every limit (deep, wide, long strings, escapes, duplicates), pretty and compact,
+    under tight and loose limits: the fast paths (C counts, the containers-only depth walk, the
+    byte-for-byte re-serialisation) must answer exactly what the reference answers."""
+    from extauthz.mcp import jsonrpc
+    paths = {"depth walk": 0, "full walk": 0}
+    real_depth, real_walk = jsonrpc._within_depth, jsonrpc._walk
+
+    def depth(*a):
+        paths["depth walk"] += 1
+        return real_depth(*a)
+
+    def walk(*a):
+        paths["full walk"] += 1
+        return real_walk(*a)
+    monkeypatch.setattr(jsonrpc, "_within_depth", depth)
+    monkeypatch.setattr(jsonrpc, "_walk", walk)
+    rng = random.Random(511)
+    limits = [Limits(max_body_bytes=10**7, max_depth=d, max_string_bytes=s, max_array_items=a)
+              for d, s, a in ((4, 40, 10), (8, 60, 12), (16, 100, 8), (32, 10**6, 10**6), (5, 10**6, 13))]
+    seen: dict[Reason | None, int] = {}
+    for _ in range(6000):
+        text = _dump(_gen_sized(rng), rng)
+        if rng.random() < 0.3:
+            text = json.dumps(json.loads(text), indent=rng.choice([None, 1]), ensure_ascii=rng.random() < 0.5)
+        lim = rng.choice(limits)
+        expected = _reference_verdict(text, lim)
+        try:
+            loads_strict(text.encode(), lim)
+            got = None
+        except BodyError as e:
+            got = e.reason
+        assert got == expected, (text, lim)
+        seen[expected] = seen.get(expected, 0) + 1
+    assert all(seen.get(r, 0) > 150 for r in (None, Reason.PAYLOAD_TOO_LARGE, Reason.MALFORMED_REQUEST)), seen
+    assert paths["depth walk"] > 300 and paths["full walk"] > 300, paths     # both ways were taken
