@@ -37,7 +37,6 @@ spec store, which detects the same drift and calls `record_drift` there.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
@@ -51,7 +50,6 @@ from extauthz.specs.store import DriftEvent
 
 log = logging.getLogger("extauthz.inventory")
 
-FLUSH_DELAY = 0.02           # seconds between a Check and its inventory bookkeeping
 MAX_SERVERS = 512
 MAX_SHADOW_SERVERS = 256
 MAX_USAGE = 10000
@@ -244,10 +242,9 @@ class Inventory:
         """Called once per Check with the decision (allowed or not). Never raises: the Check has
         been decided already, and an inventory bug must not turn it into a gRPC error.
 
-        In the service the bookkeeping runs just after the Check, not inside it: the decision is
-        queued (one append) and the queue is recorded on the event loop a moment later (or at once
-        when a view is read), so the answer to Envoy never waits for it. Without a running loop
-        (replay, tests) it is recorded at once."""
+        Decisions of one shape are aggregated here and recorded, with their count, by `flush`:
+        App.record_pending calls it after each batch of answered Checks, and every view calls it
+        first."""
         c = d.caller
         # Everything the record depends on: identical decisions within one flush are recorded once,
         # with their count (at 1,000 Checks/s most are repeats of a few shapes).
@@ -262,12 +259,6 @@ class Inventory:
             hit[0] += 1
             return
         pending[key] = [1, d, http]
-        if len(pending) > 1:
-            return                          # a flush is already scheduled
-        try:
-            asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
-        except RuntimeError:
-            self.flush()
 
     def flush(self) -> None:
         """Record every queued decision."""

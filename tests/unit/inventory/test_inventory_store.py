@@ -24,6 +24,7 @@ def decide(inv: Inventory, name: str = "lookup_customer", *, caller: Caller | No
            version: str = "2025-11-25", authority: str = "crm.example.com", path: str = "/mcp") -> None:
     d = Decision("d", reason, server=server, method=method, name=name, caller=caller, protocol_version=version)
     inv.record(d, HttpRequest("POST", path, authority, {}))
+    inv.flush()                 # as App.record_pending does after each batch
 
 
 def test_one_check_records_server_capability_and_caller():
@@ -218,9 +219,12 @@ def test_recording_never_raises_into_the_check_path(caplog):
     inv = Inventory()
     d = Decision("d", Reason.ALLOWED, server="crm", method="tools/call", name=["not", "a", "name"])  # type: ignore[arg-type]
     inv.record(d, HttpRequest("POST", "/mcp", "crm.example.com", {}))
+    inv.flush()
     assert inv.servers["crm"].requests == 1 and not inv.usage
     broken = HttpRequest("POST", None, "crm.example.com", {})  # type: ignore[arg-type]
     inv.record(Decision("d", Reason.ALLOWED, server="crm", method="tools/call", name="x"), broken)
+    inv.flush()
     inv.record(Decision("d", Reason.ALLOWED, server="crm", method="tools/call", name="x"), broken)
+    inv.flush()
     assert inv.errors == 2
     assert len([r for r in caplog.records if "could not record" in r.message]) == 1
