@@ -91,9 +91,9 @@ def _memo_entry(key: str, value: str) -> bytes:
     return hit
 
 
-def _metadata(d: Decision) -> bytes:
+def _metadata(d: Decision, decision_id: str) -> bytes:
     c = d.caller
-    inner = (_entry("decision_id", _value_str(d.decision_id)) + _memo_entry("server", d.server)
+    inner = (_entry("decision_id", _value_str(decision_id)) + _memo_entry("server", d.server)
              + _memo_entry("method", d.method) + _memo_entry("name", d.name)
              + _memo_entry("caller", c.key if c else "") + _memo_entry("reason", d.reason.value)
              + _entry("monitor", b"\x20\x01" if d.monitor and not d.allowed else b"\x20\x00"))
@@ -119,12 +119,7 @@ _templates: dict[tuple[Any, ...], tuple[bytes, bytes, bytes] | None] = {}
 
 
 def _template(d: Decision) -> tuple[bytes, bytes, bytes] | None:
-    real = d.decision_id
-    d.decision_id = _SLOT
-    try:
-        parts = _encode(d).split(_SLOT.encode())
-    finally:
-        d.decision_id = real
+    parts = _encode(d, _SLOT).split(_SLOT.encode())
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
 
 
@@ -140,14 +135,14 @@ def encode_check_response(d: Decision) -> bytes:
         if t is not None:
             did = d.decision_id.encode()
             return t[0] + did + t[1] + did + t[2]
-    return _encode(d)
+    return _encode(d, d.decision_id)
 
 
-def _encode(d: Decision) -> bytes:
+def _encode(d: Decision, decision_id: str) -> bytes:
     if d.wire_allowed:
         ok = (_memo_entry("x-mcp-server", d.server) + _memo_entry("x-mcp-method", d.method or "-")
               + _memo_entry("x-mcp-caller", d.caller.key if d.caller else "-")
-              + _header(2, "x-mcp-decision-id", d.decision_id))
+              + _header(2, "x-mcp-decision-id", decision_id))
         remove = b""
         if d.name:
             ok += _memo_entry("x-mcp-name", d.name.encode("unicode_escape").decode("ascii")[:1024])
@@ -161,9 +156,9 @@ def _encode(d: Decision) -> bytes:
             remove += _REMOVE_OBSERVE
         else:
             remove += _REMOVE_BOTH
-        return _STATUS_OK + _len(3, ok + remove) + _metadata(d)
-    headers = _CONTENT_TYPE + _header(2, REASON_HEADER, d.reason.value) + _header(2, "x-mcp-decision-id", d.decision_id)
+        return _STATUS_OK + _len(3, ok + remove) + _metadata(d, decision_id)
+    headers = _CONTENT_TYPE + _header(2, REASON_HEADER, d.reason.value) + _header(2, "x-mcp-decision-id", decision_id)
     if d.www_authenticate:
         headers += _header(2, "www-authenticate", d.www_authenticate)
     denied = _len(1, b"\x08" + _varint(d.status)) + headers + _len(3, denial_body(d))
-    return (_STATUS_UNAUTH if d.status == 401 else _STATUS_DENIED) + _len(2, denied) + _metadata(d)
+    return (_STATUS_UNAUTH if d.status == 401 else _STATUS_DENIED) + _len(2, denied) + _metadata(d, decision_id)

@@ -139,22 +139,21 @@ def loads_strict(body: bytes, limits: Limits) -> Any:
     if type(value) not in (dict, list):
         _walk(value, limits)        # a lone string still has the string limit
         return value
-    # Duplicate keys: orjson keeps the last one silently. Re-serialised (C), a body without them
-    # usually comes back byte for byte (SDK clients send compact JSON), and an identical text has
-    # the same key tokens, none repeated. Otherwise count key tokens on both sides (re, C).
-    dumped = orjson.dumps(value)
-    if _limits_cannot_bite(body, value, limits):
-        if dumped == body:
-            return value
-        keys = _raw_key_count(dumped)
-    else:
+    keys: int | None = None
+    if not _limits_cannot_bite(body, value, limits):
         try:
             keys = _walk(value, limits)
         except BodyError as e:      # parsed fine, just too big: the ids can still be answered
             e.value = value
             raise
-        if dumped == body:
-            return value
+    # Duplicate keys: orjson keeps the last one silently. Re-serialised (C), a body without them
+    # usually comes back byte for byte (SDK clients send compact JSON), and an identical text has
+    # the same key tokens, none repeated. Otherwise count key tokens on both sides (re, C).
+    dumped = orjson.dumps(value)
+    if dumped == body:
+        return value
+    if keys is None:
+        keys = _raw_key_count(dumped)
     if keys and _raw_key_count(body) != keys:
         raise BodyError(Reason.MALFORMED_REQUEST, "duplicate object keys")
     return value
