@@ -2,18 +2,26 @@
 
 Starts, in the same run: bench/upstream_echo.py (a tiny HTTP/1.1 upstream answering a fixed
 JSON-RPC result), `extauthz serve` (bench/policy.yaml + the pinned 1,000-tool spec, decision log to
-/dev/null), and two real Envoys in front of the same upstream:
+/dev/null), bench/null_server.py (a do-nothing ext_authz server), and three real Envoys in front of
+the same upstream:
 
 * **A (no authz)**: a plain router: the same listener and HTTP connection manager settings as B,
   but no jwt_authn, ext_authz, ext_proc or header stripping (derived from B's config in this script).
+* **N (do-nothing authz)**: B's config exactly (jwt_authn, ext_authz, ext_proc, routes, access
+  log), except that its `extauthz` cluster points at null_server.py: grpc.aio + uvloop like the
+  service, answering every Check with an empty OK, so Envoy forwards the request unchanged. N - A
+  is the floor of the ext_authz hop itself (body buffering, gRPC to a Python server and back);
+  B - N is what the service's own work adds on top. The two add up to B - A at every percentile.
 * **B (extauthz)**: our full config, `extauthz.demo.envoy_config.render`, with the JWKS of a runtime
   `TokenIssuer`; every request carries the same RS256 JWT it minted (a support agent), MCP
   2025-11-25 style: no session, no 2026-07-28 routing headers. The call is a small allowed
   `billing_*` tools/call, checked against its schema and the `customer_ids` constraint.
 
-Before loading, the run checks that A and B answer from the upstream, that B answers 401 without a
-token and denies an `admin_*` call: B really enforces. After every B run, the service's /metrics
-must show no denials and at least as many allows as the generator counted successes.
+Before loading, the run checks that A, N and B answer from the upstream (and that N's ext_authz
+really called the null server), that B answers 401 without a token and denies an `admin_*` call: B
+really enforces. After every B run, the service's /metrics must show no denials and at least as
+many allows as the generator counted successes. The null server and Envoy N are only started when
+N is in --targets.
 
 Load is open-loop at a fixed rate (default 250, 500, 1000 req/s): requests are scheduled on a fixed
 timeline (a Linux timerfd armed at each scheduled time: asyncio's own timers round to whole
@@ -21,20 +29,24 @@ milliseconds) over a pool of keep-alive HTTP/1.1 connections (more are opened wh
 and latency is measured from the *scheduled* time to the last byte of the answer, so a stall
 delays every request behind it in the numbers too (no coordinated omission). The generator's own
 lateness (scheduled -> written) and CPU per request are printed, and a `direct` row (generator ->
-upstream, no Envoy) shows its floor. Rounds interleave the targets (direct, A, B, then B, A,
-direct, ...) at every rate. The added latency is B - A per percentile.
+upstream, no Envoy) shows its floor. Rounds interleave the targets (direct, A, N, B, then B, N, A,
+direct, ...) at every rate. The added latency is B - A per percentile, split into the transport
+floor N - A and the service's share B - N when N was measured.
 
-Where the time goes: both Envoys write an access log with µs phase timings (%COMMON_DURATION%) and
-B's ext_authz emits its gRPC round-trip time (`emit_filter_state_stats`); the service is started
-through a gc.callbacks hook that logs its gen1/gen2 collection pauses (`--no-gc-log`: plain
-`python -m extauthz.cli serve`); per-process CPU comes from /proc.
+Where the time goes: all Envoys write an access log with µs phase timings (%COMMON_DURATION%) and
+N's and B's ext_authz emit their gRPC round-trip time (`emit_filter_state_stats`); the service is
+started through a gc.callbacks hook that logs its gen1/gen2 collection pauses (`--no-gc-log`: plain
+`python -m extauthz.cli serve`); per-process CPU (the service's and the null server's too) comes
+from /proc.
 
 Shared machines: before each run the bench waits (up to --max-wait) until processes outside it use
 less than 10% of a core, and repeats a run during which they used more than 25% (--retries).
-No CPU pinning by default (see --pin: on 2 cores, Envoy and the service must not share one).
+No CPU pinning by default (see --pin: on 2 cores, Envoy and the service must not share one; the
+null server takes the service's place).
 
     python bench/through_envoy.py [--quick] [--rates 250,500,1000] [--rounds N] [--duration S]
-                                  [--pin none|auto|ROLE=CORE,...] [--service-args '--workers 2']
+                                  [--targets direct,A,N,B] [--pin none|auto|ROLE=CORE,...]
+                                  [--service-args '--workers 2']
 """
 
 from __future__ import annotations
@@ -504,15 +516,33 @@ def _hcm(doc: dict[str, Any]) -> dict[str, Any]:
     raise SystemExit("bench error: no http_connection_manager in the rendered Envoy config")
 
 
+def _listen_on(doc: dict[str, Any], listen: int, admin: int) -> None:
+    doc["admin"]["address"]["socket_address"]["port_value"] = admin
+    doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listen
+
+
+def _access_log(doc: dict[str, Any], path: Path) -> None:
+    _hcm(doc)["access_log"] = [{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": str(path),
+            "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}}}}]
+
+
 def envoy_configs(*, listen_a: int, listen_b: int, admin_a: int, admin_b: int, upstream_port: int, authz_port: int,
-                  jwks_json: str, access_log_dir: Path | None) -> tuple[str, str]:
-    """(A: plain router, B: our full config), both YAML. A is B minus everything extauthz adds."""
+                  jwks_json: str, access_log_dir: Path | None, listen_n: int | None = None,
+                  admin_n: int | None = None, null_port: int | None = None) -> tuple[str, str, str | None]:
+    """(A: plain router, B: our full config, N: B pointed at the null server or None), all YAML.
+
+    A is B minus everything extauthz adds; N is a copy of B (made after the access log and the
+    ext_authz stats are set) with only its ports, its access log file and the `extauthz` cluster's
+    endpoint changed, so N - A measures exactly the ext_authz hop B pays, minus the service's work."""
     b = yaml.safe_load(render(listen_port=listen_b, admin_port=admin_b, upstream_host="127.0.0.1",
                               upstream_port=upstream_port, authz_host="127.0.0.1", authz_port=authz_port,
                               jwks_json=jwks_json, header_comment=False))
     a = copy.deepcopy(b)
-    a["admin"]["address"]["socket_address"]["port_value"] = admin_a
-    a["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listen_a
+    _listen_on(a, listen_a, admin_a)
     a["static_resources"]["clusters"] = [c for c in a["static_resources"]["clusters"] if c["name"] != "extauthz"]
     hcm = _hcm(a)
     hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
@@ -522,16 +552,24 @@ def envoy_configs(*, listen_a: int, listen_b: int, admin_a: int, admin_b: int, u
     vh["routes"] = [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "0s"}}]
     if access_log_dir is not None:
         for doc, name in ((a, "a"), (b, "b")):
-            _hcm(doc)["access_log"] = [{
-                "name": "envoy.access_loggers.file",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                    "path": str(access_log_dir / f"access-{name}.log"),
-                    "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}}}}]
+            _access_log(doc, access_log_dir / f"access-{name}.log")
         for f in _hcm(b)["http_filters"]:
             if f["name"] == "envoy.filters.http.ext_authz":
                 f["typed_config"]["emit_filter_state_stats"] = True     # -> ext_authz latency_us in the log
-    return yaml.safe_dump(a, sort_keys=False), yaml.safe_dump(b, sort_keys=False)
+    n = None
+    if null_port is not None:
+        if listen_n is None or admin_n is None:
+            raise ValueError("envoy N needs listen_n and admin_n")
+        n = copy.deepcopy(b)
+        _listen_on(n, listen_n, admin_n)
+        if access_log_dir is not None:
+            _access_log(n, access_log_dir / "access-n.log")
+        cluster = next(c for c in n["static_resources"]["clusters"] if c["name"] == "extauthz")
+        for group in cluster["load_assignment"]["endpoints"]:
+            for ep in group["lb_endpoints"]:
+                ep["endpoint"]["address"]["socket_address"].update(address="127.0.0.1", port_value=null_port)
+    return (yaml.safe_dump(a, sort_keys=False), yaml.safe_dump(b, sort_keys=False),
+            yaml.safe_dump(n, sort_keys=False) if n is not None else None)
 
 
 def write_policy(tmp: Path) -> tuple[Path, str, dict[str, Any]]:
@@ -704,8 +742,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pin", default="none",
                     help="'none' (default), 'auto' (load generator, upstream and service on the first core, Envoys on "
                          "the last), or role=core pairs, e.g. load=0,upstream=0,service=0,envoy=1")
-    ap.add_argument("--targets", default="direct,A,B",
-                    help="which of direct (no Envoy), A (Envoy, no authz), B (Envoy + extauthz) to load")
+    ap.add_argument("--targets", default="direct,A,N,B",
+                    help="which of direct (no Envoy), A (Envoy, no authz), N (B's config, do-nothing authz server), "
+                         "B (Envoy + extauthz) to load; without N, the null server and Envoy N are not started")
     ap.add_argument("--service-args", default="", help="extra arguments for `extauthz serve`, e.g. '--workers 2'")
     ap.add_argument("--no-gc-log", action="store_true",
                     help="start the service as plain `python -m extauthz.cli serve`, without the hook that logs "
@@ -729,6 +768,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, AttributeError) as e:
         raise SystemExit(f"this load generator needs Linux timerfd ({e})") from None
     pins = layout(a.pin)
+    wanted = {x.strip() for x in a.targets.split(",") if x.strip()} - ({"direct"} if a.no_direct else set())
+    if not wanted & {"direct", "A", "N", "B"}:
+        raise SystemExit("--targets: none of direct, A, N, B")
+    with_n = "N" in wanted            # the null server and Envoy N cost a start-up and CPU: only when loaded
 
     try:
         import uvloop
@@ -751,11 +794,15 @@ def main(argv: list[str] | None = None) -> int:
 
         up_port, grpc_port, svc_admin = C.free_port(), C.free_port(), C.free_port()
         la, lb, aa, ab = C.free_port(), C.free_port(), C.free_port(), C.free_port()
+        ln, an, null_port = (C.free_port(), C.free_port(), C.free_port()) if with_n else (None, None, None)
         access_dir = None if a.no_access_log else tmp
-        cfg_a, cfg_b = envoy_configs(listen_a=la, listen_b=lb, admin_a=aa, admin_b=ab, upstream_port=up_port,
-                                     authz_port=grpc_port, jwks_json=issuer.jwks_json(), access_log_dir=access_dir)
+        cfg_a, cfg_b, cfg_n = envoy_configs(listen_a=la, listen_b=lb, admin_a=aa, admin_b=ab, upstream_port=up_port,
+                                            authz_port=grpc_port, jwks_json=issuer.jwks_json(),
+                                            access_log_dir=access_dir, listen_n=ln, admin_n=an, null_port=null_port)
         (tmp / "envoy-a.yaml").write_text(cfg_a)
         (tmp / "envoy-b.yaml").write_text(cfg_b)
+        if cfg_n is not None:
+            (tmp / "envoy-n.yaml").write_text(cfg_n)
         envoy_args = ["--disable-hot-restart", "--log-level", "warn", "--file-flush-interval-msec", "200"]
         if a.envoy_concurrency:
             envoy_args += ["--concurrency", str(a.envoy_concurrency)]
@@ -773,11 +820,23 @@ def main(argv: list[str] | None = None) -> int:
         env_b = Proc("envoy B", [*prefix(pins, "envoy"), envoy_bin, "-c", str(tmp / "envoy-b.yaml"), *envoy_args],
                      tmp / "envoy-b.log")
         procs = [upstream, service, env_a, env_b]
+        envoys = [(env_a, aa), (env_b, ab)]
+        null = env_n = None
+        if with_n:
+            # The do-nothing server takes the service's place (and core): N - A is then the transport alone.
+            null = Proc("null authz", [*prefix(pins, "service"), sys.executable, str(C.HERE / "null_server.py"),
+                                       "--port", str(null_port), "--host", "127.0.0.1"], tmp / "null-server.log")
+            env_n = Proc("envoy N", [*prefix(pins, "envoy"), envoy_bin, "-c", str(tmp / "envoy-n.yaml"), *envoy_args],
+                         tmp / "envoy-n.log")
+            procs += [null, env_n]
+            envoys.append((env_n, an))
         for p in procs:
             p.start()
         wait_until("listening", upstream, lambda: http_get(up_port, "/healthz")[0] == 200)
         wait_until("ready (/readyz)", service, lambda: http_get(svc_admin, "/readyz")[0] == 200)
-        for env, admin in ((env_a, aa), (env_b, ab)):
+        if null is not None:
+            wait_until("listening", null, lambda: b"listening on" in null.log_path.read_bytes())
+        for env, admin in envoys:
             wait_until("LIVE (/ready)", env, lambda admin=admin: http_get(admin, "/ready") == (200, b"LIVE\n"))
 
         # Correctness first: A passes, B allows the bench call, B really enforces.
@@ -793,14 +852,21 @@ def main(argv: list[str] | None = None) -> int:
         if MARKER in rbody or hdrs.get("x-mcp-extauthz-reason") != "not_allowed":
             raise SystemExit(f"bench setup error: B let a denied call ({admin_tool['name']}) through: HTTP {st} "
                              f"{hdrs} {rbody[:300]!r}")
+        if env_n is not None and null is not None and an is not None and ln is not None:
+            # N passes the bench call, and really through the null server's Check (else N would be just A).
+            n0 = envoy_counters(an, EXT_AUTHZ)["http.mcp.ext_authz.ok"]
+            st, hdrs, rbody = post(ln, body, token)
+            n1 = envoy_counters(an, EXT_AUTHZ)["http.mcp.ext_authz.ok"]
+            if st != 200 or MARKER not in rbody or n1 != n0 + 1:
+                raise SystemExit(f"bench setup error: N: HTTP {st} {rbody[:300]!r}, ext_authz ok {n0} -> {n1}; "
+                                 f"expected 200 from the upstream after one OK Check from the null server"
+                                 f"\n--- null server ---\n{null.tail()}\n--- envoy N ---\n{env_n.tail()}")
 
         direct = Target("direct", "direct (no Envoy)", up_port, None)
         ta = Target("A", "A Envoy, no authz", la, env_a, aa)
         tb = Target("B", "B Envoy + extauthz", lb, env_b, ab)
-        wanted = {x.strip() for x in a.targets.split(",") if x.strip()} - ({"direct"} if a.no_direct else set())
-        targets = [t for t in (direct, ta, tb) if t.name in wanted]
-        if not targets:
-            raise SystemExit("--targets: none of direct, A, B")
+        tn = Target("N", "N Envoy + do-nothing authz", ln, env_n, an) if ln is not None else None
+        targets = [t for t in (direct, ta, tn, tb) if t is not None and t.name in wanted]
         requests = {t.name: http_request(t.port, body, token) for t in targets}
         if pins["load"] is not None:
             os.sched_setaffinity(0, {pins["load"]})
@@ -811,8 +877,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{duration:g}s (+{warmup:g}s warm-up) per rate and target; {pin_note(pins)}; "
               f"Envoy {'--concurrency ' + str(a.envoy_concurrency) if a.envoy_concurrency else 'workers: one per core it may use'}"
               f"{'; extauthz serve ' + a.service_args if a.service_args else ''}"
-              f"{', access log on (both)' if access_dir else ''}", flush=True)
+              f"{', access log on (all Envoys)' if access_dir else ''}", flush=True)
         al_offsets = {t.name: 0 for t in targets}
+        width = max([20, *(len(t.label) for t in targets)])      # the per-run lines line up
         repeated = 0
         gc_offset = 0
         for r in range(rounds):
@@ -829,14 +896,14 @@ def main(argv: list[str] | None = None) -> int:
                         if res.extra["other_cpu"] <= DISTURBED or attempt == a.retries:
                             break
                         repeated += 1
-                        print(f"  round {r + 1} {rate:5d}/s {t.label:<20} disturbed: other processes used "
+                        print(f"  round {r + 1} {rate:5d}/s {t.label:<{width}} disturbed: other processes used "
                               f"{res.extra['other_cpu']:.0%} of a core; repeating", flush=True)
                     if access_dir is not None and t.proc is not None:
                         res.extra["phases"], al_offsets[t.name] = access_log(
                             tmp / f"access-{t.name.lower()}.log", al_offsets[t.name], res)
                     results.append(res)
                     s = sorted(res.lat_ns)
-                    print(f"  round {r + 1} {rate:5d}/s {t.label:<20} p50 {C.percentile(s, 50) / 1e3:7.0f} µs  "
+                    print(f"  round {r + 1} {rate:5d}/s {t.label:<{width}} p50 {C.percentile(s, 50) / 1e3:7.0f} µs  "
                           f"p99 {C.percentile(s, 99) / 1e3:7.0f} µs  ok {res.ok}  failed {res.failed}  "
                           f"new conns {res.new_connections}  other cpu {res.extra['other_cpu']:.0%}"
                           + (f"  service gen2 GC {len(g2)}x, longest {max(g2):.0f} ms"
@@ -844,6 +911,7 @@ def main(argv: list[str] | None = None) -> int:
                           + (f"  (waited {res.extra['waited']:.0f}s for quiet)" if res.extra["waited"] >= 1 else ""),
                           flush=True)
         stats = envoy_counters(ab, EXT_AUTHZ)
+        stats_n = envoy_counters(an, EXT_AUTHZ) if an is not None else None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -857,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    return report(results, rates, targets, stats, repeated, a.no_gc_log)
+    return report(results, rates, targets, stats, stats_n, repeated, a.no_gc_log)
 
 
 def envoy_version(envoy_bin: str) -> str:
@@ -906,7 +974,7 @@ def wait_quiet(procs: list[Proc], max_wait: float) -> float:
 def one_run(loop: asyncio.AbstractEventLoop, t: Target, request: bytes, rate: int, rnd: int, warmup: float,
             duration: float, connections: int, service: Proc, svc_admin: int, procs: list[Proc]) -> LoadResult:
     before = decisions(svc_admin) if t.name == "B" else None
-    eb = envoy_counters(t.admin_port, EXT_AUTHZ) if t.name == "B" and t.admin_port else None
+    eb = envoy_counters(t.admin_port, EXT_AUTHZ) if t.name in ("B", "N") and t.admin_port else None
     cpu0 = {p.name: p.cpu() for p in procs}
     sys0, me0 = system_cpu(), time.process_time()
     res = run_load(loop, t, request, rate, rnd, warmup, duration, connections, timeout=10.0)
@@ -960,7 +1028,7 @@ def access_log(path: Path, offset: int, res: LoadResult) -> tuple[dict[str, list
 
 
 def report(results: list[LoadResult], rates: list[int], targets: list[Target], stats: dict[str, int],
-           repeated: int, no_gc_log: bool) -> int:
+           stats_n: dict[str, int] | None, repeated: int, no_gc_log: bool) -> int:
     def pct(values: list[int], q: float, scale: float = 1e3) -> float:
         return C.percentile(values, q) / scale
 
@@ -998,6 +1066,12 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
         print(f"SUMMARY through_envoy: {'; '.join(parts)} (no A and B in --targets: no added latency)")
         return 0
 
+    def cpu_per_req(target: str, proc: str, rate: int) -> float:
+        """`proc`'s CPU µs per request answered over `target`'s runs at `rate`."""
+        xs = [x for x in results if x.target == target and x.rate == rate]
+        return sum(x.extra["cpu"].get(proc, 0.0) for x in xs) / max(sum(x.answered for x in xs), 1) * 1e6
+
+    with_n = "N" in names
     # Added latency: B - A per percentile (pooled over rounds), and per round for the spread.
     rows = []
     added: dict[int, tuple[float, float, float]] = {}
@@ -1022,18 +1096,46 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
         gcs = (f"{len(gen2)} / {max(gen2):.0f}" if gen2 else "0 / -") + (f"  ({max(gen1):.1f})" if gen1 else "")
         if not gen1 and not gen2:
             gcs = "none logged"       # e.g. --workers: the hook runs in the supervisor, not in the workers
-        rows.append([f"{rate:,}/s", f"+{d[0]:,.0f}", f"+{d[1]:,.0f}", f"+{d[2]:,.0f}",
-                     f"{min(per_round):,.0f} .. {max(per_round):,.0f}", f"{check_us:.0f}", f"{svc_cpu:.0f}",
-                     f"{env_a_cpu:.0f} / {env_b_cpu:.0f}", gcs if not no_gc_log else "-"])
+        row = [f"{rate:,}/s", f"+{d[0]:,.0f}", f"+{d[1]:,.0f}", f"+{d[2]:,.0f}",
+               f"{min(per_round):,.0f} .. {max(per_round):,.0f}", f"{check_us:.0f}", f"{svc_cpu:.0f}",
+               f"{env_a_cpu:.0f} / {env_b_cpu:.0f}", gcs if not no_gc_log else "-"]
+        if with_n:          # the null server's CPU next to the service's; Envoy N's between A's and B's
+            row[7:8] = [f"{cpu_per_req('N', 'null authz', rate):.0f}",
+                        f"{env_a_cpu:.0f} / {cpu_per_req('N', 'envoy N', rate):.0f} / {env_b_cpu:.0f}"]
+        rows.append(row)
     print()
     print(C.table(["rate", "added p50 µs", "added p90 µs", "added p99 µs", "added p99 per round",
-                   "decide µs (mean)", "extauthz cpu µs/req", "envoy cpu µs/req A / B",
+                   "decide µs (mean)", "extauthz cpu µs/req",
+                   *(["null authz cpu µs/req", "envoy cpu µs/req A / N / B"] if with_n else
+                     ["envoy cpu µs/req A / B"]),
                    "service gen2 GCs / max ms (gen1 max)"], rows))
     print("  added = B minus A at the same percentile (pooled over rounds); decide µs: App.check time from the "
           "service's")
     print("  histogram sum/count; cpu µs/req: process CPU time (all threads) over the run / requests answered;")
     print("  service GCs: full (gen2) collections in the service during B's runs at that rate, and the longest pause:")
     print("  every Check waits while one runs, so a pause of P ms at R req/s delays about P*R/1000 requests.")
+
+    # The split: N - A (the ext_authz hop with nothing behind it) + B - N (the service's work) = B - A.
+    split: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+    if with_n:
+        rows = []
+        for rate in rates:
+            la, ln, lb = pooled[("A", rate)], pooled[("N", rate)], pooled[("B", rate)]
+            floor = tuple(pct(ln, q) - pct(la, q) for q in (50, 90, 99))
+            own = tuple(pct(lb, q) - pct(ln, q) for q in (50, 90, 99))
+            split[rate] = (floor, own)
+            per_round = []
+            for x in results:
+                if x.target == "B" and x.rate == rate:
+                    yn = next(y for y in results if y.target == "N" and y.rate == rate and y.round == x.round)
+                    per_round.append(pct(sorted(x.lat_ns), 99) - pct(sorted(yn.lat_ns), 99))
+            rows.append([f"{rate:,}/s", " / ".join(f"{v:+,.0f}" for v in floor), " / ".join(f"{v:+,.0f}" for v in own),
+                         f"{min(per_round):,.0f} .. {max(per_round):,.0f}"])
+        print()
+        print(C.table(["rate", "floor N-A p50/p90/p99 µs", "service B-N p50/p90/p99 µs", "B-N p99 per round"], rows))
+        print("  floor = N minus A: jwt_authn, body buffering and the gRPC Check to a do-nothing server (grpc.aio +")
+        print("  uvloop, empty OK); service = B minus N: what extauthz's own work adds. Same percentile, pooled over")
+        print("  rounds, so floor + service = added at each percentile.")
 
     phases_rows = []
     for rate in rates:
@@ -1050,8 +1152,8 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
             cells = [f"{rate:,}/s", t.label]
             for k in ("total", "before_upstream", "upstream", "ext_authz"):
                 # Without ext_authz buffering the body, A starts the upstream request before the downstream
-                # one has ended, so "before upstream" only means something for B.
-                s = sorted(ph.get(k, [])) if (k == "total" or k == "upstream" or t.name == "B") else []
+                # one has ended, so "before upstream" only means something for N and B.
+                s = sorted(ph.get(k, [])) if (k == "total" or k == "upstream" or t.name in ("B", "N")) else []
                 cells.append(f"{C.percentile(s, 50):,.0f} / {C.percentile(s, 99):,.0f}" if s else "-")
             phases_rows.append(cells)
     if phases_rows:
@@ -1067,11 +1169,20 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
           f"{stats.get('http.mcp.ext_authz.denied', 0):,}, error {stats.get('http.mcp.ext_authz.error', 0):,}; "
           f"jwt_authn allowed {stats.get('http.mcp.jwt_authn.allowed', 0):,}, denied "
           f"{stats.get('http.mcp.jwt_authn.denied', 0):,} (the setup checks account for the denials)")
+    if stats_n is not None:
+        print(f"  Envoy N over the whole run: ext_authz ok {stats_n.get('http.mcp.ext_authz.ok', 0):,}, denied "
+              f"{stats_n.get('http.mcp.ext_authz.denied', 0):,}, error {stats_n.get('http.mcp.ext_authz.error', 0):,}")
 
     failed = sum(x.failed for x in results)
     parts = [f"{rate}/s +{added[rate][0]:.0f}/+{added[rate][2]:.0f} µs" for rate in rates]
+    tail = ""
+    if split:
+        tail = ("; transport floor N-A p50/p99 "
+                + ", ".join(f"{rate}/s {f[0]:+.0f}/{f[2]:+.0f} µs" for rate, (f, _) in split.items())
+                + "; service B-N p50/p99 "
+                + ", ".join(f"{rate}/s {o[0]:+.0f}/{o[2]:+.0f} µs" for rate, (_, o) in split.items()))
     print(f"SUMMARY through_envoy: added latency B-A p50/p99 {'; '.join(parts)}; failed requests {failed} "
-          f"(reference: added p99 <= 2,000 µs at 1,000/s)")
+          f"(reference: added p99 <= 2,000 µs at 1,000/s){tail}")
     return 0
 
 
