@@ -13,7 +13,7 @@ import asyncio
 
 import logging
 import time
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import orjson
 
@@ -70,6 +70,7 @@ class App:
         self.draining = False
         self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
         self._unrecorded: list[tuple[Decision, HttpRequest]] = []   # answered, not yet recorded
+        self.after_recording: Callable[[], object] | None = None   # `serve`: paced GC (extauthz.gcpacing)
         self._pinned: dict[str, str] = {}
         if policy_path is None:
             self.holder = PolicyHolder("<embedded>", policy=default_policy())
@@ -206,7 +207,15 @@ class App:
         In the service this runs on the event loop a moment after the answers went out (and before
         any admin view or workers-bus report reads them), in one batch: nothing in it changes a
         later decision (sessions and risk are updated inside the Check), so no answer waits for it."""
+        if not self._unrecorded:
+            return
         q, self._unrecorded = self._unrecorded, []
+        self._record(q)
+        del q                       # the batch's objects are garbage now, for the collection below
+        if self.after_recording is not None:
+            self.after_recording()
+
+    def _record(self, q: list[tuple[Decision, HttpRequest]]) -> None:
         observe, record, emit = self.metrics.observe, self.inventory.record, self.decisions.emit
         for d, http in q:
             try:
@@ -215,8 +224,7 @@ class App:
                 emit(d)
             except Exception:  # noqa: BLE001 - a decision already answered stays answered
                 log.exception("recording a decision failed")
-        if q:
-            self.inventory.flush()
+        self.inventory.flush()
 
     def _after(self, d: Decision, ctx: Context) -> None:
         """Session bookkeeping for allowed requests (sessions are bound on first use)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import signal
 import time
 
@@ -23,6 +22,7 @@ from extauthz.admin.http import admin_server
 from extauthz.app import App
 from extauthz.discovery.service import Discoverer
 from extauthz.envoy import check, process
+from extauthz.gcpacing import GcPacer
 
 log = logging.getLogger("extauthz")
 QUIET_SECONDS = 1.0
@@ -129,22 +129,22 @@ async def _sweep(app: App) -> None:
         app.sessions.sweep()
 
 
-# Young collections: CPython runs one every 700 net container allocations. A Check keeps ~6 until
-# its batch is recorded, so the default collected every ~100 Checks and put a pause into ~1% of
-# them: the decision core's p99 (bench/decision_core.py: small call p99 52-55 -> 42 µs, tools/list
-# 44 -> 25 µs). Ten times rarer, each young collection walks at most a few thousand objects.
-GC_GEN0_THRESHOLD = int(os.environ.get("EXTAUTHZ_GC_GEN0", "7000"))
+# Garbage collection is paced by the service (extauthz.gcpacing): young collections run right after
+# each recorded batch of Checks, between answers, instead of inside whichever Check trips CPython's
+# allocation count. One pacer per process: the collector is process-wide.
+GC_PACER = GcPacer()
 
 
 def settle(app: App) -> None:
     """Collect once, then freeze what survived (policy, specs, compiled validators) out of the
     cyclic collector's sight. Without it, a full collection walks that state every few seconds
     under load and stalls the loop for tens of milliseconds (bench/through_envoy.py showed it as
-    the p99 tail); with it, full collections only walk what changed since."""
+    the p99 tail); with it, full collections only walk what changed since. From then on the
+    collector is paced after each recorded batch."""
     gc.collect()
     gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
+    GC_PACER.install()
+    app.after_recording = GC_PACER.tick
 
 
 async def _settle_on_change(app: App, interval: float = 2.0) -> None:
