@@ -18,6 +18,7 @@ Check paces (ext_proc streams, admin requests, a stalled loop).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import time
@@ -50,6 +51,14 @@ class GcPacer:
         _, older, oldest = gc.get_threshold()
         gc.set_threshold(self.safety_threshold, older, oldest)
         self._last_full = self._clock()
+
+    def soon(self) -> None:
+        """Tick on the event loop's next turn (after the I/O that arrived meanwhile), so a Check
+        waits behind the recorded batch or behind the collection, never behind both."""
+        try:
+            asyncio.get_running_loop().call_soon(self.tick)
+        except RuntimeError:        # no running loop: now
+            self.tick()
 
     def tick(self) -> int | None:
         """Collect what is due now; return the generation collected, or None."""

@@ -90,14 +90,28 @@ def test_the_pacer_runs_after_the_batch_is_recorded_and_released():
 def test_settle_wires_the_process_pacer(manual_gc):
     app = App(str(POLICY), decision_out=io.BytesIO())
     settle(app)
-    assert app.after_recording == GC_PACER.tick
+    assert app.after_recording == GC_PACER.soon
     assert gc.get_threshold()[0] == GC_PACER.safety_threshold
+
+
+async def test_soon_ticks_on_the_loops_next_turn(manual_gc):
+    pacer = GcPacer(min_young=0)
+    pacer.soon()
+    assert pacer.collections == [0, 0, 0]              # not inside the caller's callback
+    await asyncio.sleep(0)
+    assert sum(pacer.collections) == 1
+
+
+def test_soon_without_a_loop_ticks_now(manual_gc):
+    pacer = GcPacer(min_young=0)
+    pacer.soon()
+    assert sum(pacer.collections) == 1
 
 
 async def test_real_checks_are_followed_by_a_paced_collection(stub_for, manual_gc):  # noqa: F811
     stub, app = await stub_for()
     pacer = GcPacer(min_young=1)
-    app.after_recording = pacer.tick
+    app.after_recording = pacer.soon
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     for _ in range(20):
         assert (await stub.Check(check_request(body))).status.code == 0
