@@ -7,7 +7,8 @@ Expected filter mode: request headers SEND, response headers SEND, request body 
 STREAMED, trailers SKIP. Every other phase is still answered (with an empty, matching response), so
 a different mode costs work, not correctness. A stream whose request carries nothing to learn or
 observe is closed right after its request headers are answered: Envoy then goes on without us. In
-observability mode Envoy does not wait for answers and none are sent.
+observability mode Envoy does not wait for answers and none are sent, and the service ends the stream
+as soon as the result is in (Envoy would otherwise hold it open until its deferred close, 5 s).
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
                 reply, exchange = self._step(phase, req, exchange)
                 if not req.observability_mode:
                     yield reply
+                elif exchange is None or exchange.done:
+                    # Observed (Envoy sends, never waits): once the result is in, end the stream
+                    # rather than leave it open until Envoy's deferred close (5 s by default).
+                    return
                 if phase == "request_headers" and exchange is None:
                     # Nothing to learn, filter or observe in this response: closing the stream
                     # cleanly lets Envoy go on without us (where ext_proc runs on every request, as

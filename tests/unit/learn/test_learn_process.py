@@ -246,6 +246,20 @@ async def test_observability_mode_sends_nothing(env: Env) -> None:
     assert set(env.store.get("crm").tools) == {"lookup_customer"}
 
 
+async def test_observed_stream_is_ended_by_the_service_once_the_result_is_in(env: Env) -> None:
+    # Envoy keeps an observability-mode stream open until its deferred close (5 s by default)
+    # unless the service ends it: a caller observed at 50 calls/s would hold ~250 streams open.
+    call = env.stub.Process()
+    reqs = [req_headers([(2, "tools/list", True)]), resp_headers(), *chunks(SDK_TOOLS, 50)]
+    for r in reqs:
+        r.observability_mode = True
+        await call.write(r)
+    assert await asyncio.wait_for(call.code(), 5) == grpc.StatusCode.OK      # no done_writing() from us
+    await _settle(env)
+    assert env.servicer.streams_active == 0
+    assert set(env.store.get("crm").tools) == {"lookup_customer"}
+
+
 async def test_empty_message_ignored(env: Env) -> None:
     call = env.stub.Process()
     await call.write(pb.ProcessingRequest())
