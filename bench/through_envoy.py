@@ -18,9 +18,10 @@ the same upstream:
   `billing_*` tools/call, checked against its schema and the `customer_ids` constraint.
 
 Before loading, the run checks that A, N and B answer from the upstream (and that N's ext_authz
-really called the null server), that B answers 401 without a token and denies an `admin_*` call: B
-really enforces. After every B run, the service's /metrics must show no denials and at least as
-many allows as the generator counted successes. The null server and Envoy N are only started when
+really called the null server), that B answers 401 without a token and denies an `admin_*` call
+(sent as a second caller, so the measured one keeps a risk score of 0): B really enforces. After
+every B run, the service's /metrics must show no denials and at least as many allows as the
+generator counted successes. The null server and Envoy N are only started when
 N is in --targets.
 
 Load is open-loop at a fixed rate (default 250, 500, 1000 req/s): requests are scheduled on a fixed
@@ -790,6 +791,11 @@ def main(argv: list[str] | None = None) -> int:
         issuer = TokenIssuer()
         token = issuer.mint("alice", groups=["support", "employees"], customer_ids=["c-100", "c-101"],
                             client_id="support-agent", sid="user-session-7f3a", ttl=24 * 3600)
+        # The enforcement check below runs as another caller: a denied admin_* call is a probe on
+        # its caller's risk timeline, and a caller with a risk score has every call observed over
+        # ext_proc (up to 50 a second), which is not the traffic this bench means to measure.
+        prober = issuer.mint("mallory", groups=["support"], customer_ids=["c-100"], client_id="support-agent",
+                             sid="user-session-0b1c", ttl=24 * 3600)
         body = C.call_body(tool, extra["args"])
 
         up_port, grpc_port, svc_admin = C.free_port(), C.free_port(), C.free_port()
@@ -848,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{rbody[:300]!r}; expected {status} {'from the upstream' if echoed else 'from extauthz'}"
                                  f"\n--- extauthz ---\n{service.tail()}\n--- envoy B ---\n{env_b.tail()}")
         admin_tool = extra["admin"]
-        st, hdrs, rbody = post(lb, C.call_body(admin_tool["name"], C.small_args(admin_tool)), token)
+        st, hdrs, rbody = post(lb, C.call_body(admin_tool["name"], C.small_args(admin_tool)), prober)
         if MARKER in rbody or hdrs.get("x-mcp-extauthz-reason") != "not_allowed":
             raise SystemExit(f"bench setup error: B let a denied call ({admin_tool['name']}) through: HTTP {st} "
                              f"{hdrs} {rbody[:300]!r}")
