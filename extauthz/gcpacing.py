@@ -4,8 +4,8 @@ grpc.aio leaves reference cycles behind every RPC (its method lookup's closure a
 details, one `_Metadatum` per request header), so with allocation-triggered collection a young
 collection lands inside some Check every few hundred RPCs, and a gen1 one every few thousand. At
 CPython's default threshold (700) those pauses are short but frequent; at 7,000 they were rare but
-walked 7,000-22,000 objects: 0.5-5 ms of CPU with every Check behind it waiting (measured with a
-gc.callbacks probe through real Envoy at 1,000/s, bench/README.md).
+walked 7,000-22,000 objects: 2-5 ms of CPU on average and up to 12 ms, with every Check behind it
+waiting (measured with a gc.callbacks probe through real Envoy at 1,000/s, bench/README.md).
 
 The service instead collects the young generation right after each batch of answered Checks is
 recorded (App.record_pending, every ~20 ms under load): then it holds little more than that batch's
