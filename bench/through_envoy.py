@@ -15,7 +15,9 @@ the same upstream:
 * **B (extauthz)**: our full config, `extauthz.demo.envoy_config.render`, with the JWKS of a runtime
   `TokenIssuer`; every request carries the same RS256 JWT it minted (a support agent), MCP
   2025-11-25 style: no session, no 2026-07-28 routing headers. The call is a small allowed
-  `billing_*` tools/call, checked against its schema and the `customer_ids` constraint.
+  `billing_*`/`crm_*`/`orders_*` tools/call, checked against its schema and the `customer_ids` constraint, of a tool
+  the inventory does not classify as sensitive (`--sensitive-call`: one it does; then the caller
+  soon has a risk score and every call of theirs is also observed over ext_proc, up to 50 a second).
 
 Before loading, the run checks that A, N and B answer from the upstream (and that N's ext_authz
 really called the null server), that B answers 401 without a token and denies an `admin_*` call
@@ -82,6 +84,7 @@ import yaml
 import common as C
 from extauthz.demo.envoy_config import render
 from extauthz.demo.tokens import TokenIssuer
+from extauthz.inventory.classify import classify_capability
 
 MARKER = b"bench-echo"            # in every answer of bench/upstream_echo.py (and only there)
 
@@ -573,8 +576,14 @@ def envoy_configs(*, listen_a: int, listen_b: int, admin_a: int, admin_b: int, u
             yaml.safe_dump(n, sort_keys=False) if n is not None else None)
 
 
-def write_policy(tmp: Path) -> tuple[Path, str, dict[str, Any]]:
-    """policy.yaml + pinned spec.json in `tmp`; returns (policy path, the tool to call, its arguments)."""
+def write_policy(tmp: Path, sensitive: bool = False) -> tuple[Path, str, dict[str, Any]]:
+    """policy.yaml + pinned spec.json in `tmp`; returns (policy path, the tool to call, its arguments).
+
+    The tool is a small `billing_*`, `crm_*` or `orders_*` one the support caller may call with a
+    `customer_id` the constraint checks. By default it is one the inventory does not classify as sensitive: calling
+    a sensitive tool is scored as extraction, so the caller soon has a risk score and every call
+    of theirs is observed over ext_proc (up to 50 a second): with `sensitive`, that is what is
+    measured instead."""
     tools = C.make_tools()
     (tmp / "spec.json").write_bytes(orjson.dumps({"tools": tools}))
     doc = yaml.safe_load(C.POLICY.read_text())
@@ -582,8 +591,10 @@ def write_policy(tmp: Path) -> tuple[Path, str, dict[str, Any]]:
     policy = tmp / "policy.yaml"
     policy.write_text(yaml.safe_dump(doc, sort_keys=False))
     policy_text = C.POLICY.read_text()
-    tool = next(t for t in C.tools_by_shape(tools)["small"]
-                if t["name"].startswith("billing_") and t["name"] not in policy_text)
+    tool = next(t for prefix in ("billing_", "crm_", "orders_") for t in C.tools_by_shape(tools)["small"]
+                if t["name"].startswith(prefix) and t["name"] not in policy_text
+                and "customer_id" in t["inputSchema"]["required"]
+                and bool(classify_capability("tools", t)) == sensitive)
     admin_tool = next(t for t in C.tools_by_shape(tools)["small"] if t["name"].startswith("admin_"))
     return policy, tool["name"], {"args": C.small_args(tool), "admin": admin_tool}
 
@@ -746,6 +757,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default="direct,A,N,B",
                     help="which of direct (no Envoy), A (Envoy, no authz), N (B's config, do-nothing authz server), "
                          "B (Envoy + extauthz) to load; without N, the null server and Envoy N are not started")
+    ap.add_argument("--sensitive-call", action="store_true",
+                    help="call a tool classified as sensitive: the caller gets a risk score, and every call of theirs "
+                         "is then observed over ext_proc (up to 50/s); default: a tool that is not")
     ap.add_argument("--service-args", default="", help="extra arguments for `extauthz serve`, e.g. '--workers 2'")
     ap.add_argument("--no-gc-log", action="store_true",
                     help="start the service as plain `python -m extauthz.cli serve`, without the hook that logs "
@@ -787,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     results: list[LoadResult] = []
     try:
-        policy, tool, extra = write_policy(tmp)
+        policy, tool, extra = write_policy(tmp, a.sensitive_call)
         issuer = TokenIssuer()
         token = issuer.mint("alice", groups=["support", "employees"], customer_ids=["c-100", "c-101"],
                             client_id="support-agent", sid="user-session-7f3a", ttl=24 * 3600)
@@ -877,7 +891,8 @@ def main(argv: list[str] | None = None) -> int:
         if pins["load"] is not None:
             os.sched_setaffinity(0, {pins["load"]})
 
-        print(f"through Envoy (extauthz {C.revision()}, envoy {envoy_version(envoy_bin)}): tools/call {tool} "
+        print(f"through Envoy (extauthz {C.revision()}, envoy {envoy_version(envoy_bin)}): tools/call {tool}"
+              f"{' (sensitive: its caller is observed)' if a.sensitive_call else ''} "
               f"({len(next(iter(requests.values())))} B request, {len(body)} B body), open-loop {loop_name} generator, "
               f"{a.connections} keep-alive connections; rates {', '.join(map(str, rates))}/s; {rounds} rounds x "
               f"{duration:g}s (+{warmup:g}s warm-up) per rate and target; {pin_note(pins)}; "
