@@ -79,3 +79,27 @@ def test_batched_recording_equals_one_by_one():
     assert sum(s[0] for s in _counts(inline)["servers"].values()) == 400
     assert _log_shape(batched) == _log_shape(inline) and len(_log_shape(inline)) == 400
     assert batched.metrics.checks.decisions == inline.metrics.checks.decisions
+
+
+def test_a_batch_is_recorded_a_slice_per_loop_turn_and_a_view_takes_the_rest_in_order():
+    from extauthz.app import RECORD_SLICE
+    app = _app()
+    seen_by_check: list[int] = []
+
+    async def run() -> None:
+        reqs = _traffic(3)[:RECORD_SLICE * 3 + 2]
+        for req in reqs[:-1]:
+            app.check(req)
+        app._record_in_slices()                 # the batch timer fires
+        assert len(app.decisions.recent) == RECORD_SLICE          # one slice, then back to the loop
+        await asyncio.sleep(0)                  # a Check answered between two slices
+        seen_by_check.append(len(app.decisions.recent))
+        app.check(reqs[-1])
+        app.record_pending()                    # an admin view: everything, now, in answer order
+        assert app._unrecorded == [] and not app._recording
+    asyncio.run(run())
+    assert seen_by_check == [2 * RECORD_SLICE]
+    inline = _app()
+    for req in _traffic(3)[:RECORD_SLICE * 3 + 2]:
+        inline.check(req)
+    assert _log_shape(app) == _log_shape(inline) and _counts(app) == _counts(inline)
