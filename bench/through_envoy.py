@@ -580,10 +580,10 @@ def write_policy(tmp: Path, sensitive: bool = False) -> tuple[Path, str, dict[st
     """policy.yaml + pinned spec.json in `tmp`; returns (policy path, the tool to call, its arguments).
 
     The tool is a small `billing_*`, `crm_*` or `orders_*` one the support caller may call with a
-    `customer_id` the constraint checks. By default it is one the inventory does not classify as sensitive: calling
-    a sensitive tool is scored as extraction, so the caller soon has a risk score and every call
-    of theirs is observed over ext_proc (up to 50 a second): with `sensitive`, that is what is
-    measured instead."""
+    `customer_id` the constraint checks. By default it is one the inventory does not classify as
+    sensitive: calling a sensitive tool is scored as extraction, so the caller soon has a risk
+    score and every call of theirs is observed over ext_proc (up to 50 a second); with
+    `sensitive`, that is what is measured instead."""
     tools = C.make_tools()
     (tmp / "spec.json").write_bytes(orjson.dumps({"tools": tools}))
     doc = yaml.safe_load(C.POLICY.read_text())
@@ -1092,6 +1092,15 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
         xs = [x for x in results if x.target == target and x.rate == rate]
         return sum(x.extra["cpu"].get(proc, 0.0) for x in xs) / max(sum(x.answered for x in xs), 1) * 1e6
 
+    def b_minus_p99_by_round(other: str, rate: int) -> list[float]:
+        """B's p99 minus `other`'s in the same round, for each round at `rate`."""
+        out = []
+        for x in results:
+            if x.target == "B" and x.rate == rate:
+                y = next(y for y in results if y.target == other and y.rate == rate and y.round == x.round)
+                out.append(pct(sorted(x.lat_ns), 99) - pct(sorted(y.lat_ns), 99))
+        return out
+
     with_n = "N" in names
     # Added latency: B - A per percentile (pooled over rounds), and per round for the spread.
     rows = []
@@ -1100,18 +1109,11 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
         la, lb = pooled[("A", rate)], pooled[("B", rate)]
         d = tuple(pct(lb, q) - pct(la, q) for q in (50, 90, 99))
         added[rate] = d  # type: ignore[assignment]
-        per_round = []
-        for x in results:
-            if x.target == "B" and x.rate == rate:
-                ya = next(y for y in results if y.target == "A" and y.rate == rate and y.round == x.round)
-                per_round.append(pct(sorted(x.lat_ns), 99) - pct(sorted(ya.lat_ns), 99))
+        per_round = b_minus_p99_by_round("A", rate)
         bs = [x for x in results if x.target == "B" and x.rate == rate]
         check_us = statistics.median(x.extra.get("check_us", float("nan")) for x in bs)
-        n = sum(x.answered for x in bs)
-        svc_cpu = sum(x.extra["cpu"].get("extauthz", 0.0) for x in bs) / max(n, 1) * 1e6
-        env_b_cpu = sum(x.extra["cpu"].get("envoy B", 0.0) for x in bs) / max(n, 1) * 1e6
-        as_ = [x for x in results if x.target == "A" and x.rate == rate]
-        env_a_cpu = sum(x.extra["cpu"].get("envoy A", 0.0) for x in as_) / max(sum(x.answered for x in as_), 1) * 1e6
+        svc_cpu, env_b_cpu = cpu_per_req("B", "extauthz", rate), cpu_per_req("B", "envoy B", rate)
+        env_a_cpu = cpu_per_req("A", "envoy A", rate)
         gen2 = [ms for x in bs for ms in x.extra.get("gc", {}).get(2, [])]
         gen1 = [ms for x in bs for ms in x.extra.get("gc", {}).get(1, [])]
         gcs = (f"{len(gen2)} / {max(gen2):.0f}" if gen2 else "0 / -") + (f"  ({max(gen1):.1f})" if gen1 else "")
@@ -1145,11 +1147,7 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
             floor = tuple(pct(ln, q) - pct(la, q) for q in (50, 90, 99))
             own = tuple(pct(lb, q) - pct(ln, q) for q in (50, 90, 99))
             split[rate] = (floor, own)
-            per_round = []
-            for x in results:
-                if x.target == "B" and x.rate == rate:
-                    yn = next(y for y in results if y.target == "N" and y.rate == rate and y.round == x.round)
-                    per_round.append(pct(sorted(x.lat_ns), 99) - pct(sorted(yn.lat_ns), 99))
+            per_round = b_minus_p99_by_round("N", rate)
             rows.append([f"{rate:,}/s", " / ".join(f"{v:+,.0f}" for v in floor), " / ".join(f"{v:+,.0f}" for v in own),
                          f"{min(per_round):,.0f} .. {max(per_round):,.0f}"])
         print()
