@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+import regex
+
+# Characters a reader cannot see or that change how text around them reads, by Unicode property
+# rather than by a list of ranges: Default_Ignorable_Code_Point (soft hyphen, zero-width and bidi
+# controls, variation selectors, tag characters, U+034F, U+180E, Hangul fillers), the control,
+# format, surrogate, private-use and unassigned categories, line/paragraph separators, and every
+# space other than U+0020.
+_INVISIBLE = regex.compile(
+    r"(?V1)[\p{Default_Ignorable_Code_Point}\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}[\p{Zs}--\x20]]")
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")       # the whole class within ASCII
 # Encoded dots, slashes, backslashes, NUL and percent itself (double encoding) change meaning
 # once some later component decodes them.
 _BAD_ESCAPE = re.compile(r"%(?:2[eEfF]|5[cC]|00|25)")
@@ -14,13 +23,20 @@ MAX_NAME = 1024
 MAX_URI = 8192
 
 
+def invisible(text: str) -> bool:
+    """True if `text` holds a control or invisible character (ASCII is checked without regex)."""
+    if text.isascii():
+        return _ASCII_CONTROL.search(text) is not None
+    return _INVISIBLE.search(text) is not None
+
+
 def name_problem(name: object) -> str | None:
     """Why a tool/prompt name is unacceptable, or None."""
     if type(name) is not str:
         return "name must be a string"
     if not name or len(name) > MAX_NAME:
         return "name empty or too long"
-    if _CONTROL.search(name):
+    if invisible(name):
         return "name contains control or invisible characters"
     if not name.isascii() and not unicodedata.is_normalized("NFC", name):
         return "name is not in Unicode NFC form"
@@ -34,7 +50,7 @@ def uri_problem(uri: object) -> str | None:
         return "uri must be a string"
     if not uri or len(uri) > MAX_URI:
         return "uri empty or too long"
-    if _CONTROL.search(uri) or "\\" in uri:
+    if invisible(uri) or "\\" in uri:
         return "uri contains control characters or backslashes"
     if not uri.isascii() and not unicodedata.is_normalized("NFC", uri):
         return "uri is not in Unicode NFC form"
