@@ -37,12 +37,25 @@ _MESSAGES = {
 }
 
 
+# An agent reads `message`, rarely `data`: where the detail describes only the published schema or
+# the limits (nothing secret), it goes into the message so the agent can correct its call.
+_SELF_CORRECTABLE = frozenset({Reason.SCHEMA_VIOLATION, Reason.PAYLOAD_TOO_LARGE})
+MAX_MESSAGE_DETAIL = 300
+
+
+def message_for(reason: Reason, detail: str) -> str:
+    base = _MESSAGES.get(reason, "Denied")
+    if detail and reason in _SELF_CORRECTABLE:
+        return f"{base}: {detail[:MAX_MESSAGE_DETAIL]}"
+    return base
+
+
 def _error(mid: Any, reason: Reason, decision_id: str, detail: str) -> dict[str, Any]:
     code = -32700 if detail.startswith("invalid JSON") else _CODES.get(reason, POLICY_DENIED)
     data: dict[str, Any] = {"reason": reason.value, "decisionId": decision_id}
     if detail and reason not in (Reason.UNAUTHENTICATED,):
         data["detail"] = detail
-    return {"jsonrpc": "2.0", "id": mid, "error": {"code": code, "message": _MESSAGES.get(reason, "Denied"),
+    return {"jsonrpc": "2.0", "id": mid, "error": {"code": code, "message": message_for(reason, detail),
                                                     "data": data}}
 
 

@@ -223,3 +223,27 @@ def test_listen_stream_with_resource_subscriptions_is_decided_per_uri(stack, sup
     ok, reason = asyncio.run(asyncio.wait_for(run(), 30))
     assert ok == "acknowledged"
     assert reason == "not_allowed"
+
+
+def test_sdk_client_reads_what_to_fix_in_the_error_message(stack):
+    """An agent sees `message`, rarely `data`: a schema denial says what is wrong there; an ACL
+    denial stays terse."""
+    from mcp.shared.exceptions import MCPError
+
+    from extauthz.demo.agent import connect as sdk_connect
+    token = stack.tokens.mint("msg-reader", groups=["support"], customer_ids=["c-100"])
+
+    async def run() -> tuple[str, str]:
+        async with sdk_connect(stack.url, token) as c:
+            await c.list_tools()
+            messages = []
+            for name, args in (("search_customers", {"query": "a", "options": {"limit": "5"}}),
+                               ("export_customers", {})):
+                try:
+                    await c.call_tool(name, args)
+                except MCPError as e:
+                    messages.append(e.message)
+            return messages[0], messages[1]
+    schema_msg, acl_msg = asyncio.run(run())
+    assert schema_msg.startswith("Invalid params: ") and "'5' is not of type 'integer'" in schema_msg
+    assert acl_msg == "Not allowed"

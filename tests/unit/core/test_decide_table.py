@@ -304,3 +304,26 @@ def test_completion_of_unlisted_prompt_is_unknown(decide):
     d = decide(rpc("completion/complete", {"ref": {"type": "ref/prompt", "name": "nope"},
                                            "argument": {"name": "a", "value": ""}}))
     assert d.reason is R.UNKNOWN_CAPABILITY
+
+
+def test_schema_and_size_denials_tell_the_agent_what_to_fix(app):
+    from extauthz.core.answers import denial_body
+    d = app.check(http(call("search_customers", {"query": "a", "options": {"limit": "5"}}, mid=3)))
+    err = orjson.loads(denial_body(d))["error"]
+    assert d.reason is R.SCHEMA_VIOLATION
+    assert err["message"] == f"Invalid params: {d.detail}" and "'5' is not of type 'integer'" in err["message"]
+    assert err["data"]["detail"] == d.detail
+    d = app.check(http(call("lookup_customer", {"customer_id": "x" * 70_000})))
+    err = orjson.loads(denial_body(d))["error"]
+    assert d.reason is R.PAYLOAD_TOO_LARGE and err["message"].startswith("Payload too large: ")
+    assert len(err["message"]) <= len("Payload too large: ") + 300
+
+
+@pytest.mark.parametrize("body", [call("export_customers", {}), call("nope", {}),
+                                  call("lookup_customer", {"customer_id": "c-200"})],
+                         ids=["not_allowed", "unknown_capability", "constraint_violated"])
+def test_other_denials_keep_a_terse_message(app, body):
+    from extauthz.core.answers import denial_body
+    d = app.check(http(body))
+    err = orjson.loads(denial_body(d))["error"]
+    assert not d.allowed and ":" not in err["message"] and d.detail and d.detail not in err["message"]
