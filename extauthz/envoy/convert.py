@@ -60,6 +60,12 @@ def _metadata_value(struct: struct_pb2.Struct) -> Any:
     return hit
 
 
+def metadata_dict(metadata: base_pb2.Metadata) -> dict[str, Any]:
+    """`filter_metadata` namespaces as plain data (cached per Struct, like the Check's)."""
+    fm = metadata.filter_metadata
+    return {ns: _metadata_value(fm[ns]) for ns in fm}
+
+
 def to_http_request(req: external_auth_pb2.CheckRequest) -> HttpRequest:
     attrs = req.attributes
     http = attrs.request.http
