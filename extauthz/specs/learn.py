@@ -329,6 +329,10 @@ class Learner:
             log.warning("cannot resolve the caller in ext_proc (%s): its lists are shown empty", e)
             return None, "view_unresolved"
         if fingerprint(view) != ref:
+            if view.anonymous:          # e.g. Envoy forwards ext_proc no claims (metadata_options)
+                log.warning("ext_proc sees no caller identity for a filtered list: shown empty (does Envoy "
+                            "forward the jwt_authn metadata to ext_proc?)")
+                return None, "view_unresolved"
             log.warning("ext_proc resolved another caller than the Check filtered for: its lists are shown empty")
             return None, "view_mismatch"
         return view, None
@@ -524,6 +528,7 @@ class Exchange:
                 self.rewriter = _Replace(self._unreadable, "json", replaces_body=True)
             return
         self.rewriter = BodyRewriter("sse" if ctype == "text/event-stream" else "json", self._filtered,
+                                     max(self.learner.max_body_bytes, self.learner.max_event_bytes),
                                      on_error=self._blank_failed, unreadable=self._unreadable if ok else None)
 
     def _filtered(self, msg: dict[str, Any]) -> dict[str, Any] | None:
