@@ -32,7 +32,7 @@ JWT_NS = "envoy.filters.http.jwt_authn"
 SUPPORT = {"iss": "https://issuer", "sub": "alice", "client_id": "agent", "groups": ["support"]}
 ADMIN = {"iss": "https://issuer", "sub": "root", "client_id": "agent", "groups": ["admin"]}
 # Entra ID sends up to 200 groups: support plus 199 directory-style names.
-MANY_GROUPS = {**SUPPORT, "groups": ["support"] + [f"CN=grp-{i:03d}-engineering,OU=Groups,OU=Corp,DC=example,DC=com"
+MANY_GROUPS = {**SUPPORT, "groups": ["support"] + [f"CN=grp-{i:03d}-engineering-platform-team,OU=Security Groups,OU=Corp,DC=emea,DC=example,DC=com"
                                                    for i in range(199)]}
 ALL_TOOLS = ["lookup_customer", "search_customers", "export_customers", "update_settings"]
 SUPPORT_TOOLS = ["lookup_customer", "search_customers"]
