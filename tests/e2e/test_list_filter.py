@@ -159,3 +159,63 @@ def test_a_batch_beyond_the_limit_is_denied_with_a_reason(stack: Stack) -> None:
     answers = r.json()
     assert len(answers) == MAX_ENTRIES + 1
     assert all(a["error"]["data"]["reason"] == "payload_too_large" and "result" not in a for a in answers)
+
+
+# -- part 3: a list filtered for one caller is private ------------------------------------------------------
+
+def _public_stack(tmp: Path, filter_lists: bool) -> Stack:
+    path = tmp / "policy.yaml"
+    _policy(path, istio=False)
+    if not filter_lists:
+        path.write_text(path.read_text().replace("filterLists: true", "filterLists: false"))
+    return Stack(path, tokens=TokenIssuer(),
+                 upstream_cmd=[sys.executable, str(HERE / "public_lists_server.py"), "--port", "{port}"])
+
+
+@pytest.fixture(scope="module")
+def public(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with _public_stack(tmp_path_factory.mktemp("public"), True) as s:
+        yield s
+
+
+def raw_2026_list(stack: Stack, token: str, method: str = "tools/list") -> dict[str, Any]:
+    """The wire result of a 2026-07-28 list through Envoy (what a shared cache would store)."""
+    h = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+         "authorization": f"Bearer {token}", "mcp-protocol-version": "2026-07-28", "mcp-method": method}
+    body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}}}}
+    r = httpx.post(stack.url, content=orjson.dumps(body), headers=h, timeout=30)
+    [msg] = messages(r)
+    assert "result" in msg, msg
+    return msg["result"]
+
+
+def test_a_public_2026_list_filtered_for_a_caller_goes_out_private(public: Stack) -> None:
+    support = public.tokens.mint("alice", groups=["support"], customer_ids=["c-100"])
+    admin = public.tokens.mint("root", groups=["admin"])
+    res = raw_2026_list(public, support)
+    assert {t["name"] for t in res["tools"]} == SUPPORT_TOOLS
+    assert res["cacheScope"] == "private" and res["ttlMs"] == 60000
+    res = raw_2026_list(public, admin)            # nothing hidden from the admin: still filtered, still private
+    assert {t["name"] for t in res["tools"]} == {"lookup_customer", "search_customers", "export_customers",
+                                                  "update_settings"}
+    assert res["cacheScope"] == "private"
+    assert raw_2026_list(public, support, "prompts/list")["cacheScope"] == "private"
+
+
+async def test_the_sdk_client_sees_a_private_filtered_list(public: Stack) -> None:
+    from extauthz.demo.agent import connect
+    support = public.tokens.mint("alice", groups=["support"], customer_ids=["c-100"])
+    async with connect(public.url, support, "2026-07-28") as client:
+        res = await client.list_tools()
+    assert {t.name for t in res.tools} == SUPPORT_TOOLS
+    assert res.cache_scope == "private" and res.ttl_ms == 60000
+
+
+def test_an_unfiltered_list_keeps_the_servers_cache_scope(tmp_path: Path) -> None:
+    with _public_stack(tmp_path, filter_lists=False) as s:
+        support = s.tokens.mint("alice", groups=["support"])
+        res = raw_2026_list(s, support)
+    assert res["cacheScope"] == "public" and len(res["tools"]) == 4      # as the server sent it
