@@ -291,7 +291,7 @@ class App:
                 # The 2024-11-05 client reads answers only from its event stream: put it there too
                 # (never into a stream that belongs to somebody else).
                 self.learner.inject(d.server, d.session_id, b"event: message\r\ndata: " + denial_body(d) + b"\r\n\r\n")
-        if d.allowed and (d.learn or d.learn_stream):
+        if d.allowed and (d.learn or d.learn_stream or d.resumed):
             self._mark_learn(d, ctx)
         if not d.allowed or not d.session_id or d.caller is None:
             return
@@ -309,7 +309,7 @@ class App:
         (extauthz.specs.listfilter); an anonymous caller (unauthenticated: allow) is filtered too."""
         policy = ctx.policy
         if policy.defaults.filter_lists and not policy.monitor and not d.server.startswith("shadow:") \
-                and (d.learn_stream or any(e[1] in LIST_KINDS for e in d.learn)):
+                and (d.learn_stream or d.resumed or any(e[1] in LIST_KINDS for e in d.learn)):
             d.view = view_ref(d.caller)
 
     def _score(self, d: Decision, ctx: Context) -> None:

@@ -133,6 +133,8 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         if not valid_session_id(sid) or "," in sid:     # Envoy joins repeated headers with commas
             return _deny(d, Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(d, deny_status))
         d.session_id = sid
+        # Resuming a stream (streamable HTTP): the server replays what it sent on it, lists included.
+        d.resumed = http.method == "GET" and bool(http.headers.get("last-event-id"))
         if policy.sessions.bind_to_caller and caller is not None \
                 and not ctx.sessions.owner_ok(sid, caller.key):
             return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))

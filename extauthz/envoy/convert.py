@@ -127,8 +127,8 @@ def to_check_response(d: Decision) -> external_auth_pb2.CheckResponse:
         if d.learn and observe_only(d.learn) and d.view is None:
             headers.append(_hvo(OBSERVE_HEADER, encode_learn_header(d.learn)))
             remove.append(LEARN_HEADER)
-        elif d.learn or d.learn_stream:
-            headers.append(_hvo(LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else stream_mark(d.view)))
+        elif d.learn or d.learn_stream or d.view is not None:      # a resumed stream: a view, no entries
+            headers.append(_hvo(LEARN_HEADER, stream_mark(d.view) if d.learn_stream else encode_learn_header(d.learn, d.view)))
             remove.append(OBSERVE_HEADER)
         else:
             remove += [LEARN_HEADER, OBSERVE_HEADER]

@@ -190,8 +190,8 @@ def decode_learn(value: str | bytes | None) -> tuple[list[LearnEntry], ViewRef |
         view = _ref_from_json(doc.pop()["v"] if set(doc[-1]) == {"v"} else None)
         if view is None:
             return None
-    if not doc or len(doc) > MAX_ENTRIES:
-        return None
+    if (not doc and view is None) or len(doc) > MAX_ENTRIES:
+        return None                     # (a view alone: a resumed stream, filtered by shape)
     out: list[LearnEntry] = []
     for item in doc:
         if not isinstance(item, list) or len(item) != 3:

@@ -54,6 +54,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if not event.get("more_body"):
             break
     headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+    if scope["method"] == "GET":
+        await replay(headers, send)
+        return
     doc = orjson.loads(bytes(body)) if body else None
     batch = isinstance(doc, list)
     answers = [a for m in (doc if batch else [doc]) if (a := answer(m)) is not None]
@@ -75,6 +78,20 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     for i in range(0, len(out), 4096):
         await send({"type": "http.response.body", "body": out[i:i + 4096], "more_body": True})
     await send({"type": "http.response.body", "body": b""})
+
+
+async def replay(headers: dict[str, str], send: Any) -> None:
+    """Resuming a stream (`Last-Event-ID`): the server replays what it had sent on it, here the
+    answer to an earlier tools/list (and a notification)."""
+    if not headers.get("last-event-id"):
+        await send({"type": "http.response.start", "status": 405, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    events = [{"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "resumed"}},
+              answer({"jsonrpc": "2.0", "id": "earlier-list", "method": "tools/list"})]
+    out = b"".join(b"id: %d\nevent: message\ndata: " % (i + 1) + orjson.dumps(e) + b"\n\n" for i, e in enumerate(events))
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    await send({"type": "http.response.body", "body": out})
 
 
 if __name__ == "__main__":

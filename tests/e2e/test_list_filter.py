@@ -219,3 +219,17 @@ def test_an_unfiltered_list_keeps_the_servers_cache_scope(tmp_path: Path) -> Non
         support = s.tokens.mint("alice", groups=["support"])
         res = raw_2026_list(s, support)
     assert res["cacheScope"] == "public" and len(res["tools"]) == 4      # as the server sent it
+
+
+def test_a_resumed_stream_replaying_a_list_is_filtered(stack: Stack) -> None:
+    """A GET with Last-Event-ID: the server replays an earlier tools/list answer on it."""
+    def replay(token: str) -> set[str]:
+        h = {"accept": "text/event-stream", "authorization": f"Bearer {token}", "mcp-session-id": f"s-{token[-12:]}",
+             "last-event-id": "0", **V2025_03}
+        msgs = messages(httpx.get(stack.url, headers=h, timeout=30))
+        assert msgs[0]["method"] == "notifications/message"
+        return shown(msgs[1])
+    assert replay(stack.tokens.mint("alice", groups=["support"])) == {"lookup_customer", "export_customers",
+                                                                      "search_customers"} & SUPPORT_TOOLS
+    assert replay(stack.tokens.mint("root", groups=["admin"])) == {"lookup_customer", "export_customers",
+                                                                   "search_customers"}

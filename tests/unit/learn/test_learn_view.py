@@ -156,6 +156,14 @@ def test_view_with_max_entries_is_accepted_and_one_more_is_not():
     assert decode_learn(b64(ok + [[MAX_ENTRIES, "tools/list", True], {"v": ["i", "s", "c", []]}])) is None
 
 
+def test_a_view_alone_is_a_resumed_stream_filtered_by_shape(learner):
+    value = encode_learn_header([], VIEW)
+    assert decode_learn(value) == ([], VIEW)
+    ex = learner.exchange("crm", "alice", "s", value)
+    out = pump(ex, sse(tools_page("earlier", ALL_TOOLS)), SSE)
+    assert names_in(sse_messages(out)[0]) == ["lookup_customer", "search_customers"]
+
+
 GOOD = [1, "tools/list", True]
 
 
@@ -172,7 +180,6 @@ GOOD = [1, "tools/list", True]
     [GOOD, {"w": ["iss", "sub", "client", ["g"]]}],                   # wrong key
     [GOOD, {}],
     [{"v": ["iss", "sub", "client", ["g"]]}, GOOD],                   # view not last
-    [{"v": ["iss", "sub", "client", ["g"]]}],                         # a view and no entries
     [GOOD, {"v": ["i", "s", "c", []]}, {"v": ["i", "s", "c", []]}],   # two views
 ], ids=lambda d: orjson.dumps(d).decode()[:60])
 def test_malformed_view_makes_header_invalid(doc, learner):
