@@ -311,3 +311,33 @@ async def test_an_unfiltered_list_keeps_the_servers_cache_scope(tmp_path) -> Non
     ex = app.learner.exchange("crm", "alice", "", encode_learn_header(d.learn, d.view))
     ex.on_response_headers(200, {"content-type": "application/json"})
     assert ex.rewriter is None                                      # passes exactly as the server sent it
+
+
+async def test_an_anonymous_caller_is_filtered_too(tmp_path) -> None:
+    # unauthenticated: allow used to mark no view at all, so an anonymous list passed whole
+    from importlib import resources
+    policy = resources.files("extauthz.policy").joinpath("default.yaml").read_text()
+    path = tmp_path / "p.yaml"
+    path.write_text(policy.replace("unauthenticated: deny", "unauthenticated: allow"))
+    app = App(str(path))
+    d = app.check(HttpRequest(method="POST", path="/mcp", authority="127.0.0.1", body=orjson.dumps(rpc_list(1)),
+                              headers={"content-type": "application/json"}))
+    assert d.allowed and d.caller is None and d.view == fingerprint(View.of(None))
+    ex = app.learner.exchange("crm", "-", "", encode_learn_header(d.learn, d.view), ({}, {}))
+    ex.on_response_headers(200, {"content-type": "application/json"})
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": tools_result(ALL_TOOLS)})
+    assert orjson.loads(ex.rewriter.feed(body, True))["result"]["tools"] == []   # no rule permits an anonymous caller
+    assert app.metrics.list_filter_failures.counts == {}
+
+
+def test_the_check_marks_a_resumed_stream_with_the_callers_view() -> None:
+    app = App(None)
+    d = app.check(HttpRequest(method="GET", path="/mcp", authority="127.0.0.1",
+                              headers={"mcp-session-id": "s-1", "last-event-id": "4", "accept": "text/event-stream"},
+                              metadata={JWT_NS: {"jwt_payload": SUPPORT}}))
+    assert d.allowed and d.resumed
+    assert decode_learn(marker_of(d)) == ([], fingerprint(View.of(d.caller)))
+    d = app.check(HttpRequest(method="GET", path="/mcp", authority="127.0.0.1",
+                              headers={"mcp-session-id": "s-1", "accept": "text/event-stream"},
+                              metadata={JWT_NS: {"jwt_payload": SUPPORT}}))
+    assert d.allowed and not d.resumed and d.view is None     # a plain GET stream carries no responses
