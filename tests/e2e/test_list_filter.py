@@ -233,3 +233,19 @@ def test_a_resumed_stream_replaying_a_list_is_filtered(stack: Stack) -> None:
                                                                       "search_customers"} & SUPPORT_TOOLS
     assert replay(stack.tokens.mint("root", groups=["admin"])) == {"lookup_customer", "export_customers",
                                                                    "search_customers"}
+
+
+def test_with_workers_any_worker_filters_for_the_caller(tmp_path: Path) -> None:
+    """No state shared between the Check and ext_proc: whichever worker serves either, the caller
+    ext_proc resolves from the forwarded claims is the one filtered for."""
+    path = tmp_path / "policy.yaml"
+    _policy(path, istio=False)
+    with Stack(path, tokens=TokenIssuer(), service_args=["--workers", "2"],
+               upstream_cmd=[sys.executable, str(HERE / "list_server.py"), "--port", "{port}"]) as s:
+        token = s.tokens.mint("alice", groups=MANY_GROUPS)
+        for i in range(6):
+            with httpx.Client(timeout=60) as fresh:          # Envoy's gRPC connections land on either worker
+                h = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+                     "authorization": f"Bearer {token}", **V2025_03}
+                [msg] = messages(fresh.post(s.url, content=orjson.dumps(rpc(f"w{i}-" + "z" * 600)), headers=h))
+            assert shown(msg) == {"lookup_customer", "search_customers"}, i
