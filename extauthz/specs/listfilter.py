@@ -130,20 +130,17 @@ def blank(msg: dict[str, Any], kind: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": msg.get("id"), "result": out}
 
 
-def filtered(msg: dict[str, Any], kind: str, keep: Callable[[str, Any], bool]) -> dict[str, Any] | None:
-    """The caller's view of one list result, or None when it goes out exactly as sent. A result
-    that says how it may be cached (2026-07-28 `cacheScope`/`ttlMs`) is made private: another
-    caller may be shown a different list. Absent, the protocol's default is already private."""
+def filtered(msg: dict[str, Any], kind: str, keep: Callable[[str, Any], bool]) -> dict[str, Any]:
+    """The caller's view of one list result. Always written out again, even when nothing was
+    removed: the client then reads exactly what was filtered (a body with duplicate keys could
+    read differently to another parser). A result that says how it may be cached (2026-07-28
+    `cacheScope`/`ttlMs`) is made private: another caller may be shown a different list. Absent,
+    the protocol's default is already private."""
     result = msg.get("result")
     if not isinstance(result, dict) or not isinstance(result.get(kind), list):
         return blank(msg, kind)           # not a list a client could read safely
-    items = result[kind]
-    kept = [it for it in items if keep(kind, it)]
-    private = ("cacheScope" in result or "ttlMs" in result) and result.get("cacheScope") != "private"
-    if len(kept) == len(items) and not private:
-        return None
-    out = {**result, kind: kept}
-    if private:
+    out = {**result, kind: [it for it in result[kind] if keep(kind, it)]}
+    if "cacheScope" in result or "ttlMs" in result:
         out["cacheScope"] = "private"
     return {**msg, "result": out}
 

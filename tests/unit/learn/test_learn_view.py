@@ -315,10 +315,19 @@ def test_id_type_matters_for_filtering(learner, store):
     assert names_in(out[1]) == ["lookup_customer", "search_customers"]
 
 
-def test_nothing_hidden_means_bytes_untouched(learner):
+def test_nothing_hidden_means_the_same_list_written_out_again(learner):
     ex = start(learner, [(1, "tools/list", True)])
     body = b'{"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "lookup_customer"}]}}'
-    assert pump(ex, body, chunk=3) == body
+    assert pump(ex, body, chunk=3) == orjson.dumps(orjson.loads(body))
+
+
+def test_a_list_with_duplicate_keys_goes_out_as_it_was_filtered(learner):
+    # a first-key-wins parser would read the admin tool from the original bytes
+    ex = start(learner, [(1, "tools/list", True)])
+    body = (b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"export_customers"}],'
+            b'"tools":[{"name":"lookup_customer","name":"lookup_customer"}]}}')
+    out = pump(ex, body)
+    assert b"export_customers" not in out and names_in(orjson.loads(out)) == ["lookup_customer"]
 
 
 def test_paginated_page_keeps_its_cursor_when_filtered(learner):
