@@ -341,3 +341,18 @@ def test_the_check_marks_a_resumed_stream_with_the_callers_view() -> None:
                               headers={"mcp-session-id": "s-1", "accept": "text/event-stream"},
                               metadata={JWT_NS: {"jwt_payload": SUPPORT}}))
     assert d.allowed and not d.resumed and d.view is None     # a plain GET stream carries no responses
+
+
+@pytest.mark.parametrize("method", ["tools/list", "resources/list", "resources/templates/list", "prompts/list"])
+@pytest.mark.parametrize("batch", [False, True])
+def test_every_allowed_list_request_carries_the_marker_with_a_view(method: str, batch: bool) -> None:
+    # the learn route is chosen by this header: a list request without it would never be filtered
+    app = App(None)
+    msgs = [rpc_list(1, method=method), rpc_list("two", method=method, cursor="c")]
+    body: Any = msgs if batch else msgs[0]
+    d = app.check(HttpRequest(method="POST", path="/mcp", authority="127.0.0.1", body=orjson.dumps(body),
+                              headers={"content-type": "application/json", "mcp-protocol-version": "2025-03-26"},
+                              metadata={JWT_NS: {"jwt_payload": MANY_GROUPS}}))
+    entries, ref = decode_learn(marker_of(d))
+    assert [(e.method, e.first) for e in entries] == [(method, True), (method, False)][:len(msgs) if batch else 1]
+    assert ref == fingerprint(View.of(d.caller))
