@@ -1,7 +1,8 @@
 """A hand-written 2025-03-26 streamable-HTTP MCP server for the list-filtering tests: it answers
 JSON-RPC batches (which the SDK server does not), ids of any length, paginated lists, and, as the
 request's `x-test-response` header asks, `application/json`, `text/event-stream` with one event per
-message (`sse`), or one event carrying the whole batch array (`sse-array`). It trusts every caller
+message (`sse`), one event carrying the whole batch array (`sse-array`), or gzip-compressed JSON
+whatever the client accepts (`gzip`). It trusts every caller
 (the gateway is what is under test) and publishes the same lists to everyone.
 
 Hand-written because the SDK server refuses batches and cannot be told to answer a batch as one SSE
@@ -11,6 +12,7 @@ event; stateless, so no session ids.
 from __future__ import annotations
 
 import argparse
+import gzip
 from typing import Any
 
 import orjson
@@ -65,6 +67,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
         return
     mode = headers.get("x-test-response", "json")
+    if mode == "gzip":                                # compressed whatever the client accepts
+        out = gzip.compress(orjson.dumps(answers if batch else answers[0]))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-encoding", b"gzip")]})
+        await send({"type": "http.response.body", "body": out})
+        return
     if mode == "json":
         out, ctype = orjson.dumps(answers if batch else answers[0]), b"application/json"
     elif mode == "sse-array":

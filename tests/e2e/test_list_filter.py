@@ -249,3 +249,38 @@ def test_with_workers_any_worker_filters_for_the_caller(tmp_path: Path) -> None:
                      "authorization": f"Bearer {token}", **V2025_03}
                 [msg] = messages(fresh.post(s.url, content=orjson.dumps(rpc(f"w{i}-" + "z" * 600)), headers=h))
             assert shown(msg) == {"lookup_customer", "search_customers"}, i
+
+
+# -- what cannot be filtered is not shown, through real Envoy --------------------------------------------
+
+def test_a_list_compressed_anyway_reaches_the_client_as_an_error(stack: Stack) -> None:
+    r = post(stack, rpc("gz"), stack.tokens.mint("alice", groups=["support"]), "gzip")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert "content-encoding" not in r.headers
+    assert b"export" not in r.content and r.json()["error"]["code"] == -32603
+
+
+class NoForwardingStack(Stack):
+    """envoy.yaml with ext_proc's metadata_options removed: ext_proc is not given the claims."""
+
+    def render_envoy(self) -> str:
+        text = super().render_envoy()
+        cut = "              metadata_options:\n                forwarding_namespaces:\n"
+        start = text.index(cut)
+        end = text.index("\n", start + len(cut)) + 1
+        return text[:start] + text[end:]
+
+
+def test_without_the_claims_ext_proc_shows_every_list_empty(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    _policy(path, istio=False)
+    with NoForwardingStack(path, tokens=TokenIssuer(),
+                           upstream_cmd=[sys.executable, str(HERE / "list_server.py"), "--port", "{port}"]) as s:
+        assert "forwarding_namespaces" not in s.envoy_config_path.read_text()
+        admin = s.tokens.mint("root", groups=["admin"])
+        for response in ("json", "sse"):
+            [msg] = messages(post(s, rpc(f"nf-{response}"), admin, response))
+            assert msg["result"] == {"tools": [], "cacheScope": "private"}          # no nextCursor either
+        metrics = httpx.get(f"{s.service_admin_url}/metrics", timeout=10).text
+        assert 'mcp_extauthz_list_filter_failures_total{reason="view_unresolved"} 2.0' in metrics
+        assert "ext_proc sees no caller identity" in s.logs()["service"]
