@@ -5,7 +5,8 @@ JSON array `[[id, method, first], ...]`, one entry per learnable JSON-RPC reques
 string id longer than `ID_INLINE_CHARS`, or not printable ASCII, goes as `{"h": digest}`, so the
 header's size does not depend on the ids), and, when lists are filtered, a trailing `{"v": ref}`
 (`extauthz.specs.listfilter`: a fingerprint of the caller's view, which ext_proc resolves again
-from the identity Envoy forwards). ext_proc
+from the identity Envoy forwards). A view with no entries marks a GET resuming a stream
+(`Last-Event-ID`), whose replayed lists are filtered by their shape. ext_proc
 hands us that header, then the response headers and the response body in chunks. An `Exchange`
 pairs each JSON-RPC response in the body with its request by id and feeds the store:
 
