@@ -39,6 +39,7 @@ from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
 from extauthz.specs.learn import LIST_KINDS, OBSERVE_METHODS, Learner, View
+from extauthz.specs.listfilter import FAILURES, view_ref
 from extauthz.specs.store import DriftEvent, SpecStore
 from extauthz.specs.validators import ValidatorCache
 
@@ -66,6 +67,9 @@ class App:
         self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine",
                                on_session=self._on_session)
         self.learner.list_view = self._list_view
+        self.learner.resolve_view = self._caller_view
+        self.learner.filtering = self._filters_lists
+        self.learner.on_filter_failure = self._on_filter_failure
         self.learner.on_listed = self.visibility.listed_page
         self.learner.on_result = self.observer.on_result
         self.ctx: Context | None = None
@@ -138,7 +142,9 @@ class App:
     def _list_view(self, server: str, view: View) -> Any:
         """keep(kind, item) for a caller's lists, or None when lists are not filtered."""
         ctx = self.ctx
-        if ctx is None or ctx.policy.monitor or not ctx.policy.defaults.filter_lists:
+        if ctx is None:
+            return lambda kind, item: False         # no policy: nothing is shown
+        if ctx.policy.monitor or not ctx.policy.defaults.filter_lists:
             return None
         sp = ctx.policy.server_by_name(server)
         if sp is None:
@@ -148,7 +154,29 @@ class App:
         def quarantine() -> Any:
             spec = specs.get(server)
             return spec.quarantined if spec is not None else {}
-        return visible_to(sp, Caller(view.issuer, view.subject, view.client_id, frozenset(view.groups), {}), quarantine)
+        caller = None if view.anonymous else Caller(view.issuer, view.subject, view.client_id, frozenset(view.groups), {})
+        return visible_to(sp, caller, quarantine)
+
+    def _caller_view(self, identity: Any) -> View:
+        """The caller of a request ext_proc sees, from the identity Envoy forwards to it (headers,
+        and the jwt_authn claims in its metadata), by the policy's own identity sources."""
+        ctx = self.ctx
+        if ctx is None:
+            raise LookupError("no policy loaded")
+        headers, metadata = identity
+        http = HttpRequest(method="", path="", authority="", headers=headers, metadata=metadata)
+        return View.of(resolve_caller(http, ctx.policy.identity))
+
+    def _filters_lists(self, server: str) -> bool:
+        ctx = self.ctx
+        if ctx is None:
+            return True
+        if ctx.policy.monitor or not ctx.policy.defaults.filter_lists:
+            return False
+        return not server or ctx.policy.server_by_name(server) is not None
+
+    def _on_filter_failure(self, server: str, reason: str) -> None:
+        self.metrics.list_filter_failures.inc(reason if reason in FAILURES else "internal_error")
 
     def _screen(self, kind: str, entry: Any) -> str | None:
         """defaults.hiddenInstructions: quarantine: a capability whose published text carries
@@ -263,7 +291,7 @@ class App:
                 # The 2024-11-05 client reads answers only from its event stream: put it there too
                 # (never into a stream that belongs to somebody else).
                 self.learner.inject(d.server, d.session_id, b"event: message\r\ndata: " + denial_body(d) + b"\r\n\r\n")
-        if d.allowed and (d.learn or d.learn_stream) and d.caller is not None:
+        if d.allowed and (d.learn or d.learn_stream or d.resumed):
             self._mark_learn(d, ctx)
         if not d.allowed or not d.session_id or d.caller is None:
             return
@@ -276,13 +304,13 @@ class App:
                             protocol_version=d.protocol_version)
 
     def _mark_learn(self, d: Decision, ctx: Context) -> None:
-        """Filtered lists need to know who is asking (ext_proc shares no state with Check)."""
+        """Filtered lists need to know who is asking (ext_proc shares no state with Check): the
+        fingerprint of the caller's view, which ext_proc resolves again from what Envoy forwards
+        (extauthz.specs.listfilter); an anonymous caller (unauthenticated: allow) is filtered too."""
         policy = ctx.policy
         if policy.defaults.filter_lists and not policy.monitor and not d.server.startswith("shadow:") \
-                and (d.learn_stream or any(e[1] in LIST_KINDS for e in d.learn)):
-            c = d.caller
-            assert c is not None
-            d.view = View(c.issuer, c.subject, c.client_id, tuple(sorted(c.groups)))
+                and (d.learn_stream or d.resumed or any(e[1] in LIST_KINDS for e in d.learn)):
+            d.view = view_ref(d.caller)
 
     def _score(self, d: Decision, ctx: Context) -> None:
         """Every decision goes on its caller's timeline; evidence of an attack stage is scored."""

@@ -60,11 +60,32 @@ class _CheckCollector:
         yield h
 
 
+class _FilterFailureCollector:
+    """`list_filter_failures_total{reason}`: lists shown empty, or list bodies replaced, because they
+    could not be filtered for their caller (reasons: extauthz.specs.listfilter.FAILURES)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def inc(self, reason: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+
+    def collect(self) -> Iterable[Any]:
+        c = CounterMetricFamily("mcp_extauthz_list_filter_failures",
+                                "List responses that could not be filtered for their caller (shown empty)",
+                                labels=["reason"])
+        for reason, n in list(self.counts.items()):
+            c.add_metric([reason], n)
+        yield c
+
+
 class Metrics:
     def __init__(self, specs: Callable[[], Iterable[Any]], sessions: Callable[[], int]) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.checks = _CheckCollector()
         r.register(self.checks)  # type: ignore[arg-type]
+        self.list_filter_failures = _FilterFailureCollector()
+        r.register(self.list_filter_failures)  # type: ignore[arg-type]
         self.drift = Counter("mcp_extauthz_spec_drift", "Spec drift events", ["server"], registry=r)
         self.sessions_active = Gauge("mcp_extauthz_sessions_active", "Tracked MCP sessions", registry=r)
         self.sessions_active.set_function(lambda: float(sessions()))

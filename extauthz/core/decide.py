@@ -25,6 +25,7 @@ from extauthz.mcp.names import name_problem, uri_problem
 from extauthz.mcp.request import HttpRequest
 from extauthz.sessions.registry import SessionRegistry, valid_session_id
 from extauthz.sessions.visibility import Visibility, shown
+from extauthz.specs.learn import MAX_ENTRIES
 from extauthz.specs.store import SpecStore
 from extauthz.specs.validators import ValidatorCache
 
@@ -132,6 +133,8 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         if not valid_session_id(sid) or "," in sid:     # Envoy joins repeated headers with commas
             return _deny(d, Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(d, deny_status))
         d.session_id = sid
+        # Resuming a stream (streamable HTTP): the server replays what it sent on it, lists included.
+        d.resumed = http.method == "GET" and bool(http.headers.get("last-event-id"))
         if policy.sessions.bind_to_caller and caller is not None \
                 and not ctx.sessions.owner_ok(sid, caller.key):
             return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))
@@ -167,6 +170,11 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
     if first_denial is not None:
         d.learn = []
         return _deny(d, first_denial.reason, first_denial.detail, _status(d, deny_status))
+    if len(d.learn) > MAX_ENTRIES:
+        # More than the learn header carries: its lists could be neither learned nor filtered.
+        n, d.learn = len(d.learn), []
+        return _deny(d, Reason.PAYLOAD_TOO_LARGE, f"a batch may carry at most {MAX_ENTRIES} list, initialize "
+                     f"and server/discover requests ({n} here)", _status(d, deny_status))
     return d
 
 

@@ -47,6 +47,7 @@ class WorkerBus:
         return {"op": "stats", "worker": self.index, "pid": os.getpid(),
                 "decisions": [[list(k), v] for k, v in checks.decisions.items()],
                 "buckets": checks.bucket_counts, "sum": checks.total, "count": checks.count,
+                "list_filter_failures": self.app.metrics.list_filter_failures.counts,
                 "recent": recent, "ready": self.app.ready, "inventory": self.app.inventory.drain()}
 
     async def run(self) -> None:

@@ -128,8 +128,11 @@ class Supervisor:
         decisions: dict[tuple[str, ...], int] = {}
         buckets = [0] * len(checks.bucket_counts)
         total = count = 0
+        failures: dict[str, int] = {}
         for other in self.workers:
             st = other.stats
+            for reason, n in (st.get("list_filter_failures") or {}).items():
+                failures[reason] = failures.get(reason, 0) + n
             for labels, n in st.get("decisions", []):
                 key = tuple(labels)
                 decisions[key] = decisions.get(key, 0) + n
@@ -138,6 +141,7 @@ class Supervisor:
             total += st.get("sum", 0.0)
             count += st.get("count", 0)
         checks.decisions, checks.bucket_counts, checks.total, checks.count = decisions, buckets, total, count  # type: ignore[assignment]
+        self.app.metrics.list_filter_failures.counts = failures
 
     async def _watch_children(self) -> None:
         while not self.stopping:
