@@ -132,9 +132,13 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         if not valid_session_id(sid) or "," in sid:     # Envoy joins repeated headers with commas
             return _deny(d, Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(d, deny_status))
         d.session_id = sid
-        if policy.sessions.bind_to_caller and caller is not None \
-                and not ctx.sessions.owner_ok(sid, caller.key):
-            return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))
+        if policy.sessions.bind_to_caller and caller is not None:
+            if not ctx.sessions.owner_ok(sid, caller.key):
+                return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))
+            if not ctx.sessions.has_room(sid):
+                # never make room by dropping a live binding: that would free its id for anyone
+                return _deny(d, Reason.RATE_LIMITED, "sessions.maxSessions live sessions are bound: no room for "
+                             "another", _status(d, deny_status))
     if http.method != "POST":
         return d
     if server is None:

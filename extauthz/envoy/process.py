@@ -22,6 +22,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from extauthz.sessions.ending import END_MARK, end_exchange
 from extauthz.specs.learn import LEARN_HEADER, OBSERVE_HEADER, Exchange, Learner, StreamExchange
 
 log = logging.getLogger("extauthz.envoy.process")
@@ -149,6 +150,8 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
         learn = h.get(LEARN_HEADER) or h.get(OBSERVE_HEADER)
         if learn is None:
             return None
+        if learn.startswith(END_MARK) and learn is h.get(LEARN_HEADER):   # an owner's DELETE: its status decides
+            return end_exchange(self.learner, h.get(SERVER_HEADER), h.get(CALLER_HEADER), h.get(SESSION_HEADER), learn)
         return self.learner.exchange(h.get(SERVER_HEADER), h.get(CALLER_HEADER), h.get(SESSION_HEADER), learn)
 
 

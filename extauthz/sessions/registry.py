@@ -1,5 +1,10 @@
 """MCP session -> caller binding. A session id is a bearer secret issued by the server; if a
-different caller presents it, that is a hijack attempt whatever the server would have said."""
+different caller presents it, that is a hijack attempt whatever the server would have said.
+
+A binding ends only when the server confirmed the session ended (its answer to the owner's DELETE,
+seen over ext_proc: `end`), or when it has been idle past `idle_ttl`. It is never evicted to make
+room: with `max_sessions` live bindings, a new claim is refused (`has_room`), because evicting a
+live binding would hand its session id to whoever presents it next."""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ class SessionInfo:
     first_seen: float
     last_seen: float
     requests: int = 0
+    path: str = ""          # the endpoint the session lives at (first request path, without query)
 
 
 def valid_session_id(value: str) -> bool:
@@ -30,17 +36,21 @@ def valid_session_id(value: str) -> bool:
 
 
 class SessionRegistry:
-    """Bounded, idle-expiring map of session id -> owner. Oldest-idle sessions are evicted first."""
+    """Bounded, idle-expiring map of session id -> owner, least recently used first."""
 
     def __init__(self, max_sessions: int = 100_000, idle_ttl: float = 3600.0) -> None:
         self._by_id: OrderedDict[str, SessionInfo] = OrderedDict()
         self.max_sessions = max_sessions
         self.idle_ttl = idle_ttl
+        self.refused = 0        # claims refused because max_sessions live bindings exist (a metric)
         # (op, payload) for bindings other replicas must know; set by the workers bus.
         self.on_change: Callable[[str, dict[str, Any]], None] | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    def get(self, session_id: str) -> SessionInfo | None:
+        return self._by_id.get(session_id)
 
     def owner_ok(self, session_id: str, caller: str) -> bool:
         """True unless the session is bound to somebody else (expired sessions are forgotten)."""
@@ -52,38 +62,67 @@ class SessionRegistry:
             return True
         return info.caller == caller
 
+    def has_room(self, session_id: str) -> bool:
+        """May `session_id` be bound now? Always when it is bound already; otherwise only below
+        `max_sessions` after dropping bindings idle past the TTL (live ones are never dropped)."""
+        if session_id in self._by_id or len(self._by_id) < self.max_sessions:
+            return True
+        self._expire(time.monotonic(), limit=64)
+        if len(self._by_id) < self.max_sessions:
+            return True
+        self.refused += 1
+        return False
+
     def touch(self, session_id: str, caller: str, server: str, *, user_session: str = "",
-              client_id: str = "", protocol_version: str = "", replicated: bool = False) -> SessionInfo:
+              client_id: str = "", protocol_version: str = "", path: str = "",
+              replicated: bool = False) -> SessionInfo | None:
+        """Bind (or refresh) `session_id` for `caller`; None when a new binding has no room. A
+        binding another worker made (`replicated`) is always kept: that worker had room for it."""
         now = time.monotonic()
         info = self._by_id.get(session_id)
         if info is None or info.caller != caller:
-            info = SessionInfo(session_id, caller, server, user_session, client_id, protocol_version, now, now)
+            if info is None and not replicated and not self.has_room(session_id):
+                return None
+            info = SessionInfo(session_id, caller, server, user_session, client_id, protocol_version, now, now,
+                               path=path)
             self._by_id[session_id] = info
-            while len(self._by_id) > self.max_sessions:
-                self._by_id.popitem(last=False)
+            self._by_id.move_to_end(session_id)
             if self.on_change is not None and not replicated:
                 self.on_change("session", {"sid": session_id, "caller": caller, "server": server,
                                            "user_session": user_session, "client_id": client_id,
-                                           "protocol_version": protocol_version})
+                                           "protocol_version": protocol_version, "path": path})
         else:
             self._by_id.move_to_end(session_id)
+            if not info.path and path:
+                info.path = path            # bound from an initialize response: first use names it
         info.last_seen = now
         info.requests += 1
         if protocol_version:
             info.protocol_version = protocol_version
         return info
 
-    def end(self, session_id: str, *, replicated: bool = False) -> None:
-        if self._by_id.pop(session_id, None) is not None and self.on_change is not None and not replicated:
-            self.on_change("end", {"sid": session_id})
+    def end(self, session_id: str, *, replicated: bool = False) -> SessionInfo | None:
+        """The server confirmed the session is gone: forget the binding (and tell the others)."""
+        info = self._by_id.pop(session_id, None)
+        if info is not None and self.on_change is not None and not replicated:
+            self.on_change("end", {"sid": session_id, "server": info.server})
+        return info
+
+    def _expire(self, now: float, limit: int | None = None) -> int:
+        """Drop bindings idle past the TTL, least recently used first (at most `limit`)."""
+        cutoff = now - self.idle_ttl
+        dead = 0
+        while self._by_id and (limit is None or dead < limit):
+            sid, info = next(iter(self._by_id.items()))
+            if info.last_seen >= cutoff:
+                break
+            del self._by_id[sid]
+            dead += 1
+        return dead
 
     def sweep(self) -> int:
         """Drop idle sessions; called periodically, off the hot path."""
-        cutoff = time.monotonic() - self.idle_ttl
-        dead = [k for k, v in self._by_id.items() if v.last_seen < cutoff]
-        for k in dead:
-            del self._by_id[k]
-        return len(dead)
+        return self._expire(time.monotonic())
 
     def snapshot(self, limit: int = 1000) -> list[SessionInfo]:
         return list(self._by_id.values())[-limit:]
