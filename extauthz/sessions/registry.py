@@ -4,7 +4,11 @@ different caller presents it, that is a hijack attempt whatever the server would
 A binding ends only when the server confirmed the session ended (its answer to the owner's DELETE,
 seen over ext_proc: `end`), or when it has been idle past `idle_ttl`. It is never evicted to make
 room: with `max_sessions` live bindings, a new claim is refused (`has_room`), because evicting a
-live binding would hand its session id to whoever presents it next."""
+live binding would hand its session id to whoever presents it next.
+
+An id whose end the server confirmed is remembered (for the idle TTL, bounded) and never bound
+again: it is dead at the server, which answers any reuse itself (404), and a stale client of its
+former owner must not find it claimed by somebody else."""
 
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ class SessionRegistry:
         self.max_sessions = max_sessions
         self.idle_ttl = idle_ttl
         self.refused = 0        # claims refused because max_sessions live bindings exist (a metric)
+        self._ended: OrderedDict[str, float] = OrderedDict()    # session id -> when its end was confirmed
         # (op, payload) for bindings other replicas must know; set by the workers bus.
         self.on_change: Callable[[str, dict[str, Any]], None] | None = None
 
@@ -65,7 +70,7 @@ class SessionRegistry:
     def has_room(self, session_id: str) -> bool:
         """May `session_id` be bound now? Always when it is bound already; otherwise only below
         `max_sessions` after dropping bindings idle past the TTL (live ones are never dropped)."""
-        if session_id in self._by_id or len(self._by_id) < self.max_sessions:
+        if session_id in self._by_id or len(self._by_id) < self.max_sessions or self.ended(session_id):
             return True
         self._expire(time.monotonic(), limit=64)
         if len(self._by_id) < self.max_sessions:
@@ -81,7 +86,7 @@ class SessionRegistry:
         now = time.monotonic()
         info = self._by_id.get(session_id)
         if info is None or info.caller != caller:
-            if info is None and not replicated and not self.has_room(session_id):
+            if info is None and not replicated and (self.ended(session_id) or not self.has_room(session_id)):
                 return None
             info = SessionInfo(session_id, caller, server, user_session, client_id, protocol_version, now, now,
                                path=path)
@@ -104,9 +109,27 @@ class SessionRegistry:
     def end(self, session_id: str, *, replicated: bool = False) -> SessionInfo | None:
         """The server confirmed the session is gone: forget the binding (and tell the others)."""
         info = self._by_id.pop(session_id, None)
+        self._ended[session_id] = time.monotonic()
+        self._ended.move_to_end(session_id)
+        while len(self._ended) > self.max_sessions:
+            self._ended.popitem(last=False)     # forgetting a dead id only lets it be bound again
         if info is not None and self.on_change is not None and not replicated:
             self.on_change("end", {"sid": session_id, "server": info.server})
         return info
+
+    def ended(self, session_id: str) -> bool:
+        """The server confirmed this session's end within the idle TTL."""
+        at = self._ended.get(session_id)
+        if at is None:
+            return False
+        if time.monotonic() - at > self.idle_ttl:
+            del self._ended[session_id]
+            return False
+        return True
+
+    def ended_ids(self) -> list[str]:
+        """Ids whose end was confirmed within the TTL (a restarted worker's catch-up)."""
+        return [sid for sid in list(self._ended) if self.ended(sid)]
 
     def _expire(self, now: float, limit: int | None = None) -> int:
         """Drop bindings idle past the TTL, least recently used first (at most `limit`)."""
@@ -121,8 +144,11 @@ class SessionRegistry:
         return dead
 
     def sweep(self) -> int:
-        """Drop idle sessions; called periodically, off the hot path."""
-        return self._expire(time.monotonic())
+        """Drop idle sessions (and old ends); called periodically, off the hot path."""
+        now = time.monotonic()
+        while self._ended and now - next(iter(self._ended.values())) > self.idle_ttl:
+            self._ended.popitem(last=False)
+        return self._expire(now)
 
     def snapshot(self, limit: int = 1000) -> list[SessionInfo]:
         return list(self._by_id.values())[-limit:]

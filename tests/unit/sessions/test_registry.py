@@ -95,3 +95,17 @@ def test_a_full_registry_denies_the_claim_as_rate_limited_and_counts_it():
     app.sessions.idle_ttl = 60
     age(app.sessions, "flood-0", 61)
     assert app.check(http(rpc("tools/list"), claims=mallory, headers={"mcp-session-id": "flood-2"})).allowed
+
+
+def test_an_ended_id_is_never_bound_again_within_the_ttl():
+    reg = SessionRegistry(max_sessions=2, idle_ttl=60)
+    reg.touch("s", ALICE, "crm")
+    reg.end("s")
+    assert reg.ended("s") and reg.owner_ok("s", MALLORY) and reg.owner_ok("s", ALICE)
+    assert reg.touch("s", MALLORY, "crm") is None and reg.touch("s", ALICE, "crm") is None and len(reg) == 0
+    assert reg.ended_ids() == ["s"]
+    reg._ended["s"] -= 61                        # past the TTL: forgotten
+    assert not reg.ended("s") and reg.touch("s", MALLORY, "crm") is not None
+    for i in range(5):                            # bounded by max_sessions
+        reg.end(f"e{i}")
+    assert len(reg.ended_ids()) == 2
