@@ -1,7 +1,7 @@
 """End to end (issue 14.1): a session binding ends only when the session really ends.
 
 Real Envoy (the shipped route pair: the owner's DELETE carries the learn header, so ext_proc sees
-the server's answer) in front of the real SDK demo CRM server (stateful 2025-11-25 sessions). A
+the server's answer; and the Istio-style bootstrap, ext_proc on every request) in front of the real SDK demo CRM server (stateful 2025-11-25 sessions). A
 DELETE the server refuses (405 for an MCP-Protocol-Version it does not route to the session, 307
 from Starlette for `/mcp/`) leaves the session alive, and its owner still its owner: another
 caller presenting the id is `session_hijack` and never reaches the server. A DELETE the server
@@ -11,6 +11,7 @@ honours (its 2xx) ends the binding: the id is then dead at the server, which ans
 from __future__ import annotations
 
 import asyncio
+import re
 from importlib import resources
 from typing import Any, Iterator
 
@@ -21,6 +22,8 @@ from extauthz.demo.agent import attempt, connect
 from extauthz.demo.stack import Stack
 from extauthz.demo.tokens import TokenIssuer
 
+from .test_istio_style import IstioStack, header_only_policy
+
 pytestmark = pytest.mark.e2e
 
 ACCEPT = "application/json, text/event-stream"
@@ -28,11 +31,17 @@ LOOKUP = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
           "params": {"name": "lookup_customer", "arguments": {"customer_id": "c-100"}}}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=["envoy.yaml", "istio-style"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The shipped bootstrap (the learn route selects ext_proc) and the Istio-style one (ext_proc
+    on every request, the service picks what to watch)."""
     policy = tmp_path_factory.mktemp("session-end") / "policy.yaml"
-    policy.write_text(resources.files("extauthz.policy").joinpath("default.yaml").read_text())
-    s = Stack(str(policy), tokens=TokenIssuer())
+    if request.param == "istio-style":
+        s: Stack = IstioStack(str(policy), tokens=TokenIssuer())
+        header_only_policy(policy, s.upstream_url)
+    else:
+        policy.write_text(resources.files("extauthz.policy").joinpath("default.yaml").read_text())
+        s = Stack(str(policy), tokens=TokenIssuer())
     s.start()
     yield s
     s.stop()
@@ -40,8 +49,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def upstream_requests(stack: Stack) -> int:
     """Requests Envoy sent to the MCP server so far (its own counter)."""
-    text = httpx.get(stack.envoy_admin_url + "/stats?filter=^cluster.upstream.upstream_rq_total$", timeout=10).text
-    return int(text.split(":")[1])
+    cluster = f"inbound|{stack.upstream_port}||" if isinstance(stack, IstioStack) else "upstream"
+    stat = f"cluster.{cluster}.upstream_rq_total"
+    text = httpx.get(stack.envoy_admin_url + "/stats", params={"filter": f"^{re.escape(stat)}$"}, timeout=10).text
+    (line,) = text.strip().splitlines()
+    assert line.startswith(stat + ":"), text
+    return int(line.split(":")[-1])
 
 
 def metric(stack: Stack, line_prefix: str) -> float:
