@@ -132,10 +132,11 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         if not valid_session_id(sid) or "," in sid:     # Envoy joins repeated headers with commas
             return _deny(d, Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(d, deny_status))
         d.session_id = sid
-        if policy.sessions.bind_to_caller and caller is not None:
-            if not ctx.sessions.owner_ok(sid, caller.key):
+        if policy.sessions.bind_to_caller:
+            # (an anonymous request, where the policy lets them in, never rides a bound session)
+            if not ctx.sessions.owner_ok(sid, caller.key if caller is not None else ""):
                 return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))
-            if not ctx.sessions.has_room(sid):
+            if caller is not None and not ctx.sessions.has_room(sid):
                 # never make room by dropping a live binding: that would free its id for anyone
                 return _deny(d, Reason.RATE_LIMITED, "sessions.maxSessions live sessions are bound: no room for "
                              "another", _status(d, deny_status))

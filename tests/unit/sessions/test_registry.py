@@ -109,3 +109,17 @@ def test_an_ended_id_is_never_bound_again_within_the_ttl():
     for i in range(5):                            # bounded by max_sessions
         reg.end(f"e{i}")
     assert len(reg.ended_ids()) == 2
+
+
+def test_an_anonymous_request_never_rides_a_bound_session(tmp_path):
+    """Where the policy lets unauthenticated requests in, a bound session id is still its owner's."""
+    p = tmp_path / "p.yaml"
+    p.write_text(POLICY.read_text().replace("unauthenticated: deny", "unauthenticated: allow"))
+    app = App(str(p), decision_out=io.BytesIO())
+    learn(app)
+    assert app.check(http(rpc("tools/list"), headers={"mcp-session-id": "alice-s"})).allowed
+    assert app.check(http(rpc("tools/list"), claims=None, headers={"mcp-session-id": "alice-s"})).reason \
+        is Reason.SESSION_HIJACK
+    assert app.check(http(method="DELETE", claims=None, headers={"mcp-session-id": "alice-s"})).reason \
+        is Reason.SESSION_HIJACK
+    assert app.check(http(rpc("tools/list"), claims=None, headers={"mcp-session-id": "nobodys"})).allowed
