@@ -147,11 +147,12 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
 
     def _start(self, http_headers: pb.HttpHeaders) -> Exchange | None:
         h = headers_to_dict(http_headers.headers)
-        learn = h.get(LEARN_HEADER) or h.get(OBSERVE_HEADER)
+        mark = h.get(LEARN_HEADER)
+        if mark is not None and mark.startswith(END_MARK):     # an owner's DELETE: its status decides
+            return end_exchange(self.learner, h.get(SERVER_HEADER), h.get(CALLER_HEADER), h.get(SESSION_HEADER), mark)
+        learn = mark or h.get(OBSERVE_HEADER)
         if learn is None:
             return None
-        if learn.startswith(END_MARK) and learn is h.get(LEARN_HEADER):   # an owner's DELETE: its status decides
-            return end_exchange(self.learner, h.get(SERVER_HEADER), h.get(CALLER_HEADER), h.get(SESSION_HEADER), learn)
         return self.learner.exchange(h.get(SERVER_HEADER), h.get(CALLER_HEADER), h.get(SESSION_HEADER), learn)
 
 
