@@ -6,9 +6,10 @@ seen over ext_proc: `end`), or when it has been idle past `idle_ttl`. It is neve
 room: with `max_sessions` live bindings, a new claim is refused (`has_room`), because evicting a
 live binding would hand its session id to whoever presents it next.
 
-An id whose end the server confirmed is remembered (for the idle TTL, bounded) and never bound
-again: it is dead at the server, which answers any reuse itself (404), and a stale client of its
-former owner must not find it claimed by somebody else."""
+An id whose end the server confirmed stays reserved to its former owner (for the idle TTL,
+bounded, outside `max_sessions`) and is never bound again: the former owner's stale reuse reaches
+the server, which answers it (404); anybody else's is still `session_hijack`, so even a server that
+confirmed an end wrongly never hands a live session to another caller."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ class SessionRegistry:
         self.max_sessions = max_sessions
         self.idle_ttl = idle_ttl
         self.refused = 0        # claims refused because max_sessions live bindings exist (a metric)
-        self._ended: OrderedDict[str, float] = OrderedDict()    # session id -> when its end was confirmed
+        # session id -> (when its end was confirmed, its former owner; None: nobody's)
+        self._ended: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
         # (op, payload) for bindings other replicas must know; set by the workers bus.
         self.on_change: Callable[[str, dict[str, Any]], None] | None = None
 
@@ -61,7 +63,8 @@ class SessionRegistry:
         """True unless the session is bound to somebody else (expired sessions are forgotten)."""
         info = self._by_id.get(session_id)
         if info is None:
-            return True
+            gone = self._ended_entry(session_id)
+            return gone is None or gone[1] == caller
         if time.monotonic() - info.last_seen > self.idle_ttl:
             del self._by_id[session_id]
             return True
@@ -106,30 +109,33 @@ class SessionRegistry:
             info.protocol_version = protocol_version
         return info
 
-    def end(self, session_id: str, *, replicated: bool = False) -> SessionInfo | None:
-        """The server confirmed the session is gone: forget the binding (and tell the others)."""
+    def end(self, session_id: str, *, caller: str = "", replicated: bool = False) -> SessionInfo | None:
+        """The server confirmed the session is gone: forget the binding, keep the id reserved to
+        its former owner (`caller` when this replica never saw the binding), tell the others."""
         info = self._by_id.pop(session_id, None)
-        self._ended[session_id] = time.monotonic()
+        owner = info.caller if info is not None else (caller or None)
+        self._ended[session_id] = (time.monotonic(), owner)
         self._ended.move_to_end(session_id)
         while len(self._ended) > self.max_sessions:
-            self._ended.popitem(last=False)     # forgetting a dead id only lets it be bound again
+            self._ended.popitem(last=False)     # the oldest dead id: unreserved (the server still says 404)
         if info is not None and self.on_change is not None and not replicated:
-            self.on_change("end", {"sid": session_id, "server": info.server})
+            self.on_change("end", {"sid": session_id, "server": info.server, "caller": owner})
         return info
+
+    def _ended_entry(self, session_id: str) -> tuple[float, str | None] | None:
+        hit = self._ended.get(session_id)
+        if hit is not None and time.monotonic() - hit[0] > self.idle_ttl:
+            del self._ended[session_id]
+            return None
+        return hit
 
     def ended(self, session_id: str) -> bool:
         """The server confirmed this session's end within the idle TTL."""
-        at = self._ended.get(session_id)
-        if at is None:
-            return False
-        if time.monotonic() - at > self.idle_ttl:
-            del self._ended[session_id]
-            return False
-        return True
+        return self._ended_entry(session_id) is not None
 
-    def ended_ids(self) -> list[str]:
-        """Ids whose end was confirmed within the TTL (a restarted worker's catch-up)."""
-        return [sid for sid in list(self._ended) if self.ended(sid)]
+    def ended_ids(self) -> list[tuple[str, str]]:
+        """(id, former owner) of ends confirmed within the TTL (a restarted worker's catch-up)."""
+        return [(sid, hit[1] or "") for sid in list(self._ended) if (hit := self._ended_entry(sid)) is not None]
 
     def _expire(self, now: float, limit: int | None = None) -> int:
         """Drop bindings idle past the TTL, least recently used first (at most `limit`)."""
@@ -146,7 +152,7 @@ class SessionRegistry:
     def sweep(self) -> int:
         """Drop idle sessions (and old ends); called periodically, off the hot path."""
         now = time.monotonic()
-        while self._ended and now - next(iter(self._ended.values())) > self.idle_ttl:
+        while self._ended and now - next(iter(self._ended.values()))[0] > self.idle_ttl:
             self._ended.popitem(last=False)
         return self._expire(now)
 

@@ -89,7 +89,7 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
                            client_id=msg.get("client_id", ""), protocol_version=msg.get("protocol_version", ""),
                            path=msg.get("path", ""), replicated=True)
     elif op == "end":        # the server confirmed the session ended (seen by one worker's ext_proc)
-        app.sessions.end(msg["sid"], replicated=True)
+        app.sessions.end(msg["sid"], caller=str(msg.get("caller", "")), replicated=True)
         if isinstance(msg.get("server"), str):
             app.visibility.end_session(msg["server"], msg["sid"])
     elif op == "visible":

@@ -5,8 +5,10 @@ the server's answer; and the Istio-style bootstrap, ext_proc on every request) i
 DELETE the server refuses (405 for an MCP-Protocol-Version it does not route to the session, 307
 from Starlette for `/mcp/`) leaves the session alive, and its owner still its owner: another
 caller presenting the id is `session_hijack` and never reaches the server. A DELETE the server
-honours (its 2xx) ends the binding: the id is then dead at the server, which answers a reuse itself
-(404 "Session not found"), whoever presents it."""
+honours (its 2xx) ends the binding: the id is dead at the server and never bound again; it stays
+reserved to its former owner, whose stale reuse the server answers itself (404 "Session not
+found"), while anybody else's is still `session_hijack` (so even a wrong confirmation could not
+hand a live session to another caller)."""
 
 from __future__ import annotations
 
@@ -151,7 +153,7 @@ def test_a_refused_delete_keeps_the_owner_and_the_session(stack, path, version, 
 
 
 @pytest.mark.parametrize("version", ["2025-11-25", None], ids=["with-version", "no-version-header"])
-def test_an_honoured_delete_ends_the_binding_and_the_server_answers_a_reuse(stack, version):
+def test_an_honoured_delete_ends_the_binding_and_only_the_former_owner_reaches_the_dead_id(stack, version):
     owner = stack.tokens.mint(f"hugo-{version}", groups=["support"], customer_ids=["c-100"])
     other = stack.tokens.mint(f"ivan-{version}", groups=["support"], customer_ids=["c-100"])
     ended_before = metric(stack, 'mcp_extauthz_session_ends_total{outcome="ended"}')
@@ -163,15 +165,18 @@ def test_an_honoured_delete_ends_the_binding_and_the_server_answers_a_reuse(stac
         # ext_proc saw the 200 before Envoy passed it on: the binding is already gone
         assert bound_to(stack, sid) is None
         assert metric(stack, 'mcp_extauthz_session_ends_total{outcome="ended"}') == ended_before + 1
-        # The id is dead at the server and is never bound again here, so a reuse is the server's
-        # to answer: it reaches the server, which says the session does not exist (404) - for
-        # anyone else and for the former owner alike, in either order. Nothing executes.
-        for who in (other, owner, other):
+        # The id is dead at the server and never bound again here. Its former owner's stale reuse
+        # is the server's to answer (404, nothing executes); anybody else's never reaches it.
+        for who in (other, owner, other, owner):
             before = upstream_requests(stack)
             r = lookup(http, stack, who, sid)
-            assert r.status_code == 404 and "x-mcp-extauthz-reason" not in r.headers, (r.status_code, r.text)
-            assert r.json()["error"]["message"] == "Session not found"
-            assert upstream_requests(stack) == before + 1
+            if who is owner:
+                assert r.status_code == 404 and "x-mcp-extauthz-reason" not in r.headers, (r.status_code, r.text)
+                assert r.json()["error"]["message"] == "Session not found"
+                assert upstream_requests(stack) == before + 1
+            else:
+                assert r.headers.get("x-mcp-extauthz-reason") == "session_hijack", (r.status_code, r.text)
+                assert upstream_requests(stack) == before
             assert bound_to(stack, sid) is None
 
 

@@ -74,12 +74,19 @@ def test_only_a_confirmed_end_is_relayed_to_every_worker(service):  # noqa: F811
             break
         time.sleep(0.1)
     time.sleep(0.3)
-    # ... and gone on both: nobody's claim is refused as a hijack, and none binds the dead id
-    assert set(intruders(gp, 12, "late")) == {"allowed"}
+    # ... and ended on both: the owner's DELETE is allowed but no worker marks it any more (a
+    # worker that still held the binding would), and the id is still nobody else's
+    for _ in range(12):
+        again = fresh_check(gp, delete)
+        assert again.status.code == 0
+        assert [h for h in again.ok_response.headers if h.header.key == LEARN_HEADER] == []
+    assert set(intruders(gp, 12, "late")) == {"session_hijack"}
     time.sleep(1.5)                                 # workers report decisions once a second
     decisions = httpx.get(f"http://127.0.0.1:{ap}/v1/decisions?limit=1000", timeout=5).json()["decisions"]
     def workers(tag: str, decision: str) -> set[int]:
         return {d.get("worker") for d in decisions
                 if (d.get("caller") or {}).get("sub", "").startswith(tag) and d["decision"] == decision}
     assert workers("early-", "deny") == {0, 1}, "both workers must have denied some of the early callers"
-    assert workers("late-", "allow") == {0, 1}, "both workers must have allowed some of the late callers"
+    assert workers("late-", "deny") == {0, 1}, "both workers must have denied some of the late callers"
+    owner_deletes = [d for d in decisions if d["method"] == "DELETE" and d["decision"] == "allow"]
+    assert {d.get("worker") for d in owner_deletes[-12:]} == {0, 1}, "both workers must have seen the DELETE"

@@ -230,7 +230,11 @@ def test_session_hijack(app):
     app.learner.on_session_end("crm", "s-1", "refused")
     assert app.check(http(rpc("tools/list"), claims=bob, headers={"mcp-session-id": "s-1"})).reason is R.SESSION_HIJACK
     app.learner.on_session_end("crm", "s-1", "ended")
-    assert app.check(http(rpc("tools/list"), claims=bob, headers={"mcp-session-id": "s-1"})).allowed
+    # Ended: the id stays reserved to its former owner (the server answers its stale reuse), and
+    # is never bound again.
+    assert app.check(http(rpc("tools/list"), claims=bob, headers={"mcp-session-id": "s-1"})).reason is R.SESSION_HIJACK
+    assert app.check(http(rpc("tools/list"), headers={"mcp-session-id": "s-1"})).allowed
+    assert app.sessions.get("s-1") is None
 
 
 def test_quarantine_after_drift(app):

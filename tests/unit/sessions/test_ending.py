@@ -144,11 +144,12 @@ async def test_the_servers_answer_to_the_delete_decides(proc, code, outcome, end
     assert list(out[0].request_headers.response.header_mutation.remove_headers) == [LEARN_HEADER, OBSERVE_HEADER]
     assert not out[1].response_headers.response.HasField("header_mutation")    # the answer passes untouched
     assert seen.ends == [("crm", SID, outcome)]
-    bob = app.check(http(rpc("tools/list"), claims=BOB, headers={"mcp-session-id": SID}))
-    assert bob.allowed is ended
-    if not ended:
-        assert bob.reason is Reason.SESSION_HIJACK
-        assert app.check(http(rpc("tools/list"), headers={"mcp-session-id": SID})).allowed    # the owner
+    assert (app.sessions.get(SID) is None) is ended and app.sessions.ended(SID) is ended
+    # either way nobody else may use the id, and its (former) owner may
+    assert app.check(http(rpc("tools/list"), claims=BOB, headers={"mcp-session-id": SID})).reason \
+        is Reason.SESSION_HIJACK
+    assert app.check(http(rpc("tools/list"), headers={"mcp-session-id": SID})).allowed
+    assert (app.sessions.get(SID) is None) is ended                    # an ended id is not bound again
     text = app.metrics.registry.get_sample_value("mcp_extauthz_session_ends_total", {"outcome": outcome})
     assert text == 1.0
 
@@ -232,6 +233,7 @@ def test_an_end_reaches_every_worker_with_its_visibility(app):
     assert other.sessions.get(SID) is not None and other.sessions.get(SID).path == "/mcp"
     sent.clear()
     app.learner.on_session_end("crm", SID, "ended")
-    assert sent == [{"op": "end", "sid": SID, "server": "crm"}]
+    assert sent == [{"op": "end", "sid": SID, "server": "crm", "caller": "https://issuer|alice|agent"}]
     apply_change(other, sent[0])
     assert other.sessions.get(SID) is None and other.visibility.view("crm", SID, "")[0] is None
+    assert other.sessions.ended(SID) and not other.sessions.owner_ok(SID, "https://issuer|bob|agent")

@@ -68,7 +68,7 @@ def test_end_forgets_the_binding_and_reports_its_server():
     reg.on_change = lambda op, payload: sent.append((op, payload))
     reg.touch("s", ALICE, "crm", path="/mcp")
     assert reg.end("s") is not None and reg.end("s") is None
-    assert sent[-1] == ("end", {"sid": "s", "server": "crm"}) and len(sent) == 2
+    assert sent[-1] == ("end", {"sid": "s", "server": "crm", "caller": ALICE}) and len(sent) == 2
 
 
 def test_a_full_registry_denies_the_claim_as_rate_limited_and_counts_it():
@@ -101,14 +101,17 @@ def test_an_ended_id_is_never_bound_again_within_the_ttl():
     reg = SessionRegistry(max_sessions=2, idle_ttl=60)
     reg.touch("s", ALICE, "crm")
     reg.end("s")
-    assert reg.ended("s") and reg.owner_ok("s", MALLORY) and reg.owner_ok("s", ALICE)
-    assert reg.touch("s", MALLORY, "crm") is None and reg.touch("s", ALICE, "crm") is None and len(reg) == 0
-    assert reg.ended_ids() == ["s"]
-    reg._ended["s"] -= 61                        # past the TTL: forgotten
+    # reserved to its former owner (whose stale reuse the server answers), nobody else's
+    assert reg.ended("s") and reg.owner_ok("s", ALICE) and not reg.owner_ok("s", MALLORY)
+    assert reg.touch("s", ALICE, "crm") is None and len(reg) == 0 and reg.has_room("s")
+    assert reg.ended_ids() == [("s", ALICE)]
+    reg._ended["s"] = (reg._ended["s"][0] - 61, ALICE)       # past the TTL: forgotten
     assert not reg.ended("s") and reg.touch("s", MALLORY, "crm") is not None
     for i in range(5):                            # bounded by max_sessions
-        reg.end(f"e{i}")
-    assert len(reg.ended_ids()) == 2
+        reg.end(f"e{i}", caller=ALICE)
+    assert reg.ended_ids() == [("e3", ALICE), ("e4", ALICE)]
+    reg.end("never-seen-here")                    # a relayed end without an owner: nobody's
+    assert not reg.owner_ok("never-seen-here", ALICE) and not reg.owner_ok("never-seen-here", "")
 
 
 def test_an_anonymous_request_never_rides_a_bound_session(tmp_path):
