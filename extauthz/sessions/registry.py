@@ -84,12 +84,18 @@ class SessionRegistry:
     def touch(self, session_id: str, caller: str, server: str, *, user_session: str = "",
               client_id: str = "", protocol_version: str = "", path: str = "",
               replicated: bool = False) -> SessionInfo | None:
-        """Bind (or refresh) `session_id` for `caller`; None when a new binding has no room. A
-        binding another worker made (`replicated`) is always kept: that worker had room for it."""
+        """Bind (or refresh) `session_id` for `caller`; None when a new binding has no room or the
+        id has ended. A binding another worker made (`replicated`) is always kept: it had room."""
         now = time.monotonic()
         info = self._by_id.get(session_id)
         if info is None or info.caller != caller:
-            if info is None and not replicated and (self.ended(session_id) or not self.has_room(session_id)):
+            gone = self._ended_entry(session_id) if info is None else None
+            if gone is not None and not replicated:
+                if gone[1] == caller:       # its former owner still uses it: keep it reserved
+                    self._ended[session_id] = (now, caller)
+                    self._ended.move_to_end(session_id)
+                return None
+            if info is None and not replicated and not self.has_room(session_id):
                 return None
             info = SessionInfo(session_id, caller, server, user_session, client_id, protocol_version, now, now,
                                path=path)

@@ -105,7 +105,11 @@ def test_an_ended_id_is_never_bound_again_within_the_ttl():
     assert reg.ended("s") and reg.owner_ok("s", ALICE) and not reg.owner_ok("s", MALLORY)
     assert reg.touch("s", ALICE, "crm") is None and len(reg) == 0 and reg.has_room("s")
     assert reg.ended_ids() == [("s", ALICE)]
-    reg._ended["s"] = (reg._ended["s"][0] - 61, ALICE)       # past the TTL: forgotten
+    reg._ended["s"] = (reg._ended["s"][0] - 59, ALICE)
+    assert reg.touch("s", ALICE, "crm") is None               # its former owner's use keeps it reserved ...
+    reg._ended["s"] = (reg._ended["s"][0] - 59, ALICE)
+    assert reg.ended("s") and not reg.owner_ok("s", MALLORY)
+    reg._ended["s"] = (reg._ended["s"][0] - 2, ALICE)         # ... until it is idle past the TTL: forgotten
     assert not reg.ended("s") and reg.touch("s", MALLORY, "crm") is not None
     for i in range(5):                            # bounded by max_sessions
         reg.end(f"e{i}", caller=ALICE)
