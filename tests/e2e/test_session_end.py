@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any, Iterator
 
 import httpx
+import orjson
 import pytest
 
 from extauthz.demo.agent import attempt, connect
@@ -79,7 +80,6 @@ def headers(token: str, sid: str | None = None, version: str | None = "2025-11-2
 
 
 def messages(r: httpx.Response) -> list[dict[str, Any]]:
-    import orjson
     if r.headers.get("content-type", "").startswith("text/event-stream"):
         return [orjson.loads(l[5:]) for l in r.text.splitlines() if l.startswith("data:") and l[5:].strip()]
     return [r.json()]
