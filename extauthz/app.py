@@ -61,7 +61,7 @@ class App:
         self.risk.on_alert = self._on_alert
         self.sensitive = SensitiveUse(self.specs)
         self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
-        self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions))
+        self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions), lambda: self.sessions.refused)
         self.decisions = DecisionLog(decision_out, background=background_log)
         self.observer = Observer(self.inventory, self.risk, self.decisions, lambda: self.ctx)
         self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine",
@@ -72,6 +72,7 @@ class App:
         self.learner.on_filter_failure = self._on_filter_failure
         self.learner.on_listed = self.visibility.listed_page
         self.learner.on_result = self.observer.on_result
+        self.learner.on_session_end = self._on_session_end
         self.ctx: Context | None = None
         self.draining = False
         self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
@@ -134,6 +135,16 @@ class App:
         that nobody else can use it even before its owner's first follow-up request."""
         if caller and caller != "-":
             self.sessions.touch(session_id, caller, server)
+
+    def _on_session_end(self, server: str, session_id: str, outcome: str) -> None:
+        """The server answered an owner's DELETE (over ext_proc): only its confirmation ("ended",
+        "not_found") ends the binding; a refused DELETE leaves a live session, still its owner's."""
+        self.metrics.session_ends.labels(outcome).inc()
+        if outcome == "refused":
+            log.info("server %s refused the DELETE of a session: its binding stays", server)
+            return
+        self.sessions.end(session_id)            # relayed to every worker (op "end")
+        self.visibility.end_session(server, session_id)
 
     def _on_alert(self, alert: dict[str, Any]) -> None:
         self.metrics.risk_alerts.inc()
@@ -215,7 +226,7 @@ class App:
                 d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                              status=400, form="bare")
             try:
-                self._after(d, ctx)
+                self._after(d, ctx, http.path)
                 if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
                     d.caller = _best_effort_caller(http, ctx)     # denied before identity: still attribute it
                 if d.caller is not None:
@@ -281,7 +292,7 @@ class App:
             except Exception:  # noqa: BLE001 - a decision already answered stays answered
                 log.exception("recording a decision failed")
 
-    def _after(self, d: Decision, ctx: Context) -> None:
+    def _after(self, d: Decision, ctx: Context, path: str = "") -> None:
         """Session bookkeeping for allowed requests (sessions are bound on first use)."""
         if d.legacy_sse:
             if d.learn and d.wire_allowed:
@@ -295,13 +306,16 @@ class App:
             self._mark_learn(d, ctx)
         if not d.allowed or not d.session_id or d.caller is None:
             return
-        if d.http_method == "DELETE":
-            self.sessions.end(d.session_id)
-            self.visibility.end_session(d.server, d.session_id)
-            return
         c = d.caller
-        self.sessions.touch(d.session_id, c.key, d.server, user_session=c.user_session, client_id=c.client_id,
-                            protocol_version=d.protocol_version)
+        endpoint = path.split("?", 1)[0]
+        delete = d.http_method == "DELETE"
+        info = self.sessions.touch(d.session_id, c.key, d.server, user_session=c.user_session, client_id=c.client_id,
+                                   protocol_version=d.protocol_version, path="" if delete else endpoint)
+        if delete and info is not None and info.caller == c.key and info.path in ("", endpoint):
+            # Not ended here: the server may refuse (405, a redirect). ext_proc sees its answer and
+            # only a confirmation ends the binding (extauthz.sessions.ending). A DELETE elsewhere
+            # than where the session was used cannot confirm anything about it: nothing is marked.
+            d.end_session = True
 
     def _mark_learn(self, d: Decision, ctx: Context) -> None:
         """Filtered lists need to know who is asking (ext_proc shares no state with Check): the

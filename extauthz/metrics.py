@@ -77,10 +77,19 @@ class _FilterFailureCollector:
         for reason, n in list(self.counts.items()):
             c.add_metric([reason], n)
         yield c
+class _CountCollector:
+    """A counter whose value another object keeps (read at scrape time, nothing on the hot path)."""
+
+    def __init__(self, name: str, doc: str, value: Callable[[], int]) -> None:
+        self._name, self._doc, self._value = name, doc, value
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._doc, value=float(self._value()))
 
 
 class Metrics:
-    def __init__(self, specs: Callable[[], Iterable[Any]], sessions: Callable[[], int]) -> None:
+    def __init__(self, specs: Callable[[], Iterable[Any]], sessions: Callable[[], int],
+                 sessions_refused: Callable[[], int] = lambda: 0) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.checks = _CheckCollector()
         r.register(self.checks)  # type: ignore[arg-type]
@@ -89,6 +98,13 @@ class Metrics:
         self.drift = Counter("mcp_extauthz_spec_drift", "Spec drift events", ["server"], registry=r)
         self.sessions_active = Gauge("mcp_extauthz_sessions_active", "Tracked MCP sessions", registry=r)
         self.sessions_active.set_function(lambda: float(sessions()))
+        r.register(_CountCollector(  # type: ignore[arg-type]
+            "mcp_extauthz_session_claims_refused",
+            "New MCP session bindings refused (rate_limited): sessions.maxSessions live bindings exist",
+            sessions_refused))
+        # how an owner's DELETE ended: ended (2xx), not_found (404), refused (anything else: kept)
+        self.session_ends = Counter("mcp_extauthz_session_ends", "Owners' session DELETEs by the server's answer",
+                                    ["outcome"], registry=r)
         self.reloads = Counter("mcp_extauthz_policy_reloads", "Policy reloads", ["result"], registry=r)
         self.risk_blocks = Counter("mcp_extauthz_risk_blocks", "Requests denied by the risk score", registry=r)
         self.risk_alerts = Counter("mcp_extauthz_risk_alerts", "Attack chains (recon -> probe -> extract) detected",

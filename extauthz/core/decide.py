@@ -135,9 +135,14 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         d.session_id = sid
         # Resuming a stream (streamable HTTP): the server replays what it sent on it, lists included.
         d.resumed = http.method == "GET" and bool(http.headers.get("last-event-id"))
-        if policy.sessions.bind_to_caller and caller is not None \
-                and not ctx.sessions.owner_ok(sid, caller.key):
-            return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))
+        if policy.sessions.bind_to_caller:
+            # (an anonymous request, where the policy lets them in, never rides a bound session)
+            if not ctx.sessions.owner_ok(sid, caller.key if caller is not None else ""):
+                return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))
+            if caller is not None and not ctx.sessions.has_room(sid):
+                # never make room by dropping a live binding: that would free its id for anyone
+                return _deny(d, Reason.RATE_LIMITED, "sessions.maxSessions live sessions are bound: no room for "
+                             "another", _status(d, deny_status))
     if http.method != "POST":
         return d
     if server is None:

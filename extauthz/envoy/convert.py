@@ -16,6 +16,7 @@ from google.rpc import status_pb2
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
 from extauthz.mcp.request import HttpRequest
+from extauthz.sessions.ending import end_mark
 from extauthz.specs.learn import OBSERVE_HEADER, encode_learn_header, observe_only, stream_mark
 
 PARTIAL_HEADER = "x-envoy-auth-partial-body"
@@ -129,6 +130,9 @@ def to_check_response(d: Decision) -> external_auth_pb2.CheckResponse:
             remove.append(LEARN_HEADER)
         elif d.learn or d.learn_stream or d.view is not None:      # a resumed stream: a view, no entries
             headers.append(_hvo(LEARN_HEADER, stream_mark(d.view) if d.learn_stream else encode_learn_header(d.learn, d.view)))
+            remove.append(OBSERVE_HEADER)
+        elif d.end_session:
+            headers.append(_hvo(LEARN_HEADER, end_mark(d.session_id)))
             remove.append(OBSERVE_HEADER)
         else:
             remove += [LEARN_HEADER, OBSERVE_HEADER]

@@ -23,6 +23,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from extauthz.envoy.convert import metadata_dict
+from extauthz.sessions.ending import END_MARK, end_exchange
 from extauthz.specs.learn import LEARN_HEADER, OBSERVE_HEADER, Exchange, Learner, StreamExchange
 
 log = logging.getLogger("extauthz.envoy.process")
@@ -166,6 +167,8 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
     def _start(self, req: pb.ProcessingRequest) -> Exchange | None:
         h = headers_to_dict(req.request_headers.headers)
         learn = h.get(LEARN_HEADER)
+        if learn is not None and learn.startswith(END_MARK):     # an owner's DELETE: its status decides
+            return end_exchange(self.learner, h.get(SERVER_HEADER), h.get(CALLER_HEADER), h.get(SESSION_HEADER), learn)
         observe = h.get(OBSERVE_HEADER) if learn is None else None
         if learn is None and observe is None:
             return None

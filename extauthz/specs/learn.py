@@ -249,6 +249,9 @@ class Learner:
         self.resolve_view: Callable[[Any], View] | None = None
         self.filtering: Callable[[str], bool] | None = None
         self.on_filter_failure: Callable[[str, str], None] | None = None
+        # on_session_end(server, session_id, outcome): the server's answer to an owner's DELETE
+        # (extauthz.sessions.ending); outcome "ended" | "not_found" | "refused".
+        self.on_session_end: Callable[[str, str, str], None] | None = None
 
     def expect(self, server: str, session_id: str, entries: list[list[Any]]) -> None:
         """Remember learnable requests of a 2024-11-05 session until its SSE stream answers them."""

@@ -88,9 +88,11 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
     elif op == "session":
         app.sessions.touch(msg["sid"], msg["caller"], msg["server"], user_session=msg.get("user_session", ""),
                            client_id=msg.get("client_id", ""), protocol_version=msg.get("protocol_version", ""),
-                           replicated=True)
-    elif op == "end":
-        app.sessions.end(msg["sid"], replicated=True)
+                           path=msg.get("path", ""), replicated=True)
+    elif op == "end":        # the server confirmed the session ended (seen by one worker's ext_proc)
+        app.sessions.end(msg["sid"], caller=str(msg.get("caller", "")), replicated=True)
+        if isinstance(msg.get("server"), str):
+            app.visibility.end_session(msg["server"], msg["sid"])
     elif op == "visible":
         app.visibility.listed(msg["server"], msg["sid"], msg["caller"], msg["kind"], msg["names"], replicated=True)
     elif op == "riskscore":  # catch-up only: a restarted worker must not forget who is risky

@@ -72,7 +72,9 @@ class Supervisor:
         for s in self.app.sessions.snapshot(limit=self.app.sessions.max_sessions):
             out.append({"op": "session", "sid": s.session_id, "caller": s.caller, "server": s.server,
                         "user_session": s.user_session, "client_id": s.client_id,
-                        "protocol_version": s.protocol_version})
+                        "protocol_version": s.protocol_version, "path": s.path})
+        for sid, owner in self.app.sessions.ended_ids():
+            out.append({"op": "end", "sid": sid, "caller": owner})
         for st in self.app.risk.callers(limit=self.app.risk.max_callers):
             score = self.app.risk.score(st.caller)
             if score > 0:

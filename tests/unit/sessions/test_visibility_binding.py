@@ -137,11 +137,15 @@ def test_not_published_at_all_is_unknown_whatever_was_listed(app):
     assert d.reason is Reason.UNKNOWN_CAPABILITY and "published spec" in d.detail
 
 
-def test_delete_ends_the_sessions_visibility(app):
+def test_a_confirmed_delete_ends_the_sessions_visibility(app):
     app.visibility.listed("crm", "s1", ALICE, "tools", ["open_tool", "routed"])
     app.visibility.listed("crm", "s2", ALICE, "tools", ["open_tool"])
     assert tool(app, "routed", session="s1").allowed
     assert check(app, None, session="s1", method="DELETE").allowed
+    assert app.visibility.view("crm", "s1", ALICE)[0] is not None     # the server has not answered yet
+    app.learner.on_session_end("crm", "s1", "refused")
+    assert tool(app, "routed", session="s1").allowed                    # a refused DELETE: still the session's
+    app.learner.on_session_end("crm", "s1", "ended")
     assert app.visibility.view("crm", "s1", ALICE)[0] is None
     assert tool(app, "routed", session="s1").reason is Reason.UNKNOWN_CAPABILITY   # the caller's view now
 
