@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema_rs
 import regress
 
-BACKTRACK_LIMIT = 100_000      # fancy-regex steps per match; ~10 ms worst case (bench/patterns.py)
+BACKTRACK_LIMIT = 1_000_000    # fancy-regex's default; lower ones deny long legitimate inputs (`\b` on 64 KiB)
 _SYNTAX = frozenset("^$\\.*+?()[]{}|/")
 _WORD = "A-Za-z0-9_"
 # ECMA's \b and \B are ASCII (\w is [A-Za-z0-9_]); fancy-regex's are Unicode, so spell them out.

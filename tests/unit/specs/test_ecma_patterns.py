@@ -201,3 +201,13 @@ def test_compiler_errors_are_cached_and_clear() -> None:
     assert pc.compile(r"^[\w\-\@]+$").search("a-b@c")    # Annex B identity escapes: read as the character
     with pytest.raises(PatternError):
         pc.compile(r"^\Z$")                              # an escaped letter with no ECMA meaning stays an error
+
+
+def test_long_legitimate_inputs_stay_under_the_backtrack_limit() -> None:
+    """The limit is a bound on attacks, not on honest 64 KiB values (a lower one denied these)."""
+    pc = PatternCompiler()
+    body = "x" * 65000
+    assert pc.compile(r"\bcat\b").search(body + " cat")
+    assert pc.compile(r"(?<=\$)\d+").search(body + "$12")
+    assert pc.compile(r"^(?!.*(?<!\\)\/).*$").search(body)
+    assert pc.compile(r"^(\w+)-\1$").search("ab" * 30000 + "-" + "ab" * 30000)
