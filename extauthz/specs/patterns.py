@@ -26,7 +26,14 @@ _WORD = "A-Za-z0-9_"
 # ECMA's \b and \B are ASCII (\w is [A-Za-z0-9_]); fancy-regex's are Unicode, so spell them out.
 _BOUNDARY = f"(?:(?<=[{_WORD}])(?![{_WORD}])|(?<![{_WORD}])(?=[{_WORD}]))"
 _NOT_BOUNDARY = f"(?:(?<=[{_WORD}])(?=[{_WORD}])|(?<![{_WORD}])(?![{_WORD}]))"
-_NOTHING, _ANYTHING = r"[^\s\S]", r"[\s\S]"
+_NOTHING, _ANYTHING = r"[^\x{0}-\x{10FFFF}]", r"[\x{0}-\x{10FFFF}]"
+_DOT = r"[^\x{A}\x{D}\x{2028}\x{2029}]"      # ECMA's `.` excludes all four line terminators
+_HEX = frozenset("0123456789abcdefABCDEF")
+_CONTROL = {"t": 9, "n": 10, "v": 11, "f": 12, "r": 13}
+_SHORTHANDS = {"d": ((0x30, 0x39),), "w": ((0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)),
+               "s": ((0x9, 0xD), (0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A),
+                     (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000),
+                     (0xFEFF, 0xFEFF))}
 
 
 class PatternError(ValueError):
@@ -156,47 +163,102 @@ def _group_names(src: str) -> dict[str, int]:
 def _surrogate(src: str, i: int) -> int | None:
     """The code unit of a `\\uHHHH` escape at i when it is a surrogate, else None."""
     h = src[i + 2:i + 6]
-    if len(h) == 4 and all(ch in "0123456789abcdefABCDEF" for ch in h) and 0xD800 <= int(h, 16) <= 0xDFFF:
+    if len(h) == 4 and all(ch in _HEX for ch in h) and 0xD800 <= int(h, 16) <= 0xDFFF:
         return int(h, 16)
     return None
 
 
+def _hex(cp: int) -> str:
+    return f"\\x{{{cp:X}}}"
+
+
+def _ranges(rs: tuple[tuple[int, int], ...]) -> str:
+    return "".join(_hex(a) if a == b else f"{_hex(a)}-{_hex(b)}" for a, b in rs)
+
+
+def _complement(rs: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    out, lo = [], 0
+    for a, b in rs:
+        if a > lo:
+            out.append((lo, a - 1))
+        lo = b + 1
+    return (*out, (lo, 0x10FFFF))
+
+
+def _shorthand(e: str, in_class: bool) -> str:
+    """ECMA's \\d \\w \\s (and negations) as explicit ranges: the engine's own are Unicode-wide
+    wherever jsonschema-rs leaves a pattern untranslated (those with backreferences)."""
+    rs = _SHORTHANDS[e.lower()]
+    body = _ranges(_complement(rs) if e.isupper() else rs)
+    return body if in_class else f"[{body}]"
+
+
+def _escape(src: str, i: int, in_class: bool, names: dict[str, int]) -> tuple[str, int]:
+    """(engine text, length consumed) for the escape at src[i] (a valid u-mode escape)."""
+    e = src[i + 1]
+    if e in "dDwWsS":
+        return _shorthand(e, in_class), 2
+    if e == "b":
+        return (_hex(8) if in_class else _BOUNDARY), 2
+    if e == "B":
+        return _NOT_BOUNDARY, 2
+    if e in _CONTROL:
+        return _hex(_CONTROL[e]), 2
+    if e == "c":
+        return _hex(ord(src[i + 2]) % 32), 3
+    if e == "0" and not src[i + 2:i + 3].isdigit():
+        return _hex(0), 2
+    if e == "x":
+        return _hex(int(src[i + 2:i + 4], 16)), 4
+    if e == "u" and src.startswith("{", i + 2):
+        end = src.index("}", i)
+        return _hex(int(src[i + 3:end], 16)), end + 1 - i
+    if e == "u":
+        hi = _surrogate(src, i)
+        if hi is None:
+            return _hex(int(src[i + 2:i + 6], 16)), 6
+        lo = _surrogate(src, i + 6) if src.startswith("\\u", i + 6) else None
+        if hi <= 0xDBFF and lo is not None and lo >= 0xDC00:
+            return _hex(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)), 12
+        if in_class:   # a lone surrogate can't occur in a str the engine takes
+            raise PatternError(f"{src!r}: a lone surrogate in a class is not supported")
+        return _NOTHING, 6
+    if e in "pP":
+        end = src.index("}", i)
+        return src[i:end + 1], end + 1 - i
+    if e == "k":
+        end = src.index(">", i)
+        return f"\\{names[src[i + 3:end]]}", end + 1 - i
+    if e.isdigit():               # a backreference: its digits
+        j = i + 1
+        while j < len(src) and src[j].isdigit():
+            j += 1
+        return src[i:j], j - i
+    return _hex(ord(e)), 2        # an identity escape (syntax character, `/`, `-`)
+
+
 def _engine_source(src: str) -> str:
-    """Rewrite a valid u-mode ECMA pattern where fancy-regex would read it otherwise."""
+    """A valid u-mode ECMA pattern spelled so that fancy-regex reads it the same way: every escape,
+    `.` and class-set character made explicit, whether or not jsonschema-rs translates it."""
     names = _group_names(src)
     out: list[str] = []
     i, in_class = 0, False
     while i < len(src):
         c = src[i]
         if c == "\\":
-            e = src[i + 1]
-            if e == "b":
-                out.append(r"\x08" if in_class else _BOUNDARY)
-            elif e == "B":
-                out.append(_NOT_BOUNDARY)
-            elif e == "0" and not src[i + 2:i + 3].isdigit():
-                out.append(r"\x00")
-            elif e == "k" and src.startswith("<", i + 2):
-                end = src.index(">", i)
-                out.append(f"\\{names[src[i + 3:end]]}")
-                i = end + 1
-                continue
-            elif e == "u" and (hi := _surrogate(src, i)) is not None:
-                lo = _surrogate(src, i + 6) if src.startswith("\\u", i + 6) else None
-                if 0xD800 <= hi <= 0xDBFF and lo is not None and lo >= 0xDC00:
-                    out.append(f"\\u{{{0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00):X}}}")
-                    i += 12
-                    continue
-                if in_class:   # a lone surrogate can't occur in a str the engine takes
-                    raise PatternError(f"{src!r}: a lone surrogate in a class is not supported")
-                out.append(_NOTHING)
-                i += 6
-                continue
-            else:
-                out.append(c + e)
-            i += 2
+            text, n = _escape(src, i, in_class, names)
+            out.append(text)
+            i += n
             continue
-        if not in_class and c == "[":
+        if in_class:
+            if c == "]":
+                in_class = False
+                out.append(c)
+            elif c in "[&~":          # literal in ECMA, set syntax to the engine
+                out.append(_hex(ord(c)))
+            else:
+                out.append(c)
+        elif c == "[":
             if src.startswith("[]", i):
                 out.append(_NOTHING)
                 i += 2
@@ -206,8 +268,12 @@ def _engine_source(src: str) -> str:
                 i += 3
                 continue
             in_class = True
-        elif in_class and c == "]":
-            in_class = False
-        out.append(c)
+            out.append("[^" if src.startswith("[^", i) else "[")
+            i += 2 if src.startswith("[^", i) else 1
+            continue
+        elif c == ".":
+            out.append(_DOT)
+        else:
+            out.append(c)
         i += 1
     return "".join(out)
