@@ -6,10 +6,12 @@ Two engines, each for what it guarantees:
 - matching runs on jsonschema-rs's fancy-regex with a backtrack limit. Its regex-crate automaton
   decides every pattern without lookaround/backreferences in linear time, and the backtracking it
   needs for those is capped, so a published `^(a+)+$` cannot hang a Check (regress has no limit).
-jsonschema-rs already reads patterns as ECMA (`\\d`, `\\w`, `\\s`, `.`, `$`, `\\p{..}`, `\\u{..}`, `\\cX`);
-`_engine_source` rewrites the few constructs it reads otherwise (`\\b`, `\\B`, `[\\b]`, `[]`, `[^]`,
-`\\0`, `\\k<name>`, escaped surrogate pairs). tests/unit/specs/test_ecma_patterns.py proves the
-verdicts equal Node's RegExp on a corpus of published patterns.
+jsonschema-rs translates some ECMA syntax itself, but not in every pattern (it leaves those with
+backreferences as they are, where `.` then matches `\\r` and `\\w` is Unicode-wide), so
+`_engine_source` spells every escape, `.` and class-set character explicitly (`\\d` -> `[\\u{30}-\\u{39}]`,
+`\\b` -> ASCII lookarounds, `\\k<name>` -> its number, ...), in a syntax both engines read alike.
+tests/unit/specs/test_ecma_patterns.py proves the verdicts equal Node's RegExp on a corpus of
+published patterns.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ _WORD = "A-Za-z0-9_"
 # ECMA's \b and \B are ASCII (\w is [A-Za-z0-9_]); fancy-regex's are Unicode, so spell them out.
 _BOUNDARY = f"(?:(?<=[{_WORD}])(?![{_WORD}])|(?<![{_WORD}])(?=[{_WORD}]))"
 _NOT_BOUNDARY = f"(?:(?<=[{_WORD}])(?=[{_WORD}])|(?<![{_WORD}])(?![{_WORD}]))"
-_NOTHING, _ANYTHING = r"[^\x{0}-\x{10FFFF}]", r"[\x{0}-\x{10FFFF}]"
-_DOT = r"[^\x{A}\x{D}\x{2028}\x{2029}]"      # ECMA's `.` excludes all four line terminators
+_NOTHING, _ANYTHING = r"[^\u{0}-\u{10FFFF}]", r"[\u{0}-\u{10FFFF}]"
+_DOT = r"[^\u{A}\u{D}\u{2028}\u{2029}]"      # ECMA's `.` excludes all four line terminators
 _HEX = frozenset("0123456789abcdefABCDEF")
 _CONTROL = {"t": 9, "n": 10, "v": 11, "f": 12, "r": 13}
 _SHORTHANDS = {"d": ((0x30, 0x39),), "w": ((0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)),
@@ -169,7 +171,8 @@ def _surrogate(src: str, i: int) -> int | None:
 
 
 def _hex(cp: int) -> str:
-    return f"\\x{{{cp:X}}}"
+    """`\\u{..}`: read alike by fancy-regex and ECMA (jsonschema-rs checks a draft-07 pattern as ECMA)."""
+    return f"\\u{{{cp:X}}}"
 
 
 def _ranges(rs: tuple[tuple[int, int], ...]) -> str:

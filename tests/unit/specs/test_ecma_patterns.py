@@ -81,13 +81,14 @@ def test_matcher_gives_the_ecma_verdict(entry: dict[str, Any]) -> None:
     assert [(s, p.search(s)) for s, _ in _strings(entry)] == _strings(entry)
 
 
+@pytest.mark.parametrize("draft", [{}, {"$schema": "http://json-schema.org/draft-07/schema#"}], ids=["2020-12", "7"])
 @pytest.mark.parametrize("strict", [True, False])
-def test_both_validators_give_the_ecma_verdict(strict: bool) -> None:
+def test_both_validators_give_the_ecma_verdict(strict: bool, draft: dict[str, str]) -> None:
     cache, wrong, checked = ValidatorCache(), [], 0
     for entry in ENTRIES:
-        as_value = cache.get({"type": "object", "properties": {"v": {"type": "string", "pattern": entry["pattern"]}},
-                              "required": ["v"]}, strict)
-        as_key = cache.get({"type": "object", "patternProperties": {entry["pattern"]: {"const": 1}},
+        as_value = cache.get({**draft, "type": "object", "required": ["v"],
+                              "properties": {"v": {"type": "string", "pattern": entry["pattern"]}}}, strict)
+        as_key = cache.get({**draft, "type": "object", "patternProperties": {entry["pattern"]: {"const": 1}},
                             "additionalProperties": False}, strict)
         assert not isinstance(as_value, str) and not isinstance(as_key, str), entry["pattern"]
         assert as_value.fast is not None and as_key.fast is not None
