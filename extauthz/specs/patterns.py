@@ -16,7 +16,6 @@ published patterns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema_rs
@@ -42,16 +41,37 @@ class PatternError(ValueError):
     """A published pattern that is not an ECMA-262 regular expression (the message says why)."""
 
 
-@dataclass(frozen=True, slots=True)
 class EcmaPattern:
-    source: str                          # as published
-    engine_source: str                   # the same language, spelled for the bounded engine
-    _engine: Any = field(repr=False, compare=False)
+    """One published pattern: judged valid at construction, its matcher built on first use.
+
+    The full-schema jsonschema-rs validator carries its own copy of every pattern and decides the
+    allow path, so this one serves the deny path's message and schemas that validator cannot take
+    (ValidatorCache builds it up front for those). Built lazily because a Unicode class under a
+    counted repeat costs megabytes in the engine (`[\\p{L} .'-]{1,80}`: ~4 MiB).
+    """
+
+    __slots__ = ("source", "engine_source", "_options", "_engine")
+
+    def __init__(self, source: str, engine_source: str, options: Any) -> None:
+        self.source, self.engine_source, self._options = source, engine_source, options
+        self._engine: Any = None
+
+    def engine(self) -> Any:
+        """The compiled matcher (built once); PatternError if the bounded engine can't take it."""
+        if self._engine is None:
+            try:
+                self._engine = jsonschema_rs.validator_for({"pattern": self.engine_source},
+                                                           pattern_options=self._options)
+            except Exception as e:  # noqa: BLE001 - valid ECMA the bounded engine cannot take: fail closed
+                raise PatternError(f"{self.source!r}: not supported by the bounded matcher "
+                                   f"({str(e).splitlines()[0][:120]})") from None
+        return self._engine
 
     def search(self, text: str) -> bool:
         """Does the pattern match anywhere in `text` (JSON Schema patterns are not anchored)?"""
+        engine = self.engine()
         try:
-            return bool(self._engine.is_valid(text))
+            return bool(engine.is_valid(text))
         except Exception:   # noqa: BLE001 - a string the engine can't take (lone surrogate): no match
             return False
 
@@ -70,27 +90,19 @@ class PatternCompiler:
         return self._options
 
     def compile(self, source: str) -> EcmaPattern:
+        """The pattern, judged (PatternError if it is not ECMA-262); its matcher comes on first use."""
         hit = self._cache.get(source)
         if hit is None:
-            hit = self._compile(source)
+            try:
+                hit = EcmaPattern(source, _engine_source(ecma_source(source)), self._options)
+            except PatternError as e:
+                hit = e
             if len(self._cache) >= self._max:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[source] = hit
         if isinstance(hit, PatternError):
             raise hit
         return hit
-
-    def _compile(self, source: str) -> EcmaPattern | PatternError:
-        try:
-            ecma = ecma_source(source)
-            engine_src = _engine_source(ecma)
-            engine = jsonschema_rs.validator_for({"pattern": engine_src}, pattern_options=self._options)
-        except PatternError as e:
-            return e
-        except Exception as e:  # noqa: BLE001 - valid ECMA the bounded engine cannot take: fail closed
-            return PatternError(f"{source!r}: not supported by the bounded matcher "
-                                f"({str(e).splitlines()[0][:120]})")
-        return EcmaPattern(source, engine_src, engine)
 
 
 def ecma_source(source: str) -> str:

@@ -228,8 +228,7 @@ class ValidatorCache:
                  checkers: dict[type, jsonschema.FormatChecker]) -> CompiledSchema | str:
         try:
             cls = js_validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-            for source in jsonschema_ecma.patterns_in(schema):  # each compiled once, here
-                jsonschema_ecma.PATTERNS.compile(source)
+            patterns = [jsonschema_ecma.PATTERNS.compile(p) for p in jsonschema_ecma.patterns_in(schema)]
             if cls not in checkers:
                 checkers[cls] = jsonschema_ecma.format_checker(cls)
             cls.check_schema(schema, format_checker=checkers[cls])
@@ -239,9 +238,14 @@ class ValidatorCache:
             return f"unusable input schema: pattern {e}"[:260]
         except (SchemaError, RecursionError, TypeError, ValueError) as e:
             return f"unusable input schema: {str(e).splitlines()[0][:200]}"
-        if fast and not _has_ref_cycle(effective):
-            return CompiledSchema(reference, h, strict, _fast_validator(effective))
-        return CompiledSchema(reference, h, strict)
+        compiled = _fast_validator(effective) if fast and not _has_ref_cycle(effective) else None
+        if compiled is None:   # the reference decides every call: its matchers are built now, not then
+            try:
+                for p in patterns:
+                    p.engine()
+            except PatternError as e:
+                return f"unusable input schema: pattern {e}"[:260]
+        return CompiledSchema(reference, h, strict, compiled)
 
 
 def _refs_in(node: Any) -> set[str]:

@@ -174,23 +174,50 @@ def test_evil_patterns_are_bounded_and_fail_closed() -> None:
 
 
 def test_patterns_compile_once_never_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = ValidatorCache()
-    schema = {"type": "object", "properties": {"name": {"type": "string", "pattern": ISSUE},
-                                               "tag": {"type": "string", "pattern": r"\bx\b"}}}
-    compiled = cache.get(schema, strict=True)
-    assert not isinstance(compiled, str)
+    """The allow path never compiles; the deny path's matchers are built by the first denial, once."""
+    # patterns no other test compiles: the compiler is process-wide
+    schema = {"type": "object", "properties": {"name": {"type": "string", "pattern": r"^[\p{L} .'-]{1,79}$"},
+                                               "tag": {"type": "string", "pattern": r"\bxy?\b"}}}
+    compiled = ValidatorCache().get(schema, strict=True)
+    assert not isinstance(compiled, str) and compiled.fast is not None
+    built: list[Any] = []
+    real = patterns_mod.jsonschema_rs.validator_for
+
+    def counting(*a: Any, **k: Any) -> Any:
+        built.append(a[0])
+        return real(*a, **k)
 
     def no_compiling(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("compiled a pattern on the call path")
 
     monkeypatch.setattr(patterns_mod.regress, "Regex", no_compiling)
-    monkeypatch.setattr(patterns_mod.jsonschema_rs, "validator_for", no_compiling)
+    monkeypatch.setattr(patterns_mod.jsonschema_rs, "validator_for", counting)
+    for _ in range(3):
+        assert compiled.is_valid({"name": "Zoë", "tag": "a x b"})
+        assert not compiled.is_valid({"name": "Zoë1", "tag": "axb"})
+    assert built == []
     for _ in range(3):
         assert compiled.first_error({"name": "Zoë", "tag": "a x b"}) is None
-        assert compiled.first_error({"name": "Zoë1", "tag": "axb"}) is not None
-    pc = PatternCompiler()
-    monkeypatch.undo()
-    assert pc.compile(ISSUE) is pc.compile(ISSUE)
+        assert "does not match" in (compiled.first_error({"name": "Zoë1", "tag": "axb"}) or "")
+    assert len(built) == 2          # one matcher per pattern, built by the first denial
+    monkeypatch.setattr(patterns_mod.jsonschema_rs, "validator_for", no_compiling)
+    assert "does not match" in (compiled.first_error({"name": "Zoë1", "tag": "axb"}) or "")
+
+
+def test_schemas_the_reference_decides_build_their_matchers_up_front(monkeypatch: pytest.MonkeyPatch) -> None:
+    cyclic = {"$defs": {"n": {"type": "object", "properties": {"name": {"type": "string", "pattern": ISSUE},
+                                                               "next": {"$ref": "#/$defs/n"}}}},
+              "$ref": "#/$defs/n"}
+    compiled = ValidatorCache().get(cyclic, strict=True)
+    assert not isinstance(compiled, str) and compiled.fast is None       # a $ref cycle: jsonschema decides
+
+    def no_compiling(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("compiled a pattern on the call path")
+
+    monkeypatch.setattr(patterns_mod.jsonschema_rs, "validator_for", no_compiling)
+    assert compiled.is_valid({"name": "Zoë", "next": {"name": "李小龙"}})
+    assert not compiled.is_valid({"name": "Zoë", "next": {"name": "x1"}})
+    assert PatternCompiler().compile(ISSUE) is not None
 
 
 def test_compiler_errors_are_cached_and_clear() -> None:
