@@ -63,7 +63,7 @@ class EcmaPattern:
                 self._engine = jsonschema_rs.validator_for({"pattern": self.engine_source},
                                                            pattern_options=self._options)
             except Exception as e:  # noqa: BLE001 - valid ECMA the bounded engine cannot take: fail closed
-                raise PatternError(f"{self.source!r}: not supported by the bounded matcher "
+                raise PatternError(f"{_quote(self.source)}: not supported by the bounded matcher "
                                    f"({str(e).splitlines()[0][:120]})") from None
         return self._engine
 
@@ -126,7 +126,12 @@ def ecma_source(source: str) -> str:
             return relaxed
         except regress.RegressError:
             pass
-    raise PatternError(f"{source!r} is not an ECMA-262 regular expression: {strict_error}")
+    raise PatternError(f"{_quote(source)} is not an ECMA-262 regular expression: {strict_error[:100]}")
+
+
+def _quote(source: str) -> str:
+    """The pattern for a message: long ones cut, so the reason after it survives the log's limits."""
+    return repr(source if len(source) <= 120 else source[:117] + "...")
 
 
 def _relax_identity_escapes(source: str) -> str:
@@ -236,7 +241,7 @@ def _escape(src: str, i: int, in_class: bool, names: dict[str, int]) -> tuple[st
         if hi <= 0xDBFF and lo is not None and lo >= 0xDC00:
             return _hex(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)), 12
         if in_class:   # a lone surrogate can't occur in a str the engine takes
-            raise PatternError(f"{src!r}: a lone surrogate in a class is not supported")
+            raise PatternError(f"{_quote(src)}: a lone surrogate in a class is not supported")
         return _NOTHING, 6
     if e in "pP":
         end = src.index("}", i)

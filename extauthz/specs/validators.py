@@ -235,17 +235,17 @@ class ValidatorCache:
             effective = close_schema(schema) if strict else schema
             reference = cls(effective)
         except PatternError as e:
-            return f"unusable input schema: pattern {e}"[:260]
+            return f"unusable input schema: pattern {e}"
         except (SchemaError, RecursionError, TypeError, ValueError) as e:
             return f"unusable input schema: {str(e).splitlines()[0][:200]}"
-        compiled = _fast_validator(effective) if fast and not _has_ref_cycle(effective) else None
-        if compiled is None:   # the reference decides every call: its matchers are built now, not then
+        fast_validator = _fast_validator(effective) if fast and not _has_ref_cycle(effective) else None
+        if fast_validator is None:   # the reference decides every call: its matchers are built now
             try:
                 for p in patterns:
                     p.engine()
             except PatternError as e:
-                return f"unusable input schema: pattern {e}"[:260]
-        return CompiledSchema(reference, h, strict, compiled)
+                return f"unusable input schema: pattern {e}"
+        return CompiledSchema(reference, h, strict, fast_validator)
 
 
 def _refs_in(node: Any) -> set[str]:
