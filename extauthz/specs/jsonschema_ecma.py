@@ -113,6 +113,11 @@ def for_engine(schema: dict[str, Any], compiler: PatternCompiler = PATTERNS) -> 
             node["pattern"] = compiler.compile(node["pattern"]).engine_source
         pp = node.get("patternProperties")
         if isinstance(pp, dict):
-            node["patternProperties"] = {compiler.compile(k).engine_source: v for k, v in pp.items()}
+            spelled: dict[str, Any] = {}
+            for k, v in pp.items():
+                key = compiler.compile(k).engine_source
+                # two spellings of one pattern (`\\x41`, `\\u0041`): a key they match must pass both
+                spelled[key] = {"allOf": [spelled[key], v]} if key in spelled else v
+            node["patternProperties"] = spelled
     walk(schema, rewrite)
     return schema

@@ -111,6 +111,14 @@ def test_unevaluated_properties_read_pattern_properties_as_ecma() -> None:
         assert (compiled.is_valid(instance), compiled.validator.is_valid(instance)) == (want, want)
 
 
+def test_pattern_properties_spelled_alike_for_the_engine_keep_both_subschemas() -> None:
+    schema = {"type": "object", "patternProperties": {r"^\x41": {"type": "integer"}, r"^\u0041": {"minimum": 5}}}
+    compiled = ValidatorCache().get(schema, strict=True)
+    assert not isinstance(compiled, str) and compiled.fast is not None
+    for instance, want in (({"A": 7}, True), ({"A": "x"}, False), ({"A": 2}, False), ({"B": "x"}, True)):
+        assert (compiled.is_valid(instance), compiled.validator.is_valid(instance)) == (want, want)
+
+
 def test_invalid_patterns_make_the_schema_unusable_with_the_reason() -> None:
     cache = ValidatorCache()
     for entry in INVALID:
