@@ -96,6 +96,7 @@ def _node_patterns(node: dict[str, Any]) -> list[str]:
 
 
 def walk(schema: dict[str, Any], visit: Callable[[dict[str, Any]], None]) -> None:
+    """Every subschema, by keyword and by local `$ref` (which may point anywhere, `#/components/..`)."""
     stack, seen = [schema], set()
     while stack:
         node = stack.pop()
@@ -104,18 +105,37 @@ def walk(schema: dict[str, Any], visit: Callable[[dict[str, Any]], None]) -> Non
         seen.add(id(node))
         visit(node)
         stack.extend(_children(node))
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            target = _pointer(schema, ref)
+            if isinstance(target, dict):
+                stack.append(target)
+
+
+def _pointer(schema: dict[str, Any], ref: str) -> Any:
+    target: Any = schema
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, list) and part.isdigit() and int(part) < len(target):
+            target = target[int(part)]
+        else:
+            target = target.get(part) if isinstance(target, dict) else None
+    return target
 
 
 def for_engine(schema: dict[str, Any], compiler: PatternCompiler = PATTERNS) -> dict[str, Any]:
     """`schema` (a private copy, changed in place) with its patterns spelled for jsonschema-rs."""
+    def spell(source: str) -> str:
+        return compiler.compile(source).engine_source
+
     def rewrite(node: dict[str, Any]) -> None:
         if isinstance(node.get("pattern"), str):
-            node["pattern"] = compiler.compile(node["pattern"]).engine_source
+            node["pattern"] = spell(node["pattern"])
         pp = node.get("patternProperties")
         if isinstance(pp, dict):
             spelled: dict[str, Any] = {}
             for k, v in pp.items():
-                key = compiler.compile(k).engine_source
+                key = spell(k) if isinstance(k, str) else k
                 # two spellings of one pattern (`\\x41`, `\\u0041`): a key they match must pass both
                 spelled[key] = {"allOf": [spelled[key], v]} if key in spelled else v
             node["patternProperties"] = spelled

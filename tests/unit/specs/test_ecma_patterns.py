@@ -119,6 +119,18 @@ def test_pattern_properties_spelled_alike_for_the_engine_keep_both_subschemas() 
         assert (compiled.is_valid(instance), compiled.validator.is_valid(instance)) == (want, want)
 
 
+def test_a_ref_into_an_unknown_keyword_reads_its_pattern_as_ecma_too() -> None:
+    schema = {"type": "object", "properties": {"n": {"$ref": "#/components/word"}},
+              "components": {"word": {"type": "string", "pattern": r"^(\w)\1*!$"}},
+              "x-ui": {"pattern": r"(?P<not>ecma)"}}           # no schema refers here: not a pattern
+    compiled = ValidatorCache().get(schema, strict=True)
+    assert not isinstance(compiled, str) and compiled.fast is not None
+    for value, want in (("aa!", True), ("éé!", False), ("ab!", False)):
+        assert (compiled.is_valid({"n": value}), compiled.validator.is_valid({"n": value})) == (want, want)
+    schema["components"]["word"]["pattern"] = r"(?i)^abc$"      # the engine would take it; ECMA does not
+    assert ValidatorCache().get(schema, strict=True).startswith("unusable input schema: pattern '(?i)^abc$'")
+
+
 def test_invalid_patterns_make_the_schema_unusable_with_the_reason() -> None:
     cache = ValidatorCache()
     for entry in INVALID:
