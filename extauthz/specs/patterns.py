@@ -97,6 +97,8 @@ class PatternCompiler:
                 hit = EcmaPattern(source, _engine_source(ecma_source(source)), self._options)
             except PatternError as e:
                 hit = e
+            except (IndexError, KeyError, ValueError) as e:   # the rewrite met a form regress took: deny
+                hit = PatternError(f"{_quote(source)}: could not be rewritten for the bounded matcher ({e!r})")
             if len(self._cache) >= self._max:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[source] = hit
@@ -218,6 +220,9 @@ def _escape(src: str, i: int, in_class: bool, names: dict[str, int]) -> tuple[st
     e = src[i + 1]
     if e in "dDwWsS":
         return _shorthand(e, in_class), 2
+    if e in "bB" and not in_class and src[i + 2:i + 3] in ("*", "+", "?", "{"):
+        # an assertion can't be repeated in u mode; regress lets `\\b*` through, RegExp does not
+        raise PatternError(f"{_quote(src)} is not an ECMA-262 regular expression: nothing to repeat")
     if e == "b":
         return (_hex(8) if in_class else _BOUNDARY), 2
     if e == "B":

@@ -259,3 +259,50 @@ def test_long_legitimate_inputs_stay_under_the_backtrack_limit() -> None:
     assert pc.compile(r"(?<=\$)\d+").search(body + "$12")
     assert pc.compile(r"^(?!.*(?<!\\)\/).*$").search(body)
     assert pc.compile(r"^(\w+)-\1$").search("ab" * 30000 + "-" + "ab" * 30000)
+
+
+_ATOMS = ["a", "b", ".", "\\d", "\\D", "\\w", "\\W", "\\s", "\\S", "\\b", "\\B", "[a-z]", "[^\\d]", "[\\w-]",
+          "[\\s\\d]", "[^\\W\\s]", "[\\b]", "[]", "[^]", "\\0", "\\cJ", "\\x41", "\\u0041", "\\u{1F600}",
+          "\\uD83D\\uDE00", "\\p{L}", "\\P{Lu}", "[\\p{L}\\d]", "(?<n>a)", "(a|b)", "(?=a)", "(?!b)", "(?<=c)",
+          "(?<!d)", "(?:", ")", "|", "*", "+", "?", "*?", "{2}", "{1,3}", "{0,}", "^", "$", "\\/", "\\-", "\\@",
+          "\\_", "[&&]", "[~~]", "[a&&b]", "\\.", "\\\\", "[\\]]", "\\t", "é", "😀", "[[]", "[\\^]", "[^^]", "{", "]"]
+_CHARS = ["a", "b", "c", "d", "A", "é", "É", "1", "٣", "_", "-", " ", "\t", "\n", "\r", "\u2028", "\u00a0",
+          "\u0085", "\ufeff", "😀", "&", "~", "[", "]", "^", "\\", "/", ".", "@", "\x00", "\x08", "{"]
+_NODE_FUZZ = r"""
+const d = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+const compile = (p, f) => { try { return new RegExp(p, f); } catch (e) { return null; } };
+console.log(JSON.stringify(d.map(([p, ss]) => {
+  const u = compile(p, 'u');
+  if (u) return {mode: 'u', verdicts: ss.map(s => u.test(s))};
+  return {mode: compile(p, '') ? 'legacy' : null, verdicts: null};
+})));
+"""
+
+
+def test_random_patterns_match_and_fail_like_node() -> None:
+    """Seeded random patterns from ECMA's atoms (backreferences aside: see the report) and strings
+    of awkward characters: the same validity and the same verdict as Node, pattern by pattern."""
+    rng = __import__("random").Random(20261202)
+    cases = []
+    for _ in range(3000):
+        p = "".join(rng.choice(_ATOMS) for _ in range(rng.randint(1, 7)))
+        cases.append((p, ["".join(rng.choice(_CHARS) for _ in range(rng.randint(0, 6))) for _ in range(8)]))
+    exe = shutil.which("node")
+    assert exe, "node is needed: it is the ECMA-262 oracle"
+    node = json.loads(subprocess.run([exe, "-e", _NODE_FUZZ], input=json.dumps(cases), capture_output=True,
+                                     text=True, check=True, timeout=120).stdout)
+    pc, valid, wrong = PatternCompiler(), 0, []
+    for (p, strings), got in zip(cases, node):
+        try:
+            ours = pc.compile(p)
+        except PatternError:
+            ours = None
+        if (ours is not None) != (got["mode"] is not None):
+            if not (ours is None and got["mode"] == "legacy"):   # Annex B syntax other than escaped punctuation
+                wrong.append((p, "validity", got["mode"]))
+            continue
+        if got["mode"] == "u":
+            valid += 1
+            wrong += [(p, s, v) for s, v in zip(strings, got["verdicts"]) if ours.search(s) != v]
+    assert not wrong, wrong[:10]
+    assert valid >= 1000
