@@ -60,13 +60,13 @@ NPM: list[tuple[str, str, list[str], dict[str, str]]] = [
 ]
 # Left out: server-gitlab (its schemas lack "type": the SDK client rejects the list), server-redis
 # (needs a live Redis to start), @stripe/mcp 0.3 (proxies to mcp.stripe.com), @heroku/mcp-server 1.2.8
-# (fails to start: missing SDK module).
+# (fails to start: missing SDK module), PyPI mcp-server-sqlite 2025.4.25 (fails to start against the
+# current 1.x/2.x SDK: `Server.list_resources` is gone).
 # (distribution, version, console script, argv)
 PYPI: list[tuple[str, str, str, list[str]]] = [
     ("mcp-server-fetch", "2026.10.24", "mcp-server-fetch", []),
     ("mcp-server-git", "2026.10.19", "mcp-server-git", ["--repository", "{repo}"]),
     ("mcp-server-time", "2026.10.19", "mcp-server-time", ["--local-timezone", "UTC"]),
-    ("mcp-server-sqlite", "2025.4.25", "mcp-server-sqlite", ["--db-path", "{tmp}/x.db"]),
 ]
 KINDS = ("tools", "prompts", "resources", "resourceTemplates")
 
