@@ -16,9 +16,10 @@ Cues, each with a `cls`:
   tag characters (ASCII smuggling), variation selectors used as bytes (emoji smuggling), long
   zero-width runs (binary steganography). Decoded tag/selector text is scanned for phrases too.
 * ``markup``: text that renders hidden or out of band: ``<IMPORTANT>``/``<system>``-style blocks,
-  HTML and markdown comments, CSS that hides text, a whitespace run that pushes text out of view.
-* ``override`` (strong): ignore-previous-instructions, chat-template tokens, "you are now", requests
-  to reveal the model's system prompt.
+  HTML and markdown comments, CSS that hides text, a whitespace run that pushes text out of view,
+  chat-template tokens (``<|im_start|>``, ``[INST]``) that switch roles out of band.
+* ``override`` (strong): ignore-previous-instructions (holds alone unless quoted, as a detector's
+  own description would), "you are now", requests to reveal the model's system prompt.
 * ``conceal`` (strong): keep an action from the user ("do not tell the user", "do not mention this").
 * ``secret`` (strong): sensitive files (~/.ssh, id_rsa, mcp.json, .env, cloud credentials).
 * ``exfil`` (strong): exfiltrate; content smuggled through a parameter ("pass its content as
@@ -41,6 +42,8 @@ from typing import Iterable
 
 import regex
 
+from extauthz.inventory.hidden_phrases import PHRASES
+
 __all__ = ["Finding", "scan", "hold_reason", "hidden_instructions", "MAX_SCAN", "STRONG"]
 
 MAX_SCAN = 200_000          # characters of one text examined
@@ -58,83 +61,8 @@ class Finding:
     label: str          # what was found, never the server's text
     flag: str           # the human-readable flag, with its position
     smuggling: bool = False     # a carrier that only exists to hide text: holds alone
+    alone: bool = False         # a phrase that is an attack when used, not quoted: holds alone
 
-
-_W = r"[\W_]+"              # between words: spaces, punctuation, markdown emphasis
-_ANY = r"(?:\w+" + _W + r"){0,3}?"       # up to three filler words
-_NOT = r"(?:do" + _W + r"not|don't|dont|never|must" + _W + r"not|should" + _W + r"not)"
-_SECRET_FILES = (r"~/\.ssh\b|\.ssh/|\bid_(?:rsa|dsa|ecdsa|ed25519)\b|\.aws/credentials|(?:^|[\s/'\"`(~])\.env\b"
-                 r"(?![.\w])|/etc/(?:passwd|shadow)\b|\bmcp\.json\b|~/\.cursor\b|claude_desktop_config|\.netrc\b"
-                 r"|\.git-credentials|\.kube/config|\.npmrc\b|\.pypirc\b|\.docker/config\.json")
-_PHRASES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple((cls, label, re.compile(rx)) for cls, label, rx in (
-    ("override", "ignore previous instructions",
-     r"\b(?:ignore|disregard|forget|override|bypass)" + _W + r"(?:(?:all|any|the|of|everything|your|previous|prior"
-     r"|above|earlier|preceding|former|existing|system|safety|other|original)" + _W + r"){1,4}"
-     r"(?:instructions?|directions?|prompts?|rules|guidelines|guardrails|polic(?:y|ies)|constraints|context)\b"),
-    ("override", "you are now", r"\byou" + _W + r"are" + _W + r"now" + _W + r"(?!able\b|ready\b|connected\b|"
-     r"logged\b|signed\b|authenticated\b|in\b|on\b|at\b)\w+|\bfrom" + _W + r"now" + _W + r"on" + _W +
-     r"(?:you|ignore|always|never|act|respond|answer|behave|obey)\b"),
-    ("override", "new instructions",
-     r"\b(?:new|updated|real|actual|hidden|secret|true|revised)" + _W + r"instructions?(?:\s*:|" + _W + r"(?:are|follow|"
-     r"for" + _W + r"you|from)\b)"),
-    ("override", "reveal the system prompt",
-     r"\b(?:reveal|print|output|repeat|disclose|dump|leak|show|share|return|include|send|append|copy)" + _W +
-     r"(?:(?:your|the|its|full|entire|complete|whole|original|hidden|model'?s?|assistant'?s?)" + _W + r"){1,3}"
-     r"(?:system" + _W + r"(?:prompt|message|instructions?)|initial" + _W + r"instructions)\b"),
-    ("conceal", "do not tell the user",
-     r"\b" + _NOT + _W + _ANY + r"(?:tell|inform|notify|alert|show|let|warn|remind)" + _W + _ANY + r"users?\b"),
-    ("conceal", "do not mention this",
-     r"\b" + _NOT + _W + r"(?:mention|reveal|disclose|acknowledge|reference|bring" + _W + r"up)" + _W +
-     r"(?:(?:that|this|these|it|any|anything|the" + _W + r"fact|to|the|user|of|about)" + _W + r"?){1,4}"),
-    ("conceal", "without telling the user",
-     r"\bwithout" + _W + _ANY + r"(?:telling|informing|notifying|alerting|showing|asking)" + _W + _ANY + r"users?\b"
-     r"(?!" + _W + r"(?:for" + _W + r")?(?:confirmation|permission|approval|consent))"),
-    ("conceal", "hide this from the user",
-     r"\b(?:hide|conceal|keep)" + _W + _ANY + r"(?:secret" + _W + r"|hidden" + _W + r")?from" + _W +
-     r"(?:the" + _W + r")?users?\b|\busers?" + _W + r"(?:must|should)" + _W + r"(?:not|never)" + _W +
-     r"(?:know|see|find" + _W + r"out|be" + _W + r"(?:told|informed|aware))\b|\busers?" + _W + r"(?:does" + _W +
-     r"not|doesn't|do" + _W + r"not|don't|need" + _W + r"not)" + _W + r"(?:need" + _W + r"to" + _W + r")?"
-     r"(?:know|be" + _W + r"told|see" + _W + r"this)\b|\b(?:secretly|covertly|silently"
-     r"|quietly)" + _W + r"(?:send|forward|copy|add|include|read|upload|call|pass|append|bcc|cc)\b"),
-    ("secret", "sensitive file reference", _SECRET_FILES),
-    ("secret", "private key requested",
-     r"\b(?:send|pass|include|read|cat|leak|share|upload|copy|print|output|attach)" + _W + r"(?:(?:the|your|their|"
-     r"user'?s?|my|its)" + _W + r"){0,2}(?:ssh|private|secret|gpg|pgp)" + _W + r"keys?\b"),
-    ("exfil", "exfiltrate", r"\bexfiltrat\w*"),
-    ("exfil", "content passed through a parameter",
-     r"\b(?:pass|put|include|add|send|provide|embed|append|insert|place)" + _W + r"(?:(?:its|their|the|that|this|"
-     r"file'?s?|full|entire|whole|complete|all)" + _W + r"){0,3}(?:contents?|text|data|values?|keys?|output)" + _W +
-     r"(?:\w+" + _W + r"){0,12}?(?:as|in|into|inside|via|through)" + _W + r"(?:the" + _W + r")?['\"`]?(?:sidenote|"
-     r"side_note|note|notes|context|metadata|extra|comment|feedback|remark|debug|trace)['\"`]?\b"),
-    ("exfil", "conversation sent along",
-     r"\b(?:include|pass|send|append|attach|add|forward|upload|copy|summari[sz]e)" + _W + _ANY +
-     r"(?:(?:entire|full|whole|complete|previous|prior|recent)" + _W + r")+(?:conversation|chat|message)s?"
-     r"(?:" + _W + r"(?:history|log|so" + _W + r"far))?\b"),
-    ("redirect", "redirect messages",
-     r"\b(?:all|every|any)" + _W + r"(?:\w+" + _W + r"){0,2}?(?:emails?|messages?|requests?|payments?|transfers?"
-     r"|invoices?)" + _W + r"(?:\w+" + _W + r"){0,5}?(?:must|should|shall|will|are" + _W + r"to)" + _W + r"(?:\w+" +
-     _W + r"){0,2}?"
-     r"(?:sent|redirected|forwarded|routed|copied|cc'?d|bcc'?d|paid|transferred)\b"
-     r"|\b(?:bcc|cc|forward|redirect|reroute|send" + _W + r"a" + _W + r"copy)" + _W + r"(?:\w+" + _W + r"){0,6}?"
-     r"(?:to" + _W + r")?(?:[\w.+-]+@[\w-]+\.[\w.-]+|\+\d[\d ().-]{6,}\d)"
-     r"|\b(?:change|replace|set|switch|update)" + _W + r"(?:the" + _W + r")?(?:recipient|destination|payee|iban"
-     r"|account" + _W + r"number|phone" + _W + r"number|receiver)" + _W + r"(?:\w+" + _W + r"){0,3}?to\b"),
-    ("shadow", "instruction about other tools",
-     r"\b(?:when|whenever|if|before|after)" + _W + r"(?:\w+" + _W + r"){0,4}?tools?" + _W + r"(?:is|are)" + _W +
-     r"(?:available|present|called|used|invoked|run)\b|\bside" + _W + r"effects?" + _W + r"on" + _W +
-     r"(?:\w+" + _W + r"){0,4}?tools?\b"),
-    ("shadow", "before using this tool, read/send ...",
-     r"\bbefore" + _W + r"(?:using|calling|invoking|running|executing|you" + _W + r"(?:use|call|invoke))" + _W +
-     r"(?:this|the|any|other)" + _W + r"(?:\w+" + _W + r")?tools?\b.{0,120}?\b(?:read|send|cat|open|include|pass"
-     r"|upload|fetch|access|provide|attach|copy)\b"),
-    ("coerce", "otherwise it will not work",
-     r"\botherwise" + _W + r"(?:\w+" + _W + r"){0,5}?(?:will" + _W + r"not|won't|cannot|can't|will" + _W +
-     r"(?:fail|crash|break))" + _W + r"(?:work|function|succeed)?|\b(?:application|system|tool)" + _W +
-     r"will" + _W + r"crash\b|\bdata" + _W + r"will" + _W + r"be" + _W + r"lost\b"),
-    ("confirm", "skip user confirmation",
-     r"\b(?:without|do" + _W + r"not|don't|dont|never)" + _W + _ANY + r"(?:ask(?:ing)?|wait(?:ing)?|request(?:ing)?"
-     r"|seek(?:ing)?|get(?:ting)?)" + _W + _ANY + r"(?:confirmation|permission|approval|consent)\b"),
-))
 
 _MARKUP: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("html comment", re.compile(r"<!--")),
@@ -145,12 +73,14 @@ _MARKUP: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"style\s*=\s*[\"'][^\"'<>]{0,200}?(?:display\s*:\s*none|visibility\s*:\s*hidden"
         r"|font-size\s*:\s*0(?![.\d]*[1-9])|opacity\s*:\s*0(?:\.0+)?(?![.\d]))", re.I)),
     ("markdown comment", re.compile(r"(?m)^\s*\[(?://|comment)\]\s*:\s*#")),
+    ("chat-template token", re.compile(r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id"
+                                       r"|start_header_id)\|>|\[/?INST\]|<</?SYS>>", re.I)),
 )
-_TEMPLATE = re.compile(r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id)\|>"
-                       r"|\[/?INST\]|<</?SYS>>", re.I)
 # Characters that render as nothing: the Unicode properties, not a hand list (plus controls,
 # separators and the braille blank, which is a symbol that renders empty).
 _SUSPECT = regex.compile(r"[\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}\p{Zl}\p{Zp}\u2800]")
+ALONE = frozenset({"ignore previous instructions"})
+_MENTION = re.compile(r"[\"'`\u2018\u201c\u00ab(]\s*$|\b(?:such\s+as|like|e\.g\.|as\s+in|phrases?|words?)\W*$")
 _WS_RUN = re.compile(r"\s{%d,}" % WHITESPACE_RUN)
 _BIDI = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
 _ZERO_WIDTH = frozenset({0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x180E}) | frozenset(range(0x2061, 0x2065))
@@ -272,17 +202,20 @@ def _folded(text: str, hidden: list[int]) -> tuple[str, list[int] | None]:
 def _phrases(folded: str, pos: list[int] | None, hidden_in: str = "") -> list[Finding]:
     """One finding per phrase label found: first position (mapped back through `pos`) and how many."""
     out: list[Finding] = []
-    for cls, label, rx in _PHRASES:
+    for cls, label, rx in PHRASES:
         hits = [m.start() for m in rx.finditer(folded)]
         if not hits:
             continue
         first = hits[0] if pos is None else pos[min(hits[0], len(pos) - 1)]
         more = f" (x{len(hits)})" if len(hits) > 1 else ""
+        # "ignore previous instructions" has no honest use; a text that quotes it (a detector's
+        # description) mentions it, one that says it uses it
+        alone = label in ALONE and any(not _MENTION.search(folded, max(0, h - 24), h) for h in hits)
         if hidden_in:
             out.append(Finding(-1, cls, label, f"instruction-like phrase in hidden {hidden_in}: '{label}'{more}",
                                smuggling=True))
         else:
-            out.append(Finding(first, cls, label, f"instruction-like phrase: '{label}' at {first}{more}"))
+            out.append(Finding(first, cls, label, f"instruction-like phrase: '{label}' at {first}{more}", alone=alone))
     return out
 
 
@@ -304,12 +237,9 @@ def scan(text: str) -> tuple[Finding, ...]:
         for n, m in enumerate(rx.finditer(text)):
             if n >= MAX_RUN_FLAGS:
                 break
-            what = f"<{m.group(1).upper()}> block" if label == "hidden markup" else label
-            marks.append(Finding(m.start(), "markup", what, f"{label}{' <' + m.group(1).upper() + '>' if label == 'hidden markup' else ''} at {m.start()}"))
-    for n, m in enumerate(_TEMPLATE.finditer(text)):
-        if n >= MAX_RUN_FLAGS:
-            break
-        marks.append(Finding(m.start(), "markup", "chat-template token", f"chat-template token at {m.start()}"))
+            tag = f"<{m.group(1).upper()}>" if label == "hidden markup" else ""
+            marks.append(Finding(m.start(), "markup", f"{tag} block" if tag else label,
+                                 f"{label} {tag} at {m.start()}" if tag else f"{label} at {m.start()}"))
     ws = _WS_RUN.search(text)
     if ws:
         marks.append(Finding(ws.start(), "markup", "long whitespace run",
@@ -333,8 +263,8 @@ def hold_reason(findings: Iterable[tuple[str, Finding]]) -> str | None:
     """Why the (where, finding) pairs of one capability are high-confidence enough to hold it at
     first sight, or None (flag only). Holds: a smuggling carrier (tag characters, selector bytes, a
     long zero-width run, phrases in decoded hidden text); a carrier (invisible characters, hiding
-    markup, chat-template tokens) together with any instruction-like phrase; or two different
-    phrases of which one is strong. Says what was found and where ("<IMPORTANT> block at char 23 of description, with
+    markup, chat-template tokens) together with any instruction-like phrase; an unquoted
+    "ignore previous instructions"; or two different phrases of which one is strong. Says what was found and where ("<IMPORTANT> block at char 23 of description, with
     'sensitive file reference' at char 69 of description"), never the server's text."""
     items = [(w, f) for w, f in findings if f.cls != "truncated"]
     smuggled = next((x for x in items if x[1].smuggling), None)
@@ -344,6 +274,9 @@ def hold_reason(findings: Iterable[tuple[str, Finding]]) -> str | None:
     phrases = [x for x in items if x[1].cls not in CARRIERS]
     if carrier is not None and phrases:
         return f"{_at(*carrier)}, with {_at(*phrases[0])}"
+    alone = next((x for x in phrases if x[1].alone), None)
+    if alone is not None:
+        return _at(*alone)
     strong = next((x for x in phrases if x[1].cls in STRONG), None)
     if strong is not None:
         other = next((x for x in phrases if x[1].label != strong[1].label), None)
