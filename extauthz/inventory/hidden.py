@@ -256,7 +256,8 @@ def scan(text: str) -> tuple[Finding, ...]:
 
 def _at(where: str, f: Finding) -> str:
     what = f.label if f.cls in CARRIERS or f.cls == "truncated" else f"'{f.label}'"
-    return f"{what} " + ("in decoded hidden text" if f.at < 0 else f"at char {f.at}") + (f" of {where}" if where else "")
+    at = "in decoded hidden text" if f.at < 0 else f"at char {f.at}"
+    return f"{what} {at}" + (f" of {where}" if where else "")
 
 
 def hold_reason(findings: Iterable[tuple[str, Finding]]) -> str | None:
@@ -264,8 +265,9 @@ def hold_reason(findings: Iterable[tuple[str, Finding]]) -> str | None:
     first sight, or None (flag only). Holds: a smuggling carrier (tag characters, selector bytes, a
     long zero-width run, phrases in decoded hidden text); a carrier (invisible characters, hiding
     markup, chat-template tokens) together with any instruction-like phrase; an unquoted
-    "ignore previous instructions"; or two different phrases of which one is strong. Says what was found and where ("<IMPORTANT> block at char 23 of description, with
-    'sensitive file reference' at char 69 of description"), never the server's text."""
+    "ignore previous instructions"; or two different phrases of which one is strong. Says what was
+    found and where ("<IMPORTANT> block at char 23 of description, with 'sensitive file reference'
+    at char 69 of description"), never the server's text."""
     items = [(w, f) for w, f in findings if f.cls != "truncated"]
     smuggled = next((x for x in items if x[1].smuggling), None)
     if smuggled is not None:

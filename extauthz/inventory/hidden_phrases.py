@@ -25,8 +25,8 @@ PHRASES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple((cls, label, re.co
      r"logged\b|signed\b|authenticated\b|in\b|on\b|at\b)\w+|\bfrom" + _W + r"now" + _W + r"on" + _W +
      r"(?:you|ignore|always|never|act|respond|answer|behave|obey)\b"),
     ("override", "new instructions",
-     r"\b(?:new|updated|real|actual|hidden|secret|true|revised)" + _W + r"instructions?(?:\s*:|" + _W + r"(?:are|follow|"
-     r"for" + _W + r"you|from)\b)"),
+     r"\b(?:new|updated|real|actual|hidden|secret|true|revised)" + _W + r"instructions?(?:\s*:|" + _W +
+     r"(?:are|follow|for" + _W + r"you|from)\b)"),
     ("override", "reveal the system prompt",
      r"\b(?:reveal|print|output|repeat|disclose|dump|leak|show|share|return|include|send|append|copy)" + _W +
      r"(?:(?:your|the|its|full|entire|complete|whole|original|hidden|model'?s?|assistant'?s?)" + _W + r"){1,3}"
