@@ -10,20 +10,24 @@ from extauthz.inventory.classify import categories, classify_capability
 from extauthz.inventory.hidden import Finding, hidden_instructions, hold_reason, scan
 
 MAX_CACHED = 20000
-MAX_TEXTS = 64          # description strings looked at per entry (the tool's and its parameters')
+MAX_TEXTS = 256         # model-read strings looked at per entry (real servers: at most 65, firecrawl_scrape)
 
 
 def descriptions(raw: Any, where: str = "", depth: int = 0) -> Iterator[tuple[str, str]]:
-    """(where, text) for every `description` / `title` string in a published entry: the
-    capability's own, then its arguments' (parameter descriptions are read by the model too, so
-    instructions hide there as well). `where` is a JSON Pointer into the entry."""
+    """(where, text) for every string in a published entry that the model reads: `description` /
+    `title`, the capability's own, then its arguments' (parameter descriptions are read by the
+    model too, so instructions hide there as well), and schema values (`default`, `const`, and
+    `enum` / `examples` joined one per line): full-schema poisoning puts payloads there.
+    `where` is a JSON Pointer into the entry."""
     if depth > 16 or not isinstance(raw, (dict, list)):
         return
     items = raw.items() if isinstance(raw, dict) else enumerate(raw)
     for k, v in items:
         ptr = f"{where}/{str(k).replace('~', '~0').replace('/', '~1')}"
-        if k in ("description", "title") and isinstance(v, str):
+        if k in ("description", "title", "default", "const") and isinstance(v, str):
             yield ptr, v
+        elif k in ("enum", "examples") and isinstance(v, list) and any(isinstance(x, str) for x in v):
+            yield ptr, "\n".join(x for x in v if isinstance(x, str))
         elif isinstance(v, (dict, list)):
             yield from descriptions(v, ptr, depth + 1)
 

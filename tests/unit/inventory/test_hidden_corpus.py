@@ -17,7 +17,7 @@ from extauthz.inventory.sensitivity import judge
 CORPUS = Path(__file__).parents[2] / "corpus"
 REAL = json.loads((CORPUS / "real_servers.json").read_text())
 POISON = json.loads((CORPUS / "poisoning.json").read_text())
-HOLD_RECALL = 0.95          # measured 47/47 = 1.00 on the committed corpus; margin for new styles
+HOLD_RECALL = 0.95          # measured 49/49 = 1.00 on the committed corpus; margin for new styles
 WHERE = re.compile(r"at char \d+ of \S+|in decoded hidden text")
 
 
@@ -102,6 +102,6 @@ def test_emoji_sequences_are_not_findings():
 
 
 def test_an_entry_with_more_texts_than_scanned_says_so():
-    props = {f"p{i}": {"type": "string", "description": "ok"} for i in range(70)}
+    props = {f"p{i}": {"type": "string", "description": "ok"} for i in range(300)}
     flags, why = judge({"name": "x", "description": "d", "inputSchema": {"type": "object", "properties": props}})
-    assert flags == ["more than 64 description texts: the rest were not scanned"] and why is None
+    assert flags == ["more than 256 description texts: the rest were not scanned"] and why is None
