@@ -264,7 +264,8 @@ def hold_reason(findings: Iterable[tuple[str, Finding]]) -> str | None:
     """Why the (where, finding) pairs of one capability are high-confidence enough to hold it at
     first sight, or None (flag only). Holds: a smuggling carrier (tag characters, selector bytes, a
     long zero-width run, phrases in decoded hidden text); a carrier (invisible characters, hiding
-    markup, chat-template tokens) together with any instruction-like phrase; an unquoted
+    markup, chat-template tokens) with an instruction-like phrase in the same text, or with a
+    strong one anywhere in the entry; an unquoted
     "ignore previous instructions"; or two different phrases of which one is strong. Says what was
     found and where ("<IMPORTANT> block at char 23 of description, with 'sensitive file reference'
     at char 69 of description"), never the server's text."""
@@ -272,10 +273,13 @@ def hold_reason(findings: Iterable[tuple[str, Finding]]) -> str | None:
     smuggled = next((x for x in items if x[1].smuggling), None)
     if smuggled is not None:
         return "hidden text: " + _at(*smuggled)
-    carrier = next((x for x in items if x[1].cls in CARRIERS), None)
+    carriers = [x for x in items if x[1].cls in CARRIERS]
     phrases = [x for x in items if x[1].cls not in CARRIERS]
-    if carrier is not None and phrases:
-        return f"{_at(*carrier)}, with {_at(*phrases[0])}"
+    # a carrier corroborates a phrase in its own text, or a strong one anywhere in the entry (a
+    # stray soft hyphen in one parameter says nothing about "otherwise it fails" in another)
+    pair = next(((c, p) for c in carriers for p in phrases if c[0] == p[0] or p[1].cls in STRONG), None)
+    if pair is not None:
+        return f"{_at(*pair[0])}, with {_at(*pair[1])}"
     alone = next((x for x in phrases if x[1].alone), None)
     if alone is not None:
         return _at(*alone)
