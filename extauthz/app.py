@@ -191,13 +191,16 @@ class App:
 
     def _screen(self, kind: str, entry: Any) -> str | None:
         """defaults.hiddenInstructions: quarantine: a capability whose published text carries
-        instructions for the model (or hidden characters) is held until an operator approves it,
-        and filtered lists no longer show it, so the text never reaches an agent through us."""
+        high-confidence hidden instructions (inventory/hidden.py `hold_reason`) is held until an
+        operator approves it, and filtered lists no longer show it, so the text never reaches an
+        agent through us. Weaker findings are only flagged in the inventory."""
         ctx = self.ctx
         if ctx is None or ctx.policy.defaults.hidden_instructions != "quarantine":
             return None
-        flags = assess(self.inventory, kind, entry)["hidden"]
-        return f"hidden instructions in its published text: {flags[0]}"[:300] if flags else None
+        why = assess(self.inventory, kind, entry)["hold"]
+        key = getattr(entry, "uri", None) or getattr(entry, "uri_template", None) or entry.name
+        what = {"resourceTemplates": "resource template"}.get(kind, kind[:-1])
+        return f"hidden instructions in {what} {key[:80]!r}: {why}"[:300] if why else None
 
     def _on_drift(self, ev: DriftEvent) -> None:
         self.metrics.drift.labels(ev.server).inc()

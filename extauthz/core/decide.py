@@ -273,7 +273,8 @@ def _permitted(rule: Any, caller: Caller | None) -> bool:
 
 def _quarantined(spec: Any, kind: str, name: str) -> Verdict | None:
     why = spec.quarantined.get((kind, name))
-    return Verdict(Reason.QUARANTINED, f"{kind[:-1]} {name!r} changed since approval: {why}", name=name) if why else None
+    # `why` is what held it (a change since approval, or the first-sight screen): say that, not a guess
+    return Verdict(Reason.QUARANTINED, f"{kind[:-1]} {name!r} is quarantined: {why}", name=name) if why else None
 
 
 def _unknown(ctx: Context, what: str, name: str) -> Verdict | None:
