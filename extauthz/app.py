@@ -33,7 +33,8 @@ from extauthz.metrics import Metrics
 from extauthz.policy.holder import PolicyHolder
 from extauthz.policy.listview import visible_to
 from extauthz.policy.model import Policy, default_policy, load_policy
-from extauthz.risk.engine import RiskEngine
+from extauthz.risk.engine import Clock, RiskEngine
+from extauthz.risk.faults import OwnFaults
 from extauthz.risk.sensitive import SensitiveUse
 from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.registry import SessionRegistry
@@ -49,16 +50,17 @@ log = logging.getLogger("extauthz")
 
 class App:
     def __init__(self, policy_path: str | None, *, decision_out: IO[bytes] | None = None,
-                 background_log: bool = False) -> None:
+                 background_log: bool = False, clock: Clock | None = None) -> None:
         self.specs = SpecStore(on_drift=self._on_drift)
         self.specs.screen = self._screen
         self.sessions = SessionRegistry()
         self.validators = ValidatorCache()
         self.inventory = Inventory()
         self.visibility = Visibility()
-        self.risk = RiskEngine()
+        self.risk = RiskEngine(clock=clock)       # clock: simulated time in replay and calibration
         self.risk.on_alert = self._on_alert
         self.sensitive = SensitiveUse(self.specs)
+        self.own_faults = OwnFaults(self.specs, self.validators)
         self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
         self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions))
         self.decisions = DecisionLog(decision_out, background=background_log)
@@ -180,18 +182,20 @@ class App:
         if ctx is None:
             d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
         else:
+            fault = False               # the denial is ours, not the caller's: it never scores
             try:
                 d = decide(http, ctx)
             except Exception as e:      # a bug must never become an allow
                 log.exception("decision failed; denying")
                 d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                              status=400, form="bare")
+                fault = True
             try:
                 self._after(d, ctx)
                 if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
                     d.caller = _best_effort_caller(http, ctx)     # denied before identity: still attribute it
                 if d.caller is not None:
-                    self._score(d, ctx)
+                    self._score(d, ctx, fault)
             except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
                 log.exception("session/risk bookkeeping failed; the decision stands")
         d.latency = time.perf_counter() - t0
@@ -284,12 +288,15 @@ class App:
             assert c is not None
             d.view = View(c.issuer, c.subject, c.client_id, tuple(sorted(c.groups)))
 
-    def _score(self, d: Decision, ctx: Context) -> None:
-        """Every decision goes on its caller's timeline; evidence of an attack stage is scored."""
+    def _score(self, d: Decision, ctx: Context, fault: bool = False) -> None:
+        """Every decision goes on its caller's timeline; evidence of an attack stage is scored,
+        unless the denial may be the product's own doing (extauthz.risk.faults)."""
         c = d.caller
         assert c is not None
         sensitive = d.allowed and d.method in USE_METHODS and self.sensitive(ctx, d)
         stage, points = stage_of(d.reason, d.method, sensitive)
+        if points and (fault or self.own_faults(ctx, d)):
+            stage, points = None, 0.0
         if d.reason is Reason.RISK_BLOCKED:
             self.metrics.risk_blocks.inc()
         alert = self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
