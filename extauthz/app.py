@@ -195,7 +195,7 @@ class App:
                 if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
                     d.caller = _best_effort_caller(http, ctx)     # denied before identity: still attribute it
                 if d.caller is not None:
-                    self._score(d, ctx, fault)
+                    self._score(d, ctx, fault, http)
             except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
                 log.exception("session/risk bookkeeping failed; the decision stands")
         d.latency = time.perf_counter() - t0
@@ -288,7 +288,7 @@ class App:
             assert c is not None
             d.view = View(c.issuer, c.subject, c.client_id, tuple(sorted(c.groups)))
 
-    def _score(self, d: Decision, ctx: Context, fault: bool = False) -> None:
+    def _score(self, d: Decision, ctx: Context, fault: bool = False, http: HttpRequest | None = None) -> None:
         """Every decision goes on its caller's timeline; evidence of an attack stage is scored,
         unless the denial may be the product's own doing (extauthz.risk.faults)."""
         c = d.caller
@@ -301,11 +301,29 @@ class App:
             self.metrics.risk_blocks.inc()
         alert = self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
                                  method=d.method, name=d.name, reason=d.reason.value, stage=stage, points=points,
-                                 signature=hash((d.server, d.method, d.name, d.reason, d.detail)) if points else None)
+                                 signature=_signature(d, http) if points else None)
         if alert is not None:
             d.alert = alert
         if d.allowed and d.method in OBSERVE_METHODS:
             self.observer.mark(d, ctx)
+
+
+def _signature(d: Decision, http: HttpRequest | None) -> int:
+    """What was asked and why it was refused: the same denial again is a retry, not a probe. A
+    constraint denial says which argument, not which value, so the arguments are part of it (one
+    customer id after another is enumeration); another caller's session id, the id itself."""
+    extra: Any = ""
+    if d.reason is Reason.SESSION_HIJACK:
+        extra = d.session_id
+    elif d.reason is Reason.CONSTRAINT_VIOLATED and http is not None:
+        try:
+            body = orjson.loads(http.body)
+            params = body.get("params") if isinstance(body, dict) else None
+            extra = orjson.dumps(params.get("arguments") if isinstance(params, dict) else body,
+                                 option=orjson.OPT_SORT_KEYS)
+        except (orjson.JSONDecodeError, TypeError):
+            extra = http.body
+    return hash((d.server, d.method, d.name, d.reason, d.detail, extra))
 
 
 def _best_effort_caller(http: HttpRequest, ctx: Context) -> Caller | None:

@@ -21,8 +21,8 @@ from typing import Any, Iterable, Protocol
 from extauthz.risk.stages import PROBE, RECON
 
 CHAIN_WINDOW = 3600.0        # seconds of evidence (sliding) a chain may rest on
-CHAIN_MIN_DENIALS = 3        # distinct unforgiven recon/probe denials ...
-CHAIN_MIN_POINTS = 28.0      # ... worth this much together (three 8-point probes are not enough alone)
+CHAIN_MIN_DENIALS = 4        # distinct unforgiven recon/probe denials ...
+CHAIN_MIN_POINTS = 36.0      # ... worth this much together (an honest agent's worst hour in the traces: 30)
 LONG_WINDOW = 6 * 3600.0     # the horizon of escalation
 ESCALATE_AFTER = 8           # distinct unforgiven denials in LONG_WINDOW before points escalate
 ESCALATE_STEP = 4            # +1x per this many more

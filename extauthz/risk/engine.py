@@ -254,7 +254,9 @@ class RiskEngine:
     def _corrected(self, st: CallerRisk, ev: Event, wall: float) -> float:
         """An allowed use: forgive the mistakes it corrects. Returns the points to refund."""
         refund = 0.0
-        for e in st.corrections.use((ev.server, ev.method, ev.name), wall):
+        # an oversized body is refused before it is parsed, so its method and name are unknown:
+        # the next allowed use on that server is its correction
+        for e in st.corrections.use((ev.server, ev.method, ev.name), wall, (ev.server, "", "")):
             refund += e.points
             e.points, e.forgiven_by = 0.0, ev.decision_id
             ev.forgives.append(e.decision_id)

@@ -46,13 +46,15 @@ class Corrections:
         waiting.append(ev)
         del waiting[:-PENDING_PER_KEY]
 
-    def use(self, key: Key, now: float) -> list[Any]:
-        """An allowed use of `key`: the denials it forgives (their points are for the caller to refund)."""
+    def use(self, key: Key, now: float, *also: Key) -> list[Any]:
+        """An allowed use of `key`: the denials it forgives (their points are for the caller to
+        refund), those waiting under `key` and then under `also`, most recent first."""
         bucket = self._bucket(now)
         bucket[1] += 1
-        waiting = self.pending.pop(key, None)
+        waiting = [e for k in (*also, key) for e in self.pending.pop(k, ())] if self.pending else []
         if not waiting:
             return []
+        waiting.sort(key=lambda e: e.at)
         fresh = [e for e in waiting if e.points > 0 and 0 <= now - e.at <= CORRECTION_WINDOW]
         uses = sum(b[1] for b in self.hours)
         forgiven = sum(b[2] for b in self.hours)
