@@ -483,7 +483,7 @@ ATTACKS = {"recon_probe_extract": (recon_probe_extract, "mallory", 40, "unknown 
            "slow_probe": (slow_probe, "mallory", 200, "one probe every 4-9 minutes over hours"),
            "session_theft": (session_theft, "eve", 20, "another user's session ids replayed"),
            "schema_fuzzing": (schema_fuzzing, "mallory", 30, "argument variants with valid calls between"),
-           "cross_server_recon": (cross_server_recon, "rex", 60, "unknown servers, listing bursts, ACLs"),
+           "cross_server_recon": (cross_server_recon, "rex", 90, "unknown servers, listing bursts, ACLs"),
            "id_enumeration": (id_enumeration, "mallory", 30, "customer ids not assigned to the caller")}
 
 
