@@ -274,7 +274,7 @@ def coding_agent(rng: random.Random) -> Trace:
             elif r < 0.93:
                 tr.call(who, "docs", "search_docs", {"query": "retry policy"}, session=sids["docs"])
             elif r < 0.96:
-                slug = rng.choice(["intro", "api/auth", "guides/deploy"])     # nested: product's false denial
+                slug = rng.choice(["intro", "api/auth", "guides/deploy"])     # nested: a guess ({slug} is one segment)
                 tr.read(who, "docs", f"docs://pages/{slug}", session=sids["docs"])
             elif r < 0.985 and not made_up:
                 made_up = True

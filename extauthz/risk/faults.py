@@ -3,8 +3,10 @@
 * a `schema_violation` because the tool's published input schema cannot be compiled (the caller
   cannot make any call of that tool right, whatever it sends);
 * an `unknown_capability` for a resource URI under the literal prefix of a published URI template
-  (`kb://articles/{path*}` and `kb://articles/billing/refunds.md`): the server expands its
-  template one way, our matcher may another (RFC 6570 operators, FastMCP's `{path*}`);
+  whose expressions may span segments or carry a query (an operator or an explode modifier:
+  `kb://articles/{path*}` and `kb://articles/billing/refunds.md`, `{+path}`, `{/path*}`, `{?q}`):
+  the server expands it one way, our matcher may another. A simple `{id}` cannot contain `/`, so
+  `crm://customers/{id}` and a read of `crm://customers/c-1/notes` is a real unknown and scores;
 * internal errors, a truncated body from Envoy, quarantine and policy outages (the app and
   `extauthz.risk.stages` already leave those unscored).
 
@@ -13,6 +15,7 @@ Cached per spec version, like extauthz.risk.sensitive.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from extauthz.core.decision import Decision
@@ -21,6 +24,12 @@ from extauthz.specs.store import SpecStore
 from extauthz.specs.validators import ValidatorCache
 
 MAX_CACHED = 10_000
+_EXPRESSION = re.compile(r"\{([^}]*)\}")
+
+
+def _spans(template: str) -> bool:
+    """Does any expression of the template have an RFC 6570 operator or an explode modifier?"""
+    return any((e[:1] != "" and e[0] in "+#./;?&") or "*" in e for e in _EXPRESSION.findall(template))
 
 
 class OwnFaults:
@@ -56,7 +65,7 @@ class OwnFaults:
             for t in (spec.templates if spec is not None else {}):
                 literal = t.split("{", 1)[0]
                 # a prefix that says something: scheme://x at least (never "{+uri}" or "file://")
-                if "://" in literal and len(literal.split("://", 1)[1]) >= 1:
+                if "://" in literal and literal.split("://", 1)[1] and _spans(t):
                     found.add(literal)
             hit = tuple(sorted(found))
             if len(self._prefixes) < MAX_CACHED:

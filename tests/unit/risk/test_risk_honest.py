@@ -35,7 +35,8 @@ def h(clock: Clock, tmp_path: Path) -> Harness:
     harness = Harness(text, tmp_path)
     harness.app.specs.apply_page("crm", "tools", [*CRM_TOOLS, {"name": "scoped", "inputSchema": SCHEMA}],
                                  first=True, last=True)
-    harness.app.specs.apply_page("crm", "resourceTemplates", [{"uriTemplate": "kb://articles/{slug}", "name": "a"}],
+    harness.app.specs.apply_page("crm", "resourceTemplates", [{"uriTemplate": "kb://articles/{path*}", "name": "a"},
+                                                             {"uriTemplate": "kb://users/{id}", "name": "u"}],
                                  first=True, last=True)
     return harness
 
@@ -76,6 +77,8 @@ def test_a_read_below_a_template_the_product_may_not_expand_scores_nothing(h):
     assert h.score() == 0.0
     assert read(h, "kb://secrets/keys").reason is Reason.UNKNOWN_CAPABILITY     # not under a template
     assert h.score() == pytest.approx(6.0)
+    assert read(h, "kb://users/u-1/tokens").reason is Reason.UNKNOWN_CAPABILITY  # {id} is one segment:
+    assert h.score() == pytest.approx(12.0)                                        # a real unknown
 
 
 def test_an_internal_error_scores_nothing(h, monkeypatch):
