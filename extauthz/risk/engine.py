@@ -68,7 +68,7 @@ class Event:
     points: float
     seq: int = 0               # the caller's event number
     forgiven_by: str = ""      # the allowed call that corrected this mistake
-    forgives: list[str] = field(default_factory=list)   # the mistakes this allowed call corrected
+    forgives: tuple[str, ...] = ()   # the mistakes this allowed call corrected
 
     def as_json(self) -> dict[str, Any]:
         out = {"time": round(self.at, 3), "decisionId": self.decision_id, "sessionId": self.session_id,
@@ -91,12 +91,12 @@ class CallerRisk:
     last_seen: float = 0.0
     events: int = 0
     sessions: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    # scored recon/probe events, oldest first: chain and escalation evidence
-    evidence: deque[Event] = field(default_factory=lambda: deque(maxlen=MAX_EVIDENCE))
+    # scored recon/probe events, oldest first (at most MAX_EVIDENCE): chain and escalation evidence
+    evidence: list[Event] = field(default_factory=list)
     chain_seq: int = 0                        # evidence up to this event number went into an alert
     alerts: list[dict[str, Any]] = field(default_factory=list)
-    corrections: Corrections = field(default_factory=Corrections)
-    lists: deque[tuple[float, str, str]] = field(default_factory=lambda: deque(maxlen=64))
+    corrections: Corrections | None = None    # made on the first correctable mistake (most callers: never)
+    lists: list[tuple[float, str, str]] = field(default_factory=list)   # recent listing, for bursts
     burst_at: float = float("-inf")
     volume_minute: int = 0
     volume_count: int = 0
@@ -204,7 +204,10 @@ class RiskEngine:
             self._list_burst(st, ev, wall)
         if ev.points > 0 and ev.stage in (RECON, PROBE):
             st.evidence.append(ev)
+            del st.evidence[:-MAX_EVIDENCE]
             if reason in CORRECTABLE:       # relayed too: the correction may reach another worker
+                if st.corrections is None:
+                    st.corrections = Corrections()
                 st.corrections.mistake((server, method, name), ev)
         if ev.stage is None and ev.points == 0.0 and not ev.forgives:
             return None
@@ -253,13 +256,16 @@ class RiskEngine:
 
     def _corrected(self, st: CallerRisk, ev: Event, wall: float) -> float:
         """An allowed use: forgive the mistakes it corrects. Returns the points to refund."""
+        if st.corrections is None:
+            return 0.0
         refund = 0.0
         # an oversized body is refused before it is parsed, so its method and name are unknown:
         # the next allowed use on that server is its correction
-        for e in st.corrections.use((ev.server, ev.method, ev.name), wall, (ev.server, "", "")):
+        forgiven = st.corrections.use((ev.server, ev.method, ev.name), wall, (ev.server, "", ""))
+        for e in forgiven:
             refund += e.points
             e.points, e.forgiven_by = 0.0, ev.decision_id
-            ev.forgives.append(e.decision_id)
+        ev.forgives = tuple(e.decision_id for e in forgiven)
         return refund
 
     def _forgive_ids(self, st: CallerRisk, ids: list[str] | tuple[str, ...], by: str) -> float:
@@ -271,15 +277,15 @@ class RiskEngine:
             if e.decision_id in wanted and e.points > 0:
                 refund += e.points
                 e.points, e.forgiven_by = 0.0, by
-        st.timeline[-1].forgives.extend(ids)
+        st.timeline[-1].forgives = tuple(ids)
         return refund
 
     def _list_burst(self, st: CallerRisk, ev: Event, wall: float) -> None:
         """Listing on many servers and sessions at once is recon; listing at session start is not."""
         lists = st.lists
         lists.append((wall, ev.server, ev.session_id))
-        while lists and wall - lists[0][0] > LIST_BURST_WINDOW:
-            lists.popleft()
+        while lists and (wall - lists[0][0] > LIST_BURST_WINDOW or len(lists) > 4 * LIST_BURST_PAIRS):
+            lists.pop(0)
         if wall - st.burst_at <= LIST_BURST_WINDOW or len(lists) < LIST_BURST_PAIRS:
             return
         pairs = len({(server, sid) for _, server, sid in lists})

@@ -57,7 +57,7 @@ def test_a_corrected_mistake_is_forgiven(eng, clock):
     good = rec(eng, "allowed")
     assert eng.score(ALICE) == pytest.approx(0, abs=0.1)
     st = eng.get(ALICE)
-    assert st.timeline[-1].forgives == [bad]
+    assert st.timeline[-1].forgives == (bad,)
     assert st.timeline[-2].forgiven_by == good and st.timeline[-2].points == 0
     assert st.timeline[-2].as_json()["forgivenBy"] == good and st.timeline[-1].as_json()["forgives"] == [bad]
     assert eng.summary(st)["chain"] == []                   # no longer evidence
