@@ -33,7 +33,8 @@ from extauthz.metrics import Metrics
 from extauthz.policy.holder import PolicyHolder
 from extauthz.policy.listview import visible_to
 from extauthz.policy.model import Policy, default_policy, load_policy
-from extauthz.risk.engine import RiskEngine
+from extauthz.risk.engine import Clock, RiskEngine
+from extauthz.risk.faults import OwnFaults
 from extauthz.risk.sensitive import SensitiveUse
 from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.registry import SessionRegistry
@@ -50,16 +51,17 @@ log = logging.getLogger("extauthz")
 
 class App:
     def __init__(self, policy_path: str | None, *, decision_out: IO[bytes] | None = None,
-                 background_log: bool = False) -> None:
+                 background_log: bool = False, clock: Clock | None = None) -> None:
         self.specs = SpecStore(on_drift=self._on_drift)
         self.specs.screen = self._screen
         self.sessions = SessionRegistry()
         self.validators = ValidatorCache()
         self.inventory = Inventory()
         self.visibility = Visibility()
-        self.risk = RiskEngine()
+        self.risk = RiskEngine(clock=clock)       # clock: simulated time in replay and calibration
         self.risk.on_alert = self._on_alert
         self.sensitive = SensitiveUse(self.specs)
+        self.own_faults = OwnFaults(self.specs, self.validators)
         self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
         self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions), lambda: self.sessions.refused)
         self.decisions = DecisionLog(decision_out, background=background_log)
@@ -222,18 +224,20 @@ class App:
         if ctx is None:
             d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
         else:
+            fault = False               # the denial is ours, not the caller's: it never scores
             try:
                 d = decide(http, ctx)
             except Exception as e:      # a bug must never become an allow
                 log.exception("decision failed; denying")
                 d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                              status=400, form="bare")
+                fault = True
             try:
                 self._after(d, ctx, http.path)
                 if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
                     d.caller = _best_effort_caller(http, ctx)     # denied before identity: still attribute it
                 if d.caller is not None:
-                    self._score(d, ctx)
+                    self._score(d, ctx, fault, http)
             except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
                 log.exception("session/risk bookkeeping failed; the decision stands")
         d.latency = time.perf_counter() - t0
@@ -329,21 +333,42 @@ class App:
                 and (d.learn_stream or d.resumed or any(e[1] in LIST_KINDS for e in d.learn)):
             d.view = view_ref(d.caller)
 
-    def _score(self, d: Decision, ctx: Context) -> None:
-        """Every decision goes on its caller's timeline; evidence of an attack stage is scored."""
+    def _score(self, d: Decision, ctx: Context, fault: bool = False, http: HttpRequest | None = None) -> None:
+        """Every decision goes on its caller's timeline; evidence of an attack stage is scored,
+        unless the denial may be the product's own doing (extauthz.risk.faults)."""
         c = d.caller
         assert c is not None
         sensitive = d.allowed and d.method in USE_METHODS and self.sensitive(ctx, d)
         stage, points = stage_of(d.reason, d.method, sensitive)
+        if points and (fault or self.own_faults(ctx, d)):
+            stage, points = None, 0.0
         if d.reason is Reason.RISK_BLOCKED:
             self.metrics.risk_blocks.inc()
         alert = self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
                                  method=d.method, name=d.name, reason=d.reason.value, stage=stage, points=points,
-                                 signature=hash((d.server, d.method, d.name, d.reason, d.detail)) if points else None)
+                                 signature=_signature(d, http) if points else None)
         if alert is not None:
             d.alert = alert
         if d.allowed and d.method in OBSERVE_METHODS:
             self.observer.mark(d, ctx)
+
+
+def _signature(d: Decision, http: HttpRequest | None) -> int:
+    """What was asked and why it was refused: the same denial again is a retry, not a probe. A
+    constraint denial says which argument, not which value, so the arguments are part of it (one
+    customer id after another is enumeration); another caller's session id, the id itself."""
+    extra: Any = ""
+    if d.reason is Reason.SESSION_HIJACK:
+        extra = d.session_id
+    elif d.reason is Reason.CONSTRAINT_VIOLATED and http is not None:
+        try:
+            body = orjson.loads(http.body)
+            params = body.get("params") if isinstance(body, dict) else None
+            extra = orjson.dumps(params.get("arguments") if isinstance(params, dict) else body,
+                                 option=orjson.OPT_SORT_KEYS)
+        except (orjson.JSONDecodeError, TypeError):
+            extra = http.body
+    return hash((d.server, d.method, d.name, d.reason, d.detail, extra))
 
 
 def _best_effort_caller(http: HttpRequest, ctx: Context) -> Caller | None:

@@ -117,8 +117,10 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
     # binding below still stops it ending anybody else's)
     if caller is not None and ctx.risk is not None and http.method != "DELETE":
         if why := ctx.risk.blocked(caller.key):
+            d.name = _requested_name(messages)
             return _deny(d, Reason.RISK_BLOCKED, why, _status(d, deny_status))
         if why := ctx.risk.limited(caller.key):
+            d.name = _requested_name(messages)
             return _deny(d, Reason.RATE_LIMITED, why, _status(d, deny_status))
 
     # MCP session: a bearer secret bound to the caller who first used it. The 2024-11-05
@@ -181,6 +183,16 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         return _deny(d, Reason.PAYLOAD_TOO_LARGE, f"a batch may carry at most {MAX_ENTRIES} list, initialize "
                      f"and server/discover requests ({n} here)", _status(d, deny_status))
     return d
+
+
+def _requested_name(messages: list[Message]) -> str:
+    """The tool, prompt or resource URI a single request names, for the log line of a denial
+    decided before the message itself is (risk_blocked, rate_limited)."""
+    if len(messages) != 1:
+        return ""
+    cap = CAPABILITY_METHODS.get(messages[0].method)
+    value = messages[0].params.get(cap[1]) if cap is not None else None
+    return value[:200] if type(value) is str else ""
 
 
 def _query_session(path: str) -> str:

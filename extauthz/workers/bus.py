@@ -100,6 +100,7 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
     elif op == "risk":       # scored and chain events only: benign traffic is not relayed
         app.risk.record(msg["caller"], decision_id=msg["decisionId"], session_id=msg["sessionId"],
                         server=msg["server"], method=msg["method"], name=msg["name"], reason=msg["reason"],
-                        stage=msg["stage"], points=float(msg["points"]), replicated=True, at=msg["time"])
+                        stage=msg["stage"], points=float(msg["points"]), replicated=True, at=msg["time"],
+                        forgives=msg.get("forgives") or ())
     elif op == "quarantine":      # catch-up only: a restarted worker must not forget a quarantine
         app.specs._spec(msg["server"]).quarantined[(msg["kind"], msg["name"])] = msg["why"]
