@@ -18,6 +18,8 @@ import sys
 
 import orjson
 
+from extauthz.admin.actor_view import build
+from extauthz.admin.actors import gather
 from extauthz.app import App
 from extauthz.mcp.request import HttpRequest
 from extauthz.policy.errors import PolicyError
@@ -80,5 +82,7 @@ def summary(app: App) -> dict:
                  "protocolVersion": s.protocol_version, "requests": s.requests}
                 for s in app.sessions.snapshot(limit=10_000)]
     callers = [app.risk.summary(st) for st in app.risk.callers(limit=10_000)]
+    # The actor view of `extauthz investigate`, without the timeline (the lines above are it).
+    actors = [build(gather(app, st.caller)).as_json(timeline=False) for st in app.risk.callers(limit=10_000)]
     return {"sessions": sessions, "callers": callers,
-            "alerts": [a for c in callers for a in c["alerts"]]}
+            "alerts": [a for c in callers for a in c["alerts"]], "actors": actors}
