@@ -144,7 +144,8 @@ def gather(app: Any, caller: str, worker: int | None = None) -> dict[str, Any]:
                 "firstSeen": round(s.first_seen + mono_to_wall, 3), "lastSeen": round(s.last_seen + mono_to_wall, 3)}
     mine = {sid for sid, s in sessions.items() if s["owner"] == caller} | used
 
-    decisions, presented = [], []
+    decisions: list[dict[str, Any]] = []
+    presented: dict[tuple[str, str], dict[str, Any]] = {}
     ring = app.decisions.recent
     for rec in ring:
         who = caller_key(rec)
@@ -153,7 +154,7 @@ def gather(app: Any, caller: str, worker: int | None = None) -> dict[str, Any]:
         if who == caller:
             decisions.append(rec)
         elif rec.get("mcp_session_id") in mine:
-            presented.append({"caller": who, "event": _event_of(rec)})
+            presented[(who, rec.get("decision_id", ""))] = {"caller": who, "event": _event_of(rec)}
 
     # Others who presented this caller's session ids (hijack attempts): their risk timelines
     # name the session ids they used.
@@ -163,7 +164,7 @@ def gather(app: Any, caller: str, worker: int | None = None) -> dict[str, Any]:
                 continue
             for e in risk.timeline(other)["timeline"]:
                 if e["sessionId"] in mine:
-                    presented.append({"caller": other.caller, "event": e})
+                    presented[(other.caller, e["decisionId"])] = {"caller": other.caller, "event": e}
 
     seen = app.inventory.callers.get(caller)
     iss, sub, client = _split(caller)
@@ -175,7 +176,7 @@ def gather(app: Any, caller: str, worker: int | None = None) -> dict[str, Any]:
             "parts": [{"worker": worker, "prefix": process_prefix()}], "missing": [],
             "identity": identity, "risk": summary, "timeline": timeline, "timelineLength": risk.timeline_len,
             "decisions": decisions, "decisionRing": {"held": len(ring), "keep": ring.keep, "processes": 1},
-            "sessions": list(sessions.values()), "presented": presented}
+            "sessions": list(sessions.values()), "presented": list(presented.values())}
 
 
 def _event_of(rec: dict[str, Any]) -> dict[str, Any]:
