@@ -32,7 +32,7 @@ border:1px solid var(--line);background:#fff;color:var(--fg);text-decoration:non
 .chips b{font-size:12px;color:var(--mut);margin-right:4px}.note{color:var(--mut);font-size:12px;margin:4px 0 10px}
 .bound{background:var(--blubg);border-left:4px solid var(--blu);padding:8px 12px;margin:0 0 16px;font-size:13px}
 header a{color:#b9c2d3}form.find{float:right;margin-top:-34px}form.find input{padding:3px 6px}
-svg{background:#fff;border:1px solid var(--line)}td.id code{font-size:11px}
+svg{background:#fff;border:1px solid var(--line)}td.id code{font-size:11px}td.t{white-space:nowrap}
 """
 CSP = ("default-src 'none'; style-src 'sha256-" + base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
        + "'; img-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -146,7 +146,7 @@ def _step_row(s: Step, v: ActorView) -> Markup:
     cls = " ".join(x for x in ("hit" if s.decision_id == v.filters.decision else "",
                                "chain" if s.chain else "") if x) or None
     return h("tr",
-             h("td", _t(s.time)),
+             h("td", _t(s.time), class_="t"),
              h("td", h("a", s.session_id, href=caller_url(v.caller, **v.filters.query(session=s.session_id)))
                if s.session_id else h("span", "no session", class_="mut"),
                h("div", s.user_session, class_="mut") if s.user_session else None),
@@ -188,16 +188,16 @@ def render(v: ActorView) -> str:
 
     alerts = []
     for a in v.alerts:
-        rows = [h("tr", h("td", str(n)), h("td", _stage(st.stage)), h("td", _t(st.time)),
+        rows = [h("tr", h("td", str(n)), h("td", _stage(st.stage)), h("td", _t(st.time), class_="t"),
                   h("td", h("code", st.session_id) if st.session_id else "-"), h("td", h("code", st.reason)),
-                  h("td", h("code", st.name) if st.name else "-"),
+                  h("td", st.method, " ", h("code", st.name) if st.name else None),
                   h("td", h("a", h("code", st.decision_id), href=f"#d-{st.decision_id}") if st.on_page
                     else h("span", h("code", st.decision_id), " (no longer kept)", class_="mut")))
                 for n, st in enumerate(a.steps, 1)]
         alerts.append(h("div", h("b", f"Alert {a.index}: attack chain "), f"at {_t(a.time)} (+{a.points:g} points)",
                         h("div", a.summary, class_="mut"),
                         h("div", "sessions: ", [h("code", s + " ") for s in a.sessions]),
-                        _table(["step", "stage", "time", "MCP session", "reason", "name", "decision"], rows, ""),
+                        _table(["step", "stage", "time", "MCP session", "reason", "call", "decision"], rows, ""),
                         class_="alert", id=f"alert-{a.index}"))
     if v.chain:
         alerts.append(h("p", "chain in progress: " + " -> ".join(v.chain), class_="note"))
@@ -211,7 +211,9 @@ def render(v: ActorView) -> str:
     mcp_rows = []
     for m in v.mcp_sessions:
         owner = _badge("bound to this caller", "grn") if m.owner == v.caller else \
-            _badge(f"owned by {_who(m.owner)}", "red", m.owner) if m.owner else _badge("expired / not bound", "gry")
+            _badge(f"owned by {_who(m.owner)}", "red", m.owner) if m.owner else \
+            _badge(f"ended {_t(m.ended)}", "gry", "ended by DELETE: no longer registered") if m.ended else \
+            _badge("expired or never bound", "gry")
         mcp_rows.append(h("tr",
                           h("td", h("a", h("code", m.session_id), href=caller_url(v.caller, session=m.session_id)),
                             h("div", owner)),

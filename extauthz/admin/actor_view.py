@@ -112,6 +112,7 @@ class McpSession:
     steps: int              # of them, kept on this page
     denied: int
     others: tuple[Presenter, ...]   # other callers that presented this id (hijack attempts)
+    ended: float            # when its owner ended it (an allowed DELETE kept here), else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,7 @@ class AlertStep:
     decision_id: str
     session_id: str
     reason: str
+    method: str
     name: str
     time: float
     on_page: bool
@@ -245,7 +247,7 @@ def build(facts: Mapping[str, Any], filters: Filters = Filters(), now: float | N
     alert_views = tuple(Alert(i, float(a.get("time", 0.0)), str(a.get("summary", "")), tuple(a.get("sessions") or ()),
                               float(a.get("points", 0.0)),
                               tuple(AlertStep(stage, e["decisionId"], e.get("sessionId", ""), e.get("reason", ""),
-                                              e.get("name", ""), _wall(e.get("time")), e["decisionId"] in on_page)
+                                              e.get("method", ""), e.get("name", ""), _wall(e.get("time")), e["decisionId"] in on_page)
                                     for stage, e in st))
                         for i, a, st in alerts)
 
@@ -303,7 +305,8 @@ def _mcp_sessions(caller: str, steps: list[Step], registry: dict[str, dict[str, 
                               str(reg.get("protocolVersion", "")), min(times) if times else 0.0,
                               max(times) if times else 0.0, int(reg.get("requests", 0)), len(ss),
                               sum(1 for x in ss if x.verdict != "allow"),
-                              tuple(sorted(others.get(sid, ()), key=lambda p: p.time))))
+                              tuple(sorted(others.get(sid, ()), key=lambda p: p.time)),
+                              max((x.time for x in ss if x.method == "DELETE" and x.verdict == "allow"), default=0.0)))
     return tuple(sorted(out, key=lambda m: m.first_seen))
 
 

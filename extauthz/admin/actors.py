@@ -237,7 +237,7 @@ def merge(parts: list[dict[str, Any]], missing: list[str] | None = None) -> dict
             if k not in seen_p:
                 seen_p.add(k)
                 out["presented"].append(x)
-    rings = [p["decisionRing"] for p in known]
+    rings = [p["decisionRing"] for p in parts]
     out["decisionRing"] = {"held": max(r["held"] for r in rings), "keep": max(r["keep"] for r in rings),
                            "processes": len(rings)}
     return out

@@ -53,8 +53,9 @@ def print_actor(v: dict[str, Any], out: TextIO) -> None:
     for a in v["alerts"]:
         print(file=out)
         print(f"ALERT {a['index']}  {_t(a['time'])}  +{a['points']:g}  {s(a['summary'], 0)}", file=out)
-        rows = [("STEP", "STAGE", "TIME", "SESSION", "REASON", "NAME", "DECISION")]
-        rows += [(str(n), st["stage"], _t(st["time"]), s(st["session_id"] or "-"), st["reason"], s(st["name"] or "-"),
+        rows = [("STEP", "STAGE", "TIME", "SESSION", "REASON", "CALL", "DECISION")]
+        rows += [(str(n), st["stage"], _t(st["time"]), s(st["session_id"] or "-"), st["reason"],
+                  s(f"{st['method']} {st['name']}".strip() or "-"),
                   st["decision_id"] + ("" if st["on_page"] else " (no longer kept)"))
                  for n, st in enumerate(a["steps"], 1)]
         _table(rows, out)
@@ -73,7 +74,8 @@ def print_actor(v: dict[str, Any], out: TextIO) -> None:
     rows = [("SESSION", "OWNER", "USER SESSION", "PROTOCOL", "SERVERS", "FIRST SEEN", "LAST SEEN", "KEPT", "DENIED",
              "PRESENTED BY OTHERS")]
     for m in v["mcp_sessions"]:
-        owner = "this actor" if m["owner"] == v["caller"] else _who(m["owner"]) if m["owner"] else "-"
+        owner = "this actor" if m["owner"] == v["caller"] else _who(m["owner"]) if m["owner"] else \
+            "ended" if m["ended"] else "-"
         others = ", ".join(f"{_who(p['caller'])} {p['reason']}" for p in m["others"]) or "-"
         rows.append((s(m["session_id"]), s(owner), s(", ".join(m["user_sessions"]) or "-"), m["protocol_version"] or "-",
                      s(", ".join(m["servers"]) or "-"), _t(m["first_seen"]), _t(m["last_seen"]), str(m["steps"]),
