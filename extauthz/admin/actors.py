@@ -12,15 +12,17 @@ inventory's caller record.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from extauthz.core.decision import new_decision_id
 
 DECISION_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_HITS = 50
+CHUNK = 500        # callers or sessions read between two turns of the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +51,10 @@ class LocalActors:
         self.app, self.worker = app, worker
 
     async def find(self, query: str) -> list[Hit]:
-        return find(self.app, query)
+        return await find_async(self.app, query)
 
     async def facts(self, caller: str) -> dict[str, Any]:
-        return gather(self.app, caller, self.worker)
+        return await gather_async(self.app, caller, self.worker)
 
 
 def process_prefix() -> str:
@@ -72,12 +74,40 @@ def _split(key: str) -> list[str]:
     return parts if len(parts) == 3 else ["", key, ""]
 
 
+def _chunks(items: list[Any]) -> Iterator[list[Any]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i:i + CHUNK]
+
+
+def _drive(steps: Iterator[None]) -> None:
+    for _ in steps:
+        pass
+
+
+async def _drive_async(steps: Iterator[None]) -> None:
+    """Between chunks the event loop runs other work (Checks, in a single process): a search
+    over 10,000 callers is many short pauses, not one long one."""
+    for _ in steps:
+        await asyncio.sleep(0)
+
+
 def find(app: Any, query: str) -> list[Hit]:
     """Every caller `query` points at, most specific first (one caller per hit)."""
+    hits: dict[str, Hit] = {}
+    _drive(_find(app, query, hits))
+    return list(hits.values())
+
+
+async def find_async(app: Any, query: str) -> list[Hit]:
+    hits: dict[str, Hit] = {}
+    await _drive_async(_find(app, query, hits))
+    return list(hits.values())
+
+
+def _find(app: Any, query: str, hits: dict[str, Hit]) -> Iterator[None]:
     q = query.strip()
     if not q:
-        return []
-    hits: dict[str, Hit] = {}
+        return
 
     def add(caller: str, via: str, decision_id: str = "") -> None:
         if caller and caller not in hits and len(hits) < MAX_HITS:
@@ -86,47 +116,65 @@ def find(app: Any, query: str) -> list[Hit]:
     risk, inventory = app.risk, app.inventory
     if risk.get(q) is not None or q in inventory.callers:
         add(q, "caller")
+    ring = list(app.decisions.recent)
     if DECISION_ID.match(q):
-        for rec in app.decisions.recent:
+        for rec in ring:
             if rec.get("decision_id") == q:
                 add(caller_key(rec), "decision", q)
         if not hits:
             # Not in the decision ring: the timelines. A decision id starts with its time in ms,
             # so only callers active around then are read.
             at = int(q[:12], 16) / 1000.0
-            for st in risk.callers(limit=risk.max_callers):
-                s = risk.summary(st)
-                if s["firstSeen"] - 1 <= at <= s["lastSeen"] + 1 and any(
-                        e["decisionId"] == q for e in risk.timeline(st)["timeline"]):
-                    add(st.caller, "decision", q)
-    for s in app.sessions.snapshot(limit=app.sessions.max_sessions):
-        if s.session_id == q:
-            add(s.caller, "session")
-        elif s.user_session == q:
-            add(s.caller, "userSession")
-    for rec in app.decisions.recent:
+            for chunk in _chunks(risk.callers(limit=risk.max_callers)):
+                for st in chunk:
+                    s = risk.summary(st)
+                    if s["firstSeen"] - 1 <= at <= s["lastSeen"] + 1 and any(
+                            e["decisionId"] == q for e in risk.timeline(st)["timeline"]):
+                        add(st.caller, "decision", q)
+                yield
+    for chunk in _chunks(app.sessions.snapshot(limit=app.sessions.max_sessions)):
+        for s in chunk:
+            if s.session_id == q:
+                add(s.caller, "session")
+            elif s.user_session == q:
+                add(s.caller, "userSession")
+        yield
+    for rec in ring:
         if rec.get("mcp_session_id") == q:
             add(caller_key(rec), "session")
         elif rec.get("user_session") == q:
             add(caller_key(rec), "userSession")
-    for st in risk.callers(limit=risk.max_callers):
-        _, sub, client = _split(st.caller)
-        if sub == q:
-            add(st.caller, "subject")
-        elif client == q:
-            add(st.caller, "client")
-        elif q in risk.summary(st)["sessions"]:
-            add(st.caller, "session")
-    for key, c in inventory.callers.items():
+    for chunk in _chunks(risk.callers(limit=risk.max_callers)):
+        for st in chunk:
+            _, sub, client = _split(st.caller)
+            if sub == q:
+                add(st.caller, "subject")
+            elif client == q:
+                add(st.caller, "client")
+            elif q in risk.summary(st)["sessions"]:
+                add(st.caller, "session")
+        yield
+    for key, c in list(inventory.callers.items()):
         if c.subject == q:
             add(key, "subject")
         elif c.client_id == q:
             add(key, "client")
-    return list(hits.values())
 
 
 def gather(app: Any, caller: str, worker: int | None = None) -> dict[str, Any]:
     """What this process keeps about one caller, as JSON (see the module doc)."""
+    out: dict[str, Any] = {}
+    _drive(_gather(app, caller, worker, out))
+    return out
+
+
+async def gather_async(app: Any, caller: str, worker: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    await _drive_async(_gather(app, caller, worker, out))
+    return out
+
+
+def _gather(app: Any, caller: str, worker: int | None, out: dict[str, Any]) -> Iterator[None]:
     risk = app.risk
     st = risk.get(caller)
     summary = risk.timeline(st) if st is not None else None
@@ -136,12 +184,15 @@ def gather(app: Any, caller: str, worker: int | None = None) -> dict[str, Any]:
     mono_to_wall = time.time() - time.monotonic()
 
     sessions: dict[str, dict[str, Any]] = {}
-    for s in app.sessions.snapshot(limit=app.sessions.max_sessions):
-        if s.caller == caller or s.session_id in used:
-            sessions[s.session_id] = {
-                "sessionId": s.session_id, "owner": s.caller, "server": s.server, "userSession": s.user_session,
-                "clientId": s.client_id, "protocolVersion": s.protocol_version, "requests": s.requests,
-                "firstSeen": round(s.first_seen + mono_to_wall, 3), "lastSeen": round(s.last_seen + mono_to_wall, 3)}
+    for chunk in _chunks(app.sessions.snapshot(limit=app.sessions.max_sessions)):
+        for s in chunk:
+            if s.caller == caller or s.session_id in used:
+                sessions[s.session_id] = {
+                    "sessionId": s.session_id, "owner": s.caller, "server": s.server, "userSession": s.user_session,
+                    "clientId": s.client_id, "protocolVersion": s.protocol_version, "requests": s.requests,
+                    "firstSeen": round(s.first_seen + mono_to_wall, 3),
+                    "lastSeen": round(s.last_seen + mono_to_wall, 3)}
+        yield
     mine = {sid for sid, s in sessions.items() if s["owner"] == caller} | used
 
     decisions: list[dict[str, Any]] = []
@@ -158,13 +209,14 @@ def gather(app: Any, caller: str, worker: int | None = None) -> dict[str, Any]:
 
     # Others who presented this caller's session ids (hijack attempts): their risk timelines
     # name the session ids they used.
-    if mine:
-        for other in risk.callers(limit=risk.max_callers):
+    for chunk in _chunks(risk.callers(limit=risk.max_callers) if mine else []):
+        for other in chunk:
             if other.caller == caller or not mine.intersection(risk.summary(other)["sessions"]):
                 continue
             for e in risk.timeline(other)["timeline"]:
                 if e["sessionId"] in mine:
                     presented[(other.caller, e["decisionId"])] = {"caller": other.caller, "event": e}
+        yield
 
     seen = app.inventory.callers.get(caller)
     iss, sub, client = _split(caller)
@@ -172,11 +224,11 @@ def gather(app: Any, caller: str, worker: int | None = None) -> dict[str, Any]:
     if seen is not None:
         identity.update(groups=sorted(seen.groups), allowed=seen.allowed, denied=seen.denied,
                         first=seen.first, last=seen.last)
-    return {"caller": caller, "known": st is not None or seen is not None or bool(decisions),
+    out.update({"caller": caller, "known": st is not None or seen is not None or bool(decisions),
             "parts": [{"worker": worker, "prefix": process_prefix()}], "missing": [],
             "identity": identity, "risk": summary, "timeline": timeline, "timelineLength": risk.timeline_len,
             "decisions": decisions, "decisionRing": {"held": len(ring), "keep": ring.keep, "processes": 1},
-            "sessions": list(sessions.values()), "presented": list(presented.values())}
+            "sessions": list(sessions.values()), "presented": list(presented.values())})
 
 
 def _event_of(rec: dict[str, Any]) -> dict[str, Any]:

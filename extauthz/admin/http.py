@@ -5,6 +5,7 @@ Write endpoints exist only when `admin.token` is set in the policy, and then nee
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 from typing import Any
@@ -104,7 +105,10 @@ def build_admin(app: App, actors: ActorSource | None = None) -> Starlette:
         hit = next((x for x in hits if x.caller == caller), None)
         if hit is not None and hit.decision_id and not filters.decision:
             filters = dataclasses.replace(filters, decision=hit.decision_id)
-        return build(await source.facts(caller), filters), hits, None
+        facts = await source.facts(caller)
+        # Building and rendering read only these facts: off the event loop, so a long timeline
+        # does not hold up Checks (in one process they share this loop).
+        return await asyncio.to_thread(build, facts, filters), hits, None
 
     async def caller_page(request: Request) -> Response:
         query = request.path_params.get("caller") or request.query_params.get("q", "")
@@ -118,7 +122,7 @@ def build_admin(app: App, actors: ActorSource | None = None) -> Starlette:
             d = view.filters.decision
             url = actor_page.caller_url(view.caller, **view.filters.query(), decision=d) + (f"#d-{d}" if d else "")
             return RedirectResponse(url, status_code=303)
-        return HTMLResponse(actor_page.render(view), headers=actor_page.HEADERS)
+        return HTMLResponse(await asyncio.to_thread(actor_page.render, view), headers=actor_page.HEADERS)
 
     async def caller_json(request: Request) -> Response:
         query = request.path_params["caller"]
@@ -128,7 +132,7 @@ def build_admin(app: App, actors: ActorSource | None = None) -> Starlette:
         if view is None:
             return JSONResponse({"error": f"no single actor for {query!r}", "matches": [x.as_json() for x in hits]},
                                 status_code=404 if not hits else 409)
-        return JSONResponse(view.as_json())
+        return JSONResponse(await asyncio.to_thread(view.as_json))
 
     async def investigate(request: Request) -> Response:
         query = request.query_params.get("q", "")
@@ -136,7 +140,7 @@ def build_admin(app: App, actors: ActorSource | None = None) -> Starlette:
         if bad is not None:
             return bad
         return JSONResponse({"query": query, "matches": [x.as_json() for x in hits],
-                             "actor": view.as_json() if view is not None else None},
+                             "actor": await asyncio.to_thread(view.as_json) if view is not None else None},
                             status_code=200 if hits else 404)
 
     async def decisions(request: Request) -> Response:

@@ -30,16 +30,17 @@ class WorkerBus:
         self.app, self.fd, self.index = app, fd, index
         self._writer: asyncio.StreamWriter | None = None
         self._shipped = 0
+        self._queries: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
 
     def publish(self, op: str, payload: dict[str, Any]) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(orjson.dumps({"op": op, **payload}) + b"\n")
 
-    def _answer(self, msg: dict[str, Any]) -> None:
+    async def _answer(self, msg: dict[str, Any]) -> None:
         """A failed answer is no answer: the supervisor's page names this worker as missing."""
         try:
-            line = answer(self.app, self.index, msg)
+            line = await answer(self.app, self.index, msg)
         except Exception:  # noqa: BLE001 - a view must never stop the worker's bus
             log.exception("actor query failed")
             return
@@ -73,7 +74,8 @@ class WorkerBus:
                 try:
                     msg = orjson.loads(line)
                     if msg.get("op") == "query":       # the supervisor's actor view asks
-                        self._answer(msg)
+                        self._queries.add(t := asyncio.create_task(self._answer(msg)))
+                        t.add_done_callback(self._queries.discard)
                         continue
                     self.apply(msg)
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:

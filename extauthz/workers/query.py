@@ -15,19 +15,19 @@ from typing import Any
 
 import orjson
 
-from extauthz.admin.actors import Hit, find, gather, merge
+from extauthz.admin.actors import Hit, find_async, gather_async, merge
 
 TIMEOUT = 3.0
 
 
-def answer(app: Any, index: int, msg: dict[str, Any]) -> bytes:
-    """A worker's answer to one query (run on the worker's loop: reads only)."""
+async def answer(app: Any, index: int, msg: dict[str, Any]) -> bytes:
+    """A worker's answer to one query (on the worker's loop, reads only, in chunks between Checks)."""
     app.record_pending()          # the decisions answered so far are in the ring
     q = str(msg.get("q", ""))
     if msg.get("kind") == "find":
-        result: Any = [h.as_json() for h in find(app, q)]
+        result: Any = [h.as_json() for h in await find_async(app, q)]
     else:
-        result = gather(app, q, index)
+        result = await gather_async(app, q, index)
     return orjson.dumps({"op": "answer", "qid": msg.get("qid"), "worker": index, "result": result}) + b"\n"
 
 
@@ -73,7 +73,7 @@ class WorkerActors:
 
     async def find(self, query: str) -> list[Hit]:
         answers, _ = await self._ask("find", query)
-        hits: dict[str, Hit] = {h.caller: h for h in find(self.sup.app, query)}
+        hits: dict[str, Hit] = {h.caller: h for h in await find_async(self.sup.app, query)}
         for ans in answers:
             for x in ans or []:
                 h = Hit(str(x["caller"]), str(x["via"]), str(x.get("decisionId", "")))
@@ -86,4 +86,5 @@ class WorkerActors:
     async def facts(self, caller: str) -> dict[str, Any]:
         self.sup.app.record_pending()
         answers, missing = await self._ask("facts", caller)
-        return merge([gather(self.sup.app, caller), *[a for a in answers if isinstance(a, dict)]], missing)
+        own = await gather_async(self.sup.app, caller)
+        return merge([own, *[a for a in answers if isinstance(a, dict)]], missing)
