@@ -25,7 +25,8 @@ _VOID = frozenset({"meta", "input", "br"})
 _STAGE_COLOUR = {"recon": "blu", "probe": "amb", "extract": "pur"}
 
 CSS = BASE_CSS + """
-.cols{display:flex;gap:16px;flex-wrap:wrap}.cols>section{flex:1 1 420px;min-width:0}
+.cols{display:flex;gap:16px;flex-wrap:wrap}.cols>section{flex:1 1 340px;min-width:0;overflow-x:auto}
+.cols>section.wide{flex:3 1 640px}
 tr.hit td{background:#fff3c4}tr.chain td:first-child{border-left:4px solid var(--red)}
 .chips a,.chips span{display:inline-block;margin:2px 4px 2px 0;padding:1px 8px;border-radius:10px;
 border:1px solid var(--line);background:#fff;color:var(--fg);text-decoration:none;font-size:12px}
@@ -228,7 +229,8 @@ def render(v: ActorView) -> str:
                           h("td", m.protocol_version or "-"), h("td", [h("div", h("code", s)) for s in m.servers]),
                           h("td", _t(m.first_seen)), h("td", _t(m.last_seen)),
                           h("td", f"{m.steps} kept", h("div", f"{m.denied} denied", class_="mut")),
-                          h("td", [h("div", _badge(_who(p.caller), "red", p.caller), " ", h("code", p.reason), " ",
+                          h("td", [h("div", h("a", _badge(_who(p.caller), "red", p.caller), href=caller_url(p.caller)),
+                                         " ", h("code", p.reason), " ",
                                          _t(p.time)) for p in m.others] or h("span", "nobody", class_="mut")),
                           data_session=m.session_id))
 
@@ -266,7 +268,7 @@ def render(v: ActorView) -> str:
             h("section", h("h2", "MCP sessions"), _table(["MCP session", "user session", "protocol", "servers",
                                                            "first seen", "last seen", "decisions",
                                                            "who else presented it"], mcp_rows, "none"),
-              id="mcp-sessions"),
+              id="mcp-sessions", class_="wide"),
             class_="cols"),
           timeline),
     ]
