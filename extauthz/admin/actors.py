@@ -221,9 +221,9 @@ def _gather(app: Any, caller: str, worker: int | None, out: dict[str, Any]) -> I
     seen = app.inventory.callers.get(caller)
     iss, sub, client = _split(caller)
     identity = {"issuer": iss, "subject": sub, "clientId": client, "groups": [], "allowed": 0, "denied": 0}
-    if seen is not None:
-        identity.update(groups=sorted(seen.groups), allowed=seen.allowed, denied=seen.denied,
-                        first=seen.first, last=seen.last)
+    if seen is not None:      # its own fields: a subject may itself contain "|"
+        identity.update(issuer=seen.issuer, subject=seen.subject, clientId=seen.client_id, groups=sorted(seen.groups),
+                        allowed=seen.allowed, denied=seen.denied, first=seen.first, last=seen.last)
     out.update({"caller": caller, "known": st is not None or seen is not None or bool(decisions),
             "parts": [{"worker": worker, "prefix": process_prefix()}], "missing": [],
             "identity": identity, "risk": summary, "timeline": timeline, "timelineLength": risk.timeline_len,

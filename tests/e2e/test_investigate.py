@@ -205,6 +205,21 @@ def test_a_decision_id_from_a_denied_client_finds_the_actor_and_the_step(stack, 
     assert doc["matches"][0] == {"caller": attack["actor"]["caller"], "via": "decision", "decisionId": did}
 
 
+def test_hostile_names_stay_inert_in_the_browser(stack, tmp_path):
+    token = stack.tokens.mint("hostile-<b>bold</b>", groups=["support"], customer_ids=["c-100"], sid='"><i>x</i>')
+    names = ['<img src=x onerror=alert(1)>', 'a"><script>alert(2)</script>', "rtl\u202etxt.exe", "bell\x07"]
+
+    async def run() -> list[tuple[str, str]]:
+        async with connect(stack.url, token, "legacy") as c:
+            return [await outcome(lambda n=n: c.call_tool(n, {})) for n in names]
+    got = asyncio.run(asyncio.wait_for(run(), 60))
+    assert [r for r, _ in got[:2]] == ["unknown_capability"] * 2 and all(r != "allowed" for r, _ in got)
+    dom = dump_dom(stack.service_admin_url + "/callers/" + got[0][1], tmp_path / "profile")
+    assert "<title>Actor hostile-&lt;b&gt;bold&lt;/b&gt;" in dom
+    assert "<img" not in dom and "<script" not in dom and "<i>x</i>" not in dom and "<b>bold</b>" not in dom
+    assert "&lt;img src=x onerror=alert(1)&gt;" in dom and "\u202e" not in dom and "\x07" not in dom
+
+
 def test_supervisor_view_holds_the_decisions_of_both_workers(tmp_path):
     gp, ap = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "extauthz.cli", "serve", "--policy", str(WORKERS_POLICY),
