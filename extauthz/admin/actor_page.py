@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 from markupsafe import Markup, escape
 
 from extauthz.admin.actor_view import STAGES, ActorView, Filters, Step
+from extauthz.admin.actors import MAX_HITS
 from extauthz.admin.page import CSS as BASE_CSS
 from extauthz.admin.page import visible
 
@@ -283,7 +284,8 @@ def render_matches(query: str, hits: list[Any]) -> str:
     body = [h("header", h("h1", "Find an actor"), h("p", h("a", "inventory", href="/inventory")),
               h("form", h("input", type="search", name="q", value=query), h("input", type="submit", value="find"),
                 action="/callers", method="get", class_="find")),
-            h("main", h("p", f"{len(hits)} actor(s) match ", h("code", query) if query else "(nothing)"),
+            h("main", h("p", f"{len(hits)} actor(s) match ", h("code", query) if query else "(nothing)",
+                        f" (only the first {MAX_HITS} are listed)" if len(hits) >= MAX_HITS else None),
               _table(["actor", "caller key", "matched by"], rows, "no actor matches"))]
     head = [h("meta", charset="utf-8"), h("title", "Find an actor \u2014 mcp-extauthz"), Markup(f"<style>{CSS}</style>")]
     return "<!doctype html>" + str(h("html", h("head", head), h("body", body), lang="en"))
