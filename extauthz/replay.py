@@ -8,7 +8,9 @@ or a spec the server published, so later requests are decided against it:
 Prints one JSON decision per request line (a decision that completed an attack chain carries its
 `alert`), then one `{"summary": ...}` line: the MCP sessions seen (who opened them, how many
 requests), and per caller the risk score, whether it ended blocked, and every alert with the
-sessions and decisions that made it. Sessions and risk are tracked exactly as the service does.
+sessions and decisions that made it, and `actors`: per caller, the view of `extauthz investigate`
+(identity, MCP and user sessions side by side, alerts with their steps, what is kept) without its
+timeline (the lines above are it). Sessions and risk are tracked exactly as the service does.
 
 Time is simulated: `t` (seconds since the recording started, never going back) moves the risk
 engine's clock, so hours of recorded traffic decay and chain as they did; without `t` a line is
@@ -25,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from extauthz.admin.actor_view import build
+from extauthz.admin.actors import gather
 from extauthz.app import App
 from extauthz.mcp.request import HttpRequest
 from extauthz.policy.errors import PolicyError
@@ -117,5 +121,6 @@ def summary(app: App) -> dict:
                  "protocolVersion": s.protocol_version, "requests": s.requests}
                 for s in app.sessions.snapshot(limit=10_000)]
     callers = [app.risk.summary(st) for st in app.risk.callers(limit=10_000)]
+    actors = [build(gather(app, st.caller)).as_json(timeline=False) for st in app.risk.callers(limit=10_000)]
     return {"sessions": sessions, "callers": callers,
-            "alerts": [a for c in callers for a in c["alerts"]]}
+            "alerts": [a for c in callers for a in c["alerts"]], "actors": actors}

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from extauthz.app import App
+from extauthz.workers.query import answer
 
 log = logging.getLogger("extauthz.workers")
 
@@ -29,11 +30,22 @@ class WorkerBus:
         self.app, self.fd, self.index = app, fd, index
         self._writer: asyncio.StreamWriter | None = None
         self._shipped = 0
+        self._queries: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
 
     def publish(self, op: str, payload: dict[str, Any]) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(orjson.dumps({"op": op, **payload}) + b"\n")
+
+    async def _answer(self, msg: dict[str, Any]) -> None:
+        """A failed answer is no answer: the supervisor's page names this worker as missing."""
+        try:
+            line = await answer(self.app, self.index, msg)
+        except Exception:  # noqa: BLE001 - a view must never stop the worker's bus
+            log.exception("actor query failed")
+            return
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(line)
 
     def apply(self, msg: dict[str, Any]) -> None:
         apply_change(self.app, msg)
@@ -61,7 +73,12 @@ class WorkerBus:
         try:
             while line := await reader.readline():
                 try:
-                    self.apply(orjson.loads(line))
+                    msg = orjson.loads(line)
+                    if msg.get("op") == "query":       # the supervisor's actor view asks
+                        self._queries.add(t := asyncio.create_task(self._answer(msg)))
+                        t.add_done_callback(self._queries.discard)
+                        continue
+                    self.apply(msg)
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                     log.error("bad bus message ignored: %s", e)
         finally:

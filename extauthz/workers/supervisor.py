@@ -28,6 +28,7 @@ import orjson
 from extauthz.app import App
 from extauthz.specs.model import KINDS
 from extauthz.workers.bus import apply_change
+from extauthz.workers.query import WorkerActors
 
 log = logging.getLogger("extauthz.workers")
 RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk"})
@@ -47,6 +48,7 @@ class Supervisor:
         self.app, self.worker_args = app, worker_args
         self.workers = [Worker(i) for i in range(n)]
         self.stopping = False
+        self.actors = WorkerActors(self)       # the actor view asks every worker
 
     @property
     def ready(self) -> bool:
@@ -103,6 +105,8 @@ class Supervisor:
             op = msg.get("op")
             if op == "stats":
                 self._stats(w, msg)
+            elif op == "answer":
+                self.actors.on_answer(msg)
             elif op in RELAYED:
                 self._apply_locally(msg)
                 for other in self.workers:
@@ -160,7 +164,7 @@ class Supervisor:
         for w in self.workers:
             await self._start(w)
         from extauthz.admin.http import admin_server
-        admin = admin_server(self.app, admin_host, admin_port)
+        admin = admin_server(self.app, admin_host, admin_port, self.actors)
         admin_task = asyncio.create_task(admin.serve())
         watch_task = asyncio.create_task(self.app.holder.watch())
         children = asyncio.create_task(self._watch_children())
