@@ -163,10 +163,21 @@ def _step_row(s: Step, v: ActorView) -> Markup:
              h("td", _verdict(s)),
              h("td", h("code", s.reason), h("div", s.detail[:200], class_="desc") if s.detail else None),
              h("td", _stage(s.stage), f" +{s.points:g}" if s.points else None,
-               [h("div", _badge(c, "red")) for c in s.chain]),
+               [h("div", _badge(c, "red")) for c in s.chain], _forgiveness(s)),
              h("td", "-" if s.worker is None else str(s.worker), class_="num"),
              h("td", h("a", h("code", s.decision_id), href=f"#d-{s.decision_id}"), class_="id"),
              id=f"d-{s.decision_id}", class_=cls, data_stage=s.stage or "none", data_verdict=s.verdict)
+
+
+def _forgiveness(s: Step) -> Markup | None:
+    """A corrected mistake and its correction, linked to each other (the points were refunded)."""
+    if s.forgiven_by:
+        return h("div", _badge("forgiven", "grn", "corrected by a later allowed call: its points were refunded"),
+                 " by ", h("a", h("code", s.forgiven_by), href=f"#d-{s.forgiven_by}"), class_="mut")
+    if s.forgives:
+        return h("div", "corrects ", [h("a", h("code", d + " "), href=f"#d-{d}") for d in s.forgives],
+                 class_="mut")
+    return None
 
 
 def render(v: ActorView) -> str:
@@ -259,7 +270,8 @@ def render(v: ActorView) -> str:
           h("section", h("h2", "Identity"), identity, id="identity"),
           h("section", h("h2", "Risk score over time"), _chart(v),
             h("p", f"Points each decision added, summed before decay (blue; red dots: a chain completed, "
-                   f"dashed: block threshold {v.block_at:.0f}). Score now, after decay: {v.score:.1f}.",
+                   f"dashed: block threshold {v.block_at:.0f}; a forgiven mistake adds nothing, its points were "
+                   f"refunded). Score now, after decay: {v.score:.1f}.",
               class_="note"), id="risk"),
           h("section", h("h2", "Alerts"), alerts or h("p", "no alert", class_="empty"), id="alerts"),
           h("div",

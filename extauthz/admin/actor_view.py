@@ -88,6 +88,10 @@ class Step:
     worker: int | None
     chain: tuple[str, ...]  # e.g. ("alert 1: recon",): this step is evidence of that alert
     on_timeline: bool       # kept in the risk timeline (else only in the decision-log ring)
+    # A corrected mistake (extauthz.risk.forgive): its points were refunded, so `points` is 0 and
+    # it counts nowhere in `score`; `forgiven_by` names the allowed call that corrected it.
+    forgiven_by: str = ""
+    forgives: tuple[str, ...] = ()   # the mistakes this allowed call corrected
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +232,9 @@ def build(facts: Mapping[str, Any], filters: Filters = Filters(), now: float | N
                          method=(e or r or {}).get("method", ""), name=(e or r or {}).get("name", ""),
                          verdict=verdict, reason=reason, detail=str((r or {}).get("detail", "")),
                          stage=(e or {}).get("stage"), points=float((e or {}).get("points", 0.0)),
-                         worker=worker, chain=tuple(marks.get(did, ())), on_timeline=e is not None))
+                         worker=worker, chain=tuple(marks.get(did, ())), on_timeline=e is not None,
+                         forgiven_by=str((e or {}).get("forgivenBy", "")),
+                         forgives=tuple(str(x) for x in (e or {}).get("forgives") or ())))
     rows.sort(key=lambda x: (x["time"], x["decision_id"]))
     total = 0.0
     steps = []

@@ -90,7 +90,9 @@ def print_actor(v: dict[str, Any], out: TextIO) -> None:
     for st in v["steps"]:
         rows.append((_t(st["time"]), s(st["session_id"] or "-", 24), s(st["server"], 20), st["method"],
                      s(st["name"] or "-", 32), st["verdict"].upper() if st["verdict"] != "allow" else "allow",
-                     st["reason"], (st["stage"] or "-") + (f" +{st['points']:g}" if st["points"] else ""),
+                     st["reason"], (st["stage"] or "-") + (f" +{st['points']:g}" if st["points"] else "")
+                     + (f" forgiven by {st['forgiven_by']}" if st.get("forgiven_by") else "")
+                     + (f" corrects {', '.join(st['forgives'])}" if st.get("forgives") else ""),
                      ", ".join(st["chain"]) or "-", "-" if st["worker"] is None else str(st["worker"]),
                      st["decision_id"] + ("  <== " if st["decision_id"] == hit else "")))
     _table(rows, out)

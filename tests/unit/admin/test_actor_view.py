@@ -58,14 +58,18 @@ def new_app(tmp_path: Path, extra: str = "") -> App:
 
 
 def attack(app: App) -> dict[str, list[str]]:
-    """recon in s1 (user session u1), probe in s2 (u1), extract in s3 (u2); the decision ids by stage."""
+    """A chain under the calibrated rules (extauthz.risk.chain): s1 (user session u1) opens with the
+    listing every client does (no stage) and guesses names (recon), s2 (u1) tests the schema and the
+    ACL (probe): six distinct denials worth 42 points within minutes; s3 (u2) extracts. The decision
+    ids by group: start (not evidence), recon, probe, extract."""
     u1, u2 = claims("eve", "u1"), claims("eve", "u2")
-    ids: dict[str, list[str]] = {"recon": [], "probe": [], "extract": []}
-    ids["recon"].append(check(app, "", who=u1, session="s1", method="tools/list").decision_id)
-    for n in ("nope_1", "nope_2"):
+    ids: dict[str, list[str]] = {"start": [], "recon": [], "probe": [], "extract": []}
+    ids["start"].append(check(app, "", who=u1, session="s1", method="tools/list").decision_id)
+    for n in ("nope_1", "nope_2", "nope_3"):
         ids["recon"].append(check(app, n, who=u1, session="s1").decision_id)
     for args in ({"q": 5}, {"q": "x", "extra": True}):
         ids["probe"].append(check(app, "open_tool", args, who=u1, session="s2").decision_id)
+    ids["probe"].append(check(app, "admin_only", {"q": "x"}, who=u1, session="s2").decision_id)
     ids["extract"].append(check(app, "export_data", {"q": "all"}, who=u2, session="s3").decision_id)
     return ids
 
@@ -76,8 +80,9 @@ def test_the_view_shows_sessions_side_by_side_and_the_chain_in_order(tmp_path):
     check(app, "open_tool", {"q": "hi"}, who=claims("mallory", "m1"), session="s1")   # a stolen session id
     v = build(gather(app, EVE))
     assert (v.subject, v.issuer, v.client_id, v.groups) == ("eve", ISS, "agent", ("support",))
-    assert [s.decision_id for s in v.steps] == [*ids["recon"], *ids["probe"], *ids["extract"]]
+    assert [s.decision_id for s in v.steps] == [*ids["start"], *ids["recon"], *ids["probe"], *ids["extract"]]
     (alert,) = v.alerts
+    assert [s.decision_id for s in alert.steps] == [*ids["recon"], *ids["probe"], *ids["extract"]]
     assert [(s.stage, s.decision_id) for s in alert.steps][-1] == ("extract", ids["extract"][0])
     assert [s.stage for s in alert.steps] == sorted((s.stage for s in alert.steps), key=("recon", "probe",
                                                                                          "extract").index)
@@ -85,37 +90,43 @@ def test_the_view_shows_sessions_side_by_side_and_the_chain_in_order(tmp_path):
     marked = {s.decision_id: s.chain for s in v.steps if s.chain}
     assert marked[ids["extract"][0]] == ("alert 1: extract",)
     assert all(marked[d] == ("alert 1: probe",) for d in ids["probe"])
+    assert all(marked[d] == ("alert 1: recon",) for d in ids["recon"])
+    (listing,) = [s for s in v.steps if s.decision_id == ids["start"][0]]
+    assert listing.stage is None and listing.points == 0 and not listing.chain    # listing is not recon
+    assert v.chain == ()                       # the alert used the evidence: no chain in progress
     # user sessions: u1 opened s1 and s2, u2 opened s3
     users = {u.user_session: u.mcp_sessions for u in v.user_sessions}
     assert users == {"u1": ("s1", "s2"), "u2": ("s3",)}
     by_id = {m.session_id: m for m in v.mcp_sessions}
     assert set(by_id) == {"s1", "s2", "s3"}
     assert (by_id["s1"].owner, by_id["s2"].owner, by_id["s3"].owner) == (EVE, "", EVE)   # s2: denials only, never bound
-    assert by_id["s2"].denied == 2 and by_id["s3"].servers == ("crm",)
+    assert by_id["s2"].denied == 3 and by_id["s3"].servers == ("crm",)
     (other,) = by_id["s1"].others
     assert other.caller == f"{ISS}|mallory|agent" and other.reason == "session_hijack"
     # the score over time only grows, and the chain's completion adds its points
     scores = [s.score for s in v.steps]
     assert scores == sorted(scores) and scores[-1] - scores[-2] == alert.points
-    assert v.bounds.kept == v.bounds.shown == 6 and v.bounds.allowed + v.bounds.denied == 6
+    assert v.bounds.kept == v.bounds.shown == 8 and v.bounds.allowed + v.bounds.denied == 8
 
 
 @pytest.mark.parametrize("query, expect", [
-    ({"session": "s2"}, ["open_tool", "open_tool"]),
+    ({"session": "s2"}, ["open_tool", "open_tool", "admin_only"]),
     ({"verdict": "allow"}, ["", "export_data"]),
     ({"stage": "extract"}, ["export_data"]),
-    ({"stage": "recon", "session": "s1"}, ["", "nope_1", "nope_2"]),
+    ({"stage": "recon", "session": "s1"}, ["nope_1", "nope_2", "nope_3"]),
+    ({"stage": "none"}, [""]),           # the listing at session start
     ({"user": "u2"}, ["export_data"]),
-    ({"server": "crm", "verdict": "deny"}, ["nope_1", "nope_2", "open_tool", "open_tool"]),
+    ({"server": "crm", "verdict": "deny"}, ["nope_1", "nope_2", "nope_3", "open_tool", "open_tool", "admin_only"]),
     ({"verdict": "maybe"}, []),          # an unknown value filters to nothing, never to everything
-    ({"since": "1h"}, ["", "nope_1", "nope_2", "open_tool", "open_tool", "export_data"]),
-], ids=["session", "verdict", "stage", "stage+session", "user-session", "server+verdict", "unknown-value", "since"])
+    ({"since": "1h"}, ["", "nope_1", "nope_2", "nope_3", "open_tool", "open_tool", "admin_only", "export_data"]),
+], ids=["session", "verdict", "stage", "stage+session", "stage-none", "user-session", "server+verdict",
+        "unknown-value", "since"])
 def test_filters(tmp_path, query, expect):
     app = new_app(tmp_path)
     attack(app)
     v = build(gather(app, EVE), Filters.from_query(query))
     assert [s.name for s in v.steps] == expect
-    assert v.bounds.kept == 6 and v.bounds.shown == len(expect)
+    assert v.bounds.kept == 8 and v.bounds.shown == len(expect)
 
 
 def test_since_cuts_old_steps_and_durations_parse():
@@ -215,7 +226,7 @@ def test_the_page_json_and_search_over_http(tmp_path):
     assert c.get("/v1/investigate", params={"q": "nobody"}).status_code == 404
     assert c.get("/v1/investigate", params={"q": "eve", "since": "soon"}).status_code == 400
     j = c.get(f"/v1/callers/{EVE}", params={"stage": "probe"}).json()
-    assert [s["reason"] for s in j["steps"]] == ["schema_violation", "schema_violation"]
+    assert [s["reason"] for s in j["steps"]] == ["schema_violation", "schema_violation", "not_allowed"]
     check(app, "open_tool", {"q": "x"}, who=claims("eve", client="second"))   # a second caller named eve
     r = c.get("/v1/callers/eve")
     assert r.status_code == 409 and len(r.json()["matches"]) == 2
@@ -246,3 +257,44 @@ def test_replay_summary_ends_with_the_actor_view(tmp_path):
     assert actor["caller"] == EVE and "steps" not in actor
     assert {u["user_session"] for u in actor["user_sessions"]} == {"u1", "u2"}
     assert [s["stage"] for s in actor["alerts"][0]["steps"]][-1] == "extract"
+
+
+def test_a_corrected_mistake_is_shown_forgiven_and_the_chain_in_progress(tmp_path):
+    app = new_app(tmp_path)
+    eve = claims("eve", "u1")
+    slip = check(app, "open_tool", {"q": 5}, who=eve, session="s1").decision_id        # "5" for a string
+    fixed = check(app, "open_tool", {"q": "5"}, who=eve, session="s1").decision_id
+    guess = check(app, "nope_1", who=eve, session="s1").decision_id                    # recon, not forgiven
+    v = build(gather(app, EVE))
+    by = {s.decision_id: s for s in v.steps}
+    assert (by[slip].stage, by[slip].points, by[slip].forgiven_by) == ("probe", 0.0, fixed)
+    assert by[fixed].forgives == (slip,) and not by[fixed].forgiven_by
+    assert (by[guess].points, by[guess].forgiven_by) == (6.0, "")
+    # the score over time counts the forgiven mistake as nothing (its points were refunded)
+    assert [s.score for s in v.steps] == [0.0, 0.0, 6.0]
+    # the forgiven probe is no longer evidence: the chain in progress is the guess alone
+    assert v.chain == ("recon",)
+    page = render(v)
+    row = page.split(f'<tr id="d-{slip}"', 1)[1].split("</tr>", 1)[0]
+    assert "forgiven" in row and f'href="#d-{fixed}"' in row
+    row = page.split(f'<tr id="d-{fixed}"', 1)[1].split("</tr>", 1)[0]
+    assert "corrects" in row and f'href="#d-{slip}"' in row
+    assert "chain in progress: recon" in page
+    out = io.StringIO()
+    print_actor(v.as_json(), out)
+    (line,) = [x for x in out.getvalue().splitlines() if x.rstrip().endswith(slip)]
+    assert f"forgiven by {fixed}" in line
+    assert "chain in progress: recon" in out.getvalue()
+
+
+def test_merged_workers_keep_the_copy_that_knows_of_the_correction(tmp_path):
+    one, two = new_app(tmp_path), new_app(tmp_path)
+    eve = claims("eve", "u1")
+    slip = check(one, "open_tool", {"q": 5}, who=eve, session="s1").decision_id
+    # worker two got the mistake relayed before worker one saw the correction
+    two.risk.record(EVE, decision_id=slip, session_id="s1", server="crm", method="tools/call", name="open_tool",
+                    reason="schema_violation", stage="probe", points=8.0, replicated=True)
+    fixed = check(one, "open_tool", {"q": "5"}, who=eve, session="s1").decision_id
+    for parts in ([gather(two, EVE, 1), gather(one, EVE, 0)], [gather(one, EVE, 0), gather(two, EVE, 1)]):
+        (step,) = [s for s in build(merge(parts)).steps if s.decision_id == slip]
+        assert (step.points, step.forgiven_by) == (0.0, fixed)
