@@ -234,3 +234,26 @@ def test_with_unknown_capabilities_allowed_nothing_is_awaited(tmp_path: Path) ->
     app._on_reload("ok")
     d = call(app, session="s1")
     assert d.allowed and not d.await_result
+
+
+def test_a_grant_reaches_the_other_workers_over_the_bus(tmp_path: Path) -> None:
+    """`serve --workers N`: a grant is published (op "link") and applied by another worker as is;
+    applying it there does not publish it again."""
+    from extauthz.workers.bus import apply_change
+    from extauthz.workers.supervisor import RELAYED
+
+    here, there = make_app(tmp_path), make_app(tmp_path)
+    sent: list[dict[str, Any]] = []
+    here.links.on_change = lambda op, payload: sent.append({"op": op, **payload})
+    there.links.on_change = lambda op, payload: pytest.fail("a relayed grant was published again")
+    d = call(here, session="s1")
+    answer(here, d, {"content": [link(LINK)]})
+    (msg,) = sent
+    assert msg["op"] in RELAYED
+    for _ in range(L.PROVE):                             # there, the tool had looked link-free so far
+        there.links.observed("crm", "s0", ALICE_KEY, "open_tool", {"content": []})
+    assert not there.links.wants("crm", "open_tool")
+    apply_change(there, orjson.loads(orjson.dumps(msg)))
+    assert read(there, LINK, session="s1").reason is Reason.ALLOWED
+    assert read(there, LINK, session="s2").reason is Reason.UNKNOWN_CAPABILITY
+    assert there.links.wants("crm", "open_tool")        # the tool returns links: read there too
