@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 NPM_PREFIX := .cache/npm
 EVERYTHING := $(NPM_PREFIX)/node_modules/.bin/mcp-server-everything
+# A FastMCP server for the e2e tests, in its own venv: fastmcp 2.14 pins mcp 1.x, we use mcp 2.x.
+FASTMCP := .cache/fastmcp/bin/python
 
 .PHONY: demo demo-once test unit e2e bench deps clean
 
@@ -16,7 +18,11 @@ $(BIN)/extauthz: pyproject.toml
 $(EVERYTHING):
 	npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) @modelcontextprotocol/server-everything
 
-deps: $(BIN)/extauthz $(EVERYTHING)
+$(FASTMCP):
+	$(PY) -m venv .cache/fastmcp
+	.cache/fastmcp/bin/pip install -q 'fastmcp==2.14.7'
+
+deps: $(BIN)/extauthz $(EVERYTHING) $(FASTMCP)
 
 demo: $(BIN)/extauthz          ## runs `extauthz demo`: Envoy + demo MCP server + this service + a scripted agent
 	$(BIN)/extauthz demo

@@ -62,6 +62,7 @@ class Decision:
     resumed: bool = False              # a GET with Last-Event-ID: the server may replay list results
     legacy_sse: bool = False           # a 2024-11-05 POST (session in the query, result on the stream)
     end_session: bool = False          # an owner's DELETE: ext_proc sees whether the server ended it
+    await_result: bool = False         # read the result on the learn route (Envoy waits): it may carry links
     monitor: bool = False
     protocol_version: str = ""
     www_authenticate: str = ""

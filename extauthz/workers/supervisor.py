@@ -31,7 +31,7 @@ from extauthz.workers.bus import apply_change
 from extauthz.workers.query import WorkerActors
 
 log = logging.getLogger("extauthz.workers")
-RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk"})
+RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk", "link"})
 
 
 @dataclass
