@@ -168,3 +168,29 @@ def test_admin_may_call_what_the_user_may_not(stack: Stack) -> None:
     for s in out["steps"]:
         assert s["ok"], s
     assert out["steps"][1]["result"]["content"][0]["text"] == "admin_purge done"
+
+
+async def test_python_sdk_client_gets_the_same_filtered_pages(stack: Stack, direct: dict) -> None:
+    """The official Python SDK client, through Envoy, against the same TypeScript server."""
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    token = stack.tokens.mint("ulf", groups=["staff"])
+    fetch = {"tools": "list_tools", "resources": "list_resources",
+             "resourceTemplates": "list_resource_templates", "prompts": "list_prompts"}
+    attr = {"tools": "tools", "resources": "resources", "resourceTemplates": "resource_templates", "prompts": "prompts"}
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as http:
+        async with Client(streamable_http_client(stack.url, http_client=http), mode="legacy", cache=None) as c:  # type: ignore[arg-type]
+            for kind in KINDS:
+                items, pages, cursor = [], 0, None
+                while True:
+                    page = await getattr(c, fetch[kind])(cursor=cursor)
+                    items += [i.model_dump(by_alias=True, exclude_none=True, mode="json") for i in getattr(page, attr[kind])]
+                    pages, cursor = pages + 1, page.next_cursor
+                    if not cursor:
+                        break
+                assert pages == len(direct[kind]["pages"]), kind
+                assert items == [i for i in direct[kind]["items"] if not is_admin(kind, i)], kind
+            res = await c.call_tool("echo", {"message": "py"})
+            assert not res.is_error and res.content[0].text == "Echo: py"
