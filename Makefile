@@ -8,8 +8,8 @@ NPM_PACKAGES := @modelcontextprotocol/server-everything@2026.8.31 @modelcontextp
 # The stamp names the package list, so changing a pin reinstalls.
 NPM_STAMP := $(NPM_PREFIX)/.installed-$(shell echo '$(NPM_PACKAGES)' | cksum | cut -d' ' -f1)
 # FastMCP 2.14 needs mcp<2 (this project runs mcp 2.x): its own venv, run as a subprocess by
-# tests/e2e/test_fastmcp.py.
-FASTMCP_VENV := .cache/fastmcp-venv
+# tests/e2e/test_fastmcp.py and test_fastmcp_templates.py.
+FASTMCP_VENV := .cache/fastmcp
 FASTMCP_VERSION := 2.14.7
 FASTMCP_STAMP := $(FASTMCP_VENV)/.installed-fastmcp-$(FASTMCP_VERSION)
 

@@ -74,14 +74,25 @@ def build_kinds(tools: list[dict[str, Any]]) -> list[Kind]:
         Kind("schema_violation", "tools/call undeclared arg (schema_violation)", "schema_violation",
              [C.call_body(t["name"], {**C.small_args(t), "include_internal_notes": True}, i)
               for i, t in enumerate(small)]),
+        Kind("read_template", "resources/read via a template (12 listed)", "allowed",
+             [C.rpc("resources/read", {"uri": f"crm://customers/c-{i}"}, i) for i in range(8)]),
         Kind("small_devnull", "tools/call small, log -> /dev/null", "allowed", small_bodies, app="devnull"),
         Kind("small_full", "tools/call small, whole servicer path*", "allowed", small_bodies, full_path=True),
     ]
 
 
+# Templates in every shape servers publish; the reads match the last one, so all are tried.
+TEMPLATES = [{"uriTemplate": t, "name": f"t{i}"} for i, t in enumerate([
+    "crm://orders/{order_id}", "crm://orders/{order_id}/lines/{line}", "crm://docs/{+path}",
+    "crm://files{/path*}", "crm://search{?q,lang}", "crm://kb/{path*}", "crm://tickets/{id}{.format}",
+    "crm://reports/{year}/{month}", "crm://tags{;tag*}", "crm://guide{#section}", "crm://users/{user_id}",
+    "crm://customers/{customer_id}"])]
+
+
 def make_app(tools: list[dict[str, Any]], out: Any) -> App:
     app = App(str(C.POLICY), decision_out=out)
     app.specs.apply_page(C.SERVER, "tools", tools, first=True, last=True)
+    app.specs.apply_page(C.SERVER, "resourceTemplates", TEMPLATES, first=True, last=True)
     return app
 
 

@@ -757,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default="direct,A,N,B",
                     help="which of direct (no Envoy), A (Envoy, no authz), N (B's config, do-nothing authz server), "
                          "B (Envoy + extauthz) to load; without N, the null server and Envoy N are not started")
+    ap.add_argument("--link-call", action="store_true",
+                    help="the upstream's results carry a resource_link: every B call is read on the learn route")
     ap.add_argument("--sensitive-call", action="store_true",
                     help="call a tool classified as sensitive: the caller gets a risk score, and every call of theirs "
                          "is then observed over ext_proc (up to 50/s); default: a tool that is not")
@@ -828,7 +830,8 @@ def main(argv: list[str] | None = None) -> int:
             envoy_args += ["--concurrency", str(a.envoy_concurrency)]
 
         upstream = Proc("upstream", [*prefix(pins, "upstream"), sys.executable, str(C.HERE / "upstream_echo.py"),
-                                     "--port", str(up_port)], tmp / "upstream.log")
+                                     "--port", str(up_port), *(["--link"] if a.link_call else [])],
+                        tmp / "upstream.log")
         launcher = ["-m", "extauthz.cli"] if a.no_gc_log else ["-c", GC_HOOK]
         service = Proc("extauthz", [*prefix(pins, "service"), sys.executable, *launcher, "serve",
                                     "--policy", str(policy), "--grpc-port", str(grpc_port), "--admin-port",
@@ -892,7 +895,8 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, {pins["load"]})
 
         print(f"through Envoy (extauthz {C.revision()}, envoy {envoy_version(envoy_bin)}): tools/call {tool}"
-              f"{' (sensitive: its caller is observed)' if a.sensitive_call else ''} "
+              f"{' (sensitive: its caller is observed)' if a.sensitive_call else ''}"
+              f"{' (returns a resource link: read on the learn route)' if a.link_call else ''} "
               f"({len(next(iter(requests.values())))} B request, {len(body)} B body), open-loop {loop_name} generator, "
               f"{a.connections} keep-alive connections; rates {', '.join(map(str, rates))}/s; {rounds} rounds x "
               f"{duration:g}s (+{warmup:g}s warm-up) per rate and target; {pin_note(pins)}; "

@@ -8,7 +8,8 @@ headers and Content-Length body have arrived gets `200 application/json` with
 "isError":false}}` (what a tools/call result looks like), so the latency through Envoy is Envoy's and
 ours, not the upstream's. Not an MCP server: no initialize, no sessions, no SSE, no validation of the
 method. Chunked request bodies are read too (Envoy sends Content-Length for the bench requests).
-`GET /healthz` answers 200 `ok`. SIGTERM/SIGINT stop it.
+`GET /healthz` answers 200 `ok`. SIGTERM/SIGINT stop it. `--link` adds a `resource_link` item to
+the content (a tool that returns links: its results are read on the learn route, Envoy waiting).
 """
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ _HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %
 _RESULT_PREFIX = b'{"jsonrpc":"2.0","id":'
 _RESULT_SUFFIX = b',"result":{"content":[{"type":"text","text":"' + MARKER + b'"}],"isError":false}}'
 _HEALTH = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+LINK = False
 _BAD = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 16 * 1024 * 1024
+
+
+_LINK_SUFFIX = (b',"result":{"content":[{"type":"text","text":"' + MARKER + b'"},{"type":"resource_link",'
+                b'"uri":"crm://customers/bench-export.csv","name":"export"}],"isError":false}}')
 
 
 def answer(body: bytes) -> bytes:
@@ -35,7 +41,7 @@ def answer(body: bytes) -> bytes:
         mid = msg.get("id") if isinstance(msg, dict) else None
     except orjson.JSONDecodeError:
         mid = None
-    payload = _RESULT_PREFIX + orjson.dumps(mid) + _RESULT_SUFFIX
+    payload = _RESULT_PREFIX + orjson.dumps(mid) + (_LINK_SUFFIX if LINK else _RESULT_SUFFIX)
     return _HEAD % len(payload) + payload
 
 
@@ -132,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    ap.add_argument("--link", action="store_true", help="every result also carries a resource_link")
     a = ap.parse_args(argv)
+    global LINK
+    LINK = a.link
     run = asyncio.run
     if a.loop != "asyncio":
         try:

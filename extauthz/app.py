@@ -13,7 +13,7 @@ import asyncio
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import IO, Any, Callable
 
 import orjson
@@ -36,6 +36,7 @@ from extauthz.policy.model import Policy, default_policy, load_policy
 from extauthz.risk.engine import RiskEngine
 from extauthz.risk.sensitive import SensitiveUse
 from extauthz.risk.stages import USE_METHODS, stage_of
+from extauthz.sessions.links import LinkGrants
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
 from extauthz.specs.learn import LIST_KINDS, OBSERVE_METHODS, Learner, View
@@ -44,6 +45,7 @@ from extauthz.specs.validators import ValidatorCache
 
 RECORD_DELAY = 0.02     # seconds: answered Checks are recorded in batches this far apart
 RECORD_SLICE = 8        # decisions recorded per event-loop turn: a Check waits behind at most this many
+MAX_LINK_ONLY = 10_000  # results read for their links only (not sampled), awaiting their answer
 log = logging.getLogger("extauthz")
 
 
@@ -67,7 +69,9 @@ class App:
                                on_session=self._on_session)
         self.learner.list_view = self._list_view
         self.learner.on_listed = self.visibility.listed_page
-        self.learner.on_result = self.observer.on_result
+        self.links = LinkGrants()
+        self._link_only: OrderedDict[tuple[str, str, str, Any], None] = OrderedDict()   # read for links only
+        self.learner.on_result = self._on_result
         self.ctx: Context | None = None
         self.draining = False
         self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
@@ -101,7 +105,8 @@ class App:
         self.risk.calls_per_minute = r.calls_per_minute
         self.sensitive.clear()
         self.ctx = Context(policy, self.specs, self.sessions, self.validators, policy.limits,
-                           visibility=self.visibility, risk=self.risk if r.enabled else None)
+                           visibility=self.visibility, risk=self.risk if r.enabled else None,
+                           links=self.links if policy.defaults.unknown_capability == "deny" else None)
         log.info("policy installed: %s (%s, %d servers)", policy.source, policy.digest[:12], len(policy.servers))
 
     def _pin_specs(self, policy: Policy) -> None:
@@ -298,7 +303,36 @@ class App:
         if alert is not None:
             d.alert = alert
         if d.allowed and d.method in OBSERVE_METHODS:
-            self.observer.mark(d, ctx)
+            sampled = self.observer.mark(d, ctx)
+            if d.method == "tools/call":
+                self._await_links(d, ctx, sampled)
+
+    def _await_links(self, d: Decision, ctx: Context, sampled: bool) -> None:
+        """A tool that may return resource links: its result is read on the learn route (Envoy waits
+        for us), so the link is granted before the client can ask for it (extauthz.sessions.links)."""
+        if ctx.links is None or d.legacy_sse or len(d.ids) != 1 or not d.name or d.caller is None \
+                or not self.links.wants(d.server, d.name):
+            return
+        d.await_result = True
+        if not sampled:
+            d.learn.append([d.ids[0], d.method, d.name])
+            self._link_only[(d.server, d.session_id, d.caller.key, _id(d.ids[0]))] = None
+            if len(self._link_only) > MAX_LINK_ONLY:     # results that never came (errors, resets)
+                self._link_only.popitem(last=False)
+
+    def _on_result(self, server: str, caller: str, session_id: str, entry: Any, result: Any, size: int) -> None:
+        """An observed call's result (the learner's hook): its resource links, then (unless it was
+        read only for those) the sampled inventory and risk observation."""
+        if entry.method == "tools/call" and self.ctx is not None and self.ctx.links is not None:
+            self.links.observed(server, session_id, caller, entry.name, result)
+        if self._link_only and self._link_only.pop((server, session_id, caller, _id(entry.id)), 0) is None:
+            return
+        self.observer.on_result(server, caller, session_id, entry, result, size)
+
+
+def _id(value: Any) -> tuple[str, Any]:
+    """JSON-RPC ids compare by type: 2 and "2" are different requests."""
+    return (type(value).__name__, value)
 
 
 def _best_effort_caller(http: HttpRequest, ctx: Context) -> Caller | None:

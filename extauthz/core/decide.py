@@ -42,6 +42,7 @@ class Context:
     limits: Limits              # the policy's limits (same fields as extauthz.mcp.jsonrpc.Limits)
     visibility: Visibility | None = None   # what each session was listed (sessions.visibilityBinding)
     risk: Any = None            # extauthz.risk.engine.RiskEngine: per-caller score (risk.enabled)
+    links: Any = None           # extauthz.sessions.links.LinkGrants: resource links returned to a session
 
 
 def _deny(d: Decision, reason: Reason, detail: str, status: int) -> Decision:
@@ -151,9 +152,11 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
     seen = None
     if ctx.visibility is not None and policy.sessions.visibility_binding:
         seen = ctx.visibility.view(server.name, sid, caller.key if caller is not None else "")
+    linked = ctx.links.view(server.name, sid, caller.key if caller is not None else "") \
+        if ctx.links is not None else None
     first_denial: Verdict | None = None
     for m in messages:
-        v = decide_message(m, server, caller, ctx, http.headers, seen)
+        v = decide_message(m, server, caller, ctx, http.headers, seen, linked)
         d.verdicts.append(v)
         if v.allowed:
             if m.method in LEARN_METHODS and m.kind == "request":
@@ -226,7 +229,7 @@ def _decoded_body(http: HttpRequest, policy: Any, limits: Limits) -> tuple[bytes
 
 
 def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
-                   headers: dict[str, str], seen: Any = None) -> Verdict:
+                   headers: dict[str, str], seen: Any = None, linked: Any = None) -> Verdict:
     """The three questions for one JSON-RPC message."""
     if m.kind == "response":
         return ALLOW              # the client answering a server request (sampling, elicitation)
@@ -240,7 +243,7 @@ def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
         if method == "completion/complete":
             return _completion(m, server, caller, ctx, seen)
         if method == "subscriptions/listen":
-            return _listen(m, server, caller, ctx, seen)
+            return _listen(m, server, caller, ctx, seen, linked)
         return Verdict(Reason.UNKNOWN_METHOD, f"unknown method {method[:100]!r}")
     allowed_params = ALLOWED_PARAMS[method]
     if not allowed_params.issuperset(m.params):
@@ -251,7 +254,7 @@ def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
         return _tool_call(m, server, caller, ctx, headers, seen)
     if kind == "prompts":
         return _prompt_get(m, server, caller, ctx, seen)
-    return _resource(m.params.get(key), server, caller, ctx, seen)
+    return _resource(m.params.get(key), server, caller, ctx, seen, linked)
 
 
 def _permitted(rule: Any, caller: Caller | None) -> bool:
@@ -356,7 +359,8 @@ def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context, se
     return _constraints(rule, args, caller, name)
 
 
-def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
+def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: Any = None,
+              linked: Any = None) -> Verdict:
     if (problem := uri_problem(uri)) is not None:
         return Verdict(Reason.MALFORMED_REQUEST, problem)
     spec = ctx.specs.get(server.name)
@@ -366,8 +370,10 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: 
         template = spec.template_for(uri)
         known = template is not None
     if not known:
-        if (v := _unknown(ctx, "resource", uri)) is not None:
-            return v
+        # A resource link a tool returned to this session (caller) need not be listed.
+        if linked is None or not ctx.links.granted(linked, uri):
+            if (v := _unknown(ctx, "resource", uri)) is not None:
+                return v
     else:
         key, kind = (uri, "resources") if template is None else (template.uri_template, "resourceTemplates")
         if (v := _quarantined(spec, kind, key)) is not None:
@@ -383,7 +389,8 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: 
     return Verdict(Reason.ALLOWED, "", rule.rule_id, uri)
 
 
-def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
+def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None,
+            linked: Any = None) -> Verdict:
     """2026-07-28 `subscriptions/listen`: the notification stream. Resource subscriptions in it
     replace `resources/subscribe`, so each URI must pass exactly what a subscribe would."""
     extra = m.params.keys() - ALLOWED_PARAMS["subscriptions/listen"]
@@ -396,7 +403,7 @@ def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: 
     if type(uris) is not list:
         return Verdict(Reason.SCHEMA_VIOLATION, "resourceSubscriptions must be a list of URIs")
     for uri in uris:
-        v = _resource(uri, server, caller, ctx, seen)
+        v = _resource(uri, server, caller, ctx, seen, linked)
         if not v.allowed:
             return v
     return ALLOW

@@ -60,6 +60,7 @@ class Decision:
     learn: list[list[Any]] = field(default_factory=list)  # [[id, method, first]] for ext_proc
     learn_stream: bool = False         # a 2024-11-05 GET event stream: results arrive on it
     legacy_sse: bool = False           # a 2024-11-05 POST (session in the query, result on the stream)
+    await_result: bool = False         # read the result on the learn route (Envoy waits): it may carry links
     monitor: bool = False
     protocol_version: str = ""
     www_authenticate: str = ""

@@ -118,7 +118,7 @@ def to_check_response(d: Decision) -> external_auth_pb2.CheckResponse:
             headers.append(_hvo("x-mcp-name", d.name.encode("unicode_escape").decode("ascii")[:1024]))
         else:
             remove.append("x-mcp-name")
-        if d.learn and observe_only(d.learn) and d.view is None:
+        if d.learn and observe_only(d.learn) and d.view is None and not d.await_result:
             headers.append(_hvo(OBSERVE_HEADER, encode_learn_header(d.learn)))
             remove.append(LEARN_HEADER)
         elif d.learn or d.learn_stream:

@@ -148,7 +148,7 @@ def _encode(d: Decision, decision_id: str) -> bytes:
             ok += _memo_entry("x-mcp-name", d.name.encode("unicode_escape").decode("ascii")[:1024])
         else:
             remove += _str(5, "x-mcp-name")
-        if d.learn and observe_only(d.learn) and d.view is None:
+        if d.learn and observe_only(d.learn) and d.view is None and not d.await_result:
             ok += _header(2, OBSERVE_HEADER, encode_learn_header(d.learn))
             remove += _REMOVE_LEARN
         elif d.learn or d.learn_stream:

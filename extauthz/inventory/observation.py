@@ -41,11 +41,11 @@ class Observer:
         self._counts: dict[tuple[str, str], int] = {}
         self._budget = [0, 0, 0]            # [second, sampled, risky] observed in that second
 
-    def mark(self, d: Decision, ctx: Any) -> None:
+    def mark(self, d: Decision, ctx: Any) -> bool:
         """Add an observe entry to an allowed call's learn entries if it is to be observed."""
         mode = ctx.policy.audit.observe_responses
         if mode == "off" or d.legacy_sse or len(d.ids) != 1 or not d.name or d.caller is None:
-            return
+            return False
         if mode == "sampled":
             risky = self.risk.score(d.caller.key) > 0
             if not risky:
@@ -54,16 +54,17 @@ class Observer:
                 if key in self._counts or len(self._counts) < MAX_TRACKED:
                     self._counts[key] = n
                 if n > FIRST and n % EVERY:
-                    return
+                    return False
             second = int(time.monotonic())
             budget = self._budget
             if budget[0] != second:
                 budget[:] = [second, 0, 0]
             slot = 2 if risky else 1
             if budget[slot] >= (RISKY_PER_SECOND if risky else PER_SECOND):
-                return
+                return False
             budget[slot] += 1
         d.learn.append([d.ids[0], d.method, d.name])
+        return True
 
     def on_result(self, server: str, caller: str, session_id: str, entry: LearnEntry,
                   result: dict[str, Any] | None, size: int) -> None:

@@ -288,7 +288,7 @@ def _server_view(name: str, inv: Inventory, app: Any, policy: Any, used: dict[tu
         concrete = {uri: u for (kind, uri), u in used.items()
                     if kind == "resources" and uri and ("resources", uri) not in taken}
         for tpl in spec.templates.values():
-            hits = [(uri, u) for uri, u in concrete.items() if tpl.pattern.fullmatch(uri)]
+            hits = [(uri, u) for uri, u in concrete.items() if tpl.matcher.matches(uri)]
             for uri, _ in hits:
                 taken.add(("resources", uri))
                 del concrete[uri]

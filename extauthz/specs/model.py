@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from extauthz.specs.templates import UriMatcher, compile_template
 
 KINDS = ("tools", "resources", "resourceTemplates", "prompts")
 # The member of a published item that names it (what rules, quarantine and visibility key on).
@@ -42,7 +43,7 @@ class ResourceSpec:
 class TemplateSpec:
     uri_template: str
     name: str
-    pattern: re.Pattern[str]
+    matcher: UriMatcher         # compiled once, here: extauthz.specs.templates
     digest: str
     raw: dict[str, Any] = field(repr=False, compare=False)
 
@@ -53,35 +54,6 @@ class PromptSpec:
     arguments: dict[str, bool]  # argument name -> required
     digest: str
     raw: dict[str, Any] = field(repr=False, compare=False)
-
-
-_VAR = re.compile(r"\{([+#./;?&]?)([A-Za-z0-9_.%,*:]+)\}")
-
-
-def template_regex(uri_template: str) -> re.Pattern[str]:
-    """RFC 6570 template -> regex matching the concrete URIs it can produce.
-
-    `{x}` matches one segment (no `/`, `?`, `#`); `{+x}`/`{#x}` may span segments; `{/x}` is an
-    optional `/segment`; `{?x,y}`/`{&x}` an optional query. Hand-written: the RFC 6570 libraries on
-    PyPI expand templates but do not match them.
-    """
-    out, pos = [], 0
-    for m in _VAR.finditer(uri_template):
-        out.append(re.escape(uri_template[pos : m.start()]))
-        op = m.group(1)
-        if op in ("+", "#"):
-            out.append(r"[^?#]*" if op == "+" else r"(?:#.*)?")
-        elif op == "/":
-            out.append(r"(?:/[^/?#]+)*")
-        elif op in ("?", "&"):
-            out.append(r"(?:[?&][^#]*)?")
-        elif op in (".", ";"):
-            out.append(r"(?:[.;][^/?#]*)*")
-        else:
-            out.append(r"[^/?#]+")
-        pos = m.end()
-    out.append(re.escape(uri_template[pos:]))
-    return re.compile("".join(out), re.DOTALL)
 
 
 def tool_from(entry: dict[str, Any]) -> ToolSpec | None:
@@ -106,7 +78,7 @@ def template_from(entry: dict[str, Any]) -> TemplateSpec | None:
     if not isinstance(tpl, str):
         return None
     name = entry.get("name")
-    return TemplateSpec(tpl, name if isinstance(name, str) else "", template_regex(tpl), canonical_hash(entry), entry)
+    return TemplateSpec(tpl, name if isinstance(name, str) else "", compile_template(tpl), canonical_hash(entry), entry)
 
 
 def prompt_from(entry: dict[str, Any]) -> PromptSpec | None:
@@ -145,6 +117,6 @@ class ServerSpec:
 
     def template_for(self, uri: str) -> TemplateSpec | None:
         for t in self.templates.values():
-            if t.pattern.fullmatch(uri):
+            if t.matcher.matches(uri):
                 return t
         return None

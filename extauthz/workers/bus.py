@@ -56,6 +56,7 @@ class WorkerBus:
         self.app.sessions.on_change = self.publish
         self.app.visibility.on_change = self.publish
         self.app.risk.on_change = self.publish
+        self.app.links.on_change = self.publish
         ticker = asyncio.create_task(self._tick())
         try:
             while line := await reader.readline():
@@ -90,6 +91,9 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
                            replicated=True)
     elif op == "end":
         app.sessions.end(msg["sid"], replicated=True)
+    elif op == "link":       # resource links a tool returned to a session (extauthz.sessions.links)
+        app.links.grant(msg["server"], msg["sid"], msg["caller"], msg["uris"], tool=msg.get("tool", ""),
+                        replicated=True)
     elif op == "visible":
         app.visibility.listed(msg["server"], msg["sid"], msg["caller"], msg["kind"], msg["names"], replicated=True)
     elif op == "riskscore":  # catch-up only: a restarted worker must not forget who is risky

@@ -30,7 +30,7 @@ from extauthz.specs.model import KINDS
 from extauthz.workers.bus import apply_change
 
 log = logging.getLogger("extauthz.workers")
-RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk"})
+RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk", "link"})
 
 
 @dataclass

@@ -3,10 +3,10 @@ write them: nested models, optional fields, enums, discriminated and plain union
 ``date``/``date-time``/``time``/UUID/email formats, sets and tuples, a ``\\p{L}`` pattern for
 international names, and ``{path*}`` resource templates (FastMCP's multi-segment wildcard).
 
-FastMCP 2.14 needs ``mcp<2``, so this runs under its own interpreter (``.cache/fastmcp-venv``,
+FastMCP 2.14 needs ``mcp<2``, so this runs under its own interpreter (``.cache/fastmcp``,
 made by ``make deps``), started by tests/e2e/test_fastmcp.py::
 
-    .cache/fastmcp-venv/bin/python tests/e2e/fastmcp_server.py --port N
+    .cache/fastmcp/bin/python tests/e2e/fastmcp_server.py --port N
 
 It imports nothing from this repository.
 """

@@ -8,7 +8,7 @@ Every tool is called with arguments generated from its published inputSchema
 valid per Ajv), once straight to the server and once through Envoy: a legitimate call must never be
 denied, and through Envoy it must end exactly as it does without it.
 
-FastMCP 2.14 requires ``mcp<2``, so the server runs under ``.cache/fastmcp-venv`` (``make deps``).
+FastMCP 2.14 requires ``mcp<2``, so the server runs under ``.cache/fastmcp`` (``make deps``).
 """
 
 from __future__ import annotations

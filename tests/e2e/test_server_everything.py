@@ -450,3 +450,38 @@ def test_decision_log_shows_each_denial_with_its_reason(stack: Stack, provoked: 
     assert allowed and all(d["caller"]["sub"] in ("tess",) for d in allowed)
     denied_outsider = [d for d in decisions if d["decision"] == "deny" and (d.get("caller") or {}).get("sub") == "otto"]
     assert {d["reason"] for d in denied_outsider} == {"not_allowed"}
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. A resource link a tool returns is readable in that session, and nowhere else
+# --------------------------------------------------------------------------------------------------
+async def test_resource_link_from_gzip_tool_is_readable_in_that_session_only(stack: Stack, tester: str) -> None:
+    """gzip-file-as-resource returns a `resource_link` to a session resource that `resources/list`
+    never showed us (a name no other test lists): the link is readable in the session it was
+    returned to (the result was read on the learn route before the client got it), not in another
+    session of the same caller, nor by another caller with the same rights."""
+    name = f"link-{uuid.uuid4().hex[:8]}.txt.gz"
+    other = stack.tokens.mint("tina", groups=["tester"])
+    async with connect(stack.url, tester) as c:
+        assert "gzip-file-as-resource" in {t.name for t in await all_pages(c.list_tools, "tools")}
+        kind, res = await outcome(c.call_tool("gzip-file-as-resource", {
+            "name": name, "data": "data:text/plain;base64,aGVsbG8gd29ybGQK", "outputType": "resourceLink"}))
+        assert kind == "ok", (kind, _summary(res))
+        (linked,) = [item for item in res.content if item.type == "resource_link"]
+        uri = str(linked.uri)
+        assert uri.endswith("/" + name), uri
+        kind, res = await outcome(c.read_resource(uri))       # at once: no waiting, no re-listing
+        assert kind == "ok", (uri, kind, _summary(res))
+        (content,) = res.contents
+        assert str(content.uri) == uri and content.mime_type == "application/gzip" and content.blob
+
+        async with connect(stack.url, tester) as again:          # the same caller, another session
+            kind, data = await outcome(again.read_resource(uri))
+            assert (kind, data["reason"]) == ("DENIED", "unknown_capability"), (kind, data)
+        async with connect(stack.url, other) as theirs:          # another caller's session
+            await all_pages(theirs.list_resources, "resources")
+            kind, data = await outcome(theirs.read_resource(uri))
+            assert (kind, data["reason"]) == ("DENIED", "unknown_capability"), (kind, data)
+
+        kind, res = await outcome(c.read_resource(uri))       # still readable where it was returned
+        assert kind == "ok", (uri, kind, _summary(res))

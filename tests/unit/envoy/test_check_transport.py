@@ -73,11 +73,11 @@ async def test_allow_sets_upstream_headers_and_metadata(stub_for):
     h = headers_of(resp.ok_response.headers)
     assert h["x-mcp-server"] == "crm" and h["x-mcp-method"] == "tools/call" and h["x-mcp-name"] == "lookup_customer"
     assert h["x-mcp-caller"] == "https://issuer|alice|agent" and len(h["x-mcp-decision-id"]) == 32
-    # the first calls of a capability are observed (sampled): ext_proc sees their result, on the
-    # observe route (ext_proc in observability mode: Envoy never waits for us on it)
-    entries = decode_learn_header(h["x-mcp-extauthz-observe"])
+    # the first calls of a tool are observed, on the learn route (Envoy waits for ext_proc) until
+    # the tool has shown it returns no resource links (extauthz.sessions.links)
+    entries = decode_learn_header(h["x-mcp-extauthz-learn"])
     assert [(e.id, e.method, e.name) for e in entries] == [(1, "tools/call", "lookup_customer")]
-    assert "x-mcp-extauthz-learn" in resp.ok_response.headers_to_remove
+    assert "x-mcp-extauthz-observe" in resp.ok_response.headers_to_remove
     md = resp.dynamic_metadata["mcp_extauthz"]
     assert md["decision_id"] == h["x-mcp-decision-id"] and md["reason"] == "allowed"
 
