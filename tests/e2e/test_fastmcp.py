@@ -8,13 +8,15 @@ Every tool is called with arguments generated from its published inputSchema
 valid per Ajv), once straight to the server and once through Envoy: a legitimate call must never be
 denied, and through Envoy it must end exactly as it does without it.
 
-FastMCP 2.14 requires ``mcp<2``, so the server runs under ``.cache/fastmcp`` (``make deps``).
+FastMCP 2.14 requires ``mcp<2``, so the server runs under ``.cache/fastmcp`` (``make deps``;
+``$FASTMCP_PYTHON`` overrides, as in test_fastmcp_templates.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -36,7 +38,7 @@ from .schema_examples import ajv_verdicts, examples
 pytestmark = pytest.mark.e2e
 
 HERE = Path(__file__).parent
-FASTMCP_PYTHON = HERE.parents[1] / ".cache" / "fastmcp-venv" / "bin" / "python"
+FASTMCP_PYTHON = Path(os.environ.get("FASTMCP_PYTHON") or HERE.parents[1] / ".cache" / "fastmcp" / "bin" / "python")
 PER_TOOL = 20
 CALL_TIMEOUT = 60.0
 # {path*} at depth 1-3, for both templates (kb://articles/{path*}, docs://{version}/{path*}).
