@@ -8,9 +8,10 @@ is adapted (the judge always sees the schema as published):
 - objects that declare ``properties`` are closed: a legitimate client sends only declared
   arguments, and the product's strict mode (the default) refuses the others;
 - ``prefixItems`` (2020-12) becomes draft-07 tuple ``items`` with ``additionalItems: false``;
-- patterns get ECMA-262 meaning where Python's differs: ``\\d``/``\\w`` are ASCII (``(?a)``), a
-  final ``$`` does not accept a trailing newline (``\\Z``), and ``\\p{L}`` is a set of letters from
-  several scripts (Python ``re`` has no ``\\p{..}``; every letter in it is ``\\p{L}``);
+- patterns get ECMA-262 meaning where Python's differs, in syntax both engines read alike:
+  ``\\d``/``\\w``/``\\s`` become ASCII classes, a final ``$`` refuses a trailing newline
+  (``(?!\\n)$``), and ``\\p{L}`` is a set of letters from several scripts (Python ``re`` has no
+  ``\\p{..}``; every letter in it is ``\\p{L}``);
 - ``format: uuid`` is generated (hypothesis-jsonschema leaves it unconstrained).
 """
 
@@ -36,13 +37,42 @@ LETTERS = ("A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff\u0100-\u017f\u0391-\u0
 CUSTOM_FORMATS = {"uuid": st.uuids().map(str)}
 
 
+# ECMA-262 meaning, written so that Python `re` reads it the same way (the pattern must also pass
+# any ECMA check a library in this process runs, so no `(?a)` or `\Z`).
+_CLASS_ESCAPES = {"d": "0-9", "w": "A-Za-z0-9_", "s": " \\t\\n\\r\\f\\v"}
+
+
 def _pattern(p: str) -> str:
     if re.search(r"\\[pP]\{(?!L\})", p):
         raise ValueError(f"no generator translation for the property escape in {p!r}")
-    p = p.replace(r"\p{L}", LETTERS)
+    out, in_class, i = [], False, 0
+    while i < len(p):
+        c = p[i]
+        if c == "\\" and i + 1 < len(p):
+            e = p[i + 1]
+            if p.startswith("p{L}", i + 1):
+                out.append(LETTERS if in_class else f"[{LETTERS}]")
+                i += 5
+                continue
+            if e.lower() in _CLASS_ESCAPES:
+                body = _CLASS_ESCAPES[e.lower()]
+                if e.isupper() and in_class:
+                    raise ValueError(f"no generator translation for \\{e} inside a class in {p!r}")
+                out.append(body if in_class else f"[{'^' if e.isupper() else ''}{body}]")
+            else:
+                out.append(c + e)
+            i += 2
+            continue
+        if c == "[" and not in_class:
+            in_class = True
+        elif c == "]" and in_class:
+            in_class = False
+        out.append(c)
+        i += 1
+    p = "".join(out)
     if p.endswith("$") and not p.endswith("\\$"):
-        p = p[:-1] + r"\Z"
-    return "(?a)" + p
+        p = p[:-1] + r"(?!\n)$"   # Python's `$` also matches before a final newline; ECMA's does not
+    return p
 
 
 def for_generation(node: Any) -> Any:
