@@ -3,11 +3,17 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 NPM_PREFIX := .cache/npm
-EVERYTHING := $(NPM_PREFIX)/node_modules/.bin/mcp-server-everything
-# A FastMCP server for the e2e tests, in its own venv: fastmcp 2.14 pins mcp 1.x, we use mcp 2.x.
-FASTMCP := .cache/fastmcp/bin/python
+# Pinned: the third-party MCP server and the TypeScript SDK client the end-to-end tests drive.
+NPM_PACKAGES := @modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/sdk@1.32.2
+# The stamp names the package list, so changing a pin reinstalls.
+NPM_STAMP := $(NPM_PREFIX)/.installed-$(shell echo '$(NPM_PACKAGES)' | cksum | cut -d' ' -f1)
+# FastMCP 2.14 needs mcp<2 (this project runs mcp 2.x): its own venv, run as a subprocess by
+# tests/e2e/test_fastmcp.py and test_fastmcp_templates.py.
+FASTMCP_VENV := .cache/fastmcp
+FASTMCP_VERSION := 2.14.7
+FASTMCP_STAMP := $(FASTMCP_VENV)/.installed-fastmcp-$(FASTMCP_VERSION)
 
-.PHONY: demo demo-once test unit e2e bench deps clean
+.PHONY: demo demo-once test unit e2e bench deps system-deps clean
 
 $(BIN)/extauthz: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,14 +21,20 @@ $(BIN)/extauthz: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-$(EVERYTHING):
-	npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) @modelcontextprotocol/server-everything
+# Debian packages (Node.js/npm, Chromium, Redis): installed only when missing; `.ci/run` runs the same.
+system-deps:
+	scripts/install-system-deps.sh
 
-$(FASTMCP):
-	$(PY) -m venv .cache/fastmcp
-	.cache/fastmcp/bin/pip install -q 'fastmcp==2.14.7'
+$(NPM_STAMP): | system-deps
+	npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) $(NPM_PACKAGES)
+	@touch $@
 
-deps: $(BIN)/extauthz $(EVERYTHING) $(FASTMCP)
+$(FASTMCP_STAMP):
+	$(PY) -m venv $(FASTMCP_VENV)
+	$(FASTMCP_VENV)/bin/pip install -q --disable-pip-version-check fastmcp==$(FASTMCP_VERSION)
+	@touch $@
+
+deps: system-deps $(BIN)/extauthz $(NPM_STAMP) $(FASTMCP_STAMP)
 
 demo: $(BIN)/extauthz          ## runs `extauthz demo`: Envoy + demo MCP server + this service + a scripted agent
 	$(BIN)/extauthz demo
