@@ -42,6 +42,7 @@ class Context:
     limits: Limits              # the policy's limits (same fields as extauthz.mcp.jsonrpc.Limits)
     visibility: Visibility | None = None   # what each session was listed (sessions.visibilityBinding)
     risk: Any = None            # extauthz.risk.engine.RiskEngine: per-caller score (risk.enabled)
+    shared_claims: bool = False  # session owners live in a shared store (--redis, --workers)
 
 
 def _deny(d: Decision, reason: Reason, detail: str, status: int) -> Decision:
@@ -132,9 +133,14 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         if not valid_session_id(sid) or "," in sid:     # Envoy joins repeated headers with commas
             return _deny(d, Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(d, deny_status))
         d.session_id = sid
-        if policy.sessions.bind_to_caller and caller is not None \
-                and not ctx.sessions.owner_ok(sid, caller.key):
-            return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))
+        if policy.sessions.bind_to_caller and caller is not None:
+            owner = ctx.sessions.owner(sid)
+            if owner is None and ctx.shared_claims:
+                # Never seen here: whoever holds it elsewhere owns it. Denied until the claim says.
+                d.claim = sid
+                return _deny(d, Reason.NOT_ALLOWED, "the session's owner is not confirmed", _status(d, deny_status))
+            if owner is not None and owner != caller.key:
+                return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))
     if http.method != "POST":
         return d
     if server is None:
