@@ -41,7 +41,7 @@ def make_app(tools: list[dict[str, Any]], tracking: bool) -> App:
     app.specs.apply_page(C.SERVER, "tools", tools, first=True, last=True)
     if not tracking:
         app.sessions.touch = lambda *a, **k: None           # type: ignore[method-assign]
-        app._score = lambda d, ctx: None                    # type: ignore[method-assign]
+        app._score = lambda *a: None                        # type: ignore[method-assign]
         app.ctx.visibility = None                           # type: ignore[union-attr]
     return app
 

@@ -34,12 +34,14 @@ from extauthz.metrics import Metrics
 from extauthz.policy.holder import PolicyHolder
 from extauthz.policy.listview import visible_to
 from extauthz.policy.model import Policy, default_policy, load_policy
-from extauthz.risk.engine import RiskEngine
+from extauthz.risk.engine import Clock, RiskEngine
+from extauthz.risk.faults import OwnFaults
 from extauthz.risk.sensitive import SensitiveUse
 from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
 from extauthz.specs.learn import LIST_KINDS, OBSERVE_METHODS, Learner, View
+from extauthz.specs.listfilter import FAILURES, view_ref
 from extauthz.specs.store import DriftEvent, SpecStore
 from extauthz.specs.validators import ValidatorCache
 
@@ -50,28 +52,33 @@ log = logging.getLogger("extauthz")
 
 class App:
     def __init__(self, policy_path: str | None, *, decision_out: IO[bytes] | None = None,
-                 background_log: bool = False) -> None:
+                 background_log: bool = False, clock: Clock | None = None) -> None:
         self.specs = SpecStore(on_drift=self._on_drift)
         self.specs.screen = self._screen
         self.sessions = SessionRegistry()
         self.validators = ValidatorCache()
         self.inventory = Inventory()
         self.visibility = Visibility()
-        self.risk = RiskEngine()
+        self.risk = RiskEngine(clock=clock)       # clock: simulated time in replay and calibration
         self.risk.on_alert = self._on_alert
         self.sensitive = SensitiveUse(self.specs)
+        self.own_faults = OwnFaults(self.specs, self.validators)
         self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
         # extauthz.shared: where session owners and learned state are shared (Redis, or the
         # --workers supervisor); None for one process on its own
         self.shared: Any = None
-        self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions))
+        self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions), lambda: self.sessions.refused)
         self.decisions = DecisionLog(decision_out, background=background_log)
         self.observer = Observer(self.inventory, self.risk, self.decisions, lambda: self.ctx)
         self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine",
                                on_session=self._on_session)
         self.learner.list_view = self._list_view
+        self.learner.resolve_view = self._caller_view
+        self.learner.filtering = self._filters_lists
+        self.learner.on_filter_failure = self._on_filter_failure
         self.learner.on_listed = self.visibility.listed_page
         self.learner.on_result = self.observer.on_result
+        self.learner.on_session_end = self._on_session_end
         self.ctx: Context | None = None
         self.draining = False
         self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
@@ -126,7 +133,7 @@ class App:
         assert ctx is not None and caller is not None and d.claim
         meta = {"u": caller.user_session, "i": caller.client_id, "v": d.protocol_version}
         try:
-            owner = await self.shared.claim(d.claim, caller.key, d.server, meta)
+            owner, ended = await self.shared.claim(d.claim, caller.key, d.server, meta)
         except SharedUnavailable as e:
             if ctx.policy.sessions.shared_state_down == "local":
                 owner = caller.key          # decided here alone; written to the store once it is back
@@ -139,6 +146,9 @@ class App:
             d.rule = "sessions.sharedStateDown"
             self._enqueue(d, http)
             return d
+        if ended:                       # reserved to its former owner: decided like any ended id here
+            self.sessions.end(d.claim, caller=owner, replicated=True)
+            return self._decided_again(http)
         mine = owner == caller.key      # won (or already held): the other replicas hear of it on the feed
         self.sessions.touch(d.claim, owner, d.server, user_session=caller.user_session if mine else "",
                             client_id=caller.client_id if mine else "", protocol_version=d.protocol_version,
@@ -179,6 +189,16 @@ class App:
         if caller and caller != "-":
             self.sessions.touch(session_id, caller, server)
 
+    def _on_session_end(self, server: str, session_id: str, outcome: str) -> None:
+        """The server answered an owner's DELETE (over ext_proc): only its confirmation ("ended",
+        "not_found") ends the binding; a refused DELETE leaves a live session, still its owner's."""
+        self.metrics.session_ends.labels(outcome).inc()
+        if outcome == "refused":
+            log.info("server %s refused the DELETE of a session: its binding stays", server)
+            return
+        self.sessions.end(session_id)            # relayed to every worker (op "end")
+        self.visibility.end_session(server, session_id)
+
     def _on_alert(self, alert: dict[str, Any]) -> None:
         self.metrics.risk_alerts.inc()
         log.warning("risk alert for %s: %s (sessions %s)", alert["caller"], alert["summary"], ", ".join(alert["sessions"]))
@@ -186,7 +206,9 @@ class App:
     def _list_view(self, server: str, view: View) -> Any:
         """keep(kind, item) for a caller's lists, or None when lists are not filtered."""
         ctx = self.ctx
-        if ctx is None or ctx.policy.monitor or not ctx.policy.defaults.filter_lists:
+        if ctx is None:
+            return lambda kind, item: False         # no policy: nothing is shown
+        if ctx.policy.monitor or not ctx.policy.defaults.filter_lists:
             return None
         sp = ctx.policy.server_by_name(server)
         if sp is None:
@@ -196,17 +218,42 @@ class App:
         def quarantine() -> Any:
             spec = specs.get(server)
             return spec.quarantined if spec is not None else {}
-        return visible_to(sp, Caller(view.issuer, view.subject, view.client_id, frozenset(view.groups), {}), quarantine)
+        caller = None if view.anonymous else Caller(view.issuer, view.subject, view.client_id, frozenset(view.groups), {})
+        return visible_to(sp, caller, quarantine)
+
+    def _caller_view(self, identity: Any) -> View:
+        """The caller of a request ext_proc sees, from the identity Envoy forwards to it (headers,
+        and the jwt_authn claims in its metadata), by the policy's own identity sources."""
+        ctx = self.ctx
+        if ctx is None:
+            raise LookupError("no policy loaded")
+        headers, metadata = identity
+        http = HttpRequest(method="", path="", authority="", headers=headers, metadata=metadata)
+        return View.of(resolve_caller(http, ctx.policy.identity))
+
+    def _filters_lists(self, server: str) -> bool:
+        ctx = self.ctx
+        if ctx is None:
+            return True
+        if ctx.policy.monitor or not ctx.policy.defaults.filter_lists:
+            return False
+        return not server or ctx.policy.server_by_name(server) is not None
+
+    def _on_filter_failure(self, server: str, reason: str) -> None:
+        self.metrics.list_filter_failures.inc(reason if reason in FAILURES else "internal_error")
 
     def _screen(self, kind: str, entry: Any) -> str | None:
         """defaults.hiddenInstructions: quarantine: a capability whose published text carries
-        instructions for the model (or hidden characters) is held until an operator approves it,
-        and filtered lists no longer show it, so the text never reaches an agent through us."""
+        high-confidence hidden instructions (inventory/hidden.py `hold_reason`) is held until an
+        operator approves it, and filtered lists no longer show it, so the text never reaches an
+        agent through us. Weaker findings are only flagged in the inventory."""
         ctx = self.ctx
         if ctx is None or ctx.policy.defaults.hidden_instructions != "quarantine":
             return None
-        flags = assess(self.inventory, kind, entry)["hidden"]
-        return f"hidden instructions in its published text: {flags[0]}"[:300] if flags else None
+        why = assess(self.inventory, kind, entry)["hold"]
+        key = getattr(entry, "uri", None) or getattr(entry, "uri_template", None) or entry.name
+        what = {"resourceTemplates": "resource template"}.get(kind, kind[:-1])
+        return f"hidden instructions in {what} {key[:80]!r}: {why}"[:300] if why else None
 
     def _on_drift(self, ev: DriftEvent) -> None:
         self.metrics.drift.labels(ev.server).inc()
@@ -230,20 +277,22 @@ class App:
         if ctx is None:
             d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
         else:
+            fault = False               # the denial is ours, not the caller's: it never scores
             try:
                 d = decide(http, ctx)
             except Exception as e:      # a bug must never become an allow
                 log.exception("decision failed; denying")
                 d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                              status=400, form="bare")
+                fault = True
             if d.claim:
                 return d                # the transport awaits the claim and decides again (confirm_claim)
             try:
-                self._after(d, ctx)
+                self._after(d, ctx, http.path)
                 if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
                     d.caller = _best_effort_caller(http, ctx)     # denied before identity: still attribute it
                 if d.caller is not None:
-                    self._score(d, ctx)
+                    self._score(d, ctx, fault, http)
             except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
                 log.exception("session/risk bookkeeping failed; the decision stands")
         d.latency = time.perf_counter() - t0
@@ -308,7 +357,7 @@ class App:
             except Exception:  # noqa: BLE001 - a decision already answered stays answered
                 log.exception("recording a decision failed")
 
-    def _after(self, d: Decision, ctx: Context) -> None:
+    def _after(self, d: Decision, ctx: Context, path: str = "") -> None:
         """Session bookkeeping for allowed requests (sessions are bound on first use)."""
         if d.legacy_sse:
             if d.learn and d.wire_allowed:
@@ -318,48 +367,67 @@ class App:
                 # The 2024-11-05 client reads answers only from its event stream: put it there too
                 # (never into a stream that belongs to somebody else).
                 self.learner.inject(d.server, d.session_id, b"event: message\r\ndata: " + denial_body(d) + b"\r\n\r\n")
-        if d.allowed and (d.learn or d.learn_stream) and d.caller is not None:
+        if d.allowed and (d.learn or d.learn_stream or d.resumed):
             self._mark_learn(d, ctx)
         if not d.allowed or not d.session_id or d.caller is None:
             return
-        if d.http_method == "DELETE":
-            self.sessions.end(d.session_id)
-            self.visibility.end_session(d.server, d.session_id)
-            return
         c = d.caller
-        self.sessions.touch(d.session_id, c.key, d.server, user_session=c.user_session, client_id=c.client_id,
-                            protocol_version=d.protocol_version)
+        endpoint = path.split("?", 1)[0]
+        delete = d.http_method == "DELETE"
+        info = self.sessions.touch(d.session_id, c.key, d.server, user_session=c.user_session, client_id=c.client_id,
+                                   protocol_version=d.protocol_version, path="" if delete else endpoint)
+        if delete and info is not None and info.caller == c.key and info.path in ("", endpoint):
+            # Not ended here: the server may refuse (405, a redirect). ext_proc sees its answer and
+            # only a confirmation ends the binding (extauthz.sessions.ending). A DELETE elsewhere
+            # than where the session was used cannot confirm anything about it: nothing is marked.
+            d.end_session = True
 
     def _mark_learn(self, d: Decision, ctx: Context) -> None:
-        """Filtered lists need to know who is asking (ext_proc shares no state with Check)."""
+        """Filtered lists need to know who is asking (ext_proc shares no state with Check): the
+        fingerprint of the caller's view, which ext_proc resolves again from what Envoy forwards
+        (extauthz.specs.listfilter); an anonymous caller (unauthenticated: allow) is filtered too."""
         policy = ctx.policy
         if policy.defaults.filter_lists and not policy.monitor and not d.server.startswith("shadow:") \
-                and (d.learn_stream or any(e[1] in LIST_KINDS for e in d.learn)):
-            c = d.caller
-            assert c is not None
-            d.view = View(c.issuer, c.subject, c.client_id, tuple(sorted(c.groups)))
+                and (d.learn_stream or d.resumed or any(e[1] in LIST_KINDS for e in d.learn)):
+            d.view = view_ref(d.caller)
 
-    def _score(self, d: Decision, ctx: Context) -> None:
-        """Every decision goes on its caller's timeline; evidence of an attack stage is scored."""
+    def _score(self, d: Decision, ctx: Context, fault: bool = False, http: HttpRequest | None = None) -> None:
+        """Every decision goes on its caller's timeline; evidence of an attack stage is scored,
+        unless the denial may be the product's own doing (extauthz.risk.faults)."""
         c = d.caller
         assert c is not None
         sensitive = d.allowed and d.method in USE_METHODS and self.sensitive(ctx, d)
         stage, points = stage_of(d.reason, d.method, sensitive)
+        if points and (fault or self.own_faults(ctx, d)):
+            stage, points = None, 0.0
         if d.reason is Reason.RISK_BLOCKED:
             self.metrics.risk_blocks.inc()
         alert = self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
                                  method=d.method, name=d.name, reason=d.reason.value, stage=stage, points=points,
-                                 signature=_signature(d) if points else None)
+                                 signature=_signature(d, http) if points else None)
         if alert is not None:
             d.alert = alert
         if d.allowed and d.method in OBSERVE_METHODS:
             self.observer.mark(d, ctx)
 
 
-def _signature(d: Decision) -> int:
-    """What was asked and why it was refused, the same in every process (str hashes are salted per
-    process, and replicas compare signatures to score a denial once)."""
-    return zlib.crc32(f"{d.server}\x00{d.method}\x00{d.name}\x00{d.reason.value}\x00{d.detail}".encode())
+def _signature(d: Decision, http: HttpRequest | None) -> int:
+    """What was asked and why it was refused: the same denial again is a retry, not a probe. A
+    constraint denial says which argument, not which value, so the arguments are part of it (one
+    customer id after another is enumeration); another caller's session id, the id itself."""
+    extra: Any = ""
+    if d.reason is Reason.SESSION_HIJACK:
+        extra = d.session_id
+    elif d.reason is Reason.CONSTRAINT_VIOLATED and http is not None:
+        try:
+            body = orjson.loads(http.body)
+            params = body.get("params") if isinstance(body, dict) else None
+            extra = orjson.dumps(params.get("arguments") if isinstance(params, dict) else body,
+                                 option=orjson.OPT_SORT_KEYS)
+        except (orjson.JSONDecodeError, TypeError):
+            extra = http.body
+    # crc32, not hash(): str hashes are salted per process, and replicas compare signatures
+    return zlib.crc32(repr((d.server, d.method, d.name, d.reason.value, d.detail, extra)).encode())
 
 
 def _best_effort_caller(http: HttpRequest, ctx: Context) -> Caller | None:

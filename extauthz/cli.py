@@ -79,6 +79,11 @@ def _inventory(a: argparse.Namespace) -> int:
     return inventory_main(a.admin, a.format, server=a.server)
 
 
+def _investigate(a: argparse.Namespace) -> int:
+    from extauthz.admin.investigate_cli import investigate_main
+    return investigate_main(a.admin, a.query, a.format, a.since)
+
+
 def _approve(a: argparse.Namespace) -> int:
     from extauthz.admin.client import approve_main
     return approve_main(a.admin, a.token, a.server, a.kind, a.name)
@@ -144,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--format", choices=("table", "json"), default="table")
     i.add_argument("--server", default=None, help="only this server")
     i.set_defaults(fn=_inventory)
+
+    iv = sub.add_parser("investigate", help="one actor: its MCP and user sessions, alerts and timeline")
+    iv.add_argument("--admin", default="http://127.0.0.1:9192")
+    iv.add_argument("--format", choices=("table", "json"), default="table")
+    iv.add_argument("--since", default=None, metavar="DURATION", help="only decisions this recent (90s, 15m, 2h, 1d)")
+    iv.add_argument("query", help="caller key, subject, client id, MCP session id, user session (sid) or decision id")
+    iv.set_defaults(fn=_investigate)
 
     ap = sub.add_parser("approve", help="lift the quarantine of a capability that changed (after review)")
     ap.add_argument("--admin", default="http://127.0.0.1:9192")

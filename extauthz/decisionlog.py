@@ -99,6 +99,10 @@ class RecentDecisions:
     def __len__(self) -> int:
         return len(self._lines)
 
+    @property
+    def keep(self) -> int:
+        return self._lines.maxlen or 0
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         return orjson.loads(self._lines[i])  # type: ignore[no-any-return]
 

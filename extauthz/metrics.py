@@ -80,14 +80,53 @@ class _SharedCollector:
                                   value=float(st.get("writesDropped", 0)))
 
 
+class _FilterFailureCollector:
+    """`list_filter_failures_total{reason}`: lists shown empty, or list bodies replaced, because they
+    could not be filtered for their caller (reasons: extauthz.specs.listfilter.FAILURES)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def inc(self, reason: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+
+    def collect(self) -> Iterable[Any]:
+        c = CounterMetricFamily("mcp_extauthz_list_filter_failures",
+                                "List responses that could not be filtered for their caller (shown empty)",
+                                labels=["reason"])
+        for reason, n in list(self.counts.items()):
+            c.add_metric([reason], n)
+        yield c
+
+
+class _CountCollector:
+    """A counter whose value another object keeps (read at scrape time, nothing on the hot path)."""
+
+    def __init__(self, name: str, doc: str, value: Callable[[], int]) -> None:
+        self._name, self._doc, self._value = name, doc, value
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._doc, value=float(self._value()))
+
+
 class Metrics:
-    def __init__(self, specs: Callable[[], Iterable[Any]], sessions: Callable[[], int]) -> None:
+    def __init__(self, specs: Callable[[], Iterable[Any]], sessions: Callable[[], int],
+                 sessions_refused: Callable[[], int] = lambda: 0) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.checks = _CheckCollector()
         r.register(self.checks)  # type: ignore[arg-type]
+        self.list_filter_failures = _FilterFailureCollector()
+        r.register(self.list_filter_failures)  # type: ignore[arg-type]
         self.drift = Counter("mcp_extauthz_spec_drift", "Spec drift events", ["server"], registry=r)
         self.sessions_active = Gauge("mcp_extauthz_sessions_active", "Tracked MCP sessions", registry=r)
         self.sessions_active.set_function(lambda: float(sessions()))
+        r.register(_CountCollector(  # type: ignore[arg-type]
+            "mcp_extauthz_session_claims_refused",
+            "New MCP session bindings refused (rate_limited): sessions.maxSessions live bindings exist",
+            sessions_refused))
+        # how an owner's DELETE ended: ended (2xx), not_found (404), refused (anything else: kept)
+        self.session_ends = Counter("mcp_extauthz_session_ends", "Owners' session DELETEs by the server's answer",
+                                    ["outcome"], registry=r)
         self.reloads = Counter("mcp_extauthz_policy_reloads", "Policy reloads", ["result"], registry=r)
         self.risk_blocks = Counter("mcp_extauthz_risk_blocks", "Requests denied by the risk score", registry=r)
         self.risk_alerts = Counter("mcp_extauthz_risk_alerts", "Attack chains (recon -> probe -> extract) detected",

@@ -2,22 +2,33 @@
 
 Each line of the traffic file is one JSON object, either a request:
   {"method": "POST", "authority": "crm.example.com", "path": "/mcp", "headers": {...},
-   "body": <JSON value> | "bodyText": "<raw text>", "claims": {...}}
+   "body": <JSON value> | "bodyText": "<raw text>", "claims": {...}, "t": <seconds>}
 or a spec the server published, so later requests are decided against it:
   {"spec": {"server": "crm", "tools": [...], "resources": [...], "resourceTemplates": [...], "prompts": [...]}}
 Prints one JSON decision per request line (a decision that completed an attack chain carries its
 `alert`), then one `{"summary": ...}` line: the MCP sessions seen (who opened them, how many
 requests), and per caller the risk score, whether it ended blocked, and every alert with the
-sessions and decisions that made it. Sessions and risk are tracked exactly as the service does.
+sessions and decisions that made it, and `actors`: per caller, the view of `extauthz investigate`
+(identity, MCP and user sessions side by side, alerts with their steps, what is kept) without its
+timeline (the lines above are it). Sessions and risk are tracked exactly as the service does.
+
+Time is simulated: `t` (seconds since the recording started, never going back) moves the risk
+engine's clock, so hours of recorded traffic decay and chain as they did; without `t` a line is
+decided at the time of the line before it.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import sys
+import time
+from typing import Any
 
 import orjson
 
+from extauthz.admin.actor_view import build
+from extauthz.admin.actors import gather
 from extauthz.app import App
 from extauthz.mcp.request import HttpRequest
 from extauthz.policy.errors import PolicyError
@@ -41,6 +52,38 @@ def _request(rec: dict) -> HttpRequest:
                        metadata={"envoy.filters.http.jwt_authn": {"jwt_payload": claims}} if claims else {})
 
 
+class ReplayClock:
+    """The risk engine's clock during a replay: `start` plus the latest `t` seen."""
+
+    def __init__(self, start: float) -> None:
+        self.start = self.now = start
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def at(self, t: Any) -> None:
+        if type(t) in (int, float) and math.isfinite(t) and self.start + t > self.now:
+            self.now = self.start + t
+
+
+def feed(app: App, clock: ReplayClock, rec: dict) -> dict | None:
+    """One traffic line: a spec is pinned (None); a request is decided at its `t` (its log record)."""
+    if isinstance(rec.get("spec"), dict):
+        spec = rec["spec"]
+        app.specs.pin(str(spec.get("server", "")), spec)
+        return None
+    clock.at(rec.get("t"))
+    app.check(_request(rec))
+    return app.decisions.recent[-1]
+
+
+def replay_app(policy_path: str, clock: ReplayClock) -> App:
+    return App(policy_path, decision_out=io.BytesIO(), clock=clock)
+
+
 def replay_main(policy_path: str, traffic_path: str, out=None) -> int:
     out = out or sys.stdout
     try:
@@ -48,7 +91,8 @@ def replay_main(policy_path: str, traffic_path: str, out=None) -> int:
     except PolicyError as e:
         print(f"policy {policy_path} refused:\n{e}", file=sys.stderr)
         return 1
-    app = App(policy_path, decision_out=io.BytesIO())
+    clock = ReplayClock(time.time())
+    app = replay_app(policy_path, clock)
     try:
         f = open(traffic_path, "rb")
     except OSError as e:
@@ -65,12 +109,9 @@ def replay_main(policy_path: str, traffic_path: str, out=None) -> int:
             except (orjson.JSONDecodeError, ValueError) as e:
                 print(orjson.dumps({"line": n, "error": f"unreadable traffic line: {e}"}).decode(), file=out)
                 continue
-            if isinstance(rec.get("spec"), dict):
-                spec = rec["spec"]
-                app.specs.pin(str(spec.get("server", "")), spec)
-                continue
-            app.check(_request(rec))
-            print(orjson.dumps({"line": n, **app.decisions.recent[-1]}).decode(), file=out)
+            decided = feed(app, clock, rec)
+            if decided is not None:
+                print(orjson.dumps({"line": n, **decided}).decode(), file=out)
     print(orjson.dumps({"summary": summary(app)}).decode(), file=out)
     return 0
 
@@ -80,5 +121,6 @@ def summary(app: App) -> dict:
                  "protocolVersion": s.protocol_version, "requests": s.requests}
                 for s in app.sessions.snapshot(limit=10_000)]
     callers = [app.risk.summary(st) for st in app.risk.callers(limit=10_000)]
+    actors = [build(gather(app, st.caller)).as_json(timeline=False) for st in app.risk.callers(limit=10_000)]
     return {"sessions": sessions, "callers": callers,
-            "alerts": [a for c in callers for a in c["alerts"]]}
+            "alerts": [a for c in callers for a in c["alerts"]], "actors": actors}

@@ -5,6 +5,8 @@ Write endpoints exist only when `admin.token` is set in the policy, and then nee
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hmac
 from typing import Any
 
@@ -16,6 +18,9 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from extauthz import __version__
+from extauthz.admin import actor_page
+from extauthz.admin.actor_view import Filters, build
+from extauthz.admin.actors import ActorSource, Hit, LocalActors
 from extauthz.admin.page import HEADERS as PAGE_HEADERS
 from extauthz.admin.page import render as render_page
 from extauthz.app import App
@@ -28,7 +33,19 @@ def inventory(app: App) -> dict[str, Any]:
     return app.inventory.snapshot(app)
 
 
-def build_admin(app: App) -> Starlette:
+async def resolve(actors: ActorSource, query: str) -> tuple[str, list[Hit]]:
+    """The one caller a query names ("" if none or several) and every hit."""
+    hits = await actors.find(query)
+    exact = [x for x in hits if x.via == "caller"]
+    if exact:
+        return exact[0].caller, hits
+    return (hits[0].caller if len(hits) == 1 else ""), hits
+
+
+def build_admin(app: App, actors: ActorSource | None = None) -> Starlette:
+    """`actors`: where the actor view reads (this process, or every worker of the supervisor)."""
+    source: ActorSource = actors if actors is not None else LocalActors(app)
+
     async def healthz(_: Request) -> Response:
         # Alive whatever Redis does (decisions go on from local state); what is degraded is said.
         body: dict[str, object] = {"status": "ok", "version": __version__}
@@ -85,6 +102,55 @@ def build_admin(app: App) -> Starlette:
         return JSONResponse({"caller": ident, "callers": [app.risk.timeline(st) for st in found],
                              "events": [e for st in found for e in app.risk.timeline(st)["timeline"]]})
 
+    async def actor_view(request: Request, query: str) -> tuple[Any, list[Hit], Response | None]:
+        try:
+            filters = Filters.from_query(request.query_params)
+        except ValueError as e:
+            return None, [], JSONResponse({"error": str(e)}, status_code=400)
+        caller, hits = await resolve(source, query)
+        if not caller:
+            return None, hits, None
+        hit = next((x for x in hits if x.caller == caller), None)
+        if hit is not None and hit.decision_id and not filters.decision:
+            filters = dataclasses.replace(filters, decision=hit.decision_id)
+        facts = await source.facts(caller)
+        # Building and rendering read only these facts: off the event loop, so a long timeline
+        # does not hold up Checks (in one process they share this loop).
+        return await asyncio.to_thread(build, facts, filters), hits, None
+
+    async def caller_page(request: Request) -> Response:
+        query = request.path_params.get("caller") or request.query_params.get("q", "")
+        view, hits, bad = await actor_view(request, query)
+        if bad is not None:
+            return HTMLResponse(actor_page.render_matches(query, []), status_code=400, headers=actor_page.HEADERS)
+        if view is None:
+            return HTMLResponse(actor_page.render_matches(query, hits), status_code=404 if not hits else 200,
+                                headers=actor_page.HEADERS)
+        if view.caller != query:      # found by subject, session, decision id...: the actor's own URL
+            d = view.filters.decision
+            url = actor_page.caller_url(view.caller, **view.filters.query(), decision=d) + (f"#d-{d}" if d else "")
+            return RedirectResponse(url, status_code=303)
+        return HTMLResponse(await asyncio.to_thread(actor_page.render, view), headers=actor_page.HEADERS)
+
+    async def caller_json(request: Request) -> Response:
+        query = request.path_params["caller"]
+        view, hits, bad = await actor_view(request, query)
+        if bad is not None:
+            return bad
+        if view is None:
+            return JSONResponse({"error": f"no single actor for {query!r}", "matches": [x.as_json() for x in hits]},
+                                status_code=404 if not hits else 409)
+        return JSONResponse(await asyncio.to_thread(view.as_json))
+
+    async def investigate(request: Request) -> Response:
+        query = request.query_params.get("q", "")
+        view, hits, bad = await actor_view(request, query)
+        if bad is not None:
+            return bad
+        return JSONResponse({"query": query, "matches": [x.as_json() for x in hits],
+                             "actor": await asyncio.to_thread(view.as_json) if view is not None else None},
+                            status_code=200 if hits else 404)
+
     async def decisions(request: Request) -> Response:
         try:
             limit = max(1, min(1000, int(request.query_params.get("limit", "100"))))
@@ -114,6 +180,8 @@ def build_admin(app: App) -> Starlette:
         Route("/v1/inventory", inventory_view), Route("/v1/sessions", sessions),
         Route("/inventory", inventory_page), Route("/ui", ui), Route("/", ui),
         Route("/v1/callers/{caller:path}/timeline", timeline), Route("/v1/decisions", decisions),
+        Route("/v1/callers/{caller:path}", caller_json), Route("/v1/investigate", investigate),
+        Route("/callers", caller_page), Route("/callers/{caller:path}", caller_page),
         Route("/v1/approve", approve, methods=["POST"]),
     ])
 
@@ -131,14 +199,14 @@ class _RecordFirst:
         await self.asgi(scope, receive, send)
 
 
-def admin_server(app: Any, host: str, port: int) -> Any:
+def admin_server(app: Any, host: str, port: int, actors: ActorSource | None = None) -> Any:
     """The admin HTTP server (uvicorn), as a task of the caller's loop. SIGTERM stays ours: uvicorn
     would take it and close the admin port at once, while the drain needs /readyz to say 503 to
     the mesh until the gRPC server stops."""
     import contextlib
 
     import uvicorn
-    server = uvicorn.Server(uvicorn.Config(build_admin(app), host=host, port=port, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(build_admin(app, actors), host=host, port=port, log_level="warning",
                                            access_log=False, lifespan="off"))
     server.capture_signals = contextlib.nullcontext   # type: ignore[method-assign] # uvicorn >= 0.29
     server.install_signal_handlers = lambda: None     # type: ignore[method-assign] # older uvicorn

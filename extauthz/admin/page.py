@@ -15,6 +15,7 @@ import html
 import unicodedata
 from datetime import datetime, timezone
 from typing import Any, Iterable
+from urllib.parse import quote
 
 MAX_DESCRIPTION = 240
 _VOID = frozenset({"meta", "br", "hr", "link"})
@@ -219,6 +220,11 @@ def _table(headers: list[str], rows: list[Safe], empty: str, **attrs: Any) -> Sa
     return tag("table", tag("thead", tag("tr", [tag("th", h) for h in headers])), tag("tbody", rows), **attrs)
 
 
+def _caller_href(caller: str) -> str:
+    """The actor page (`/callers/{id}`, extauthz.admin.actor_page) of one caller key."""
+    return "/callers/" + quote(caller, safe="")
+
+
 def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
     """The whole page for an inventory document (`build_view`)."""
     now = datetime.now(timezone.utc)
@@ -270,6 +276,7 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
         who = r["caller"].split("|")[1] if r["caller"].count("|") == 2 else r["caller"]
         last = r["alerts"][-1] if r["alerts"] else None
         alerts.append(tag("div", tag("b", "Blocked caller: " if r["blocked"] else "Attack chain: "), tag("code", who),
+                          " ", tag("a", "investigate", href=_caller_href(r["caller"])),
                           f" — risk score {r['score']:.0f} of {r['blockAt']:.0f}",
                           tag("div", last["summary"], class_="mut") if last else None,
                           tag("div", "sessions: ", tag("code", ", ".join(last["sessions"]))) if last and last["sessions"]
@@ -330,7 +337,8 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
                       tag("td", _badge(d["change"], "amb")),
                       tag("td", _badge("quarantined", "red") if d["quarantined"] else "-"))
                   for d in view.get("drift", [])]
-    caller_rows = [tag("tr", tag("td", c["subject"]), tag("td", c.get("clientId") or "-"),
+    caller_rows = [tag("tr", tag("td", tag("a", c["subject"], href=_caller_href(c["key"])) if c.get("key")
+                             else c["subject"]), tag("td", c.get("clientId") or "-"),
                        tag("td", ", ".join(c.get("groups") or []) or "-"), tag("td", c.get("issuer") or "-"),
                        tag("td", _when(c.get("last"), now)), tag("td", str(c.get("allowed", 0)), class_="num"),
                        tag("td", str(c.get("denied", 0)), class_="num"),

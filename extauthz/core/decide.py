@@ -25,6 +25,7 @@ from extauthz.mcp.names import name_problem, uri_problem
 from extauthz.mcp.request import HttpRequest
 from extauthz.sessions.registry import SessionRegistry, valid_session_id
 from extauthz.sessions.visibility import Visibility, shown
+from extauthz.specs.learn import MAX_ENTRIES
 from extauthz.specs.store import SpecStore
 from extauthz.specs.validators import ValidatorCache
 
@@ -117,8 +118,10 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
     # binding below still stops it ending anybody else's)
     if caller is not None and ctx.risk is not None and http.method != "DELETE":
         if why := ctx.risk.blocked(caller.key):
+            d.name = _requested_name(messages)
             return _deny(d, Reason.RISK_BLOCKED, why, _status(d, deny_status))
         if why := ctx.risk.limited(caller.key):
+            d.name = _requested_name(messages)
             return _deny(d, Reason.RATE_LIMITED, why, _status(d, deny_status))
 
     # MCP session: a bearer secret bound to the caller who first used it. The 2024-11-05
@@ -133,14 +136,21 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         if not valid_session_id(sid) or "," in sid:     # Envoy joins repeated headers with commas
             return _deny(d, Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(d, deny_status))
         d.session_id = sid
-        if policy.sessions.bind_to_caller and caller is not None:
-            owner = ctx.sessions.owner(sid)
-            if owner is None and ctx.shared_claims:
+        # Resuming a stream (streamable HTTP): the server replays what it sent on it, lists included.
+        d.resumed = http.method == "GET" and bool(http.headers.get("last-event-id"))
+        if policy.sessions.bind_to_caller:
+            if caller is not None and ctx.shared_claims and ctx.sessions.owner(sid) is None \
+                    and not ctx.sessions.ended(sid):
                 # Never seen here: whoever holds it elsewhere owns it. Denied until the claim says.
                 d.claim = sid
                 return _deny(d, Reason.NOT_ALLOWED, "the session's owner is not confirmed", _status(d, deny_status))
-            if owner is not None and owner != caller.key:
+            # (an anonymous request, where the policy lets them in, never rides a bound session)
+            if not ctx.sessions.owner_ok(sid, caller.key if caller is not None else ""):
                 return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))
+            if caller is not None and not ctx.sessions.has_room(sid):
+                # never make room by dropping a live binding: that would free its id for anyone
+                return _deny(d, Reason.RATE_LIMITED, "sessions.maxSessions live sessions are bound: no room for "
+                             "another", _status(d, deny_status))
     if http.method != "POST":
         return d
     if server is None:
@@ -173,7 +183,22 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
     if first_denial is not None:
         d.learn = []
         return _deny(d, first_denial.reason, first_denial.detail, _status(d, deny_status))
+    if len(d.learn) > MAX_ENTRIES:
+        # More than the learn header carries: its lists could be neither learned nor filtered.
+        n, d.learn = len(d.learn), []
+        return _deny(d, Reason.PAYLOAD_TOO_LARGE, f"a batch may carry at most {MAX_ENTRIES} list, initialize "
+                     f"and server/discover requests ({n} here)", _status(d, deny_status))
     return d
+
+
+def _requested_name(messages: list[Message]) -> str:
+    """The tool, prompt or resource URI a single request names, for the log line of a denial
+    decided before the message itself is (risk_blocked, rate_limited)."""
+    if len(messages) != 1:
+        return ""
+    cap = CAPABILITY_METHODS.get(messages[0].method)
+    value = messages[0].params.get(cap[1]) if cap is not None else None
+    return value[:200] if type(value) is str else ""
 
 
 def _query_session(path: str) -> str:
@@ -266,7 +291,8 @@ def _permitted(rule: Any, caller: Caller | None) -> bool:
 
 def _quarantined(spec: Any, kind: str, name: str) -> Verdict | None:
     why = spec.quarantined.get((kind, name))
-    return Verdict(Reason.QUARANTINED, f"{kind[:-1]} {name!r} changed since approval: {why}", name=name) if why else None
+    # `why` is what held it (a change since approval, or the first-sight screen): say that, not a guess
+    return Verdict(Reason.QUARANTINED, f"{kind[:-1]} {name!r} is quarantined: {why}", name=name) if why else None
 
 
 def _unknown(ctx: Context, what: str, name: str) -> Verdict | None:

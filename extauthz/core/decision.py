@@ -59,7 +59,9 @@ class Decision:
     verdicts: list[Verdict] = field(default_factory=list)
     learn: list[list[Any]] = field(default_factory=list)  # [[id, method, first]] for ext_proc
     learn_stream: bool = False         # a 2024-11-05 GET event stream: results arrive on it
+    resumed: bool = False              # a GET with Last-Event-ID: the server may replay list results
     legacy_sse: bool = False           # a 2024-11-05 POST (session in the query, result on the stream)
+    end_session: bool = False          # an owner's DELETE: ext_proc sees whether the server ended it
     monitor: bool = False
     protocol_version: str = ""
     www_authenticate: str = ""

@@ -59,7 +59,8 @@ async def attempt(fn: Callable[[], Awaitable[Any]]) -> tuple[str, str, str]:
 
 async def script(url: str, support_token: str | Sequence[str], admin_token: str) -> list[Row]:
     """Both protocol passes; `support_token` may give one support user per pass (each pass probes
-    six attacks, which the risk engine rightly counts against whoever makes them)."""
+    seven attacks, which the risk engine rightly counts against whoever makes them: two of them it
+    forgives as corrected by the valid lookup after them, the rest make a chain)."""
     rows: list[Row] = []
     supports = [support_token] * 2 if isinstance(support_token, str) else list(support_token)
 
@@ -84,6 +85,8 @@ async def script(url: str, support_token: str | Sequence[str], admin_token: str)
                            lambda: c.get_prompt("draft_reply", {"customer_id": "c-100"}))
             await step("support", proto, "export_customers (admin tool)",
                        lambda: c.call_tool("export_customers", {"format": "csv"}))
+            await step("support", proto, "update_settings (admin tool)",
+                       lambda: c.call_tool("update_settings", {"key": "banner", "value": "hi"}))
             await step("support", proto, "lookup_customer + include_internal_notes",
                        lambda: c.call_tool("lookup_customer", {"customer_id": "c-100", "include_internal_notes": True}))
             await step("support", proto, "search_customers(options.limit='all')",

@@ -16,6 +16,7 @@ from google.rpc import status_pb2
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
 from extauthz.mcp.request import HttpRequest
+from extauthz.sessions.ending import end_mark
 from extauthz.specs.learn import OBSERVE_HEADER, encode_learn_header, observe_only, stream_mark
 
 PARTIAL_HEADER = "x-envoy-auth-partial-body"
@@ -58,6 +59,12 @@ def _metadata_value(struct: struct_pb2.Struct) -> Any:
             _metadata_cache.clear()
         hit = _metadata_cache[key] = struct_to_python(struct)
     return hit
+
+
+def metadata_dict(metadata: base_pb2.Metadata) -> dict[str, Any]:
+    """`filter_metadata` namespaces as plain data (cached per Struct, like the Check's)."""
+    fm = metadata.filter_metadata
+    return {ns: _metadata_value(fm[ns]) for ns in fm}
 
 
 def to_http_request(req: external_auth_pb2.CheckRequest) -> HttpRequest:
@@ -121,8 +128,11 @@ def to_check_response(d: Decision) -> external_auth_pb2.CheckResponse:
         if d.learn and observe_only(d.learn) and d.view is None:
             headers.append(_hvo(OBSERVE_HEADER, encode_learn_header(d.learn)))
             remove.append(LEARN_HEADER)
-        elif d.learn or d.learn_stream:
-            headers.append(_hvo(LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else stream_mark(d.view)))
+        elif d.learn or d.learn_stream or d.view is not None:      # a resumed stream: a view, no entries
+            headers.append(_hvo(LEARN_HEADER, stream_mark(d.view) if d.learn_stream else encode_learn_header(d.learn, d.view)))
+            remove.append(OBSERVE_HEADER)
+        elif d.end_session:
+            headers.append(_hvo(LEARN_HEADER, end_mark(d.session_id)))
             remove.append(OBSERVE_HEADER)
         else:
             remove += [LEARN_HEADER, OBSERVE_HEADER]

@@ -22,6 +22,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from extauthz.envoy.convert import metadata_dict
+from extauthz.sessions.ending import END_MARK, end_exchange
 from extauthz.specs.learn import LEARN_HEADER, OBSERVE_HEADER, Exchange, Learner, StreamExchange
 
 log = logging.getLogger("extauthz.envoy.process")
@@ -35,10 +37,21 @@ SESSION_HEADER = "mcp-session-id"
 # Built once: protobuf messages are immutable once serialized, and these never vary.
 _STRIP_LEARN = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse(
     header_mutation=pb.HeaderMutation(remove_headers=[LEARN_HEADER, OBSERVE_HEADER]))))
+# Lists in this response are filtered: ask the server for a body we can read (not compressed).
+_STRIP_LEARN_IDENTITY = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse(
+    header_mutation=pb.HeaderMutation(remove_headers=[LEARN_HEADER, OBSERVE_HEADER, "accept-encoding"]))))
 _RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
 # The body will be rewritten (a filtered list): its length changes, so the original length goes.
 _RESPONSE_HEADERS_REWRITE = pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse(
     header_mutation=pb.HeaderMutation(remove_headers=["content-length"]))))
+# The body will be replaced whole by a JSON-RPC error (a list we could not read, e.g. compressed).
+_RESPONSE_HEADERS_REPLACE = pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse(
+    header_mutation=pb.HeaderMutation(
+        set_headers=[base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="content-type", raw_value=b"application/json"),
+                                                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)],
+        remove_headers=["content-length", "content-encoding"]))))
+_EMPTY_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(
+    body_mutation=pb.BodyMutation(body=b""))))
 _REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
 _RESPONSE_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse())
 _REQUEST_TRAILERS = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
@@ -105,8 +118,8 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
             if phase == "request_headers":
                 if exchange is not None:
                     exchange.close()
-                exchange = self._start(req.request_headers)
-                return _STRIP_LEARN, exchange
+                exchange = self._start(req)
+                return (_STRIP_LEARN_IDENTITY if exchange is not None and exchange.filters else _STRIP_LEARN), exchange
             if phase == "response_headers":
                 if exchange is not None:
                     h = headers_to_dict(req.response_headers.headers)
@@ -114,7 +127,7 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
                     if req.response_headers.end_of_stream:
                         exchange.on_body(b"", True)
                     elif exchange.rewriter is not None:
-                        return _RESPONSE_HEADERS_REWRITE, exchange
+                        return _response_headers_reply(exchange), exchange
                 return _RESPONSE_HEADERS, exchange
             if phase == "response_body":
                 if exchange is not None:
@@ -140,16 +153,36 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
                     exchange.on_body(b"", True)
                 return _RESPONSE_TRAILERS, exchange
         except Exception:  # noqa: BLE001 - the proxied request must never suffer for learning
+            if exchange is not None and exchange.filters and phase in ("response_headers", "response_body"):
+                # ...but a list we were filtering must not pass whole: the rest of it is dropped.
+                log.exception("ext_proc failed in %s while filtering lists; the response is cut", phase)
+                exchange.fail_closed()
+                if phase == "response_headers":
+                    return _response_headers_reply(exchange), exchange
+                return _EMPTY_BODY, exchange
             log.exception("ext_proc learning failed in %s; learning off for this stream", phase)
             exchange = None
         return _reply_for(phase), exchange
 
-    def _start(self, http_headers: pb.HttpHeaders) -> Exchange | None:
-        h = headers_to_dict(http_headers.headers)
-        learn = h.get(LEARN_HEADER) or h.get(OBSERVE_HEADER)
-        if learn is None:
+    def _start(self, req: pb.ProcessingRequest) -> Exchange | None:
+        h = headers_to_dict(req.request_headers.headers)
+        learn = h.get(LEARN_HEADER)
+        if learn is not None and learn.startswith(END_MARK):     # an owner's DELETE: its status decides
+            return end_exchange(self.learner, h.get(SERVER_HEADER), h.get(CALLER_HEADER), h.get(SESSION_HEADER), learn)
+        observe = h.get(OBSERVE_HEADER) if learn is None else None
+        if learn is None and observe is None:
             return None
-        return self.learner.exchange(h.get(SERVER_HEADER), h.get(CALLER_HEADER), h.get(SESSION_HEADER), learn)
+        # Who is asking, as Envoy verified it: lists are filtered for the caller ext_proc resolves.
+        identity = (h, metadata_dict(req.metadata_context))
+        server, caller, sid = h.get(SERVER_HEADER), h.get(CALLER_HEADER), h.get(SESSION_HEADER)
+        if learn is None:
+            ex = self.learner.exchange(server, caller, sid, observe, identity)
+            return ex if ex is None or not ex.failure else None     # observed calls carry no lists
+        return self.learner.exchange(server, caller, sid, learn, identity)
+
+
+def _response_headers_reply(exchange: Exchange) -> pb.ProcessingResponse:
+    return _RESPONSE_HEADERS_REPLACE if getattr(exchange.rewriter, "replaces_body", False) else _RESPONSE_HEADERS_REWRITE
 
 
 def _reply_for(phase: str) -> pb.ProcessingResponse:

@@ -14,6 +14,7 @@ from typing import Any
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
 from extauthz.envoy.convert import LEARN_HEADER, REASON_HEADER
+from extauthz.sessions.ending import end_mark
 from extauthz.specs.learn import OBSERVE_HEADER, encode_learn_header, observe_only, stream_mark
 
 _OVERWRITE = 2          # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -124,7 +125,8 @@ def _template(d: Decision) -> tuple[bytes, bytes, bytes] | None:
 
 
 def encode_check_response(d: Decision) -> bytes:
-    if d.wire_allowed and not d.learn and not d.learn_stream and len(d.decision_id) == _ID_LEN:
+    if d.wire_allowed and not d.learn and not d.learn_stream and d.view is None and not d.end_session \
+            and len(d.decision_id) == _ID_LEN:
         c = d.caller
         key = (d.server, d.method, d.name, c.key if c is not None else None, d.reason, d.monitor)
         t = _templates.get(key, False)
@@ -151,8 +153,11 @@ def _encode(d: Decision, decision_id: str) -> bytes:
         if d.learn and observe_only(d.learn) and d.view is None:
             ok += _header(2, OBSERVE_HEADER, encode_learn_header(d.learn))
             remove += _REMOVE_LEARN
-        elif d.learn or d.learn_stream:
-            ok += _header(2, LEARN_HEADER, encode_learn_header(d.learn, d.view) if d.learn else stream_mark(d.view))
+        elif d.learn or d.learn_stream or d.view is not None:      # a resumed stream: a view, no entries
+            ok += _header(2, LEARN_HEADER, stream_mark(d.view) if d.learn_stream else encode_learn_header(d.learn, d.view))
+            remove += _REMOVE_OBSERVE
+        elif d.end_session:
+            ok += _header(2, LEARN_HEADER, end_mark(d.session_id))
             remove += _REMOVE_OBSERVE
         else:
             remove += _REMOVE_BOTH

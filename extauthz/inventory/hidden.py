@@ -1,115 +1,89 @@
-"""Flags for published text that could carry a tool-poisoning or rug-pull payload.
+"""Findings in published text that could carry a tool-poisoning or rug-pull payload, and which of
+them are strong enough to hold a capability at first sight.
 
-`hidden_instructions(text)` looks at what an MCP server publishes for the model to read (tool and
-prompt descriptions, argument descriptions, server instructions) and returns short human-readable
-flags, in a fixed order: a truncation note if the text was cut, then invisible characters, hidden
-markup and instruction-like phrases, each by position. It never echoes the server's text: a flag
-names a code point, a position, or one of the fixed labels below.
+`scan(text)` looks at what an MCP server publishes for the model to read (tool and prompt
+descriptions, argument descriptions, server instructions) and returns frozen `Finding`s by position;
+`hold_reason(findings)` says whether they corroborate each other enough to hold. One cue is a flag
+(the inventory shows it); a hold needs either a carrier that only exists to hide text, or two
+independent cues. Measured on tests/corpus (real servers' lists and published poisoning styles) by
+bench/hidden_corpus.py: a detector that holds honest tools gets the gateway removed.
 
-* Invisible or format characters: every Unicode `Cf` character (zero-width space/joiners, bidi
-  embeddings/overrides/isolates U+202A-202E, U+2066-2069, word joiner, BOM, soft hyphen, tag
-  characters U+E0000-E007F), control characters other than tab/CR/LF (an ANSI ``ESC[8m`` hides text
-  in a terminal), line/paragraph separators, variation selectors used outside an emoji, and blank
-  fillers (Hangul fillers, braille blank). A zero-width joiner between two symbols and a variation
-  selector after a symbol are emoji, not payloads. Runs of tag characters and of variation selectors
-  are decoded (tag characters map to ASCII; variation selectors to bytes, as in "emoji smuggling")
-  and the decoded text is checked for instruction-like phrases too.
-* Hidden markup: HTML comments, ``<IMPORTANT>``/``<system>``-style tags, chat-template tokens
-  (``<|im_start|>``, ``[INST]``, ``<<SYS>>``), CSS that hides text, markdown comments, and a long
-  whitespace run that pushes text out of view.
-* Instruction-like phrases aimed at the model, matched after removing invisible characters and
-  NFKC-folding (so full-width letters and zero-width splits do not evade them).
+Cues, each with a `cls`:
+* ``invisible``: Unicode format characters (`Cf`) and Default_Ignorable_Code_Point (via the `regex`
+  module), control characters other than tab/CR/LF (ANSI escapes hide text in a terminal), line and
+  paragraph separators. Emoji sequences (ZWJ between symbols, VS15/16 after a symbol, subdivision
+  flags' tag characters) are not cues. Runs that encode text are *smuggling* and hold alone: Unicode
+  tag characters (ASCII smuggling), variation selectors used as bytes (emoji smuggling), long
+  zero-width runs (binary steganography). Decoded tag/selector text is scanned for phrases too.
+* ``markup``: text that renders hidden or out of band: ``<IMPORTANT>``/``<system>``-style blocks,
+  HTML and markdown comments, CSS that hides text, a whitespace run that pushes text out of view,
+  chat-template tokens (``<|im_start|>``, ``[INST]``) that switch roles out of band.
+* ``override`` (strong): ignore-previous-instructions (holds alone unless quoted, as a detector's
+  own description would), "you are now", requests to reveal the model's system prompt.
+* ``conceal`` (strong): keep an action from the user ("do not tell the user", "do not mention this").
+* ``secret`` (strong): sensitive files (~/.ssh, id_rsa, mcp.json, .env, cloud credentials).
+* ``exfil`` (strong): exfiltrate; content smuggled through a parameter ("pass its content as
+  'sidenote'"); the conversation sent along.
+* ``redirect`` (strong): messages or payments re-routed to another recipient.
+* ``shadow``, ``coerce``, ``confirm`` (weak): instructions about other tools, "otherwise it will not
+  work", "without asking for confirmation"; real servers write these for honest reasons.
 
-Everything here is hand-written (Python's `unicodedata` supplies the character categories): the
-payload shapes are specific to prompt injection and no maintained, dependency-light library covers
-them. Homoglyphs (Cyrillic look-alikes) are out of scope. Bounded: at most `MAX_SCAN` characters are
-examined, and the flags say so when the text was longer.
+Hand-written (the `regex` module supplies the Unicode property): the payload shapes are specific to
+prompt injection and no maintained, dependency-light library covers them. Homoglyphs are out of
+scope. Bounded: at most `MAX_SCAN` characters are examined, and a finding says so when cut.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
+from typing import Iterable
 
-__all__ = ["hidden_instructions", "MAX_SCAN"]
+import regex
+
+from extauthz.inventory.hidden_phrases import PHRASES
+
+__all__ = ["Finding", "scan", "hold_reason", "hidden_instructions", "MAX_SCAN", "STRONG"]
 
 MAX_SCAN = 200_000          # characters of one text examined
 MAX_RUN_FLAGS = 16          # invisible-character runs reported one by one, then summarised
 WHITESPACE_RUN = 120        # this many consecutive whitespace characters hide what follows
-
-_W = r"[\W_]+"              # between words: spaces, punctuation, markdown emphasis
-
-
-def _p(*words: str) -> str:
-    return _W.join(words)
+ZERO_WIDTH_RUN = 8          # zero-width characters in a row: enough to encode bits
+STRONG = frozenset({"override", "conceal", "secret", "exfil", "redirect"})
+CARRIERS = frozenset({"invisible", "markup"})
 
 
-_ANY = r"(?:\w+" + _W + r"){0,3}?"       # up to three filler words
-_PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((label, re.compile(rx)) for label, rx in (
-    ("ignore previous instructions",
-     r"\b(?:ignore|disregard|forget|override|bypass)" + _W + r"(?:(?:all|any|the|of|everything|your|previous|prior"
-     r"|above|earlier|preceding|former|existing|system|safety|other|original)" + _W + r"){1,4}"
-     r"(?:instructions?|directions?|prompts?|rules|guidelines|guardrails|polic(?:y|ies)|constraints|context)\b"),
-    ("do not tell the user",
-     r"\b(?:do" + _W + r"not|don't|dont|never|must" + _W + r"not)" + _W + _ANY +
-     r"(?:tell|inform|notify|alert|show|let|warn)" + _W + _ANY + r"users?\b"),
-    ("do not mention or reveal",
-     r"\b(?:do" + _W + r"not|don't|dont|never)" + _W + r"(?:mention|reveal|disclose|acknowledge)\b"),
-    ("without telling the user",
-     r"\bwithout" + _W + _ANY + r"(?:telling|informing|notifying|alerting|showing|asking)" + _W + _ANY + r"users?\b"),
-    ("hide this from the user",
-     r"\b(?:hide|conceal|keep)" + _W + _ANY + r"(?:secret" + _W + r"|hidden" + _W + r")?from" + _W +
-     r"(?:the" + _W + r")?users?\b|\busers?" + _W + r"(?:must|should)" + _W + r"(?:not|never)" + _W +
-     r"(?:know|see|find" + _W + r"out|be" + _W + r"(?:told|informed|aware))\b"),
-    ("skip user confirmation",
-     r"\b(?:without|do" + _W + r"not|don't|dont|never)" + _W + _ANY + r"(?:ask(?:ing)?|wait(?:ing)?|request(?:ing)?"
-     r"|seek(?:ing)?|get(?:ting)?)" + _W + _ANY + r"(?:confirmation|permission|approval|consent)\b"),
-    ("before using this tool, read/send ...",
-     r"\bbefore" + _W + r"(?:using|calling|invoking|running|executing|you" + _W + r"(?:use|call|invoke))" + _W +
-     r"(?:this|the|any|other)" + _W + r"(?:\w+" + _W + r")?tools?\b.{0,120}?\b(?:read|send|cat|open|include|pass"
-     r"|upload|fetch|access|provide|attach|copy)\b"),
-    ("send the contents",
-     r"\b(?:send|forward|upload|transmit|exfiltrate|leak|pass|include|post|attach|email)" + _W +
-     r"(?:(?:the|its|their|all|full|entire|complete|whole|file|this|that)" + _W + r"){0,3}contents?\b"),
-    ("exfiltrate", r"\bexfiltrat\w*"),
-    ("system prompt", r"\bsystem" + _W + r"(?:prompt|message|instructions?)\b"),
-    ("new instructions",
-     r"\b(?:new|updated|real|actual|hidden|secret|true|revised)" + _W + r"instructions?\b"),
-    ("you are now", r"\byou" + _W + r"are" + _W + r"now\b|\bfrom" + _W + r"now" + _W + r"on\b"),
-    ("otherwise it will not work",
-     r"\botherwise" + _W + r"(?:\w+" + _W + r"){0,5}?(?:will" + _W + r"not|won't|cannot|can't|will" + _W +
-     r"fail)" + _W + r"(?:work|function|succeed)?"),
-    ("instruction about other tools",
-     r"\b(?:when|whenever|if)" + _W + r"(?:\w+" + _W + r"){0,4}?tools?" + _W + r"(?:is|are)" + _W +
-     r"(?:available|present|called|used|invoked)\b"),
-    ("redirect all messages",
-     r"\b(?:all|every|any)" + _W + r"(?:\w+" + _W + r"){0,2}?(?:emails?|messages?|requests?|payments?|transfers?)" +
-     _W + r"(?:must|should|shall|will)" + _W + r"(?:\w+" + _W + r"){0,2}?(?:sent|redirected|forwarded|routed|copied"
-     r"|cc'?d|bcc'?d)\b"),
-    ("sensitive file reference",
-     r"~/\.ssh\b|\.ssh/|\bid_(?:rsa|dsa|ecdsa|ed25519)\b|\.aws/credentials|(?:^|[\s/'\"`(~])\.env\b(?![.\w])"
-     r"|/etc/(?:passwd|shadow)\b|\bmcp\.json\b|~/\.cursor\b|claude_desktop_config|\.netrc\b|\.git-credentials"
-     r"|\.kube/config|\.npmrc\b|\.pypirc\b|\.docker/config\.json"),
-))
+@dataclass(frozen=True, slots=True)
+class Finding:
+    at: int             # character position in the text (-1: in decoded hidden text)
+    cls: str            # cue class (see the module docstring)
+    label: str          # what was found, never the server's text
+    flag: str           # the human-readable flag, with its position
+    smuggling: bool = False     # a carrier that only exists to hide text: holds alone
+    alone: bool = False         # a phrase that is an attack when used, not quoted: holds alone
+
 
 _MARKUP: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("html comment", re.compile(r"<!--")),
     ("hidden markup", re.compile(
         r"<\s*(important|system|system[-_ ]?prompt|instructions?|hidden|secret|admin|assistant|critical|override"
         r"|sudo|tool[-_ ]?instructions?)(?=[\s>/])[^<>]{0,200}>", re.I)),
-    ("chat-template token", re.compile(
-        r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id)\|>|\[/?INST\]|<</?SYS>>",
-        re.I)),
     ("hidden style", re.compile(
         r"style\s*=\s*[\"'][^\"'<>]{0,200}?(?:display\s*:\s*none|visibility\s*:\s*hidden"
         r"|font-size\s*:\s*0(?![.\d]*[1-9])|opacity\s*:\s*0(?:\.0+)?(?![.\d]))", re.I)),
     ("markdown comment", re.compile(r"(?m)^\s*\[(?://|comment)\]\s*:\s*#")),
+    ("chat-template token", re.compile(r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id"
+                                       r"|start_header_id)\|>|\[/?INST\]|<</?SYS>>", re.I)),
 )
-_SUSPECT = re.compile(r"[^\t\n\r\x20-\x7e]")
+# Characters that render as nothing: the Unicode properties, not a hand list (plus controls,
+# separators and the braille blank, which is a symbol that renders empty).
+_SUSPECT = regex.compile(r"[\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}\p{Zl}\p{Zp}\u2800]")
+ALONE = frozenset({"ignore previous instructions"})
+_MENTION = re.compile(r"[\"'`\u2018\u201c\u00ab(]\s*$|\b(?:such\s+as|like|e\.g\.|as\s+in|phrases?|words?)\W*$")
 _WS_RUN = re.compile(r"\s{%d,}" % WHITESPACE_RUN)
-
 _BIDI = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
-_BLANKS = frozenset({0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800, 0x034F})
+_ZERO_WIDTH = frozenset({0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x180E}) | frozenset(range(0x2061, 0x2065))
 
 
 def _is_vs(cp: int) -> bool:
@@ -124,8 +98,8 @@ def _kind(text: str, i: int) -> str | None:
     """What hides at text[i], or None for an ordinary (or emoji-legitimate) character."""
     ch = text[i]
     cp = ord(ch)
-    if cp < 0x80:
-        return "control character" if (cp < 0x20 and ch not in "\t\n\r") or cp == 0x7F else None
+    if ch in "\t\n\r":
+        return None
     if 0xE0000 <= cp <= 0xE007F:
         return "unicode tag characters"
     if cp in _BIDI:
@@ -137,16 +111,20 @@ def _kind(text: str, i: int) -> str | None:
         return "variation selector"
     if cp == 0x200D and 0 < i < len(text) - 1 and _symbol(text[i - 1]) and _symbol(text[i + 1]):
         return None
-    if cp in _BLANKS:
-        return "invisible character"
     cat = unicodedata.category(ch)
-    if cat == "Cf":
-        return "invisible character"
     if cat == "Cc":
         return "control character"
     if cat in ("Zl", "Zp"):
         return "line/paragraph separator"
-    return None
+    return "invisible character"
+
+
+def _flag_sequences(text: str) -> set[int]:
+    """Positions of tag characters inside emoji subdivision flags (U+1F3F4, tags, U+E007F)."""
+    ok: set[int] = set()
+    for m in regex.finditer(r"\U0001F3F4([\U000E0020-\U000E007E]{1,30})\U000E007F", text):
+        ok.update(range(m.start(1), m.end()))
+    return ok
 
 
 def _decode_run(kind: str, cps: list[int]) -> str:
@@ -158,13 +136,22 @@ def _decode_run(kind: str, cps: list[int]) -> str:
     return ""
 
 
-def _invisible(text: str, flags: list[str], decoded: list[tuple[str, str]]) -> list[int]:
-    """Flags runs of hidden characters; returns the indexes of every hidden character."""
+def _smuggles(kind: str, cps: list[int]) -> bool:
+    if kind == "unicode tag characters":
+        return True                       # no honest use outside a subdivision flag
+    if kind == "variation selector":
+        return len(cps) >= 2              # a lone stray selector is a typo; a run is bytes
+    return kind == "invisible character" and sum(c in _ZERO_WIDTH for c in cps) >= ZERO_WIDTH_RUN
+
+
+def _invisible(text: str, out: list[Finding], decoded: list[tuple[str, str]]) -> list[int]:
+    """Findings for runs of hidden characters; returns the indexes of every hidden character."""
     hidden: list[int] = []
     runs: list[tuple[str, int, int, list[int]]] = []
-    for m in _SUSPECT.finditer(text):     # only non-printable-ASCII characters can hide anything
+    flags = _flag_sequences(text) if "\U0001F3F4" in text else set()
+    for m in _SUSPECT.finditer(text):
         i = m.start()
-        k = _kind(text, i)
+        k = None if i in flags else _kind(text, i)
         if k is None:
             continue
         hidden.append(i)
@@ -175,23 +162,23 @@ def _invisible(text: str, flags: list[str], decoded: list[tuple[str, str]]) -> l
             runs[-1] = (kind, start, i, cps)
         else:
             runs.append((k, i, i, [ord(text[i])]))
-    hidden_text: dict[str, list[str]] = {}
     for n, (kind, start, end, cps) in enumerate(runs):
         if kind in ("unicode tag characters", "variation selector") and end > start:
-            hidden_text.setdefault(kind, []).append(_decode_run(kind, cps))
+            decoded.append((kind, _decode_run(kind, cps)))
         if n >= MAX_RUN_FLAGS:
             continue
         if start == end:
             label = kind[:-1] if kind.endswith("characters") else kind
-            flags.append(f"{label} U+{cps[0]:04X} at {start}")
+            flag = f"{label} U+{cps[0]:04X} at {start}"
         else:
             distinct = sorted(set(cps))
             shown = ", ".join(f"U+{c:04X}" for c in distinct[:4]) + (", ..." if len(distinct) > 4 else "")
             plural = kind if kind.endswith("s") else kind + "s"
-            flags.append(f"{end - start + 1} {plural} {shown} at {start}-{end}")
+            flag = f"{end - start + 1} {plural} {shown} at {start}-{end}"
+        out.append(Finding(start, "invisible", kind, flag, _smuggles(kind, cps)))
     if len(runs) > MAX_RUN_FLAGS:
-        flags.append(f"... and {len(runs) - MAX_RUN_FLAGS} more runs of hidden characters")
-    decoded.extend((kind, "\n".join(parts)) for kind, parts in hidden_text.items())
+        out.append(Finding(runs[MAX_RUN_FLAGS][1], "invisible", "hidden characters",
+                           f"... and {len(runs) - MAX_RUN_FLAGS} more runs of hidden characters"))
     return hidden
 
 
@@ -212,18 +199,97 @@ def _folded(text: str, hidden: list[int]) -> tuple[str, list[int] | None]:
     return "".join(out), pos
 
 
-def _phrases(folded: str, pos: list[int] | None, suffix: str = "", *, at: bool = True) -> list[str]:
-    """One flag per phrase label found: first position (mapped back through `pos`) and how many."""
-    flags: list[tuple[int, str]] = []
-    for label, rx in _PHRASES:
+def _phrases(folded: str, pos: list[int] | None, hidden_in: str = "") -> list[Finding]:
+    """One finding per phrase label found: first position (mapped back through `pos`) and how many."""
+    out: list[Finding] = []
+    for cls, label, rx in PHRASES:
         hits = [m.start() for m in rx.finditer(folded)]
         if not hits:
             continue
         first = hits[0] if pos is None else pos[min(hits[0], len(pos) - 1)]
-        where = f" at {first}" if at else ""
         more = f" (x{len(hits)})" if len(hits) > 1 else ""
-        flags.append((first, f"instruction-like phrase{suffix}: '{label}'{where}{more}"))
-    return [f for _, f in sorted(flags)]
+        # "ignore previous instructions" has no honest use; a text that quotes it (a detector's
+        # description) mentions it, one that says it uses it
+        alone = label in ALONE and any(not _MENTION.search(folded, max(0, h - 24), h) for h in hits)
+        if hidden_in:
+            out.append(Finding(-1, cls, label, f"instruction-like phrase in hidden {hidden_in}: '{label}'{more}",
+                               smuggling=True))
+        else:
+            out.append(Finding(first, cls, label, f"instruction-like phrase: '{label}' at {first}{more}", alone=alone))
+    return out
+
+
+def scan(text: str) -> tuple[Finding, ...]:
+    """Findings in `text`, in a fixed order: a truncation note, invisible characters, markup (by
+    position), phrases (by position), phrases in decoded hidden text. Deterministic, never raises,
+    never echoes the server's text."""
+    if not isinstance(text, str) or not text:
+        return ()
+    out: list[Finding] = []
+    if len(text) > MAX_SCAN:
+        out.append(Finding(MAX_SCAN, "truncated", "text truncated",
+                           f"text truncated: scanned the first {MAX_SCAN} of {len(text)} characters"))
+        text = text[:MAX_SCAN]
+    decoded: list[tuple[str, str]] = []
+    hidden = _invisible(text, out, decoded)
+    marks: list[Finding] = []
+    for label, rx in _MARKUP:
+        for n, m in enumerate(rx.finditer(text)):
+            if n >= MAX_RUN_FLAGS:
+                break
+            tag = f"<{m.group(1).upper()}>" if label == "hidden markup" else ""
+            marks.append(Finding(m.start(), "markup", f"{tag} block" if tag else label,
+                                 f"{label} {tag} at {m.start()}" if tag else f"{label} at {m.start()}"))
+    ws = _WS_RUN.search(text)
+    if ws:
+        marks.append(Finding(ws.start(), "markup", "long whitespace run",
+                             f"long whitespace run ({ws.end() - ws.start()} characters) at {ws.start()}"))
+    out.extend(sorted(marks, key=lambda f: f.at))
+    folded, pos = _folded(text, hidden)
+    out.extend(sorted(_phrases(folded, pos), key=lambda f: f.at))
+    for kind, plain in decoded:
+        plural = kind if kind.endswith("s") else kind + "s"
+        out.extend(_phrases(unicodedata.normalize("NFKC", plain).casefold(), None, plural))
+    seen: set[str] = set()
+    return tuple(f for f in out if not (f.flag in seen or seen.add(f.flag)))
+
+
+def _at(where: str, f: Finding) -> str:
+    what = f.label if f.cls in CARRIERS or f.cls == "truncated" else f"'{f.label}'"
+    at = "in decoded hidden text" if f.at < 0 else f"at char {f.at}"
+    return f"{what} {at}" + (f" of {where}" if where else "")
+
+
+def hold_reason(findings: Iterable[tuple[str, Finding]]) -> str | None:
+    """Why the (where, finding) pairs of one capability are high-confidence enough to hold it at
+    first sight, or None (flag only). Holds: a smuggling carrier (tag characters, selector bytes, a
+    long zero-width run, phrases in decoded hidden text); a carrier (invisible characters, hiding
+    markup, chat-template tokens) with an instruction-like phrase in the same text, or with a
+    strong one anywhere in the entry; an unquoted
+    "ignore previous instructions"; or two different phrases of which one is strong. Says what was
+    found and where ("<IMPORTANT> block at char 23 of description, with 'sensitive file reference'
+    at char 69 of description"), never the server's text."""
+    items = [(w, f) for w, f in findings if f.cls != "truncated"]
+    smuggled = next((x for x in items if x[1].smuggling), None)
+    if smuggled is not None:
+        return "hidden text: " + _at(*smuggled)
+    carriers = [x for x in items if x[1].cls in CARRIERS]
+    phrases = [x for x in items if x[1].cls not in CARRIERS]
+    # a carrier corroborates a phrase in its own text, or a strong one anywhere in the entry (a
+    # stray soft hyphen in one parameter says nothing about "otherwise it fails" in another)
+    pair = next(((c, p) for c in carriers for p in phrases if c[0] == p[0] or p[1].cls in STRONG), None)
+    if pair is not None:
+        return f"{_at(*pair[0])}, with {_at(*pair[1])}"
+    alone = next((x for x in phrases if x[1].alone), None)
+    if alone is not None:
+        return _at(*alone)
+    strong = next((x for x in phrases if x[1].cls in STRONG), None)
+    if strong is not None:
+        other = next((x for x in phrases if x[1].label != strong[1].label), None)
+        if other is not None:
+            first, second = sorted((strong, other), key=lambda x: (x[0] != "description", x[1].at))
+            return f"{_at(*first)}, with {_at(*second)}"
+    return None
 
 
 def hidden_instructions(text: str) -> list[str]:
@@ -231,28 +297,4 @@ def hidden_instructions(text: str) -> list[str]:
     `text`, e.g. "invisible character U+200B at 14" or "instruction-like phrase: 'ignore previous
     instructions' at 0". Empty when nothing looks hidden. Deterministic, never raises; examines at
     most MAX_SCAN characters and says so when the text was longer."""
-    if not isinstance(text, str) or not text:
-        return []
-    flags: list[str] = []
-    if len(text) > MAX_SCAN:
-        flags.append(f"text truncated: scanned the first {MAX_SCAN} of {len(text)} characters")
-        text = text[:MAX_SCAN]
-    decoded: list[tuple[str, str]] = []
-    hidden = _invisible(text, flags, decoded)
-    marks: list[tuple[int, str]] = []
-    for label, rx in _MARKUP:
-        for n, m in enumerate(rx.finditer(text)):
-            if n >= MAX_RUN_FLAGS:
-                break
-            what = f" <{m.group(1).upper()}>" if label == "hidden markup" else ""
-            marks.append((m.start(), f"{label}{what} at {m.start()}"))
-    ws = _WS_RUN.search(text)
-    if ws:
-        marks.append((ws.start(), f"long whitespace run ({ws.end() - ws.start()} characters) at {ws.start()}"))
-    flags.extend(f for _, f in sorted(marks))
-    folded, pos = _folded(text, hidden)
-    flags.extend(_phrases(folded, pos))
-    for kind, plain in decoded:
-        plural = kind if kind.endswith("s") else kind + "s"
-        flags.extend(_phrases(unicodedata.normalize("NFKC", plain).casefold(), None, f" in hidden {plural}", at=False))
-    return list(dict.fromkeys(flags))
+    return [f.flag for f in scan(text)]

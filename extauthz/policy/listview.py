@@ -13,7 +13,7 @@ from extauthz.specs.model import KEY_FIELD
 
 
 
-def visible_to(server: Any, caller: Caller,
+def visible_to(server: Any, caller: Caller | None,
                quarantine: Callable[[], Any] | None = None) -> Callable[[str, Any], bool]:
     """keep(kind, item) for one server policy and caller; unknown kinds and odd items are dropped,
     and so is what `quarantine()` holds ((kind, key) -> why). It is asked per item, not once: the

@@ -2,14 +2,17 @@
 
 Every decision is appended to its caller's timeline (all the caller's MCP sessions, and its
 stateless traffic, in one ring buffer). Decisions that are evidence of an attack stage add points
-(`extauthz.risk.stages`); the score decays linearly (`risk.decayPerMinute`). When a caller has gone
-recon -> probe -> extract in that order (across any of its sessions, within `CHAIN_WINDOW`), the
-chain is an alert: logged with the decision that completed it, counted in metrics, and kept with the
-events that made it (decision ids, sessions, reasons). At `risk.blockAt` every request of the
-caller is denied `risk_blocked` until the score decays below it.
+(`extauthz.risk.stages`); the score decays linearly (`risk.decayPerMinute`). A corrected mistake is
+forgiven (`extauthz.risk.forgive`); many distinct denials over hours escalate, and enough recon and
+probe evidence followed by extraction is a chain (`extauthz.risk.chain`): an alert, logged with the
+decision that completed it, counted in metrics, and kept with the events that made it (decision
+ids, sessions, reasons). At `risk.blockAt` every request of the caller is denied `risk_blocked`
+until the score decays below it.
 
-Deterministic and explainable: no learning, no randomness; each alert names its events.
-Bounded: `max_callers` callers (least recently active evicted first), `timeline` events each.
+Deterministic and explainable: no learning, no randomness; each alert names its events. Time comes
+from the `clock` given to the constructor (`SystemClock` in the service, a simulated one in replay
+and calibration). Bounded: `max_callers` callers (least recently active evicted first), `timeline`
+events each, `MAX_EVIDENCE` scored events each.
 Cost on the Check path: one dict lookup for the block check, one tuple appended per decision.
 """
 
@@ -18,15 +21,36 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from extauthz.risk.stages import CHAIN_POINTS, EXTRACT, ORDER, PROBE, RECON, VOLUME_POINTS
+from extauthz.risk import chain as chains
+from extauthz.risk.forgive import Corrections
+from extauthz.risk.stages import (CHAIN_POINTS, CORRECTABLE, EXTRACT, LIST_BURST_POINTS, LIST_METHODS, ORDER,
+                                  PROBE, RECON, USE_METHODS, VOLUME_POINTS)
 
-CHAIN_WINDOW = 3600.0          # seconds from the first recon event to the extract completing a chain
-EVIDENCE_PER_STAGE = 5
+CHAIN_WINDOW = chains.CHAIN_WINDOW
+EVIDENCE_PER_STAGE = 5         # events per stage an alert reports
+MAX_EVIDENCE = 64              # scored events remembered per caller (chain and escalation)
 MAX_SESSIONS_PER_CALLER = 32
 MAX_ALERTS_PER_CALLER = 8
 MAX_SIGNATURES = 64           # distinct scored denials remembered per caller
+LIST_BURST_WINDOW = 60.0       # seconds: listing on this many distinct (server, session) pairs ...
+LIST_BURST_PAIRS = 12          # ... within the window is a burst (an IDE reconnecting 5 servers is not)
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+    def time(self) -> float: ...
+
+
+class SystemClock:
+    """The real clocks (looked up on each call, so a test may patch this module's `time`)."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
 
 
 @dataclass(slots=True)
@@ -42,11 +66,19 @@ class Event:
     reason: str
     stage: str | None
     points: float
+    seq: int = 0               # the caller's event number
+    forgiven_by: str = ""      # the allowed call that corrected this mistake
+    forgives: tuple[str, ...] = ()   # the mistakes this allowed call corrected
 
     def as_json(self) -> dict[str, Any]:
-        return {"time": round(self.at, 3), "decisionId": self.decision_id, "sessionId": self.session_id,
-                "server": self.server, "method": self.method, "name": self.name, "reason": self.reason,
-                "stage": self.stage, "points": self.points}
+        out = {"time": round(self.at, 3), "decisionId": self.decision_id, "sessionId": self.session_id,
+               "server": self.server, "method": self.method, "name": self.name, "reason": self.reason,
+               "stage": self.stage, "points": self.points}
+        if self.forgiven_by:
+            out["forgivenBy"] = self.forgiven_by
+        if self.forgives:
+            out["forgives"] = list(self.forgives)
+        return out
 
 
 @dataclass(slots=True)
@@ -59,10 +91,13 @@ class CallerRisk:
     last_seen: float = 0.0
     events: int = 0
     sessions: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    # the chain in progress: evidence per stage (recon first, then probe after it, then extract)
-    chain: dict[str, list[Event]] = field(default_factory=dict)
-    chain_started: float = 0.0
+    # scored recon/probe events, oldest first (at most MAX_EVIDENCE): chain and escalation evidence
+    evidence: list[Event] = field(default_factory=list)
+    chain_seq: int = 0                        # evidence up to this event number went into an alert
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    corrections: Corrections | None = None    # made on the first correctable mistake (most callers: never)
+    lists: list[tuple[float, str, str]] = field(default_factory=list)   # recent listing, for bursts
+    burst_at: float = float("-inf")
     volume_minute: int = 0
     volume_count: int = 0
     blocked_since: float | None = None
@@ -77,7 +112,9 @@ class CallerRisk:
 
 class RiskEngine:
     def __init__(self, *, block_at: float = 100.0, decay_per_minute: float = 1.0, enabled: bool = True,
-                 volume_per_minute: int = 600, timeline: int = 32, max_callers: int = 10_000) -> None:
+                 volume_per_minute: int = 600, timeline: int = 32, max_callers: int = 10_000,
+                 clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
         self._callers: OrderedDict[str, CallerRisk] = OrderedDict()
         self.configure(block_at=block_at, decay_per_minute=decay_per_minute, enabled=enabled,
                        volume_per_minute=volume_per_minute, timeline=timeline, max_callers=max_callers)
@@ -89,7 +126,7 @@ class RiskEngine:
         # count; only the supervisor of --workers (which decides nothing itself) announces those.
         self.announce_replicated = False
         self.on_block: Callable[[str], None] | None = None
-        # (op, payload) for other replicas: scored and chain events only (set by the workers bus)
+        # (op, payload) for other replicas: scored, forgiving and chain events only (the workers bus)
         self.on_change: Callable[[str, dict[str, Any]], None] | None = None
 
     def configure(self, *, block_at: float, decay_per_minute: float, enabled: bool, volume_per_minute: int,
@@ -107,7 +144,7 @@ class RiskEngine:
         st = self._callers.get(caller)
         if st is None or st.score < self.block_at or not self.enabled:
             return ""
-        score = st.decayed(time.monotonic(), self.decay)
+        score = st.decayed(self.clock.monotonic(), self.decay)
         if score < self.block_at:
             st.blocked_since = None
             return ""
@@ -120,19 +157,21 @@ class RiskEngine:
         if not limit:
             return ""
         st = self._callers.get(caller)
-        if st is None or st.rate_count < limit or st.rate_minute != int(time.monotonic() // 60):
+        if st is None or st.rate_count < limit or st.rate_minute != int(self.clock.monotonic() // 60):
             return ""
         return f"more than {limit} requests this minute"
 
     def record(self, caller: str, *, decision_id: str, session_id: str, server: str, method: str, name: str,
                reason: str, stage: str | None, points: float, replicated: bool = False,
-               at: float | None = None, signature: int | None = None) -> dict[str, Any] | None:
+               at: float | None = None, signature: int | None = None,
+               forgives: list[str] | tuple[str, ...] = ()) -> dict[str, Any] | None:
         """Append one decision to the caller's timeline and score it. Returns an alert if this event
         completed an attack chain. `signature` identifies a denial (what was asked and why it was
         refused): the same denial again scores nothing (a retry loop is not a probe), a different
-        one scores in full."""
-        now = time.monotonic()
-        wall = time.time() if at is None else at
+        one scores in full, escalated past the caller's usual share of denials. A relayed event
+        (`replicated`) carries its final points and the decision ids it `forgives`."""
+        now = self.clock.monotonic()
+        wall = self.clock.time() if at is None else at
         st = self._state(caller, now)
         if signature is not None and points:
             if signature in st.scored:
@@ -141,9 +180,11 @@ class RiskEngine:
                 st.scored[signature] = None
                 if len(st.scored) > MAX_SIGNATURES:
                     st.scored.popitem(last=False)
-        ev = Event(wall, decision_id, session_id, server, method, name, reason, stage, points)
-        st.timeline.append(ev)
+        if points > 0 and not replicated and stage in (RECON, PROBE):
+            points = round(points * chains.escalation(st.evidence, wall), 2)
         st.events += 1
+        ev = Event(wall, decision_id, session_id, server, method, name, reason, stage, points, st.events)
+        st.timeline.append(ev)
         minute = int(now // 60)
         if minute != st.rate_minute:
             st.rate_minute, st.rate_count = minute, 0
@@ -154,17 +195,32 @@ class RiskEngine:
             st.sessions.move_to_end(session_id)
             if len(st.sessions) > MAX_SESSIONS_PER_CALLER:
                 st.sessions.popitem(last=False)
-        if stage is None and points == 0.0:
+        refund = 0.0
+        if replicated:
+            refund = self._forgive_ids(st, forgives, decision_id)
+        elif reason == "allowed" and method in USE_METHODS:
+            refund = self._corrected(st, ev, wall)
+        elif reason == "allowed" and method in LIST_METHODS:
+            self._list_burst(st, ev, wall)
+        if ev.points > 0 and ev.stage in (RECON, PROBE):
+            st.evidence.append(ev)
+            del st.evidence[:-MAX_EVIDENCE]
+            if reason in CORRECTABLE:       # relayed too: the correction may reach another worker
+                if st.corrections is None:
+                    st.corrections = Corrections()
+                st.corrections.mistake((server, method, name), ev)
+        if ev.stage is None and ev.points == 0.0 and not ev.forgives:
             return None
         alert = None
-        changed = points > 0.0
-        if stage == EXTRACT:
+        changed = ev.points > 0.0 or bool(ev.forgives)
+        if ev.stage == EXTRACT:
             changed |= self._volume(st, ev, now)
-        if stage is not None:
-            alert, moved = self._chain(st, ev, wall, announce=not replicated or self.announce_replicated)
-            changed |= moved
-        if points:
-            self._add(st, points, now)
+            alert = self._chain(st, ev, wall, announce=not replicated or self.announce_replicated)
+            changed |= alert is not None
+        if refund:
+            self._add(st, -refund, now)
+        if ev.points:
+            self._add(st, ev.points, now)
         if alert is not None:
             self._add(st, CHAIN_POINTS, now)
         if changed and self.on_change is not None and not replicated:
@@ -173,7 +229,7 @@ class RiskEngine:
 
     def restore(self, caller: str, score: float) -> None:
         """Set a caller's current score (a restarted worker catching up; no timeline, no chain)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         st = self._state(caller, now)
         st.score, st.updated = max(st.decayed(now, self.decay), score), now
 
@@ -182,7 +238,7 @@ class RiskEngine:
         st = self._callers.get(caller)
         if st is None:
             st = self._callers[caller] = CallerRisk(caller, deque(maxlen=self.timeline_len), updated=now,
-                                                   first_seen=time.time())
+                                                   first_seen=self.clock.time())
             while len(self._callers) > self.max_callers:
                 self._callers.popitem(last=False)
         else:
@@ -190,13 +246,53 @@ class RiskEngine:
         return st
 
     def _add(self, st: CallerRisk, points: float, now: float) -> None:
-        st.score = st.decayed(now, self.decay) + points
+        st.score = max(0.0, st.decayed(now, self.decay) + points)
         st.updated = now
         if st.score >= self.block_at and st.blocked_since is None and self.enabled:
-            st.blocked_since = time.time()
+            st.blocked_since = self.clock.time()
             self.blocks_total += 1
             if self.on_block is not None:
                 self.on_block(st.caller)
+
+    def _corrected(self, st: CallerRisk, ev: Event, wall: float) -> float:
+        """An allowed use: forgive the mistakes it corrects. Returns the points to refund."""
+        if st.corrections is None:
+            return 0.0
+        refund = 0.0
+        # an oversized body is refused before it is parsed, so its method and name are unknown:
+        # the next allowed use on that server is its correction
+        forgiven = st.corrections.use((ev.server, ev.method, ev.name), wall, (ev.server, "", ""))
+        for e in forgiven:
+            refund += e.points
+            e.points, e.forgiven_by = 0.0, ev.decision_id
+        ev.forgives = tuple(e.decision_id for e in forgiven)
+        return refund
+
+    def _forgive_ids(self, st: CallerRisk, ids: list[str] | tuple[str, ...], by: str) -> float:
+        """Another replica's correction: forgive the same events here."""
+        if not ids:
+            return 0.0
+        wanted, refund = set(ids), 0.0
+        for e in st.evidence:
+            if e.decision_id in wanted and e.points > 0:
+                refund += e.points
+                e.points, e.forgiven_by = 0.0, by
+        st.timeline[-1].forgives = tuple(ids)
+        return refund
+
+    def _list_burst(self, st: CallerRisk, ev: Event, wall: float) -> None:
+        """Listing on many servers and sessions at once is recon; listing at session start is not."""
+        lists = st.lists
+        lists.append((wall, ev.server, ev.session_id))
+        while lists and (wall - lists[0][0] > LIST_BURST_WINDOW or len(lists) > 4 * LIST_BURST_PAIRS):
+            lists.pop(0)
+        if wall - st.burst_at <= LIST_BURST_WINDOW or len(lists) < LIST_BURST_PAIRS:
+            return
+        pairs = len({(server, sid) for _, server, sid in lists})
+        if pairs >= LIST_BURST_PAIRS:
+            st.burst_at = wall
+            ev.stage, ev.points = RECON, LIST_BURST_POINTS
+            ev.reason = f"{ev.reason}; listing on {pairs} servers/sessions within {LIST_BURST_WINDOW:.0f}s"
 
     def _volume(self, st: CallerRisk, ev: Event, now: float) -> bool:
         minute = int(now // 60)
@@ -206,45 +302,29 @@ class RiskEngine:
         if st.volume_count == self.volume_per_minute + 1:
             ev.points += VOLUME_POINTS
             ev.reason = f"{ev.reason}; volume above {self.volume_per_minute}/min"
-            self._add(st, VOLUME_POINTS, now)
             return True
         return False
 
-    def _chain(self, st: CallerRisk, ev: Event, wall: float, *,
-               announce: bool = True) -> tuple[dict[str, Any] | None, bool]:
-        """Advance the recon -> probe -> extract chain. (alert or None, whether the chain moved)."""
-        chain = st.chain
-        if chain and wall - st.chain_started > CHAIN_WINDOW:
-            chain.clear()
-        stage = ev.stage
-        assert stage is not None
-        have = [s for s in ORDER if s in chain]
-        reached = ORDER.index(have[-1]) if have else -1
-        idx = ORDER.index(stage)
-        if idx > reached + 1:
-            return None, False              # out of order: not (yet) a chain
-        if stage == RECON and not chain:
-            st.chain_started = wall
-        evidence = chain.setdefault(stage, [])
-        moved = not evidence
-        if len(evidence) < EVIDENCE_PER_STAGE and (ev.points > 0 or not evidence):
-            evidence.append(ev)
-        elif ev.points > 0 and len(evidence) == EVIDENCE_PER_STAGE:
-            evidence[-1] = ev             # keep the most recent scored event too
-        if stage != EXTRACT or PROBE not in chain:
-            return None, moved
-        alert = self._alert(st, wall, announce)
-        chain.clear()
-        return alert, True
+    def _chain(self, st: CallerRisk, ev: Event, wall: float, *, announce: bool = True) -> dict[str, Any] | None:
+        """A sensitive use: does it complete a chain on the live evidence?"""
+        if not st.evidence:
+            return None
+        stages = chains.live(st.evidence, wall, st.chain_seq)
+        if not chains.ready(stages):
+            return None
+        st.chain_seq = ev.seq
+        return self._alert(st, wall, {**stages, EXTRACT: [ev]}, announce)
 
-    def _alert(self, st: CallerRisk, wall: float, announce: bool = True) -> dict[str, Any]:
+    def _alert(self, st: CallerRisk, wall: float, chain: dict[str, list[Event]],
+               announce: bool = True) -> dict[str, Any]:
+        shown = {s: chains.reported(chain[s], EVIDENCE_PER_STAGE) for s in ORDER}
         sessions: list[str] = []
         for s in ORDER:
-            for e in st.chain.get(s, ()):
+            for e in shown[s]:
                 if e.session_id and e.session_id not in sessions:
                     sessions.append(e.session_id)
-        stages = {s: [e.as_json() for e in st.chain.get(s, ())] for s in ORDER}
-        last = {s: st.chain[s][-1] for s in ORDER if st.chain.get(s)}
+        stages = {s: [e.as_json() for e in shown[s]] for s in ORDER}
+        last = {s: chain[s][-1] for s in ORDER}
         summary = ("chain recon -> probe -> extract: "
                    + "; ".join(f"{s} {e.reason}{' ' + e.name if e.name else ''}" for s, e in last.items()))
         alert = {"alert": "attack_chain", "caller": st.caller, "time": round(wall, 3), "sessions": sessions,
@@ -269,14 +349,19 @@ class RiskEngine:
 
     def score(self, caller: str) -> float:
         st = self._callers.get(caller)
-        return 0.0 if st is None else st.decayed(time.monotonic(), self.decay)
+        return 0.0 if st is None else st.decayed(self.clock.monotonic(), self.decay)
+
+    def chain(self, st: CallerRisk) -> list[str]:
+        """The stages the caller's live evidence has reached (a chain in progress)."""
+        stages = chains.live(st.evidence, self.clock.time(), st.chain_seq)
+        return [s for s in (RECON, PROBE) if stages[s]]
 
     def summary(self, st: CallerRisk) -> dict[str, Any]:
-        score = st.decayed(time.monotonic(), self.decay)
+        score = st.decayed(self.clock.monotonic(), self.decay)
         return {"caller": st.caller, "score": round(score, 2), "blocked": self.enabled and score >= self.block_at,
                 "blockAt": self.block_at, "events": st.events, "sessions": list(st.sessions),
                 "firstSeen": round(st.first_seen, 3), "lastSeen": round(st.last_seen, 3),
-                "chain": [s for s in ORDER if s in st.chain], "alerts": st.alerts}
+                "chain": self.chain(st), "alerts": st.alerts}
 
     def timeline(self, st: CallerRisk) -> dict[str, Any]:
         return {**self.summary(st), "timeline": [e.as_json() for e in st.timeline]}

@@ -1,5 +1,15 @@
 """MCP session -> caller binding. A session id is a bearer secret issued by the server; if a
-different caller presents it, that is a hijack attempt whatever the server would have said."""
+different caller presents it, that is a hijack attempt whatever the server would have said.
+
+A binding ends only when the server confirmed the session ended (its answer to the owner's DELETE,
+seen over ext_proc: `end`), or when it has been idle past `idle_ttl`. It is never evicted to make
+room: with `max_sessions` live bindings, a new claim is refused (`has_room`), because evicting a
+live binding would hand its session id to whoever presents it next.
+
+An id whose end the server confirmed stays reserved to its former owner (for the idle TTL,
+bounded, outside `max_sessions`) and is never bound again: the former owner's stale reuse reaches
+the server, which answers it (404); anybody else's is still `session_hijack`, so even a server that
+confirmed an end wrongly never hands a live session to another caller."""
 
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ class SessionInfo:
     first_seen: float
     last_seen: float
     requests: int = 0
+    path: str = ""          # the endpoint the session lives at (first request path, without query)
 
 
 def valid_session_id(value: str) -> bool:
@@ -30,23 +41,30 @@ def valid_session_id(value: str) -> bool:
 
 
 class SessionRegistry:
-    """Bounded, idle-expiring map of session id -> owner. Oldest-idle sessions are evicted first."""
+    """Bounded, idle-expiring map of session id -> owner, least recently used first."""
 
     def __init__(self, max_sessions: int = 100_000, idle_ttl: float = 3600.0) -> None:
         self._by_id: OrderedDict[str, SessionInfo] = OrderedDict()
         self.max_sessions = max_sessions
         self.idle_ttl = idle_ttl
+        self.refused = 0        # claims refused because max_sessions live bindings exist (a metric)
+        # session id -> (when its end was confirmed, its former owner; None: nobody's)
+        self._ended: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
         # (op, payload) for bindings other replicas must know; set by the workers bus.
         self.on_change: Callable[[str, dict[str, Any]], None] | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
 
+    def get(self, session_id: str) -> SessionInfo | None:
+        return self._by_id.get(session_id)
+
     def owner_ok(self, session_id: str, caller: str) -> bool:
         """True unless the session is bound to somebody else (expired sessions are forgotten)."""
         info = self._by_id.get(session_id)
         if info is None:
-            return True
+            gone = self._ended_entry(session_id)
+            return gone is None or gone[1] == caller
         if time.monotonic() - info.last_seen > self.idle_ttl:
             del self._by_id[session_id]
             return True
@@ -73,38 +91,97 @@ class SessionRegistry:
             out.append(info.session_id)
         return out
 
+    def has_room(self, session_id: str) -> bool:
+        """May `session_id` be bound now? Always when it is bound already; otherwise only below
+        `max_sessions` after dropping bindings idle past the TTL (live ones are never dropped)."""
+        if session_id in self._by_id or len(self._by_id) < self.max_sessions or self.ended(session_id):
+            return True
+        self._expire(time.monotonic(), limit=64)
+        if len(self._by_id) < self.max_sessions:
+            return True
+        self.refused += 1
+        return False
+
     def touch(self, session_id: str, caller: str, server: str, *, user_session: str = "",
-              client_id: str = "", protocol_version: str = "", replicated: bool = False) -> SessionInfo:
+              client_id: str = "", protocol_version: str = "", path: str = "",
+              replicated: bool = False) -> SessionInfo | None:
+        """Bind (or refresh) `session_id` for `caller`; None when a new binding has no room or the
+        id has ended. A binding another worker made (`replicated`) is always kept: it had room."""
         now = time.monotonic()
         info = self._by_id.get(session_id)
         if info is None or info.caller != caller:
-            info = SessionInfo(session_id, caller, server, user_session, client_id, protocol_version, now, now)
+            gone = self._ended_entry(session_id) if info is None else None
+            if gone is not None and not replicated:
+                if gone[1] == caller:       # its former owner still uses it: keep it reserved
+                    self._ended[session_id] = (now, caller)
+                    self._ended.move_to_end(session_id)
+                return None
+            if info is None and not replicated and not self.has_room(session_id):
+                return None
+            info = SessionInfo(session_id, caller, server, user_session, client_id, protocol_version, now, now,
+                               path=path)
             self._by_id[session_id] = info
-            while len(self._by_id) > self.max_sessions:
-                self._by_id.popitem(last=False)
+            self._by_id.move_to_end(session_id)
             if self.on_change is not None and not replicated:
                 self.on_change("session", {"sid": session_id, "caller": caller, "server": server,
                                            "user_session": user_session, "client_id": client_id,
-                                           "protocol_version": protocol_version})
+                                           "protocol_version": protocol_version, "path": path})
         else:
             self._by_id.move_to_end(session_id)
+            if not info.path and path:
+                info.path = path            # bound from an initialize response: first use names it
         info.last_seen = now
         info.requests += 1
         if protocol_version:
             info.protocol_version = protocol_version
         return info
 
-    def end(self, session_id: str, *, replicated: bool = False) -> None:
-        if self._by_id.pop(session_id, None) is not None and self.on_change is not None and not replicated:
-            self.on_change("end", {"sid": session_id})
+    def end(self, session_id: str, *, caller: str = "", replicated: bool = False) -> SessionInfo | None:
+        """The server confirmed the session is gone: forget the binding, keep the id reserved to
+        its former owner (`caller` when this replica never saw the binding), tell the others."""
+        info = self._by_id.pop(session_id, None)
+        owner = info.caller if info is not None else (caller or None)
+        self._ended[session_id] = (time.monotonic(), owner)
+        self._ended.move_to_end(session_id)
+        while len(self._ended) > self.max_sessions:
+            self._ended.popitem(last=False)     # the oldest dead id: unreserved (the server still says 404)
+        if info is not None and self.on_change is not None and not replicated:
+            self.on_change("end", {"sid": session_id, "server": info.server, "caller": owner})
+        return info
+
+    def _ended_entry(self, session_id: str) -> tuple[float, str | None] | None:
+        hit = self._ended.get(session_id)
+        if hit is not None and time.monotonic() - hit[0] > self.idle_ttl:
+            del self._ended[session_id]
+            return None
+        return hit
+
+    def ended(self, session_id: str) -> bool:
+        """The server confirmed this session's end within the idle TTL."""
+        return self._ended_entry(session_id) is not None
+
+    def ended_ids(self) -> list[tuple[str, str]]:
+        """(id, former owner) of ends confirmed within the TTL (a restarted worker's catch-up)."""
+        return [(sid, hit[1] or "") for sid in list(self._ended) if (hit := self._ended_entry(sid)) is not None]
+
+    def _expire(self, now: float, limit: int | None = None) -> int:
+        """Drop bindings idle past the TTL, least recently used first (at most `limit`)."""
+        cutoff = now - self.idle_ttl
+        dead = 0
+        while self._by_id and (limit is None or dead < limit):
+            sid, info = next(iter(self._by_id.items()))
+            if info.last_seen >= cutoff:
+                break
+            del self._by_id[sid]
+            dead += 1
+        return dead
 
     def sweep(self) -> int:
-        """Drop idle sessions; called periodically, off the hot path."""
-        cutoff = time.monotonic() - self.idle_ttl
-        dead = [k for k, v in self._by_id.items() if v.last_seen < cutoff]
-        for k in dead:
-            del self._by_id[k]
-        return len(dead)
+        """Drop idle sessions (and old ends); called periodically, off the hot path."""
+        now = time.monotonic()
+        while self._ended and now - next(iter(self._ended.values()))[0] > self.idle_ttl:
+            self._ended.popitem(last=False)
+        return self._expire(now)
 
     def snapshot(self, limit: int = 1000) -> list[SessionInfo]:
         return list(self._by_id.values())[-limit:]

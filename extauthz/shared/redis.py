@@ -86,9 +86,10 @@ class RedisShared:
         self.on_state: Callable[[bool], None] | None = None
 
     # -- the Check path's one wait ------------------------------------------------------------------
-    async def claim(self, sid: str, caller: str, server: str, meta: dict[str, str]) -> str:
-        """The owner of `sid`: `caller` if nobody held it (now bound), else whoever does. Also brings
-        in what the session was listed on other replicas. Raises SharedUnavailable."""
+    async def claim(self, sid: str, caller: str, server: str, meta: dict[str, str]) -> tuple[str, bool]:
+        """(owner of `sid`, whether the session has ended): `caller` if nobody held it (now bound),
+        else whoever does or did (an ended id stays its former owner's for the TTL). Also brings in
+        what the session was listed on other replicas. Raises SharedUnavailable."""
         ttl = int(self.app.sessions.idle_ttl * 1000)
         value = orjson.dumps({"c": caller, "s": server, **meta}).decode()
         try:
@@ -103,7 +104,7 @@ class RedisShared:
         rec = orjson.loads(got)
         for kind, names in (vis or {}).items():
             self.app.visibility.listed(server, sid, "", _s(kind), orjson.loads(names), replicated=True)
-        return str(rec["c"])
+        return str(rec["c"]), bool(rec.get("e"))
 
     # -- write behind ----------------------------------------------------------------------------------
     def publish(self, op: str, payload: dict[str, Any]) -> None:
@@ -155,8 +156,9 @@ class RedisShared:
             meta = {"u": m.get("user_session", ""), "i": m.get("client_id", ""), "v": m.get("protocol_version", "")}
             pipe.set(self._sess(m["sid"]), orjson.dumps({"c": m["caller"], "s": m["server"], **meta}),
                      px=ttl * 1000, nx=True)
-        elif op == "end":
-            pipe.delete(self._sess(m["sid"]))
+        elif op == "end":       # kept, marked ended: the id stays its former owner's for the TTL
+            pipe.set(self._sess(m["sid"]), orjson.dumps({"c": m.get("caller") or "", "s": m.get("server", ""), "e": 1}),
+                     px=ttl * 1000)
         elif op == "visible":
             for part in ((f"s:{m['sid']}",) if m.get("sid") else ()) + ((f"c:{m['caller']}",) if m.get("caller") else ()):
                 key = self._vis(m["server"], part)

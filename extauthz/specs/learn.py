@@ -1,7 +1,12 @@
 """Learn each MCP server's published spec from its responses, as ext_proc streams them past.
 
 ext_authz marks a request learnable by adding `x-mcp-extauthz-learn`: base64url (unpadded) of the
-JSON array `[[id, method, first], ...]`, one entry per learnable JSON-RPC request in the body. ext_proc
+JSON array `[[id, method, first], ...]`, one entry per learnable JSON-RPC request in the body (a
+string id longer than `ID_INLINE_CHARS`, or not printable ASCII, goes as `{"h": digest}`, so the
+header's size does not depend on the ids), and, when lists are filtered, a trailing `{"v": ref}`
+(`extauthz.specs.listfilter`: a fingerprint of the caller's view, which ext_proc resolves again
+from the identity Envoy forwards). A view with no entries marks a GET resuming a stream
+(`Last-Event-ID`), whose replayed lists are filtered by their shape. ext_proc
 hands us that header, then the response headers and the response body in chunks. An `Exchange`
 pairs each JSON-RPC response in the body with its request by id and feeds the store:
 
@@ -14,13 +19,15 @@ pairs each JSON-RPC response in the body with its request by id and feeds the st
 
 Bodies are `application/json` (buffered up to a bound, parsed at end of stream) or
 `text/event-stream` (parsed event by event as each completes). Nothing here raises to the caller: a
-body we cannot read is logged and ignored; the response itself is never touched.
+body we cannot read is logged and not learned from. The response is changed only to filter lists,
+and that fails closed: a list that cannot be filtered for its caller is shown empty.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import re
 import urllib.parse
@@ -32,6 +39,8 @@ import orjson
 
 from extauthz.mcp.rewrite import BodyRewriter
 from extauthz.mcp.sse import SseParser
+from extauthz.specs.listfilter import (FINGERPRINT_CHARS, View, ViewRef, blank, filtered, fingerprint,
+                                       list_kind_of, unreadable_body)
 from extauthz.specs.model import KEY_FIELD
 from extauthz.specs.store import SpecStore
 
@@ -47,9 +56,10 @@ LEARN_HEADER = "x-mcp-extauthz-learn"
 OBSERVE_HEADER = "x-mcp-extauthz-observe"
 MAX_BODY_BYTES = 8 * 1024 * 1024        # JSON bodies buffered at most this much, then abandoned
 MAX_EVENT_BYTES = 8 * 1024 * 1024       # one SSE event at most this much, then dropped
-MAX_HEADER_CHARS = 16 * 1024            # encoded learn header
-MAX_ENTRIES = 256                       # learnable requests in one batch
-MAX_ID_CHARS = 512
+MAX_HEADER_CHARS = 64 * 1024            # encoded learn header: MAX_ENTRIES of the largest entry fit
+MAX_ENTRIES = 256                       # learnable requests in one batch (the Check denies more)
+MAX_ID_CHARS = 512                      # an inline string id (longer ones travel as a digest)
+ID_INLINE_CHARS = 40                    # a UUID fits; longer string ids travel as a digest
 MAX_SESSION_ID_CHARS = 1024
 MAX_STREAM_SESSIONS = 10000             # 2024-11-05 sessions with learnable requests in flight
 MAX_INJECT_BYTES = 1024 * 1024          # queued denial events per 2024-11-05 session
@@ -73,52 +83,57 @@ _SESSION_ID = re.compile(r"[\x21-\x7e]+")   # MCP: visible ASCII only
 
 @dataclass(frozen=True, slots=True)
 class LearnEntry:
-    id: str | int
+    id: str | int | tuple[str, str]     # ("h", digest): a long string id
     method: str
     first: bool
     name: str = ""            # observed calls: the tool/prompt name or resource URI
 
 
-@dataclass(frozen=True, slots=True)
-class View:
-    """Who asked, as far as `allow` rules need it: lets ext_proc show a caller only what it may call
-    (`defaults.filterLists`) without sharing state with the Check that marked the request."""
-
-    issuer: str
-    subject: str
-    client_id: str
-    groups: tuple[str, ...]
-
-    def to_json(self) -> list[Any]:
-        return [self.issuer, self.subject, self.client_id, list(self.groups)]
-
-    @classmethod
-    def from_json(cls, v: Any) -> View | None:
-        """None unless `v` is exactly what `to_json` writes."""
-        if isinstance(v, list) and len(v) == 4 and all(isinstance(x, str) for x in v[:3]) \
-                and isinstance(v[3], list) and all(isinstance(g, str) for g in v[3]):
-            return cls(v[0], v[1], v[2], tuple(v[3]))
-        return None
-
-
 def _id_key(value: Any) -> tuple[str, str | int] | None:
-    """JSON-RPC ids compare by type and value: 2 and "2" are different requests."""
+    """JSON-RPC ids compare by type and value: 2 and "2" are different requests. A long string id
+    compares by its digest (what the learn header carries for it); a digest from the header is
+    already a key."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return ("i", value)
     if isinstance(value, str):
-        return ("s", value)
+        return ("s", value) if _inline_id(value) else ("h", _id_digest(value))
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "h" and isinstance(value[1], str):
+        return value
     return None
 
 
-def encode_learn_header(entries: Iterable[tuple[str | int, str, bool | str]], view: View | None = None) -> str:
+def _inline_id(value: str) -> bool:
+    return len(value) <= ID_INLINE_CHARS and value.isascii() and value.isprintable()
+
+
+def _id_digest(value: str) -> str:
+    raw = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _wire_id(value: Any) -> Any:
+    return {"h": _id_digest(value)} if isinstance(value, str) and not _inline_id(value) else value
+
+
+def _ref_json(ref: ViewRef) -> Any:
+    return ref.to_json() if isinstance(ref, View) else ref
+
+
+def _ref_from_json(v: Any) -> ViewRef | None:
+    if isinstance(v, str):
+        return v if len(v) == FINGERPRINT_CHARS and _B64URL.fullmatch(v) else None
+    return View.from_json(v)
+
+
+def encode_learn_header(entries: Iterable[tuple[str | int, str, bool | str]], view: ViewRef | None = None) -> str:
     """The header value ext_authz sends: `[[id, method, first], ...]` for learnable requests,
-    `[id, method, name]` for observed calls, and a trailing `{"v": [iss, sub, client, groups]}`
-    when the response's lists are to be filtered for that caller."""
-    doc: list[Any] = [[i, m, f if isinstance(f, str) else bool(f)] for i, m, f in entries]
+    `[id, method, name]` for observed calls, and a trailing `{"v": ref}` when the response's lists
+    are to be filtered for that caller (ref: the view's fingerprint, or an mTLS caller's view)."""
+    doc: list[Any] = [[_wire_id(i), m, f if isinstance(f, str) else bool(f)] for i, m, f in entries]
     if view is not None:
-        doc.append({"v": view.to_json()})
+        doc.append({"v": _ref_json(view)})
     return base64.urlsafe_b64encode(orjson.dumps(doc)).rstrip(b"=").decode("ascii")
 
 
@@ -127,21 +142,21 @@ def observe_only(entries: list[list[Any]]) -> bool:
     return bool(entries) and all(e[1] in OBSERVE_METHODS for e in entries)
 
 
-def stream_mark(view: View | None) -> str:
+def stream_mark(view: ViewRef | None) -> str:
     """The learn-header value for a 2024-11-05 GET event stream (with whose view to filter it)."""
     if view is None:
         return STREAM_MARK
-    raw = orjson.dumps(view.to_json())
+    raw = orjson.dumps(_ref_json(view))
     return f"{STREAM_MARK}:{base64.urlsafe_b64encode(raw).rstrip(b'=').decode('ascii')}"
 
 
-def _stream_view(value: str) -> View | None:
+def _stream_view(value: str) -> ViewRef | None:
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         v = orjson.loads(raw)
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         return None
-    return View.from_json(v)
+    return _ref_from_json(v)
 
 
 def decode_learn_header(value: str | bytes | None) -> list[LearnEntry] | None:
@@ -149,7 +164,7 @@ def decode_learn_header(value: str | bytes | None) -> list[LearnEntry] | None:
     return None if decoded is None else decoded[0]
 
 
-def decode_learn(value: str | bytes | None) -> tuple[list[LearnEntry], View | None] | None:
+def decode_learn(value: str | bytes | None) -> tuple[list[LearnEntry], ViewRef | None] | None:
     """Decode defensively: None for absent, oversized, or malformed values; unknown methods and
     ill-typed entries make the whole header invalid (ext_authz never sends them)."""
     if value is None:
@@ -171,18 +186,23 @@ def decode_learn(value: str | bytes | None) -> tuple[list[LearnEntry], View | No
         return None
     if not isinstance(doc, list) or not doc or len(doc) > MAX_ENTRIES + 1:
         return None
-    view: View | None = None
+    view: ViewRef | None = None
     if isinstance(doc[-1], dict):
-        view = View.from_json(doc.pop()["v"] if set(doc[-1]) == {"v"} else None)
+        view = _ref_from_json(doc.pop()["v"] if set(doc[-1]) == {"v"} else None)
         if view is None:
             return None
-    if not doc or len(doc) > MAX_ENTRIES:
-        return None
+    if (not doc and view is None) or len(doc) > MAX_ENTRIES:
+        return None                     # (a view alone: a resumed stream, filtered by shape)
     out: list[LearnEntry] = []
     for item in doc:
         if not isinstance(item, list) or len(item) != 3:
             return None
         rid, method, first = item
+        if isinstance(rid, dict):           # a long string id, as its digest
+            h = rid.get("h") if set(rid) == {"h"} else None
+            if not isinstance(h, str) or len(h) != FINGERPRINT_CHARS or not _B64URL.fullmatch(h):
+                return None
+            rid = ("h", h)
         if _id_key(rid) is None or (isinstance(rid, str) and len(rid) > MAX_ID_CHARS):
             return None
         if method in OBSERVE_METHODS and isinstance(first, str) and len(first) <= MAX_NAME_CHARS:
@@ -222,6 +242,16 @@ class Learner:
         self.list_view: Callable[[str, View], Callable[[str, Any], bool] | None] | None = None
         self.on_listed: Callable[..., None] | None = None
         self.on_result: Callable[..., None] | None = None
+        # Filtering fails closed (extauthz.specs.listfilter): resolve_view(identity) -> View, the
+        # caller of the request ext_proc sees (raises when it cannot be told); filtering(server) ->
+        # whether lists on that server are filtered at all (asked when the learn header is
+        # unreadable); on_filter_failure(server, reason): one list shown empty, or one body replaced.
+        self.resolve_view: Callable[[Any], View] | None = None
+        self.filtering: Callable[[str], bool] | None = None
+        self.on_filter_failure: Callable[[str, str], None] | None = None
+        # on_session_end(server, session_id, outcome): the server's answer to an owner's DELETE
+        # (extauthz.sessions.ending); outcome "ended" | "not_found" | "refused".
+        self.on_session_end: Callable[[str, str, str], None] | None = None
 
     def expect(self, server: str, session_id: str, entries: list[list[Any]]) -> None:
         """Remember learnable requests of a 2024-11-05 session until its SSE stream answers them."""
@@ -248,26 +278,75 @@ class Learner:
             buf += event
 
     def exchange(self, server: str | None, caller: str | None, session_id: str | None,
-                 learn_header_value: str | bytes | None) -> Exchange | None:
+                 learn_header_value: str | bytes | None, identity: Any = None) -> Exchange | None:
+        """The exchange for one response, or None when there is nothing to learn or filter. A
+        marker that cannot be read still gets one when lists are filtered: it shows every list
+        empty (`identity`: what `resolve_view` reads, the headers and metadata ext_proc saw)."""
         try:
-            if not server or not isinstance(server, str):
-                return None
             if isinstance(learn_header_value, bytes):
                 learn_header_value = learn_header_value.decode("ascii", "replace")
+            if not server or not isinstance(server, str):
+                return self._blind(str(server or ""), caller, session_id, "no_server") if learn_header_value else None
             if learn_header_value == STREAM_MARK:
                 return StreamExchange(self, server, caller or "", "", [])
-            if isinstance(learn_header_value, str) and learn_header_value.startswith(STREAM_MARK + ":") \
-                    and len(learn_header_value) <= MAX_HEADER_CHARS:
-                return StreamExchange(self, server, caller or "", "", [], _stream_view(learn_header_value[11:]))
+            if isinstance(learn_header_value, str) and learn_header_value.startswith(STREAM_MARK + ":"):
+                ref = _stream_view(learn_header_value[11:]) if len(learn_header_value) <= MAX_HEADER_CHARS else None
+                if ref is None:
+                    return self._blind(server, caller, session_id, "marker_malformed", stream=True)
+                view, failure = self._resolve(ref, identity)
+                return StreamExchange(self, server, caller or "", "", [], view, failure=failure)
             decoded = decode_learn(learn_header_value)
             if decoded is None:
                 if learn_header_value:
-                    log.warning("ignoring malformed %s header for server %s", LEARN_HEADER, server)
+                    log.warning("malformed %s header for server %s: its lists are shown empty", LEARN_HEADER, server)
+                    return self._blind(server, caller, session_id, "marker_malformed")
                 return None
-            return Exchange(self, server, caller or "", session_id or "", decoded[0], decoded[1])
+            view, failure = self._resolve(decoded[1], identity)
+            return Exchange(self, server, caller or "", session_id or "", decoded[0], view, failure=failure)
         except Exception:  # noqa: BLE001 - never fail the stream over learning
             log.exception("could not start learning for server %s", server)
+            return self._blind(str(server or ""), caller, session_id, "internal_error")
+
+    def _blind(self, server: str, caller: str | None, session_id: str | None, why: str, *,
+               stream: bool = False) -> Exchange | None:
+        """Nothing to learn from, and whatever list comes back is shown empty (when lists are
+        filtered on this server; a policy that does not filter them is not overruled)."""
+        try:
+            on = self.filtering is None or self.filtering(server)
+        except Exception:  # noqa: BLE001
+            log.exception("filtering(%s) failed; lists are shown empty", server)
+            on = True
+        if not on:
             return None
+        cls = StreamExchange if stream else Exchange
+        return cls(self, server, caller or "", session_id or "", [], None, failure=why)
+
+    def _resolve(self, ref: ViewRef | None, identity: Any) -> tuple[View | None, str | None]:
+        """The view to filter with, or why there is none (None, None: the Check did not ask)."""
+        if ref is None or isinstance(ref, View):
+            return ref, None
+        if self.resolve_view is None:
+            return None, "view_unresolved"
+        try:
+            view = self.resolve_view(identity)
+        except Exception as e:  # noqa: BLE001 - BadIdentity, no policy, a bug: all fail closed
+            log.warning("cannot resolve the caller in ext_proc (%s): its lists are shown empty", e)
+            return None, "view_unresolved"
+        if fingerprint(view) != ref:
+            if view.anonymous:          # e.g. Envoy forwards ext_proc no claims (metadata_options)
+                log.warning("ext_proc sees no caller identity for a filtered list: shown empty (does Envoy "
+                            "forward the jwt_authn metadata to ext_proc?)")
+                return None, "view_unresolved"
+            log.warning("ext_proc resolved another caller than the Check filtered for: its lists are shown empty")
+            return None, "view_mismatch"
+        return view, None
+
+    def filter_failed(self, server: str, reason: str) -> None:
+        if self.on_filter_failure is not None:
+            try:
+                self.on_filter_failure(server, reason)
+            except Exception:  # noqa: BLE001
+                log.exception("on_filter_failure hook failed")
 
     def drift_mode(self) -> str:
         try:
@@ -284,9 +363,12 @@ class Exchange:
     _filters_later = False        # a stream whose list requests arrive later (2024-11-05)
 
     def __init__(self, learner: Learner, server: str, caller: str, session_id: str,
-                 entries: list[LearnEntry], view: View | None = None) -> None:
+                 entries: list[LearnEntry], view: View | None = None, *, failure: str | None = None) -> None:
         self.learner = learner
         self.view = view
+        # Why this caller's lists cannot be filtered (extauthz.specs.listfilter.FAILURES): every
+        # list in the response is then shown empty.
+        self.failure = failure
         self.rewriter: BodyRewriter | None = None     # set when this caller's lists are filtered
         self._keep: Callable[[str, Any], bool] | None = None
         self._list_ids: dict[tuple[str, str | int], str] = {}
@@ -307,6 +389,10 @@ class Exchange:
         for k, e in self.pending.items():
             if e.method in LIST_KINDS:
                 self._list_ids[k] = LIST_KINDS[e.method]
+        # Answers to these are not lists, whatever they look like; any other list-shaped result
+        # (an id we did not send, a duplicate answer) is filtered by its shape.
+        self._other_ids = frozenset(k for k, e in self.pending.items() if e.method not in LIST_KINDS)
+        self._failures_logged: set[str] = set()
         self._payload_size = 0
         self.learned: list[tuple[str, int]] = []
         self.issued_session_id: str | None = None
@@ -331,12 +417,25 @@ class Exchange:
 
     # -- feeding ---------------------------------------------------------------------------------
 
+    @property
+    def filters(self) -> bool:
+        """This response's lists are filtered (or, failing that, shown empty)."""
+        return self.view is not None or self.failure is not None
+
     def on_response_headers(self, status: int | str | None, headers: dict[str, str]) -> None:
         try:
             self._on_response_headers(status, headers)
         except Exception:  # noqa: BLE001
             log.exception("learning failed on response headers from %s", self.server)
             self._abandon("internal error")
+            if self.filters and self.rewriter is None:
+                self.fail_closed()
+
+    def fail_closed(self) -> None:
+        """Something broke mid-response: nothing more of it passes; the caller gets an error."""
+        self.failure = self.failure or "internal_error"
+        mode = self.rewriter.mode if self.rewriter is not None else "json"
+        self.rewriter = _Replace(self._unreadable, mode, replaces_body=self.rewriter is None)
 
     def on_body(self, chunk: bytes, end_of_stream: bool) -> None:
         if self.finished:
@@ -384,6 +483,7 @@ class Exchange:
             self.status = int(status)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             self.status = None
+        self._start_filter(h)
         if self.status is None or not 200 <= self.status < 300:
             self._abandon(f"status {status}")
             return
@@ -405,25 +505,74 @@ class Exchange:
         else:
             self._abandon(f"content-type {ctype or 'missing'}")
             return
-        if self.view is not None and (self._list_ids or self._filters_later) and self.learner.list_view is not None:
-            self._keep = self.learner.list_view(self.server, self.view)
-            if self._keep is not None:
-                self.rewriter = BodyRewriter(self.mode, self._filtered)
+
+    # -- filtering lists (fails closed) ----------------------------------------------------------
+
+    def _start_filter(self, h: dict[str, Any]) -> None:
+        """Set the rewriter for any status and content type: a list a client may read is filtered,
+        or shown empty when it cannot be. Without a view and without a failure the Check did not
+        ask for filtering (filterLists off, monitor mode, a shadow server, no list requested)."""
+        if self.rewriter is not None or (self.view is None and self.failure is None):
+            return
+        if self.failure is None:
+            if self.learner.list_view is None:
+                return
+            try:
+                self._keep = self.learner.list_view(self.server, self.view)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001
+                log.exception("list view for %s failed; its lists are shown empty", self.server)
+                self.failure = "filter_error"
+            if self._keep is None and self.failure is None:
+                return                  # the policy (now) does not filter this server's lists
+        ok = self.status is not None and 200 <= self.status < 300
+        ctype = str(h.get("content-type") or "").split(";", 1)[0].strip().lower()
+        encoding = str(h.get("content-encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            if ok:                     # unreadable to us, not to the client: replaced whole
+                self.rewriter = _Replace(self._unreadable, "json", replaces_body=True)
+            return
+        self.rewriter = BodyRewriter("sse" if ctype == "text/event-stream" else "json", self._filtered,
+                                     max(self.learner.max_body_bytes, self.learner.max_event_bytes),
+                                     on_error=self._blank_failed, unreadable=self._unreadable if ok else None)
 
     def _filtered(self, msg: dict[str, Any]) -> dict[str, Any] | None:
         """This caller's view of a list result: only what the policy lets it call."""
         key = _id_key(msg.get("id"))
         kind = self._list_ids.pop(key, None) if key is not None else None
-        result = msg.get("result")
-        if kind is None or self._keep is None or not isinstance(result, dict):
-            return None
-        items = result.get(kind)
-        if not isinstance(items, list):
-            return None
-        kept = [it for it in items if self._keep(kind, it)]
-        if len(kept) == len(items):
-            return None
-        return {**msg, "result": {**result, kind: kept}}
+        if kind is None:
+            if key in self._other_ids:
+                return None             # the answer to a request that is not a list
+            kind = list_kind_of(msg.get("result"))
+            if kind is None:
+                return None
+        if self.failure is not None or self._keep is None:
+            return self._blank(msg, kind, self.failure or "filter_error")
+        try:
+            return filtered(msg, kind, self._keep)
+        except Exception:  # noqa: BLE001 - a filter that fails shows nothing
+            log.exception("filtering a %s list from %s failed", kind, self.server)
+            return self._blank(msg, kind, "filter_error")
+
+    def _blank(self, msg: dict[str, Any], kind: str, reason: str) -> dict[str, Any]:
+        self._count_failure(reason)
+        return blank(msg, kind)
+
+    def _blank_failed(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """The rewriter could not apply `_filtered` (it raised, or its output cannot be written)."""
+        kind = self._list_ids.pop(_id_key(msg.get("id")) or ("", ""), None) or list_kind_of(msg.get("result"))
+        return self._blank(msg, kind, "filter_error") if kind is not None else None
+
+    def _unreadable(self, why: str) -> bytes:
+        self._count_failure({"too large": "body_too_large", "encoded": "body_encoded",
+                             "internal": self.failure or "internal_error"}.get(why, "body_unreadable"))
+        return unreadable_body()
+
+    def _count_failure(self, reason: str) -> None:
+        if reason not in self._failures_logged:
+            self._failures_logged.add(reason)
+            log.warning("a list response from %s could not be filtered for %s (%s): shown empty",
+                        self.server, self.caller or "its caller", reason)
+        self.learner.filter_failed(self.server, reason)
 
     def _on_body(self, chunk: bytes, end_of_stream: bool) -> None:
         if self.done:
@@ -624,3 +773,19 @@ def _take(out: dict[str, Any], src: dict[str, Any], key: str, typ: type) -> None
     v = src.get(key)
     if isinstance(v, typ):
         out[key] = v
+
+
+class _Replace:
+    """The rewriter for a body we cannot read at all (compressed): nothing of it passes; the
+    caller gets one JSON-RPC error instead (process.py fixes content-type and content-encoding)."""
+
+    def __init__(self, replacement: Callable[[str], bytes], mode: str, *, replaces_body: bool) -> None:
+        self._replacement = replacement
+        self.mode = mode
+        self.replaces_body = replaces_body      # headers not sent yet: process.py sets them for JSON
+
+    def feed(self, chunk: bytes, end: bool) -> bytes:
+        if not end:
+            return b""
+        body = self._replacement("encoded" if self.replaces_body else "internal")
+        return b"event: message\ndata: " + body + b"\n\n" if self.mode == "sse" else body

@@ -14,6 +14,7 @@ declares, when those can be read statically.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -21,7 +22,11 @@ import jsonschema
 from jsonschema import validators as js_validators
 from jsonschema.exceptions import SchemaError
 
+from extauthz.specs import jsonschema_ecma
 from extauthz.specs.model import canonical_hash
+from extauthz.specs.patterns import PatternError
+
+jsonschema_ecma.install()   # JSON Schema patterns are ECMA-262, for the reference validator too
 
 _COMPOSE = ("allOf", "anyOf", "oneOf")
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
@@ -51,8 +56,8 @@ class CompiledSchema:
             return bool(self.fast.is_valid(instance))
         try:
             return bool(self.validator.is_valid(instance))
-        except RecursionError:      # a published schema whose $refs loop without consuming input
-            return False
+        except (RecursionError, re.error):  # $refs that loop without consuming input; patterns
+            return False                    # that are valid alone but not joined (jsonschema joins them)
 
     def first_error(self, instance: Any) -> str | None:
         """None when valid; otherwise the most relevant error, for the log (deny path only)."""
@@ -62,6 +67,8 @@ class CompiledSchema:
             err = jsonschema.exceptions.best_match(self.validator.iter_errors(instance))
         except RecursionError:
             return "schema $ref cycle"
+        except re.error as e:
+            return str(e)[:300]
         if err is None:
             return "invalid"   # the compiled validator refused it; deny whatever the reference says
         where = "/" + "/".join(str(p) for p in err.absolute_path)
@@ -195,6 +202,7 @@ class ValidatorCache:
 
     def __init__(self, max_entries: int = 20000, *, fast: bool = True) -> None:
         self._cache: dict[tuple[str, bool], CompiledSchema | str] = {}
+        self._checkers: dict[type, jsonschema.FormatChecker] = {}
         self._max = max_entries
         self._fast = fast and jsonschema_rs is not None
 
@@ -209,24 +217,35 @@ class ValidatorCache:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        compiled = self._compile(schema, strict, h, self._fast)
+        compiled = self._compile(schema, strict, h, self._fast, self._checkers)
         if len(self._cache) >= self._max:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = compiled
         return compiled
 
     @staticmethod
-    def _compile(schema: dict[str, Any], strict: bool, h: str, fast: bool) -> CompiledSchema | str:
+    def _compile(schema: dict[str, Any], strict: bool, h: str, fast: bool,
+                 checkers: dict[type, jsonschema.FormatChecker]) -> CompiledSchema | str:
         try:
             cls = js_validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-            cls.check_schema(schema)
+            patterns = [jsonschema_ecma.PATTERNS.compile(p) for p in jsonschema_ecma.patterns_in(schema)]
+            if cls not in checkers:
+                checkers[cls] = jsonschema_ecma.format_checker(cls)
+            cls.check_schema(schema, format_checker=checkers[cls])
             effective = close_schema(schema) if strict else schema
             reference = cls(effective)
+        except PatternError as e:
+            return f"unusable input schema: pattern {e}"
         except (SchemaError, RecursionError, TypeError, ValueError) as e:
             return f"unusable input schema: {str(e).splitlines()[0][:200]}"
-        if fast and not _has_ref_cycle(effective):
-            return CompiledSchema(reference, h, strict, _fast_validator(effective))
-        return CompiledSchema(reference, h, strict)
+        fast_validator = _fast_validator(effective) if fast and not _has_ref_cycle(effective) else None
+        if fast_validator is None:   # the reference decides every call: its matchers are built now
+            try:
+                for p in patterns:
+                    p.engine()
+            except PatternError as e:
+                return f"unusable input schema: pattern {e}"
+        return CompiledSchema(reference, h, strict, fast_validator)
 
 
 def _refs_in(node: Any) -> set[str]:
@@ -273,10 +292,11 @@ def _has_ref_cycle(schema: dict[str, Any]) -> bool:
 def _fast_validator(schema: dict[str, Any]) -> Any:
     """A jsonschema_rs validator with jsonschema's semantics: formats are annotations (not
     asserted), and nothing is ever fetched (no I/O: a remote $ref fails to compile, and then the
-    reference validator alone decides)."""
-    if "$schema" not in schema:
-        schema = {**schema, "$schema": "https://json-schema.org/draft/2020-12/schema"}
+    reference validator alone decides). Patterns are spelled for its engine (patterns.py)."""
     try:
-        return jsonschema_rs.validator_for(schema, validate_formats=False, offline=True)
+        schema = jsonschema_ecma.for_engine(copy.deepcopy(schema))
+        schema.setdefault("$schema", "https://json-schema.org/draft/2020-12/schema")
+        return jsonschema_rs.validator_for(schema, validate_formats=False, offline=True,
+                                           pattern_options=jsonschema_ecma.PATTERNS.options)
     except Exception:        # noqa: BLE001 - any compile problem: fall back to the reference
         return None

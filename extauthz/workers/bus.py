@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from extauthz.app import App
+from extauthz.workers.query import answer
 
 log = logging.getLogger("extauthz.workers")
 
@@ -29,11 +30,22 @@ class WorkerBus:
         self.app, self.fd, self.index = app, fd, index
         self._writer: asyncio.StreamWriter | None = None
         self._shipped = 0
+        self._queries: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
 
     def publish(self, op: str, payload: dict[str, Any]) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(orjson.dumps({"op": op, **payload}) + b"\n")
+
+    async def _answer(self, msg: dict[str, Any]) -> None:
+        """A failed answer is no answer: the supervisor's page names this worker as missing."""
+        try:
+            line = await answer(self.app, self.index, msg)
+        except Exception:  # noqa: BLE001 - a view must never stop the worker's bus
+            log.exception("actor query failed")
+            return
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(line)
 
     def apply(self, msg: dict[str, Any]) -> None:
         apply_change(self.app, msg)
@@ -47,6 +59,7 @@ class WorkerBus:
         return {"op": "stats", "worker": self.index, "pid": os.getpid(),
                 "decisions": [[list(k), v] for k, v in checks.decisions.items()],
                 "buckets": checks.bucket_counts, "sum": checks.total, "count": checks.count,
+                "list_filter_failures": self.app.metrics.list_filter_failures.counts,
                 "recent": recent, "ready": self.app.ready, "inventory": self.app.inventory.drain()}
 
     async def run(self) -> None:
@@ -61,7 +74,12 @@ class WorkerBus:
         try:
             while line := await reader.readline():
                 try:
-                    self.apply(orjson.loads(line))
+                    msg = orjson.loads(line)
+                    if msg.get("op") == "query":       # the supervisor's actor view asks
+                        self._queries.add(t := asyncio.create_task(self._answer(msg)))
+                        t.add_done_callback(self._queries.discard)
+                        continue
+                    self.apply(msg)
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                     log.error("bad bus message ignored: %s", e)
         finally:
@@ -93,9 +111,11 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
     elif op == "session":
         app.sessions.touch(msg["sid"], msg["caller"], msg["server"], user_session=msg.get("user_session", ""),
                            client_id=msg.get("client_id", ""), protocol_version=msg.get("protocol_version", ""),
-                           replicated=True)
-    elif op == "end":
-        app.sessions.end(msg["sid"], replicated=True)
+                           path=msg.get("path", ""), replicated=True)
+    elif op == "end":        # the server confirmed the session ended (seen by one worker's ext_proc)
+        app.sessions.end(msg["sid"], caller=str(msg.get("caller", "")), replicated=True)
+        if isinstance(msg.get("server"), str):
+            app.visibility.end_session(msg["server"], msg["sid"])
     elif op == "visible":
         app.visibility.listed(msg["server"], msg["sid"], msg["caller"], msg["kind"], msg["names"], replicated=True)
     elif op == "riskscore":  # catch-up only: a restarted worker must not forget who is risky
@@ -104,6 +124,6 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
         app.risk.record(msg["caller"], decision_id=msg["decisionId"], session_id=msg["sessionId"],
                         server=msg["server"], method=msg["method"], name=msg["name"], reason=msg["reason"],
                         stage=msg["stage"], points=float(msg["points"]), replicated=True, at=msg["time"],
-                        signature=msg.get("signature"))
+                        signature=msg.get("signature"), forgives=msg.get("forgives") or ())
     elif op == "quarantine":      # catch-up only: a restarted worker must not forget a quarantine
         app.specs.hold(msg["server"], msg["kind"], msg["name"], msg["why"])

@@ -28,6 +28,7 @@ import orjson
 from extauthz.app import App
 from extauthz.specs.model import KINDS
 from extauthz.workers.bus import apply_change
+from extauthz.workers.query import WorkerActors
 
 log = logging.getLogger("extauthz.workers")
 RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk"})
@@ -49,6 +50,7 @@ class Supervisor:
         self.app, self.worker_args, self.shared = app, worker_args, shared
         self.workers = [Worker(i) for i in range(n)]
         self.stopping = False
+        self.actors = WorkerActors(self)       # the actor view asks every worker
 
     @property
     def ready(self) -> bool:
@@ -81,6 +83,8 @@ class Supervisor:
             op = msg.get("op")
             if op == "stats":
                 self._stats(w, msg)
+            elif op == "answer":
+                self.actors.on_answer(msg)
             elif op in RELAYED and self.shared is None:
                 self._apply_locally(msg)
                 for other in self.workers:
@@ -108,8 +112,11 @@ class Supervisor:
         decisions: dict[tuple[str, ...], int] = {}
         buckets = [0] * len(checks.bucket_counts)
         total = count = 0
+        failures: dict[str, int] = {}
         for other in self.workers:
             st = other.stats
+            for reason, n in (st.get("list_filter_failures") or {}).items():
+                failures[reason] = failures.get(reason, 0) + n
             for labels, n in st.get("decisions", []):
                 key = tuple(labels)
                 decisions[key] = decisions.get(key, 0) + n
@@ -118,6 +125,7 @@ class Supervisor:
             total += st.get("sum", 0.0)
             count += st.get("count", 0)
         checks.decisions, checks.bucket_counts, checks.total, checks.count = decisions, buckets, total, count  # type: ignore[assignment]
+        self.app.metrics.list_filter_failures.counts = failures
 
     async def _watch_children(self) -> None:
         while not self.stopping:
@@ -138,7 +146,7 @@ class Supervisor:
         for w in self.workers:
             await self._start(w)
         from extauthz.admin.http import admin_server
-        admin = admin_server(self.app, admin_host, admin_port)
+        admin = admin_server(self.app, admin_host, admin_port, self.actors)
         admin_task = asyncio.create_task(admin.serve())
         watch_task = asyncio.create_task(self.app.holder.watch())
         children = asyncio.create_task(self._watch_children())
@@ -195,7 +203,9 @@ def catch_up_messages(app: App) -> list[dict[str, Any]]:
     for s in app.sessions.snapshot(limit=app.sessions.max_sessions):
         out.append({"op": "session", "sid": s.session_id, "caller": s.caller, "server": s.server,
                     "user_session": s.user_session, "client_id": s.client_id,
-                    "protocol_version": s.protocol_version})
+                    "protocol_version": s.protocol_version, "path": s.path})
+    for sid, owner in app.sessions.ended_ids():
+        out.append({"op": "end", "sid": sid, "caller": owner})
     for server, part, kind, names in app.visibility.snapshots():
         sid, caller = (part[2:], "") if part.startswith("s:") else ("", part[2:])
         out.append({"op": "visible", "server": server, "sid": sid, "caller": caller, "kind": kind,

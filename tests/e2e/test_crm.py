@@ -26,6 +26,7 @@ EXPECTED = {
     "read crm://customers/c-100": ("allowed", ""),
     "prompt draft_reply": ("allowed", ""),
     "export_customers (admin tool)": ("DENIED", "not_allowed"),
+    "update_settings (admin tool)": ("DENIED", "not_allowed"),
     "lookup_customer + include_internal_notes": ("DENIED", "schema_violation"),
     "search_customers(options.limit='all')": ("DENIED", "schema_violation"),
     "lookup_customer(100 KB id)": ("DENIED", "payload_too_large"),
@@ -59,7 +60,7 @@ def admin(stack: Stack) -> str:
 
 @pytest.fixture(scope="module")
 def rows(stack: Stack, support: str, admin: str) -> list[Any]:
-    # one support user per protocol pass: each pass makes six probing calls, which the risk engine
+    # one support user per protocol pass: each pass makes seven probing calls, which the risk engine
     # counts against the caller across sessions (test_sessions.py covers that on purpose)
     # (and not the `support` fixture's alice: the other tests here probe with her token too)
     first = stack.tokens.mint("sam", groups=["support"], customer_ids=["c-100", "c-300"], sid="web-1")

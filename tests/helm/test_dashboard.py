@@ -75,7 +75,8 @@ def test_exported_series_are_the_documented_ones() -> None:
     for documented in ("mcp_extauthz_decisions_total", "mcp_extauthz_check_duration_seconds_bucket",
                        "mcp_extauthz_spec_capabilities", "mcp_extauthz_spec_drift_total",
                        "mcp_extauthz_sessions_active", "mcp_extauthz_policy_reloads_total",
-                       "mcp_extauthz_risk_blocks_total", "mcp_extauthz_build_info"):
+                       "mcp_extauthz_risk_blocks_total", "mcp_extauthz_build_info",
+                       "mcp_extauthz_list_filter_failures_total"):
         assert documented in names
 
 
@@ -104,7 +105,7 @@ def test_dashboard_covers_every_metric(dashboard: dict[str, Any]) -> None:
     bases = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in used}
     for family in ("mcp_extauthz_decisions", "mcp_extauthz_check_duration_seconds", "mcp_extauthz_spec_capabilities",
                    "mcp_extauthz_spec_drift", "mcp_extauthz_sessions_active", "mcp_extauthz_policy_reloads",
-                   "mcp_extauthz_risk_blocks", "mcp_extauthz_build_info"):
+                   "mcp_extauthz_risk_blocks", "mcp_extauthz_build_info", "mcp_extauthz_list_filter_failures"):
         assert family in bases, family
 
 

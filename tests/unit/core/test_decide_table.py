@@ -221,9 +221,20 @@ def test_session_hijack(app):
     d2 = app.check(http(rpc("tools/list"), claims=bob, headers={"mcp-session-id": "s-1"}))
     assert d2.reason is R.SESSION_HIJACK
     assert app.check(http(rpc("tools/list"), headers={"mcp-session-id": "s-1"})).allowed
-    # DELETE by the owner ends the session; then the id may be bound again.
-    assert app.check(http(method="DELETE", headers={"mcp-session-id": "s-1"})).allowed
-    assert app.check(http(rpc("tools/list"), claims=bob, headers={"mcp-session-id": "s-1"})).allowed
+    # The owner's DELETE passes, marked for ext_proc: the binding ends only on the server's
+    # confirmation (a refused DELETE leaves a live session, still the owner's).
+    d = app.check(http(method="DELETE", headers={"mcp-session-id": "s-1"}))
+    assert d.allowed and d.end_session
+    assert app.check(http(rpc("tools/list"), claims=bob, headers={"mcp-session-id": "s-1"})).reason is R.SESSION_HIJACK
+    assert not app.check(http(method="DELETE", claims=bob, headers={"mcp-session-id": "s-1"})).allowed
+    app.learner.on_session_end("crm", "s-1", "refused")
+    assert app.check(http(rpc("tools/list"), claims=bob, headers={"mcp-session-id": "s-1"})).reason is R.SESSION_HIJACK
+    app.learner.on_session_end("crm", "s-1", "ended")
+    # Ended: the id stays reserved to its former owner (the server answers its stale reuse), and
+    # is never bound again.
+    assert app.check(http(rpc("tools/list"), claims=bob, headers={"mcp-session-id": "s-1"})).reason is R.SESSION_HIJACK
+    assert app.check(http(rpc("tools/list"), headers={"mcp-session-id": "s-1"})).allowed
+    assert app.sessions.get("s-1") is None
 
 
 def test_quarantine_after_drift(app):

@@ -112,12 +112,23 @@ def _b64(raw: bytes) -> str:
 ])
 def test_learn_header_garbage_is_none(value: Any, learner: Learner) -> None:
     assert decode_learn_header(value) is None
-    assert learner.exchange("crm", "alice", None, value) is None
+    ex = learner.exchange("crm", "alice", None, value)
+    if not value:
+        assert ex is None                   # no marker: the Check asked for nothing
+    else:                                   # an unreadable marker: nothing learned, lists shown empty
+        assert ex is not None and ex.entries == [] and ex.failure == "marker_malformed"
 
 
-def test_no_server_no_exchange(learner: Learner) -> None:
-    assert learner.exchange("", "alice", None, encode_learn_header([(1, "tools/list", True)])) is None
-    assert learner.exchange(None, "alice", None, encode_learn_header([(1, "tools/list", True)])) is None
+def test_garbage_marker_is_ignored_where_lists_are_not_filtered(learner: Learner) -> None:
+    learner.filtering = lambda server: False
+    assert learner.exchange("crm", "alice", None, "%%%garbage") is None
+
+
+def test_no_server_shows_lists_empty(learner: Learner) -> None:
+    for server in ("", None):
+        ex = learner.exchange(server, "alice", None, encode_learn_header([(1, "tools/list", True)]))
+        assert ex is not None and ex.entries == [] and ex.failure == "no_server"
+    assert learner.exchange(None, "alice", None, None) is None
 
 
 # -- captured SDK responses ----------------------------------------------------------------------

@@ -156,6 +156,14 @@ def test_view_with_max_entries_is_accepted_and_one_more_is_not():
     assert decode_learn(b64(ok + [[MAX_ENTRIES, "tools/list", True], {"v": ["i", "s", "c", []]}])) is None
 
 
+def test_a_view_alone_is_a_resumed_stream_filtered_by_shape(learner):
+    value = encode_learn_header([], VIEW)
+    assert decode_learn(value) == ([], VIEW)
+    ex = learner.exchange("crm", "alice", "s", value)
+    out = pump(ex, sse(tools_page("earlier", ALL_TOOLS)), SSE)
+    assert names_in(sse_messages(out)[0]) == ["lookup_customer", "search_customers"]
+
+
 GOOD = [1, "tools/list", True]
 
 
@@ -172,14 +180,14 @@ GOOD = [1, "tools/list", True]
     [GOOD, {"w": ["iss", "sub", "client", ["g"]]}],                   # wrong key
     [GOOD, {}],
     [{"v": ["iss", "sub", "client", ["g"]]}, GOOD],                   # view not last
-    [{"v": ["iss", "sub", "client", ["g"]]}],                         # a view and no entries
     [GOOD, {"v": ["i", "s", "c", []]}, {"v": ["i", "s", "c", []]}],   # two views
 ], ids=lambda d: orjson.dumps(d).decode()[:60])
 def test_malformed_view_makes_header_invalid(doc, learner):
     value = b64(doc)
     assert decode_learn(value) is None
     assert decode_learn_header(value) is None
-    assert learner.exchange("crm", "alice", "s", value) is None
+    ex = learner.exchange("crm", "alice", "s", value)
+    assert ex is not None and ex.failure == "marker_malformed" and ex.entries == []
 
 
 @pytest.mark.parametrize("entry", [
@@ -244,24 +252,35 @@ def test_no_rewriter_without_list_view_hook(learner):
     assert ex.rewriter is None
 
 
-def test_no_rewriter_without_list_requests(learner, hooks):
+def test_answers_to_other_requests_pass_untouched(learner, hooks):
     ex = start(learner, [(1, "tools/call", "lookup_customer"), (2, "initialize", True)])
-    ex.on_response_headers(200, JSON)
-    assert ex.rewriter is None and hooks.views == []
+    body = orjson.dumps([{"jsonrpc": "2.0", "id": 1, "result": {"content": [], "tools": [{"name": "export_x"}]}},
+                         {"jsonrpc": "2.0", "id": 2, "result": {"protocolVersion": "2025-03-26"}}])
+    assert pump(ex, body) == body
 
 
-def test_no_rewriter_when_the_list_ids_are_ambiguous(learner):
+def test_ambiguous_list_ids_are_filtered_by_the_result_shape(learner):
     ex = start(learner, [(1, "tools/list", True), (1, "prompts/list", True)])
-    ex.on_response_headers(200, JSON)
-    assert ex.rewriter is None
+    out = orjson.loads(pump(ex, orjson.dumps(tools_page(1, ALL_TOOLS))))
+    assert names_in(out) == ["lookup_customer", "search_customers"]
 
 
-@pytest.mark.parametrize("status,headers", [(500, JSON), (404, SSE), (200, {"content-type": "text/html"}),
-                                            (200, {**JSON, "content-encoding": "gzip"}), ("abc", JSON)])
-def test_no_rewriter_for_responses_not_learned(learner, status, headers):
+@pytest.mark.parametrize("status,headers", [(500, JSON), (404, SSE), (200, {"content-type": "text/html"}), ("abc", JSON)])
+def test_lists_are_filtered_whatever_the_status_or_content_type(learner, status, headers):
+    # a client may read a list from an error status or a wrong content type: filtered all the same
     ex = start(learner, [(1, "tools/list", True)])
-    ex.on_response_headers(status, headers)
-    assert ex.rewriter is None
+    msg = tools_page(1, ALL_TOOLS)
+    body = sse(msg) if headers is SSE else orjson.dumps(msg)
+    out = pump(ex, body, headers, status=status)
+    got = sse_messages(out)[0] if headers is SSE else orjson.loads(out)
+    assert names_in(got) == ["lookup_customer", "search_customers"]
+
+
+def test_a_compressed_list_response_is_replaced_by_an_error(learner, store):
+    ex = start(learner, [(1, "tools/list", True)])
+    out = pump(ex, b"\x1f\x8b\x08 gzip bytes", {**JSON, "content-encoding": "gzip"}, chunk=4)
+    assert orjson.loads(out)["error"]["code"] == -32603 and getattr(ex.rewriter, "replaces_body")
+    assert store.get("crm") is None
 
 
 # -- Exchange: filtering -------------------------------------------------------------------------------
@@ -283,19 +302,32 @@ def test_json_batch_filters_only_its_list_ids(learner):
              {"jsonrpc": "2.0", "method": "notifications/message", "params": {"tools": []}}]
     out = orjson.loads(pump(ex, orjson.dumps(batch), chunk=11))
     assert names_in(out[0]) == ["lookup_customer", "search_customers"]
-    assert out[1:] == batch[1:]
+    assert names_in(out[1]) == ["lookup_customer", "search_customers"]     # unknown id: filtered by its shape
+    assert out[2:] == batch[2:]                                             # a call's result is not a list
 
 
-def test_id_type_matters_for_filtering(learner):
-    ex = start(learner, [(2, "tools/list", True)])
-    body = orjson.dumps(tools_page("2", ALL_TOOLS))
-    assert pump(ex, body) == body                 # "2" answers another request than 2
+def test_id_type_matters_for_filtering(learner, store):
+    ex = start(learner, [(2, "tools/list", True), ("2", "tools/call", "lookup_customer")])
+    call = {"jsonrpc": "2.0", "id": "2", "result": {"content": [], "tools": [{"name": "export_x"}]}}
+    body = orjson.dumps([call, tools_page(2, ALL_TOOLS)])
+    out = orjson.loads(pump(ex, body))
+    assert out[0] == call                         # "2" answers another request than 2
+    assert names_in(out[1]) == ["lookup_customer", "search_customers"]
 
 
-def test_nothing_hidden_means_bytes_untouched(learner):
+def test_nothing_hidden_means_the_same_list_written_out_again(learner):
     ex = start(learner, [(1, "tools/list", True)])
     body = b'{"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "lookup_customer"}]}}'
-    assert pump(ex, body, chunk=3) == body
+    assert pump(ex, body, chunk=3) == orjson.dumps(orjson.loads(body))
+
+
+def test_a_list_with_duplicate_keys_goes_out_as_it_was_filtered(learner):
+    # a first-key-wins parser would read the admin tool from the original bytes
+    ex = start(learner, [(1, "tools/list", True)])
+    body = (b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"export_customers"}],'
+            b'"tools":[{"name":"lookup_customer","name":"lookup_customer"}]}}')
+    out = pump(ex, body)
+    assert b"export_customers" not in out and names_in(orjson.loads(out)) == ["lookup_customer"]
 
 
 def test_paginated_page_keeps_its_cursor_when_filtered(learner):
@@ -314,10 +346,11 @@ def test_sse_list_filtered_and_other_events_untouched(learner, store, chunk):
     mine = sse(tools_page(1, ALL_TOOLS))
     call = sse({"jsonrpc": "2.0", "id": 2, "result": {"content": [{"type": "text", "text": "ok"}]}})
     out = pump(ex, note + other + mine + call, SSE, chunk=chunk)
-    assert out.startswith(note + other)
+    assert out.startswith(note)
     assert out.endswith(call)
     msgs = sse_messages(out)
     assert len(msgs) == 4
+    assert names_in(msgs[1]) == ["lookup_customer", "search_customers"]     # not ours: filtered by shape
     assert names_in(msgs[2]) == ["lookup_customer", "search_customers"]
     assert set(store.get("crm").tools) == set(ALL_TOOLS)
 

@@ -303,10 +303,10 @@ def test_sse_transform_exception_passes_event_unchanged():
     assert rw.rewrote == 0
 
 
-def test_sse_batch_array_in_an_event_is_not_rewritten():
-    # the SSE path applies the transform to single messages only; an array passes untouched
-    raw = b"data: " + orjson.dumps([M1]) + b"\n\n"
-    assert whole("sse", raw) == raw
+def test_sse_batch_array_in_an_event_is_rewritten_per_message():
+    # a 2025-03-26 batch answered over SSE: each message in the array is offered, as in JSON mode
+    raw = b"data: " + orjson.dumps([M1, M2]) + b"\n\n"
+    assert orjson.loads(parse_events(whole("sse", raw))[0].data) == [M1_OUT, M2]
 
 
 def test_sse_over_bound_gives_up_without_losing_a_byte():

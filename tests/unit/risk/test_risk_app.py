@@ -180,30 +180,36 @@ def test_the_same_denial_again_scores_nothing(h):
 
 # -- the chain --------------------------------------------------------------------------------------------------
 
-def test_three_session_chain_alerts_on_the_completing_decision(h):
-    d1 = h.rpc("tools/list", session="s1")                      # recon (0 points)
+def test_three_session_chain_alerts_on_the_completing_decision(tmp_path, clock):
+    h = variant(tmp_path, "blockAt: 30,", "blockAt: 200,")
+    d1 = h.rpc("tools/list", session="s1")                      # listing: not evidence
     d2 = h.call("ghost_tool", session="s1")                     # recon (6)
-    d3 = h.call("admin_only", session="s2")                     # probe (8)
+    d3 = h.call("phantom_tool", session="s1")                   # recon (6)
+    probes = [h.call(f"admin_{i}", session="s2") for i in range(3)]     # probe (3 x 8)
     d4 = h.call("export_data", {"q": "all"}, session="s3")      # extract: sensitive use
-    assert [d.reason for d in (d1, d2, d3, d4)] == [Reason.ALLOWED, Reason.UNKNOWN_CAPABILITY,
-                                                    Reason.NOT_ALLOWED, Reason.ALLOWED]
-    assert d1.alert is d2.alert is d3.alert is None
+    assert [d.reason for d in (d1, d2, d3, *probes, d4)] == [
+        Reason.ALLOWED, Reason.UNKNOWN_CAPABILITY, Reason.UNKNOWN_CAPABILITY, *[Reason.NOT_ALLOWED] * 3,
+        Reason.ALLOWED]
+    assert all(d.alert is None for d in (d1, d2, d3, *probes))
     alert = d4.alert
     assert alert is not None and alert["caller"] == ALICE
     assert alert["sessions"] == ["s1", "s2", "s3"]
-    assert [e["decisionId"] for e in alert["stages"]["recon"]] == [d1.decision_id, d2.decision_id]
-    assert [e["decisionId"] for e in alert["stages"]["probe"]] == [d3.decision_id]
+    assert [e["decisionId"] for e in alert["stages"]["recon"]] == [d2.decision_id, d3.decision_id]
+    assert [e["decisionId"] for e in alert["stages"]["probe"]] == [d.decision_id for d in probes]
     assert [e["decisionId"] for e in alert["stages"]["extract"]] == [d4.decision_id]
-    assert h.score() == pytest.approx(6 + 8 + CHAIN_POINTS)
+    assert h.score() == pytest.approx(12 + 24 + CHAIN_POINTS)
     lines = {ln["decision_id"]: ln for ln in h.log()}
     assert lines[d4.decision_id]["alert"] == orjson.loads(orjson.dumps(alert))
-    assert all("alert" not in lines[d.decision_id] for d in (d1, d2, d3))
+    assert all("alert" not in lines[d.decision_id] for d in (d1, d2, d3, *probes))
 
 
-def test_chain_score_blocks_the_next_request(h):
-    h.rpc("tools/list", session="s1")
-    h.call("admin_only", session="s2")
-    assert h.call("export_data", {"q": "x"}, session="s3").alert is not None      # 8 + 40 >= 30
+def test_chain_score_blocks_the_next_request(tmp_path, clock):
+    h = variant(tmp_path, "blockAt: 30,", "blockAt: 70,")
+    h.call("ghost_tool", session="s1")
+    h.call("phantom_tool", session="s1")
+    for i in range(3):
+        h.call(f"admin_{i}", session="s2")
+    assert h.call("export_data", {"q": "x"}, session="s3").alert is not None      # 36 + 40 >= 70
     d = h.call("open_tool", {"q": "x"}, session="s1")
     assert d.reason is Reason.RISK_BLOCKED and "chain recon -> probe -> extract" in d.detail
 

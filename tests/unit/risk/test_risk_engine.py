@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from extauthz.core.reasons import Reason
+from extauthz.risk.chain import CHAIN_MIN_POINTS, ESCALATE_AFTER, ESCALATE_MAX, ESCALATE_STEP, LONG_WINDOW
 from extauthz.risk.engine import CHAIN_WINDOW, EVIDENCE_PER_STAGE, MAX_ALERTS_PER_CALLER, MAX_SESSIONS_PER_CALLER, RiskEngine
 from extauthz.risk.stages import (CHAIN_POINTS, DENIAL_STAGE, EXTRACT, LIST_METHODS, PROBE, RECON, USE_METHODS,
                                   VOLUME_POINTS, stage_of)
@@ -61,9 +62,10 @@ def test_every_reason_is_classified():
 
 
 @pytest.mark.parametrize("method", sorted(LIST_METHODS))
-def test_allowed_list_is_recon_without_points(method):
-    assert stage_of(Reason.ALLOWED, method, False) == (RECON, 0.0)
-    assert stage_of(Reason.ALLOWED, method, True) == (RECON, 0.0)
+def test_allowed_list_is_not_recon(method):
+    """Every client lists at every session start and reconnect (issue 15, item 5)."""
+    assert stage_of(Reason.ALLOWED, method, False) == (None, 0.0)
+    assert stage_of(Reason.ALLOWED, method, True) == (None, 0.0)
 
 
 @pytest.mark.parametrize("method", sorted(USE_METHODS))
@@ -164,7 +166,7 @@ def test_configure_can_disable_a_blocking_engine(eng):
 
 
 def test_block_reason_names_the_last_alert(eng):
-    rec(eng, RECON, 6, reason="unknown_capability", name="admin_dump")
+    probing(eng)
     rec(eng, PROBE, 60, reason="not_allowed", name="export_all")
     alert = rec(eng, EXTRACT, 0, reason="allowed", name="lookup")
     assert alert is not None
@@ -174,132 +176,201 @@ def test_block_reason_names_the_last_alert(eng):
 
 # -- the attack chain ---------------------------------------------------------------------------------------
 
-def test_chain_in_order_raises_an_alert_with_its_evidence(eng):
+def probing(e: RiskEngine, *, session: str = "s1", caller: str = ALICE, names: str = "abcde") -> None:
+    """Just enough: 2 unknown names and 3 probes, 5 distinct denials worth 36."""
+    for n in names[:2]:
+        rec(e, RECON, 6, reason="unknown_capability", name=f"ghost_{n}", session=session, caller=caller)
+    for n in names[2:5]:
+        rec(e, PROBE, 8, reason="not_allowed", name=f"admin_{n}", session=session, caller=caller)
+
+
+def test_chain_raises_an_alert_with_its_evidence(eng):
     alerts: list[dict[str, Any]] = []
     eng.on_alert = alerts.append
-    assert eng.record(ALICE, decision_id="d-recon", session_id="s1", server="crm", method="tools/list", name="",
-                      reason="allowed", stage=RECON, points=0) is None
-    assert eng.record(ALICE, decision_id="d-recon2", session_id="s1", server="crm", method="tools/call",
-                      name="ghost", reason="unknown_capability", stage=RECON, points=6) is None
-    assert eng.record(ALICE, decision_id="d-probe", session_id="s2", server="crm", method="tools/call",
-                      name="lookup", reason="schema_violation", stage=PROBE, points=8) is None
-    alert = eng.record(ALICE, decision_id="d-extract", session_id="s3", server="crm", method="tools/call",
-                       name="export", reason="allowed", stage=EXTRACT, points=0)
+    assert eng.record(ALICE, decision_id="d-list", session_id="s1", server="crm", method="tools/list", name="",
+                      reason="allowed", stage=None, points=0) is None
+    for i, name in enumerate(("ghost", "phantom")):
+        assert eng.record(ALICE, decision_id=f"d-recon{i}", session_id="s1", server="crm", method="tools/call",
+                          name=name, reason="unknown_capability", stage=RECON, points=6) is None
+    for i, name in enumerate(("lookup", "search", "export")):
+        assert eng.record(ALICE, decision_id=f"d-probe{i}", session_id="s2", server="crm", method="tools/call",
+                          name=name, reason="schema_violation", stage=PROBE, points=8) is None
+    alert = eng.record(ALICE, decision_id="d-extract", session_id="s3", server="crm", method="resources/read",
+                       name="crm://customers/c-1", reason="allowed", stage=EXTRACT, points=0)
     assert alert is not None
     assert alerts == [alert] and eng.alerts_total == 1
     assert alert["alert"] == "attack_chain" and alert["caller"] == ALICE
     assert alert["sessions"] == ["s1", "s2", "s3"]
-    assert [e["decisionId"] for e in alert["stages"][RECON]] == ["d-recon", "d-recon2"]
-    assert [e["decisionId"] for e in alert["stages"][PROBE]] == ["d-probe"]
+    assert [e["decisionId"] for e in alert["stages"][RECON]] == ["d-recon0", "d-recon1"]      # not the listing
+    assert [e["decisionId"] for e in alert["stages"][PROBE]] == ["d-probe0", "d-probe1", "d-probe2"]
     assert [e["decisionId"] for e in alert["stages"][EXTRACT]] == ["d-extract"]
     assert alert["points"] == CHAIN_POINTS
-    assert "unknown_capability ghost" in alert["summary"] and "schema_violation lookup" in alert["summary"]
-    assert eng.score(ALICE) == pytest.approx(6 + 8 + CHAIN_POINTS)
+    assert "unknown_capability phantom" in alert["summary"] and "schema_violation export" in alert["summary"]
+    assert eng.score(ALICE) == pytest.approx(12 + 24 + CHAIN_POINTS)
     assert eng.get(ALICE).alerts == [alert]
 
 
-def test_probe_before_recon_does_not_count(eng):
-    assert rec(eng, PROBE, 8, session="p0") is None
-    assert rec(eng, RECON, 6) is None
-    assert rec(eng, EXTRACT) is None             # no probe after the recon yet
-    assert eng.get(ALICE).chain.keys() == {RECON}
-    assert eng.alerts_total == 0
-    assert eng.score(ALICE) == pytest.approx(14)
+def test_listing_and_one_mistake_then_sensitive_use_is_no_chain(eng):
+    """The issue's CRM session: lists, one schema mistake, customer lookups all day."""
+    for m in sorted(LIST_METHODS):
+        rec(eng, None, 0, method=m, reason="allowed")
+    rec(eng, PROBE, 8, reason="schema_violation", name="search_customers")
+    for _ in range(50):
+        assert rec(eng, EXTRACT, 0, reason="allowed", name="lookup_customer") is None
+    assert eng.alerts_total == 0 and eng.score(ALICE) == pytest.approx(8)
 
 
-def test_extract_before_probe_does_not_count(eng):
-    rec(eng, RECON, 6, session="r")
+@pytest.mark.parametrize("recon,probe", [(1, 3), (2, 2), (0, 6), (6, 0)])
+def test_a_chain_needs_enough_distinct_recon_and_probe(eng, recon, probe):
+    """Below CHAIN_MIN_POINTS, or without both kinds, sensitive use is not a chain."""
+    for i in range(recon):
+        rec(eng, RECON, 6, name=f"ghost{i}")
+    for i in range(probe):
+        rec(eng, PROBE, 8, name=f"probe{i}")
+    total = recon * 6 + probe * 8
+    assert not (total >= CHAIN_MIN_POINTS and recon and probe)
+    assert rec(eng, EXTRACT) is None
+
+
+def test_a_chain_needs_several_denials_not_one_big_one(eng):
+    rec(eng, RECON, 6)
+    rec(eng, PROBE, 50)                      # points enough, but two denials are not probing
+    assert rec(eng, EXTRACT) is None
+    rec(eng, PROBE, 8, name="other")
+    rec(eng, RECON, 6, name="ghost2")
+    assert rec(eng, EXTRACT) is not None     # four distinct denials
+
+
+def test_probe_then_recon_counts_too(eng):
+    """An attacker who tries the gate first and guesses names afterwards is no less one."""
+    for i in range(3):
+        rec(eng, PROBE, 8, name=f"p{i}", session="p")
+    for i in range(2):
+        rec(eng, RECON, 6, name=f"r{i}", session="r")
+    alert = rec(eng, EXTRACT, session="x")
+    assert alert is not None and alert["sessions"] == ["r", "p", "x"]      # listed in stage order
+
+
+def test_extract_before_the_evidence_does_not_count(eng):
     assert rec(eng, EXTRACT, session="early") is None
-    assert rec(eng, PROBE, 8, session="p") is None
+    probing(eng, session="p")
     assert eng.alerts_total == 0
-    alert = rec(eng, EXTRACT, session="late")       # now the order holds
+    alert = rec(eng, EXTRACT, session="late")
     assert alert is not None
-    assert alert["sessions"] == ["r", "p", "late"]
     assert "early" not in str(alert["stages"])
 
 
-def test_extract_then_probe_then_recon_never_alerts(eng):
-    for stage in (EXTRACT, PROBE, RECON, EXTRACT):
-        assert rec(eng, stage, 5) is None
-    assert eng.alerts_total == 0
-
-
-def test_recon_after_probe_keeps_the_chain(eng):
-    rec(eng, RECON, 6, session="a")
-    rec(eng, PROBE, 8, session="b")
-    rec(eng, RECON, 6, session="c")
-    alert = rec(eng, EXTRACT, session="d")
-    assert alert is not None and alert["sessions"] == ["a", "c", "b", "d"]     # listed in stage order
-
-
 def test_chain_is_per_caller(eng):
-    rec(eng, RECON, 6, caller=ALICE)
-    rec(eng, PROBE, 8, caller=BOB)
+    probing(eng, caller=ALICE, names="ab")
+    probing(eng, caller=BOB, names="abcde"[2:] + "xy")
     assert rec(eng, EXTRACT, caller=ALICE) is None
-    assert rec(eng, EXTRACT, caller=BOB) is None
     assert eng.alerts_total == 0
 
 
-def test_chain_expires_after_the_window(eng, clock):
-    rec(eng, RECON, 6)
+def test_evidence_older_than_the_window_does_not_count(eng, clock):
+    probing(eng, names="ab")                 # the two unknown names only
     clock.advance(CHAIN_WINDOW + 1)
-    assert rec(eng, PROBE, 8) is None
+    for i in range(3):
+        rec(eng, PROBE, 8, name=f"late{i}")
     assert rec(eng, EXTRACT) is None
     assert eng.alerts_total == 0
 
 
-def test_chain_within_the_window_alerts(eng, clock):
-    rec(eng, RECON, 6)
+def test_the_window_slides(eng, clock):
+    """Evidence spread over more than the window still chains if enough of it is recent."""
+    rec(eng, RECON, 6, name="old")
     clock.advance(CHAIN_WINDOW - 10)
-    rec(eng, PROBE, 8)
-    clock.advance(9)
+    rec(eng, RECON, 6, name="new")
+    for i in range(3):
+        rec(eng, PROBE, 8, name=f"p{i}")
+    clock.advance(20)                        # "old" has left the window: 6 + 24 < 36
+    assert rec(eng, EXTRACT) is None
+    rec(eng, RECON, 6, name="newer")
     assert rec(eng, EXTRACT) is not None
 
 
 def test_chain_window_uses_the_events_own_time(eng):
-    rec(eng, RECON, 6, at=1000.0)
-    rec(eng, PROBE, 8, at=1000.0 + CHAIN_WINDOW + 5)
+    for i in range(2):
+        rec(eng, RECON, 6, name=f"r{i}", at=1000.0)
+    for i in range(3):
+        rec(eng, PROBE, 8, name=f"p{i}", at=1000.0 + CHAIN_WINDOW + 5)
     assert rec(eng, EXTRACT, at=1000.0 + CHAIN_WINDOW + 6) is None
 
 
 def test_chain_restarts_after_an_alert(eng):
-    rec(eng, RECON, 6)
-    rec(eng, PROBE, 8)
+    probing(eng)
     assert rec(eng, EXTRACT) is not None
-    assert eng.get(ALICE).chain == {}
-    assert rec(eng, EXTRACT) is None
-    assert rec(eng, PROBE, 8) is None
-    rec(eng, RECON, 0)
-    rec(eng, PROBE, 8)
+    assert eng.summary(eng.get(ALICE))["chain"] == []
+    assert rec(eng, EXTRACT) is None         # the same evidence never makes a second alert
+    probing(eng, names="fghij")
     assert rec(eng, EXTRACT) is not None
     assert eng.alerts_total == 2
 
 
-def test_evidence_per_stage_is_bounded_and_keeps_the_latest_scored(eng):
+def test_the_alert_reports_a_bounded_evidence_list_with_the_latest(eng):
     rec(eng, RECON, 6)
     for i in range(EVIDENCE_PER_STAGE + 4):
-        rec(eng, PROBE, 1, name=f"p{i}")
-    probes = eng.get(ALICE).chain[PROBE]
+        rec(eng, PROBE, 8, name=f"p{i}")
+    alert = rec(eng, EXTRACT)
+    probes = alert["stages"][PROBE]
     assert len(probes) == EVIDENCE_PER_STAGE
-    assert probes[-1].name == f"p{EVIDENCE_PER_STAGE + 3}"
-    assert probes[0].name == "p0"
+    assert probes[-1]["name"] == f"p{EVIDENCE_PER_STAGE + 3}"
+    assert probes[0]["name"] == "p0"
 
 
-def test_unscored_repeats_are_not_evidence(eng):
+def test_unscored_events_are_not_evidence(eng):
     rec(eng, RECON, 0, name="list1")
-    rec(eng, RECON, 0, name="list2")
-    assert [e.name for e in eng.get(ALICE).chain[RECON]] == ["list1"]
+    rec(eng, PROBE, 0, name="retry")
+    assert list(eng.get(ALICE).evidence) == []
 
 
 def test_alerts_kept_per_caller_are_bounded(eng):
     for i in range(MAX_ALERTS_PER_CALLER + 3):
-        rec(eng, RECON, 0)
-        rec(eng, PROBE, 0.1)
+        probing(eng, names=f"{i}a{i}b{i}c{i}d{i}e"[::2] + "xyzuv")
         assert rec(eng, EXTRACT, name=f"x{i}") is not None
     alerts = eng.get(ALICE).alerts
     assert len(alerts) == MAX_ALERTS_PER_CALLER
     assert "x" + str(MAX_ALERTS_PER_CALLER + 2) in alerts[-1]["summary"]
     assert eng.alerts_total == MAX_ALERTS_PER_CALLER + 3
+
+
+# -- escalation: many distinct denials over hours -------------------------------------------------------------
+
+def test_distinct_denials_past_the_usual_share_escalate(eng, clock):
+    for i in range(ESCALATE_AFTER):
+        rec(eng, PROBE, 8, name=f"p{i}")
+        assert eng.get(ALICE).timeline[-1].points == 8
+    rec(eng, PROBE, 8, name="next")
+    assert eng.get(ALICE).timeline[-1].points == pytest.approx(8 * (1 + 1 / ESCALATE_STEP))
+    for i in range(40):
+        rec(eng, PROBE, 8, name=f"q{i}")
+    assert eng.get(ALICE).timeline[-1].points == pytest.approx(8 * ESCALATE_MAX)
+
+
+def test_escalation_forgets_after_the_long_window(eng, clock):
+    for i in range(ESCALATE_AFTER + 4):
+        rec(eng, PROBE, 8, name=f"p{i}")
+    clock.advance(LONG_WINDOW + 1)
+    rec(eng, PROBE, 8, name="later")
+    assert eng.get(ALICE).timeline[-1].points == 8
+
+
+def test_a_slow_probe_under_the_decay_is_blocked(eng, clock):
+    """One new denial every 7 minutes (7 points of decay each) still reaches blockAt."""
+    steps = 0
+    while not eng.blocked(ALICE):
+        clock.advance(7 * 60)
+        rec(eng, PROBE, 8, name=f"p{steps}")
+        steps += 1
+        assert steps < 60
+    assert steps > ESCALATE_AFTER
+
+
+def test_replicated_points_are_not_escalated_again(eng):
+    for i in range(ESCALATE_AFTER + 8):
+        rec(eng, PROBE, 8, name=f"p{i}")
+    rec(eng, PROBE, 8, name="relayed", replicated=True)
+    assert eng.get(ALICE).timeline[-1].points == 8
 
 
 # -- volume ------------------------------------------------------------------------------------------------
@@ -390,14 +461,13 @@ def test_scored_events_are_published(eng, published):
     assert payload["stage"] == PROBE and payload["sessionId"] == "s1" and payload["reason"] == "not_allowed"
 
 
-def test_chain_moves_are_published_and_repeats_are_not(eng, published):
-    rec(eng, RECON, 0)               # first recon evidence: the chain moved
-    rec(eng, RECON, 0)               # nothing new
-    rec(eng, EXTRACT, 0)             # out of order: nothing
-    assert len(published) == 1
-    rec(eng, PROBE, 0)               # moved
-    rec(eng, EXTRACT, 0)             # completes the chain
-    assert len(published) == 3
+def test_plain_extracts_are_published_only_when_they_complete_a_chain(eng, published):
+    rec(eng, EXTRACT, 0)                     # nothing to chain: not relayed
+    assert published == []
+    probing(eng)
+    assert len(published) == 5
+    rec(eng, EXTRACT, 0)                     # completes the chain
+    assert len(published) == 6
 
 
 def test_replicated_records_score_but_are_not_published(eng, published):
@@ -410,14 +480,16 @@ def test_replicated_records_score_but_are_not_published(eng, published):
 
 def test_published_payload_replays_into_another_engine(eng, published, clock):
     other = RiskEngine()
-    rec(eng, RECON, 6, session="s1")
-    rec(eng, PROBE, 8, session="s2")
+    probing(eng, session="s1")
+    rec(eng, PROBE, 8, reason="schema_violation", name="lookup", session="s2")
+    rec(eng, None, 0, reason="allowed", name="lookup", session="s2")       # corrects it
     rec(eng, EXTRACT, 0, session="s3")
     for op, m in published:
         other.record(m["caller"], decision_id=m["decisionId"], session_id=m["sessionId"], server=m["server"],
                      method=m["method"], name=m["name"], reason=m["reason"], stage=m["stage"],
-                     points=float(m["points"]), replicated=True, at=m["time"])
+                     points=float(m["points"]), replicated=True, at=m["time"], forgives=m.get("forgives", ()))
     assert other.score(ALICE) == pytest.approx(eng.score(ALICE))
+    assert other.score(ALICE) == pytest.approx(36 + CHAIN_POINTS)        # the mistake forgiven there too
     assert other.alerts_total == 1
 
 

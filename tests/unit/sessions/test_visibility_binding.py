@@ -137,11 +137,15 @@ def test_not_published_at_all_is_unknown_whatever_was_listed(app):
     assert d.reason is Reason.UNKNOWN_CAPABILITY and "published spec" in d.detail
 
 
-def test_delete_ends_the_sessions_visibility(app):
+def test_a_confirmed_delete_ends_the_sessions_visibility(app):
     app.visibility.listed("crm", "s1", ALICE, "tools", ["open_tool", "routed"])
     app.visibility.listed("crm", "s2", ALICE, "tools", ["open_tool"])
     assert tool(app, "routed", session="s1").allowed
     assert check(app, None, session="s1", method="DELETE").allowed
+    assert app.visibility.view("crm", "s1", ALICE)[0] is not None     # the server has not answered yet
+    app.learner.on_session_end("crm", "s1", "refused")
+    assert tool(app, "routed", session="s1").allowed                    # a refused DELETE: still the session's
+    app.learner.on_session_end("crm", "s1", "ended")
     assert app.visibility.view("crm", "s1", ALICE)[0] is None
     assert tool(app, "routed", session="s1").reason is Reason.UNKNOWN_CAPABILITY   # the caller's view now
 
@@ -227,7 +231,8 @@ def test_visibility_binding_is_on_by_default(tmp_path):
 def _answer(app: App, d: Decision, body: bytes) -> bytes:
     """ext_proc's side: the learn header from the Check, then the response through the exchange."""
     assert d.learn
-    ex = app.learner.exchange(d.server, d.caller.key, d.session_id, encode_learn_header(d.learn, d.view))
+    identity = ({}, {"envoy.filters.http.jwt_authn": {"jwt_payload": d.caller.claims}})   # what Envoy forwards
+    ex = app.learner.exchange(d.server, d.caller.key, d.session_id, encode_learn_header(d.learn, d.view), identity)
     assert ex is not None
     ex.on_response_headers(200, {"content-type": "application/json"})
     ex.on_body(body, True)

@@ -77,7 +77,8 @@ async def test_first_claim_race_has_exactly_one_owner_everywhere(redis_server: R
     try:
         for n in range(20):
             sid = f"race-{n}"
-            da, db = await asyncio.gather(check(a, LOOKUP, sid=sid), check(b, LOOKUP, claims=MALLORY, sid=sid))
+            rival = {**SUPPORT, "sub": f"rival-{n}"}     # one each: a thief of many ids is risk-blocked
+            da, db = await asyncio.gather(check(a, LOOKUP, sid=sid), check(b, LOOKUP, claims=rival, sid=sid))
             assert da.allowed != db.allowed, (n, da.reason, db.reason)
             loser = db if da.allowed else da
             assert loser.reason is Reason.SESSION_HIJACK

@@ -16,7 +16,8 @@ from extauthz.specs.validators import ValidatorCache
 
 DRAFTS = [None, "https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2019-09/schema",
           "http://json-schema.org/draft-07/schema#"]
-PATTERNS = ["^[a-z]+$", "^c-[0-9]{3}$", "abc", "^.{2,5}$", "^[A-Z][a-z]*( [A-Z][a-z]*)*$", "\\.csv$"]
+PATTERNS = ["^[a-z]+$", "^c-[0-9]{3}$", "abc", "^.{2,5}$", "^[A-Z][a-z]*( [A-Z][a-z]*)*$", "\\.csv$",
+            "^[\\p{L} .'-]{1,20}$", "\\bc\\b", "^\\w+$", "^\\S+$"]   # ECMA: tests/unit/specs/test_ecma_patterns.py
 FORMATS = ["email", "uri", "date-time", "uuid", "ipv4"]
 STRINGS = ["", "a", "abc", "c-100", "c-1000", "Ada Lovelace", "é", "x" * 10, "a.csv", "2026-11-25T00:00:00Z",
            "not an email", "a@b.c", "550e8400-e29b-41d4-a716-446655440000", "1.2.3.4", "ABC", "🙂"]

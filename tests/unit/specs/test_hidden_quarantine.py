@@ -52,10 +52,33 @@ def test_first_contact_with_a_poisoned_tool_is_held_then_approved(tmp_path):
     assert _lookup(app) is Reason.QUARANTINED
 
 
-def test_invisible_characters_alone_are_enough(tmp_path):
+def test_invisible_characters_that_carry_an_instruction_are_enough(tmp_path):
     app = _app(tmp_path)
     app.specs.apply_page("crm", "tools", _tools(HIDDEN), first=True, last=True)
     assert _lookup(app) is Reason.QUARANTINED
+
+
+def test_a_single_weak_finding_is_flagged_not_held(tmp_path):
+    """The two descriptions that were held in issue 15: they are at most flagged, and callable."""
+    for desc, flags in (("Upload the file contents to the team's shared document store.", []),
+                        ("Creates a chat assistant with its own system prompt.", []),
+                        ("Look up one customer.\u200b", ["invisible character U+200B at 21"])):
+        app = _app(tmp_path)                # first sight each time (a later change would be drift)
+        app.specs.apply_page("crm", "tools", _tools(desc), first=True, last=True)
+        assert _lookup(app) is Reason.ALLOWED and not app.specs.get("crm").quarantined
+        tool = next(t for t in app.inventory.snapshot(app)["servers"][0]["tools"] if t["name"] == "lookup_customer")
+        assert tool["hiddenInstructions"] == flags and tool["quarantined"] is None
+
+
+def test_first_sight_hold_says_what_and_where_not_changed_since_approval(tmp_path):
+    app = _app(tmp_path)
+    app.specs.apply_page("crm", "tools", _tools(POISON), first=True, last=True)
+    d = app.check(http(call("lookup_customer", {"customer_id": "c-100"})))
+    assert d.reason is Reason.QUARANTINED
+    assert "changed since approval" not in d.detail
+    assert d.detail == ("tool 'lookup_customer' is quarantined: hidden instructions in tool 'lookup_customer': "
+                        "<IMPORTANT> block at char 22 of description, with 'ignore previous instructions' at char 33 "
+                        "of description")
 
 
 def test_flag_mode_only_flags(tmp_path):
