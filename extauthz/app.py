@@ -13,6 +13,7 @@ import asyncio
 
 import logging
 import time
+import zlib
 from collections import OrderedDict, deque
 from typing import IO, Any, Callable
 
@@ -65,6 +66,9 @@ class App:
         self.sensitive = SensitiveUse(self.specs)
         self.own_faults = OwnFaults(self.specs, self.validators)
         self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
+        # extauthz.shared: where session owners and learned state are shared (Redis, or the
+        # --workers supervisor); None for one process on its own
+        self.shared: Any = None
         self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions), lambda: self.sessions.refused)
         self.decisions = DecisionLog(decision_out, background=background_log)
         self.observer = Observer(self.inventory, self.risk, self.decisions, lambda: self.ctx)
@@ -113,8 +117,55 @@ class App:
         self.sensitive.clear()
         self.ctx = Context(policy, self.specs, self.sessions, self.validators, policy.limits,
                            visibility=self.visibility, risk=self.risk if r.enabled else None,
-                           links=self.links if policy.defaults.unknown_capability == "deny" else None)
+                           links=self.links if policy.defaults.unknown_capability == "deny" else None,
+                           shared_claims=self.shared is not None and self.shared.remote)
         log.info("policy installed: %s (%s, %d servers)", policy.source, policy.digest[:12], len(policy.servers))
+
+    def use_shared(self, shared: Any) -> None:
+        """Share state through `shared` (extauthz.shared.redis.RedisShared or the workers' claims):
+        every store publishes its changes there, and unknown session ids are claimed there."""
+        self.shared = shared
+        for store in (self.specs, self.sessions, self.visibility, self.risk, self.links):
+            store.on_change = shared.publish
+        if self.ctx is not None:
+            self._install(self.ctx.policy)
+
+    async def confirm_claim(self, http: HttpRequest, d: Decision) -> Decision:
+        """Settle a Check that waits on the shared store for its session's owner, then decide it
+        again (the owner is now known here). Redis away: `sessions.sharedStateDown` says."""
+        from extauthz.shared.redis import SharedUnavailable
+        ctx, caller = self.ctx, d.caller
+        assert ctx is not None and caller is not None and d.claim
+        meta = {"u": caller.user_session, "i": caller.client_id, "v": d.protocol_version}
+        try:
+            owner, ended = await self.shared.claim(d.claim, caller.key, d.server, meta)
+        except SharedUnavailable as e:
+            if ctx.policy.sessions.shared_state_down == "local":
+                owner = caller.key          # decided here alone; written to the store once it is back
+                self.sessions.touch(d.claim, owner, d.server, user_session=caller.user_session,
+                                    client_id=caller.client_id, protocol_version=d.protocol_version)
+                return self._decided_again(http)
+            self.shared.claims_denied += 1
+            d.claim = ""
+            d.detail = f"shared state unavailable, so this session's owner cannot be confirmed ({e})"[:300]
+            d.rule = "sessions.sharedStateDown"
+            self._enqueue(d, http)
+            return d
+        if ended:                       # reserved to its former owner: decided like any ended id here
+            self.sessions.end(d.claim, caller=owner, replicated=True)
+            return self._decided_again(http)
+        mine = owner == caller.key      # won (or already held): the other replicas hear of it on the feed
+        self.sessions.touch(d.claim, owner, d.server, user_session=caller.user_session if mine else "",
+                            client_id=caller.client_id if mine else "", protocol_version=d.protocol_version,
+                            replicated=not mine)
+        return self._decided_again(http)
+
+    def _decided_again(self, http: HttpRequest) -> Decision:
+        d = self.check(http)
+        if d.claim:                    # idle past the TTL in between: never an allow without an owner
+            d.claim = ""
+            self._enqueue(d, http)
+        return d
 
     def _pin_specs(self, policy: Policy) -> None:
         for server in policy.servers:
@@ -218,6 +269,8 @@ class App:
     @property
     def ready(self) -> bool:
         ok = self.ctx is not None and not self.draining
+        if self.shared is not None and not self.shared.loaded.is_set():
+            return False                # a new replica decides only once it has the shared state
         return ok and (self.ready_check is None or bool(self.ready_check()))
 
     # -- the Check path -------------------------------------------------------------------------
@@ -237,6 +290,8 @@ class App:
                 d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                              status=400, form="bare")
                 fault = True
+            if d.claim:
+                return d                # the transport awaits the claim and decides again (confirm_claim)
             try:
                 self._after(d, ctx, http.path)
                 if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
@@ -246,6 +301,10 @@ class App:
             except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
                 log.exception("session/risk bookkeeping failed; the decision stands")
         d.latency = time.perf_counter() - t0
+        self._enqueue(d, http)
+        return d
+
+    def _enqueue(self, d: Decision, http: HttpRequest) -> None:
         q = self._unrecorded
         q.append((d, http))
         if len(q) == 1:
@@ -253,7 +312,6 @@ class App:
                 asyncio.get_running_loop().call_later(RECORD_DELAY, self._record_in_slices)
             except RuntimeError:        # no loop (replay, tests): now
                 self.record_pending()
-        return d
 
     def _record_in_slices(self) -> None:
         """The batch timer: record what was answered, RECORD_SLICE decisions per loop turn, so a
@@ -402,7 +460,8 @@ def _signature(d: Decision, http: HttpRequest | None) -> int:
                                  option=orjson.OPT_SORT_KEYS)
         except (orjson.JSONDecodeError, TypeError):
             extra = http.body
-    return hash((d.server, d.method, d.name, d.reason, d.detail, extra))
+    # crc32, not hash(): str hashes are salted per process, and replicas compare signatures
+    return zlib.crc32(repr((d.server, d.method, d.name, d.reason.value, d.detail, extra)).encode())
 
 
 def _best_effort_caller(http: HttpRequest, ctx: Context) -> Caller | None:

@@ -29,15 +29,38 @@ def _serve(a: argparse.Namespace) -> int:
     except PolicyError as e:
         print(f"policy {a.policy} refused:\n{e}", file=sys.stderr)
         return 1
+    cfg = None
+    if a.redis:
+        from extauthz.shared.config import SharedConfigError, redis_config
+        try:
+            cfg = redis_config(a.redis, prefix=a.redis_prefix, password_file=a.redis_password_file,
+                               ca_file=a.redis_ca, cert_file=a.redis_cert, key_file=a.redis_key)
+        except (SharedConfigError, OSError) as e:
+            print(f"--redis refused: {e}", file=sys.stderr)
+            return 2
     if a.loop == "uvloop":
         import uvloop
         uvloop.install()
+
+    def shared() -> object:
+        if cfg is None:
+            return None
+        from extauthz.shared.redis import RedisShared
+        s = RedisShared(cfg, app)
+        app.metrics.watch_shared(s.status)
+        return s
     if a.workers != 1 and a.worker_fd is None:
         from extauthz.workers.supervisor import Supervisor, cpu_count, worker_args
         n = a.workers if a.workers > 0 else cpu_count()
-        return asyncio.run(Supervisor(app, n, worker_args(a)).run(a.host, a.admin_port, a.drain_seconds))
-    asyncio.run(serve(app, host=a.host, grpc_port=a.grpc_port, admin_port=a.admin_port, drain_seconds=a.drain_seconds,
-                      credentials=creds, worker_fd=a.worker_fd, worker_index=a.worker_index))
+
+        async def supervise() -> int:
+            return await Supervisor(app, n, worker_args(a), shared()).run(a.host, a.admin_port, a.drain_seconds)
+        return asyncio.run(supervise())
+
+    async def run() -> None:
+        await serve(app, host=a.host, grpc_port=a.grpc_port, admin_port=a.admin_port, drain_seconds=a.drain_seconds,
+                    credentials=creds, worker_fd=a.worker_fd, worker_index=a.worker_index, shared=shared())
+    asyncio.run(run())
     return 0
 
 
@@ -90,7 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--grpc-port", type=int, default=9191)
     s.add_argument("--admin-port", type=int, default=9192)
     s.add_argument("--host", default="0.0.0.0")
-    s.add_argument("--redis", default=None, help="Redis URL for state shared by replicas (not yet used)")
+    s.add_argument("--redis", default=None,
+                   help="redis:// or rediss:// URL: session owners, learned specs, approvals, visibility and risk "
+                        "shared by every replica and worker (password: URL, --redis-password-file or "
+                        "$EXTAUTHZ_REDIS_PASSWORD)")
+    s.add_argument("--redis-prefix", default=None, help="key prefix, one per release (default mcp-extauthz)")
+    s.add_argument("--redis-password-file", default=None, help="file holding the Redis password (a mounted Secret)")
+    s.add_argument("--redis-ca", default=None, help="rediss://: CA bundle to verify the server")
+    s.add_argument("--redis-cert", default=None, help="rediss://: client certificate")
+    s.add_argument("--redis-key", default=None, help="rediss://: client key")
     s.add_argument("--drain-seconds", type=float, default=10.0)
     s.add_argument("--log-level", default="info")
     s.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop",

@@ -60,6 +60,26 @@ class _CheckCollector:
         yield h
 
 
+class _SharedCollector:
+    """DESIGN.md's shared-state metrics, read from the shared store's status at scrape time."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[Any]:
+        st = self._status()
+        yield GaugeMetricFamily("mcp_extauthz_shared_state_connected", "1 while the shared store (Redis) answers",
+                                value=1.0 if st.get("connected") else 0.0)
+        yield GaugeMetricFamily("mcp_extauthz_shared_state_lag_seconds",
+                                "Age of the newest change-feed entry applied here", value=float(st.get("lagSeconds", 0)))
+        yield CounterMetricFamily("mcp_extauthz_shared_claims_denied",
+                                  "First requests of a session denied because its owner could not be confirmed",
+                                  value=float(st.get("claimsDenied", 0)))
+        yield CounterMetricFamily("mcp_extauthz_shared_writes_dropped",
+                                  "Shared-state writes dropped (queue full while the store was away)",
+                                  value=float(st.get("writesDropped", 0)))
+
+
 class _FilterFailureCollector:
     """`list_filter_failures_total{reason}`: lists shown empty, or list bodies replaced, because they
     could not be filtered for their caller (reasons: extauthz.specs.listfilter.FAILURES)."""
@@ -77,6 +97,8 @@ class _FilterFailureCollector:
         for reason, n in list(self.counts.items()):
             c.add_metric([reason], n)
         yield c
+
+
 class _CountCollector:
     """A counter whose value another object keeps (read at scrape time, nothing on the hot path)."""
 
@@ -113,6 +135,9 @@ class Metrics:
         self.build_info.labels(__version__).set(1)
         r.register(_SpecCollector(specs))  # type: ignore[arg-type]
         self._labels: dict[tuple[str, str, bool, str], tuple[str, str, str, str]] = {}
+
+    def watch_shared(self, status: Callable[[], dict[str, Any]]) -> None:
+        self.registry.register(_SharedCollector(status))  # type: ignore[arg-type]
 
     def observe(self, server: str, method: str, allowed: bool, reason: str, seconds: float) -> None:
         key = (server, method, allowed, reason)

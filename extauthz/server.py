@@ -11,6 +11,7 @@ import gc
 import logging
 import signal
 import time
+from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
@@ -52,12 +53,15 @@ def server_credentials(cert: str, key: str, client_ca: str | None) -> grpc.Serve
 
 async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin_port: int = 9192,
                 drain_seconds: float = 10.0, credentials: grpc.ServerCredentials | None = None,
-                worker_fd: int | None = None, worker_index: int = 0) -> None:
+                worker_fd: int | None = None, worker_index: int = 0, shared: Any = None) -> None:
     """Serve until SIGTERM. As one of `--workers N` (worker_fd set): share the gRPC port with the
     other workers, serve no admin port (the supervisor does), and keep learned state in step
     over the bus; stop when the supervisor goes away."""
     # Start-up and periodic discovery run in one process only (worker 0 of --workers); every
     # worker discovers on a spec miss. What any of them discovers reaches the others over the bus.
+    if shared is not None:
+        app.use_shared(shared)
+        await shared.start()            # ready once the shared state is loaded (App.ready)
     app.discovery = Discoverer.from_env(app, scheduled=worker_fd is None or worker_index == 0)
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -92,7 +96,8 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
         bus = WorkerBus(app, worker_fd, worker_index)
         bus_task = asyncio.create_task(bus.run())
         bus_task.add_done_callback(lambda _: stop.set())
-    discovery_task = asyncio.create_task(app.discovery.run(wait_for_bus=worker_fd is not None))
+    discovery_task = asyncio.create_task(app.discovery.run(wait_for_bus=worker_fd is not None and shared is None))
+    lease_task = asyncio.create_task(_discovery_lease(app, shared)) if shared is not None else None
     log.info("serving gRPC on %s:%d%s", host, grpc_port,
              f", admin on {host}:{admin_port}" if admin_port else f" (worker {worker_index})")
 
@@ -113,14 +118,25 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     await server.stop(grace=max(1.0, deadline - loop.time()))
     app.record_pending()
     app.decisions.flush()
-    for t in (watch_task, sweep_task, settle_task, bus_task, discovery_task):
+    for t in (watch_task, sweep_task, settle_task, bus_task, discovery_task, lease_task):
         if t:
             t.cancel()
     await app.discovery.close()
+    if shared is not None:
+        await shared.close()
     if admin is not None and admin_task is not None:
         admin.should_exit = True
         await asyncio.wait([admin_task], timeout=3)
     log.info("stopped")
+
+
+async def _discovery_lease(app: App, shared: Any, every: float = 10.0) -> None:
+    """Scheduled discovery runs on the one replica holding the lease (on-miss discovery stays
+    local); a replica that dies loses it within 3 renewals."""
+    wanted = app.discovery.scheduled
+    while wanted:
+        app.discovery.scheduled = await shared.hold_lease("discovery", 3 * every)
+        await asyncio.sleep(every)
 
 
 async def _sweep(app: App) -> None:

@@ -47,7 +47,15 @@ def build_admin(app: App, actors: ActorSource | None = None) -> Starlette:
     source: ActorSource = actors if actors is not None else LocalActors(app)
 
     async def healthz(_: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__})
+        # Alive whatever Redis does (decisions go on from local state); what is degraded is said.
+        body: dict[str, object] = {"status": "ok", "version": __version__}
+        if app.shared is not None and hasattr(app.shared, "status"):
+            st = app.shared.status()
+            body["sharedState"] = st
+            if not st.get("connected"):
+                body["status"], body["degraded"] = "degraded", ["shared state unreachable: new sessions follow "
+                                                              "sessions.sharedStateDown"]
+        return JSONResponse(body)
 
     async def readyz(_: Request) -> Response:
         if app.ready:

@@ -44,6 +44,7 @@ class Context:
     visibility: Visibility | None = None   # what each session was listed (sessions.visibilityBinding)
     risk: Any = None            # extauthz.risk.engine.RiskEngine: per-caller score (risk.enabled)
     links: Any = None           # extauthz.sessions.links.LinkGrants: resource links returned to a session
+    shared_claims: bool = False  # session owners live in a shared store (--redis, --workers)
 
 
 def _deny(d: Decision, reason: Reason, detail: str, status: int) -> Decision:
@@ -139,6 +140,11 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
         # Resuming a stream (streamable HTTP): the server replays what it sent on it, lists included.
         d.resumed = http.method == "GET" and bool(http.headers.get("last-event-id"))
         if policy.sessions.bind_to_caller:
+            if caller is not None and ctx.shared_claims and ctx.sessions.owner(sid) is None \
+                    and not ctx.sessions.ended(sid):
+                # Never seen here: whoever holds it elsewhere owns it. Denied until the claim says.
+                d.claim = sid
+                return _deny(d, Reason.NOT_ALLOWED, "the session's owner is not confirmed", _status(d, deny_status))
             # (an anonymous request, where the policy lets them in, never rides a bound session)
             if not ctx.sessions.owner_ok(sid, caller.key if caller is not None else ""):
                 return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))

@@ -69,6 +69,9 @@ class Decision:
     arguments: Any = None              # kept only when audit.logArguments is on
     view: Any = None                   # extauthz.specs.learn.View: filter this caller's lists
     alert: dict[str, Any] | None = None  # a risk alert this decision completed
+    # The session id the shared store must be asked about before this request can be decided (a
+    # replica that never saw it). Such a decision is a deny until the claim settles it.
+    claim: str = ""
     latency: float = 0.0
 
     @property

@@ -294,7 +294,7 @@ static_resources:
       - lb_endpoints:
         - endpoint:
             address:
-              socket_address: {{address: "{authz_host}", port_value: {authz_port}}}
+              socket_address: {{address: "{authz_host}", port_value: {authz_port}}}{more_authz}
   - name: upstream
     type: {upstream_cluster_type}
     connect_timeout: 2s
@@ -376,8 +376,10 @@ def render(
     authz_timeout: str = "2s",
     message_timeout: str = "2s",
     header_comment: bool = True,
+    more_authz_ports: tuple[int, ...] = (),
 ) -> str:
-    """Return the Envoy v3 bootstrap YAML (see module docstring and envoy/README.md)."""
+    """Return the Envoy v3 bootstrap YAML (see module docstring and envoy/README.md).
+    `more_authz_ports`: further replicas of the service on `authz_host` (round robin, per request)."""
     jwks = checked_common(jwks_json, max_request_bytes, issuer, audience)
     body = _TEMPLATE.format(
         admin_address=_host("admin_address", admin_address),
@@ -390,6 +392,11 @@ def render(
         authz_host=_host("authz_host", authz_host),
         authz_port=_port("authz_port", authz_port),
         authz_cluster_type=_cluster_type(authz_host),
+        more_authz="".join(f"""
+        - endpoint:
+            address:
+              socket_address: {{address: "{authz_host}", port_value: {_port("more_authz_ports", p)}}}"""
+                           for p in more_authz_ports),
         learn_header=LEARN_HEADER,
         observe_header=OBSERVE_HEADER,
         stripped_headers="\n".join(f"              - remove: {h}" for h in STRIPPED_CLIENT_HEADERS),

@@ -35,7 +35,14 @@ class AuthorizationServicer:
         disc = self.app.discovery
         if disc is not None and disc.waiting:       # empty once every upstream was discovered
             await disc.before_check(http, _time_remaining(context))
-        return encode_check_response(self.app.check(http))
+        d = self.app.check(http)
+        if d.claim:         # a session id this replica never saw: its owner is asked of the shared store
+            try:
+                d = await self.app.confirm_claim(http, d)
+            except Exception:  # noqa: BLE001 - the pending decision is a deny: answer it
+                log.exception("claim failed; denying")
+                d.claim = ""
+        return encode_check_response(d)
 
 
 def _time_remaining(context: grpc.aio.ServicerContext) -> float | None:

@@ -168,6 +168,7 @@ class Sessions:
     visibility_binding: bool = True
     idle_ttl_seconds: int = 3600
     max_sessions: int = 100000
+    shared_state_down: str = "deny"     # a new session while the shared store is away: deny | local
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +314,7 @@ def compile_policy(doc: dict[str, Any], base_dir: str, source: str = "") -> Poli
         limits=Limits(int(lim["maxBodyBytes"]), int(lim["maxDepth"]), int(lim["maxStringBytes"]),
                       int(lim["maxArrayItems"]), frozenset(lim["decode"])),
         sessions=Sessions(ses["bindToCaller"], ses["visibilityBinding"], int(ses["idleTtlSeconds"]),
-                          int(ses["maxSessions"])),
+                          int(ses["maxSessions"]), ses.get("sharedStateDown", "deny")),
         risk=Risk(risk["enabled"], float(risk["blockAt"]), float(risk["decayPerMinute"]),
                   int(risk["volumePerMinute"]), int(risk["timelineLength"]), int(risk["maxCallers"]),
                   int(risk["largeResponseBytes"]), int(risk["callsPerMinute"])),

@@ -224,7 +224,7 @@ class RiskEngine:
         if alert is not None:
             self._add(st, CHAIN_POINTS, now)
         if changed and self.on_change is not None and not replicated:
-            self.on_change("risk", {"caller": caller, **ev.as_json()})
+            self.on_change("risk", {"caller": caller, **ev.as_json(), "signature": signature})
         return alert
 
     def restore(self, caller: str, score: float) -> None:

@@ -70,6 +70,27 @@ class SessionRegistry:
             return True
         return info.caller == caller
 
+    def owner(self, session_id: str) -> str | None:
+        """Who this replica knows to own the session, or None (never seen here, or idle here past
+        the TTL: with shared state that is a question for the shared store, not a free session)."""
+        info = self._by_id.get(session_id)
+        if info is None:
+            return None
+        if time.monotonic() - info.last_seen > self.idle_ttl:
+            del self._by_id[session_id]
+            return None
+        return info.caller
+
+    def touched_since(self, since: float, limit: int = 100_000) -> list[str]:
+        """Session ids used since `since` (monotonic), newest first: the recently touched sit at
+        the end of the map, so this costs what was touched, not every session."""
+        out: list[str] = []
+        for info in reversed(self._by_id.values()):
+            if info.last_seen < since or len(out) >= limit:
+                break
+            out.append(info.session_id)
+        return out
+
     def has_room(self, session_id: str) -> bool:
         """May `session_id` be bound now? Always when it is bound already; otherwise only below
         `max_sessions` after dropping bindings idle past the TTL (live ones are never dropped)."""

@@ -85,6 +85,11 @@ class Visibility:
         return (self._seen.get((server, "s:" + session_id)) if session_id else None,
                 self._seen.get((server, "c:" + caller)) if caller else None)
 
+    def snapshots(self) -> list[tuple[str, str, str, frozenset[str]]]:
+        """(server, partition, kind, names) for every snapshot held (catch-up, republishing)."""
+        return [(server, part, kind, names) for (server, part), view in self._seen.items()
+                for kind, names in view.items()]
+
     def end_session(self, server: str, session_id: str) -> None:
         self._seen.pop((server, "s:" + session_id), None)
 

@@ -129,7 +129,7 @@ class SpecStore:
                 if old is None:
                     events.append(DriftEvent(spec.server, kind, name, "added", False))
                 elif old.digest != entry.digest:
-                    q = on_drift == "quarantine"
+                    q = on_drift == "quarantine" and spec.approved.get((kind, name)) != entry.digest
                     if q:
                         spec.quarantined[(kind, name)] = f"changed from {old.digest[:12]} to {entry.digest[:12]}"
                     events.append(DriftEvent(spec.server, kind, name, "changed", q))
@@ -197,8 +197,26 @@ class SpecStore:
             if entry is not None:
                 spec.approved[(kind, name)] = entry.digest
         if ok and self.on_change is not None and not replicated:
-            self.on_change("approve", {"server": server, "kind": kind, "name": name})
+            self.on_change("approve", {"server": server, "kind": kind, "name": name,
+                                       "digest": spec.approved.get((kind, name), "") if spec else ""})
         return ok
+
+    def note_approval(self, server: str, kind: str, name: str, digest: str) -> None:
+        """Another replica's approval (or one loaded at start): it holds for that digest only. Applied
+        before the snapshot arrives, it keeps the snapshot's screen from holding the capability again."""
+        spec = self._spec(server)
+        spec.approved[(kind, name)] = digest
+        entry = spec.table(kind).get(name)
+        if entry is not None and (not digest or entry.digest == digest):
+            spec.quarantined.pop((kind, name), None)
+
+    def hold(self, server: str, kind: str, name: str, why: str) -> None:
+        """A quarantine decided elsewhere (catch-up): kept unless this very digest was approved."""
+        spec = self._spec(server)
+        entry = spec.table(kind).get(name)
+        if entry is not None and spec.approved.get((kind, name)) == entry.digest:
+            return
+        spec.quarantined[(kind, name)] = why
 
 
 def _key(kind: str, entry: Any) -> str:

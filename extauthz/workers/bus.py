@@ -65,11 +65,12 @@ class WorkerBus:
     async def run(self) -> None:
         sock = socket.socket(fileno=self.fd)
         reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=64 * 1024 * 1024)
-        self.app.specs.on_change = self.publish
-        self.app.sessions.on_change = self.publish
-        self.app.visibility.on_change = self.publish
-        self.app.risk.on_change = self.publish
-        self.app.links.on_change = self.publish
+        if self.app.shared is None:       # with Redis, changes travel there (bus: stats only)
+            self.app.specs.on_change = self.publish
+            self.app.sessions.on_change = self.publish
+            self.app.visibility.on_change = self.publish
+            self.app.risk.on_change = self.publish
+            self.app.links.on_change = self.publish
         ticker = asyncio.create_task(self._tick())
         try:
             while line := await reader.readline():
@@ -101,8 +102,13 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
                              source=msg.get("source", "traffic"), viewer=msg.get("viewer", "replica"))
     elif op == "info":
         app.specs.note_info(msg["server"], msg["info"], replicated=True)
-    elif op == "approve":
-        app.specs.approve(msg["server"], msg["kind"], msg["name"], replicated=True)
+    elif op == "approve":         # for the digest approved, never whatever this process holds
+        if msg.get("digest"):
+            app.specs.note_approval(msg["server"], msg["kind"], msg["name"], msg["digest"])
+        else:
+            app.specs.approve(msg["server"], msg["kind"], msg["name"], replicated=True)
+    elif op == "approved":        # catch-up, sent before the snapshots
+        app.specs.note_approval(msg["server"], msg["kind"], msg["name"], msg["digest"])
     elif op == "session":
         app.sessions.touch(msg["sid"], msg["caller"], msg["server"], user_session=msg.get("user_session", ""),
                            client_id=msg.get("client_id", ""), protocol_version=msg.get("protocol_version", ""),
@@ -122,6 +128,6 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
         app.risk.record(msg["caller"], decision_id=msg["decisionId"], session_id=msg["sessionId"],
                         server=msg["server"], method=msg["method"], name=msg["name"], reason=msg["reason"],
                         stage=msg["stage"], points=float(msg["points"]), replicated=True, at=msg["time"],
-                        forgives=msg.get("forgives") or ())
+                        signature=msg.get("signature"), forgives=msg.get("forgives") or ())
     elif op == "quarantine":      # catch-up only: a restarted worker must not forget a quarantine
-        app.specs._spec(msg["server"]).quarantined[(msg["kind"], msg["name"])] = msg["why"]
+        app.specs.hold(msg["server"], msg["kind"], msg["name"], msg["why"])

@@ -44,8 +44,10 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, app: App, n: int, worker_args: list[str]) -> None:
-        self.app, self.worker_args = app, worker_args
+    def __init__(self, app: App, n: int, worker_args: list[str], shared: Any = None) -> None:
+        # With shared state (--redis) every worker is a replica of its own on Redis: the bus then
+        # carries only stats, and this process follows Redis for its admin views.
+        self.app, self.worker_args, self.shared = app, worker_args, shared
         self.workers = [Worker(i) for i in range(n)]
         self.stopping = False
         self.actors = WorkerActors(self)       # the actor view asks every worker
@@ -56,32 +58,7 @@ class Supervisor:
 
     def _catch_up(self) -> list[bytes]:
         """Everything a fresh worker must know, as bus messages."""
-        out = []
-        for spec in self.app.specs.servers():
-            if spec.info:
-                out.append({"op": "info", "server": spec.server, "info": spec.info})
-            if spec.pinned:
-                continue
-            for kind in KINDS:
-                by_source: dict[str, list[Any]] = {}
-                for key, e in spec.table(kind).items():
-                    by_source.setdefault(spec.sources.get((kind, key), "traffic"), []).append(e.raw)
-                for source, items in by_source.items():
-                    out.append({"op": "spec", "server": spec.server, "kind": kind, "items": items, "on_drift": "accept",
-                                "source": source, "viewer": f"catch-up:{source}"})
-            for (kind, name), why in spec.quarantined.items():
-                out.append({"op": "quarantine", "server": spec.server, "kind": kind, "name": name, "why": why})
-        for s in self.app.sessions.snapshot(limit=self.app.sessions.max_sessions):
-            out.append({"op": "session", "sid": s.session_id, "caller": s.caller, "server": s.server,
-                        "user_session": s.user_session, "client_id": s.client_id,
-                        "protocol_version": s.protocol_version, "path": s.path})
-        for sid, owner in self.app.sessions.ended_ids():
-            out.append({"op": "end", "sid": sid, "caller": owner})
-        for st in self.app.risk.callers(limit=self.app.risk.max_callers):
-            score = self.app.risk.score(st.caller)
-            if score > 0:
-                out.append({"op": "riskscore", "caller": st.caller, "score": score})
-        return [orjson.dumps(m) + b"\n" for m in out]
+        return [orjson.dumps(m) + b"\n" for m in catch_up_messages(self.app)]
 
     async def _start(self, w: Worker) -> None:
         ours, theirs = socket.socketpair()
@@ -91,8 +68,9 @@ class Supervisor:
         theirs.close()
         w.ready = False
         reader, w.writer = await asyncio.open_unix_connection(sock=ours, limit=64 * 1024 * 1024)
-        for line in self._catch_up():
-            w.writer.write(line)
+        if self.shared is None:
+            for line in self._catch_up():
+                w.writer.write(line)
         asyncio.create_task(self._read(w, reader))
         log.info("worker %d started (pid %d)", w.index, w.proc.pid)
 
@@ -107,7 +85,7 @@ class Supervisor:
                 self._stats(w, msg)
             elif op == "answer":
                 self.actors.on_answer(msg)
-            elif op in RELAYED:
+            elif op in RELAYED and self.shared is None:
                 self._apply_locally(msg)
                 for other in self.workers:
                     if other is not w and other.writer is not None and not other.writer.is_closing():
@@ -159,7 +137,11 @@ class Supervisor:
 
     async def run(self, admin_host: str, admin_port: int, drain_seconds: float) -> int:
         self.app.ready_check = lambda: self.ready          # /readyz reflects every worker
-        self.app.specs.on_change = self._relay_own           # an approval on this admin port reaches every worker
+        if self.shared is not None:
+            self.app.use_shared(self.shared)                 # approvals made here go to Redis
+            await self.shared.start()
+        else:
+            self.app.specs.on_change = self._relay_own       # an approval on this admin port reaches every worker
         self.app.risk.announce_replicated = True             # workers' alerts: counted once, here
         for w in self.workers:
             await self._start(w)
@@ -190,15 +172,59 @@ class Supervisor:
         watch_task.cancel()
         admin.should_exit = True
         await asyncio.wait([admin_task], timeout=3)
+        if self.shared is not None:
+            await self.shared.close()
         log.info("all workers stopped")
         return rc
+
+
+def catch_up_messages(app: App) -> list[dict[str, Any]]:
+    """What this process holds that another must know, as change records: approvals (with the digest
+    approved) before the snapshots they apply to, then snapshots, holds, sessions, risk scores.
+    A restarted worker is sent them; a Redis that came back empty is written them."""
+    out: list[dict[str, Any]] = []
+    for spec in app.specs.servers():
+        for (kind, name), digest in spec.approved.items():
+            out.append({"op": "approved", "server": spec.server, "kind": kind, "name": name, "digest": digest})
+    for spec in app.specs.servers():
+        if spec.info:
+            out.append({"op": "info", "server": spec.server, "info": spec.info})
+        if spec.pinned:
+            continue
+        for kind in KINDS:
+            by_source: dict[str, list[Any]] = {}
+            for key, e in spec.table(kind).items():
+                by_source.setdefault(spec.sources.get((kind, key), "traffic"), []).append(e.raw)
+            for source, items in by_source.items():
+                out.append({"op": "spec", "server": spec.server, "kind": kind, "items": items, "on_drift": "accept",
+                            "source": source, "viewer": f"catch-up:{source}"})
+        for (kind, name), why in spec.quarantined.items():
+            out.append({"op": "quarantine", "server": spec.server, "kind": kind, "name": name, "why": why})
+    for s in app.sessions.snapshot(limit=app.sessions.max_sessions):
+        out.append({"op": "session", "sid": s.session_id, "caller": s.caller, "server": s.server,
+                    "user_session": s.user_session, "client_id": s.client_id,
+                    "protocol_version": s.protocol_version, "path": s.path})
+    for sid, owner in app.sessions.ended_ids():
+        out.append({"op": "end", "sid": sid, "caller": owner})
+    for server, part, kind, names in app.visibility.snapshots():
+        sid, caller = (part[2:], "") if part.startswith("s:") else ("", part[2:])
+        out.append({"op": "visible", "server": server, "sid": sid, "caller": caller, "kind": kind,
+                    "names": sorted(names)})
+    for st in app.risk.callers(limit=app.risk.max_callers):
+        score = app.risk.score(st.caller)
+        if score > 0:
+            out.append({"op": "riskscore", "caller": st.caller, "score": score})
+    return out
 
 
 def worker_args(a: Any) -> list[str]:
     """The serve arguments every worker gets (the supervisor adds its own)."""
     out = ["--policy", a.policy, "--grpc-port", str(a.grpc_port), "--host", a.host,
            "--drain-seconds", str(a.drain_seconds), "--log-level", a.log_level, "--loop", a.loop]
-    for flag, v in (("--tls-cert", a.tls_cert), ("--tls-key", a.tls_key), ("--tls-client-ca", a.tls_client_ca)):
+    for flag, v in (("--tls-cert", a.tls_cert), ("--tls-key", a.tls_key), ("--tls-client-ca", a.tls_client_ca),
+                    ("--redis", a.redis), ("--redis-prefix", a.redis_prefix),
+                    ("--redis-password-file", a.redis_password_file), ("--redis-ca", a.redis_ca),
+                    ("--redis-cert", a.redis_cert), ("--redis-key", a.redis_key)):
         if v:
             out += [flag, v]
     return out

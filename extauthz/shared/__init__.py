@@ -1,0 +1,1 @@
+"""State shared by replicas and workers: session claims and the change feed (extauthz.shared.redis)."""

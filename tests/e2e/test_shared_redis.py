@@ -1,0 +1,169 @@
+"""Two replicas behind one real Envoy that round-robins every Check and ext_proc stream between
+them (replica A: one process; replica B: `--workers 2`), one real `redis-server`, the real SDK demo
+CRM server and SDK client: they enforce as one. Redis killed under traffic and restarted (empty):
+no crash, no gRPC error to Envoy, new sessions follow `sessions.sharedStateDown: deny`, state
+converges."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+from typing import Any, Iterator
+
+import grpc
+import httpx
+import orjson
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+from extauthz.demo.agent import connect
+from extauthz.demo.stack import Stack, free_port, wait_for_http
+from extauthz.demo.tokens import TokenIssuer
+from extauthz.shared.testing import RedisProcess
+
+from ..unit.envoy.test_check_transport import check_request
+from .test_session_end import LOOKUP, headers, open_session
+
+pytestmark = pytest.mark.e2e
+HOST = "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisProcess]:
+    r = RedisProcess().start()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def replicas(redis: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    policy = tmp_path_factory.mktemp("shared") / "policy.yaml"
+    policy.write_text(resources.files("extauthz.policy").joinpath("default.yaml").read_text())
+    shared = ["--redis", redis.url, "--redis-prefix", "e2e"]
+    bg, ba = free_port(), free_port()
+    b = subprocess.Popen([sys.executable, "-m", "extauthz.cli", "serve", "--policy", str(policy), "--workers", "2",
+                          "--grpc-port", str(bg), "--admin-port", str(ba), "--host", "127.0.0.1",
+                          "--drain-seconds", "1", *shared], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for_http(f"http://127.0.0.1:{ba}/readyz", timeout=60), "replica B never became ready"
+    stack = Stack(str(policy), tokens=TokenIssuer(), service_args=shared,
+                  envoy_options={"more_authz_ports": (bg,)})
+    stack.start()
+    yield {"stack": stack, "a_grpc": stack.authz_port, "a_admin": stack.service_admin_url,
+           "b_grpc": bg, "b_admin": f"http://127.0.0.1:{ba}"}
+    stack.stop()
+    b.send_signal(signal.SIGTERM)
+    b.wait(timeout=20)
+
+
+def decisions(admin: str) -> list[dict[str, Any]]:
+    return httpx.get(admin + "/v1/decisions?limit=1000", timeout=10).json()["decisions"]
+
+
+def test_a_spec_learned_through_one_replica_decides_calls_on_the_other(replicas):
+    stack = replicas["stack"]
+    token = stack.tokens.mint("sally", groups=["support"], customer_ids=["c-100"])
+
+    async def run() -> list[bool]:
+        async with connect(stack.url, token) as c:
+            await c.list_tools()            # learned on whichever replica streamed it
+            out = []
+            for _ in range(12):
+                res = await c.call_tool("lookup_customer", {"customer_id": "c-100"})
+                out.append(not res.is_error)
+            return out
+    assert all(asyncio.run(run()))
+    time.sleep(1.5)                         # B's workers report their decisions once a second
+    for admin in (replicas["a_admin"], replicas["b_admin"]):
+        allowed = [d for d in decisions(admin) if d["method"] == "tools/call" and d["decision"] == "allow"
+                   and d["caller"]["sub"] == "sally"]
+        assert allowed, f"{admin} decided none of the calls: the round robin did not spread them"
+
+
+def test_a_stolen_session_id_is_hijack_on_both_replicas_and_the_owner_keeps_working(replicas):
+    stack = replicas["stack"]
+    alice = stack.tokens.mint("alice-shared", groups=["support"], customer_ids=["c-100"])
+    with httpx.Client(timeout=30) as http:
+        sid = open_session(http, stack, alice)
+        seen: set[str] = set()
+        for n in range(8):                  # one attempt each, so none is risk-blocked first
+            thief = stack.tokens.mint(f"mallory-{n}", groups=["support"], customer_ids=["c-100"])
+            r = http.post(stack.url, headers=headers(thief, sid), json=LOOKUP)
+            assert r.headers.get("x-mcp-extauthz-reason") == "session_hijack", r.text
+        for _ in range(6):
+            r = http.post(stack.url, headers=headers(alice, sid), json=LOOKUP)
+            assert r.status_code == 200 and "x-mcp-extauthz-reason" not in r.headers, r.text
+    time.sleep(1.5)
+    for admin in (replicas["a_admin"], replicas["b_admin"]):
+        hij = [d for d in decisions(admin) if d["reason"] == "session_hijack" and d["mcp_session_id"] == sid]
+        seen |= {admin} if hij else set()
+    assert seen == {replicas["a_admin"], replicas["b_admin"]}, "both replicas must have refused the thief"
+
+
+def _check(port: int, sub: str, sid: str) -> str:
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    claims = {"iss": "https://issuer.example", "sub": sub, "groups": ["support"]}
+    req = check_request(body, headers={"mcp-session-id": sid}, claims=claims, host=HOST)
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+        resp = external_auth_pb2_grpc.AuthorizationStub(ch).Check(req, timeout=10)
+    return "allowed" if resp.status.code == 0 else next(
+        (h.header.value for h in resp.denied_response.headers if h.header.key == "x-mcp-extauthz-reason"), "?")
+
+
+def test_two_callers_racing_for_a_new_session_id_on_two_replicas_get_one_owner(replicas):
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for n in range(12):
+            sid = f"race-{n}-{time.monotonic_ns()}"
+            fa = pool.submit(_check, replicas["a_grpc"], f"racer-a-{n}", sid)
+            fb = pool.submit(_check, replicas["b_grpc"], f"racer-b-{n}", sid)
+            got = sorted([fa.result(), fb.result()])
+            assert got == ["allowed", "session_hijack"], (n, got)
+
+
+def test_redis_killed_under_traffic_then_restarted_empty(replicas, redis):
+    stack = replicas["stack"]
+    owner = stack.tokens.mint("steady", groups=["support"], customer_ids=["c-100"])
+    newcomer = stack.tokens.mint("newcomer", groups=["support"], customer_ids=["c-100"])
+    with httpx.Client(timeout=30) as http:
+        sid = open_session(http, stack, owner)
+        for _ in range(4):                  # both replicas have now seen (claimed or learned) it
+            assert "x-mcp-extauthz-reason" not in http.post(stack.url, headers=headers(owner, sid), json=LOOKUP).headers
+        redis.stop()
+        statuses = []
+        for _ in range(20):                 # known session: decided from local state, on both replicas
+            r = http.post(stack.url, headers=headers(owner, sid), json=LOOKUP)
+            statuses.append((r.status_code, r.headers.get("x-mcp-extauthz-reason")))
+        assert statuses == [(200, None)] * 20, statuses
+        # a session the replicas never saw: its owner cannot be confirmed (sharedStateDown: deny)
+        r = http.post(stack.url, headers=headers(newcomer, f"never-seen-{time.monotonic_ns()}"), json=LOOKUP)
+        assert r.headers.get("x-mcp-extauthz-reason") == "not_allowed" and "shared state" in r.text, r.text
+        health = httpx.get(replicas["a_admin"] + "/healthz", timeout=10).json()
+        assert health["status"] == "degraded"
+        assert httpx.get(replicas["a_admin"] + "/readyz", timeout=10).status_code == 200
+        redis.start()                       # back, and empty
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if httpx.get(replicas["a_admin"] + "/healthz", timeout=10).json()["status"] == "ok":
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("replica A never reconnected")
+        time.sleep(1.0)
+        # the replicas republished what they held: the owner is the owner in Redis again
+        thief = stack.tokens.mint("after-restart-thief", groups=["support"], customer_ids=["c-100"])
+        for _ in range(4):
+            r = http.post(stack.url, headers=headers(thief, sid), json=LOOKUP)
+            assert r.headers.get("x-mcp-extauthz-reason") == "session_hijack", r.text
+        new_sid = open_session(http, stack, newcomer)      # new sessions work again
+        assert "x-mcp-extauthz-reason" not in http.post(stack.url, headers=headers(newcomer, new_sid),
+                                                         json=LOOKUP).headers
+    metrics = httpx.get(replicas["a_admin"] + "/metrics", timeout=10).text
+    assert "mcp_extauthz_shared_state_connected 1.0" in metrics
+    denied_here = [d for d in decisions(replicas["a_admin"]) if d.get("rule") == "sessions.sharedStateDown"]
+    counted = sum(float(l.split()[-1]) for l in metrics.splitlines()
+                  if l.startswith("mcp_extauthz_shared_claims_denied_total"))
+    assert counted == len(denied_here)
