@@ -17,6 +17,7 @@ $(EVERYTHING):
 	npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) @modelcontextprotocol/server-everything
 
 deps: $(BIN)/extauthz $(EVERYTHING)
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 
 demo: $(BIN)/extauthz          ## runs `extauthz demo`: Envoy + demo MCP server + this service + a scripted agent
 	$(BIN)/extauthz demo
