@@ -298,7 +298,7 @@ def test_network_policy(full: Rendered, values_all: dict[str, Any]) -> None:
     np = full.one("NetworkPolicy")
     pod_labels = full.one("Deployment")["spec"]["template"]["metadata"]["labels"]
     assert np["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
-    assert np["spec"]["policyTypes"] == ["Ingress"]
+    assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
     grpc_rule, admin_rule = np["spec"]["ingress"]
     assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
     assert grpc_rule["from"] == values_all["networkPolicy"]["grpc"]["from"]
@@ -309,6 +309,10 @@ def test_network_policy(full: Rendered, values_all: dict[str, Any]) -> None:
     }]
     container_ports = {p["name"] for p in container(full)["ports"]}
     assert {"grpc", "admin"} <= container_ports
+    dns, redis, upstream = np["spec"]["egress"]
+    assert [p["port"] for p in dns["ports"]] == [53, 53]
+    assert redis == {"to": values_all["redis"]["networkPolicy"]["to"], "ports": [{"port": 6379, "protocol": "TCP"}]}
+    assert upstream == values_all["networkPolicy"]["egress"]["extra"][0]
 
 
 # --- where the policy comes from -----------------------------------------------------------------

@@ -88,8 +88,144 @@ configMap:
 {{- if and .Values.tls.clientCA.enabled (not .Values.tls.enabled) }}
 {{- fail "tls.clientCA.enabled needs tls.enabled" }}
 {{- end }}
-{{- if and .Values.redis.url .Values.redis.existingSecret }}
-{{- fail "set at most one of redis.url and redis.existingSecret" }}
+{{- include "mcp-extauthz.validateRedis" . }}
+{{- include "mcp-extauthz.validateReplicas" . }}
+{{- include "mcp-extauthz.validateNetworkPolicy" . }}
+{{- end }}
+
+{{/* Redis is configured: the URL comes from redis.url or from existingSecret. */}}
+{{- define "mcp-extauthz.redis" -}}
+{{- if or .Values.redis.url .Values.redis.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* The Deployment's replicas: replicaCount, or 2 with Redis and 1 without when it is null. */}}
+{{- define "mcp-extauthz.replicas" -}}
+{{- if not (kindIs "invalid" .Values.replicaCount) }}{{ int .Values.replicaCount }}
+{{- else if include "mcp-extauthz.redis" . }}2
+{{- else }}1
+{{- end }}
+{{- end }}
+
+{{/* The fewest pods that run at once: what a PodDisruptionBudget is measured against. */}}
+{{- define "mcp-extauthz.minReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.minReplicas }}
+{{- else }}{{ include "mcp-extauthz.replicas" . }}
+{{- end }}
+{{- end }}
+
+{{/* More than one pod may run: state must be shared, and a PDB keeps one of them. */}}
+{{- define "mcp-extauthz.multi" -}}
+{{- if or .Values.autoscaling.enabled (gt (int (include "mcp-extauthz.replicas" .)) 1) }}true{{ end }}
+{{- end }}
+
+{{- define "mcp-extauthz.pdbEnabled" -}}
+{{- $on := .Values.podDisruptionBudget.enabled }}
+{{- if kindIs "invalid" $on }}{{ include "mcp-extauthz.multi" . }}
+{{- else if $on }}true
+{{- end }}
+{{- end }}
+
+{{- define "mcp-extauthz.redisPrefix" -}}
+{{- default (printf "%s/%s" .Release.Namespace .Release.Name) .Values.redis.prefix }}
+{{- end }}
+
+{{/* The port in redis.url, or "" (none given, or the URL is in a Secret). */}}
+{{- define "mcp-extauthz.redisUrlPort" -}}
+{{- if .Values.redis.url }}
+{{- regexFind ":[0-9]+$" (get (urlParse .Values.redis.url) "host") | trimPrefix ":" }}
+{{- end }}
+{{- end }}
+
+{{/* Ports the NetworkPolicy opens to Redis. */}}
+{{- define "mcp-extauthz.redisPorts" -}}
+{{- if .Values.redis.networkPolicy.ports }}
+{{- toJson .Values.redis.networkPolicy.ports }}
+{{- else }}
+{{- toJson (list (int (default "6379" (include "mcp-extauthz.redisUrlPort" .)))) }}
+{{- end }}
+{{- end }}
+
+{{- define "mcp-extauthz.validateRedis" -}}
+{{- $r := .Values.redis }}
+{{- range .Values.extraArgs }}
+{{- if hasPrefix "--redis" . }}
+{{- fail (printf "extraArgs %s: configure Redis with the redis.* values (the chart sizes replicas, the Secret env and the NetworkPolicy from them)" .) }}
+{{- end }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if and (hasPrefix "EXTAUTHZ_REDIS_" .name) (hasKey . "value") }}
+{{- fail (printf "extraEnv %s holds a value in clear: Redis credentials come from a Secret (redis.existingSecret)" .name) }}
+{{- end }}
+{{- end }}
+{{- if and $r.url $r.existingSecret $r.existingSecretKey }}
+{{- fail (printf "set at most one of redis.url and redis.existingSecretKey (%q): the URL comes from one place. To keep only credentials in the Secret, set redis.existingSecretKey: \"\"" $r.existingSecretKey) }}
+{{- end }}
+{{- if and $r.existingSecret (not $r.existingSecretKey) (not $r.url) }}
+{{- fail "redis.existingSecret without redis.existingSecretKey needs redis.url (no URL anywhere)" }}
+{{- end }}
+{{- if and $r.existingSecret (not (or $r.existingSecretKey $r.existingSecretPasswordKey $r.existingSecretUsernameKey)) }}
+{{- fail "redis.existingSecret: name at least one key (existingSecretKey, existingSecretPasswordKey, existingSecretUsernameKey)" }}
+{{- end }}
+{{- if and (or $r.existingSecretPasswordKey $r.existingSecretUsernameKey) (not $r.existingSecret) }}
+{{- fail "redis.existingSecretPasswordKey/existingSecretUsernameKey need redis.existingSecret (the Secret they are read from)" }}
+{{- end }}
+{{- if $r.url }}
+{{- if contains ":" (get (urlParse $r.url) "userinfo") }}
+{{- fail "redis.url holds a password: it would be in clear in the values, the manifest and the pod's args. Put it in a Secret: redis.existingSecret + redis.existingSecretPasswordKey (-> $EXTAUTHZ_REDIS_PASSWORD)" }}
+{{- end }}
+{{- end }}
+{{- $tls := or $r.tls.ca.secretName $r.tls.clientCert.secretName }}
+{{- if and $tls (not (include "mcp-extauthz.redis" .)) }}
+{{- fail "redis.tls needs Redis (redis.url or redis.existingSecret)" }}
+{{- end }}
+{{- if and $tls $r.url (not (hasPrefix "rediss://" $r.url)) }}
+{{- fail (printf "redis.tls needs a rediss:// URL, not %s" (get (urlParse $r.url) "scheme")) }}
+{{- end }}
+{{- end }}
+
+{{- define "mcp-extauthz.validateReplicas" -}}
+{{- $a := .Values.autoscaling }}
+{{- if not (include "mcp-extauthz.redis" .) }}
+{{- if $a.enabled }}
+{{- fail "autoscaling.enabled needs Redis (redis.url or redis.existingSecret): without shared state each replica keeps its own session owners, approvals, learned specs and risk scores, and a decision depends on which replica a request reaches (split brain). README \"Replicas and Redis\"; without Redis stay at one replica and use --workers N (extraArgs) for more cores" }}
+{{- end }}
+{{- if gt (int (include "mcp-extauthz.replicas" .)) 1 }}
+{{- fail (printf "replicaCount %v needs Redis (redis.url or redis.existingSecret): without shared state each replica keeps its own session owners, approvals, learned specs and risk scores, and a decision depends on which replica a request reaches (split brain). README \"Replicas and Redis\"; without Redis stay at one replica and use --workers N (extraArgs) for more cores" .Values.replicaCount) }}
+{{- end }}
+{{- end }}
+{{- if and $a.enabled (gt (int $a.minReplicas) (int $a.maxReplicas)) }}
+{{- fail (printf "autoscaling.minReplicas (%v) is above autoscaling.maxReplicas (%v)" $a.minReplicas $a.maxReplicas) }}
+{{- end }}
+{{- if include "mcp-extauthz.pdbEnabled" . }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- $min := int (include "mcp-extauthz.minReplicas" .) }}
+{{- if not (kindIs "invalid" $pdb.minAvailable) }}
+{{- $m := $pdb.minAvailable }}
+{{- if or (and (kindIs "string" $m) (eq $m "100%")) (and (not (kindIs "string" $m)) (ge (int $m) $min)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable %v with %d replica(s) would block every node drain: use maxUnavailable 1 (the default) or fewer" $m $min) }}
+{{- end }}
+{{- end }}
+{{- if not (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- if or (eq (toString $pdb.maxUnavailable) "0") (eq (toString $pdb.maxUnavailable) "0%") }}
+{{- fail "podDisruptionBudget.maxUnavailable 0 would block every node drain" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mcp-extauthz.validateNetworkPolicy" -}}
+{{- $r := .Values.redis }}
+{{- $egress := and .Values.networkPolicy.enabled .Values.networkPolicy.egress.enabled }}
+{{- if and $egress (include "mcp-extauthz.redis" .) (not $r.networkPolicy.to) }}
+{{- fail "networkPolicy egress is restricted and Redis is configured: set redis.networkPolicy.to (where Redis runs: podSelector/namespaceSelector, or ipBlock CIDRs for a managed Redis), or the replicas cannot reach it" }}
+{{- end }}
+{{- $port := include "mcp-extauthz.redisUrlPort" . }}
+{{- if and $port $r.networkPolicy.ports }}
+{{- $found := false }}
+{{- range $r.networkPolicy.ports }}{{ if eq (int .) (int $port) }}{{ $found = true }}{{ end }}{{ end }}
+{{- if not $found }}
+{{- fail (printf "redis.networkPolicy.ports %v does not include the port of redis.url (%s)" $r.networkPolicy.ports $port) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
