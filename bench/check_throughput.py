@@ -8,7 +8,12 @@ The two servers alternate in interleaved rounds (A B, then B A, ...) so slow dri
 neighbours hit both alike. By default each server is pinned to core 1 and the load generator to
 core 0 (taskset), so a server gets exactly one core, as with a 1-CPU container limit.
 
-    python bench/check_throughput.py [--quick] [--rounds N] [--duration S] [--client auto|h2load|python]
+With `--redis` a fourth server joins the same rounds: `serve --redis URL` against a real
+redis-server started here (extauthz.shared.testing.RedisProcess), so the Check/s with shared state
+sit beside the in-memory service and the do-nothing floor. Every Check carries the same session id:
+after the first one claims it, each is a session the replica already holds (the hot path).
+
+    python bench/check_throughput.py [--quick] [--rounds N] [--duration S] [--client auto|h2load|python] [--redis]
 """
 
 from __future__ import annotations
@@ -246,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pin", action="store_true", help="don't pin processes to cores")
     ap.add_argument("--concurrency", default="2x16",
                     help="CONNECTIONSxSTREAMS of the loaded mode (default 2x16: 32 Checks in flight)")
+    ap.add_argument("--redis", action="store_true",
+                    help="also run `serve --redis` against a local redis-server (started here), in the same rounds")
     a = ap.parse_args(argv)
     rounds = a.rounds or (2 if a.quick else 4)
     duration = a.duration or (2.0 if a.quick else 5.0)
@@ -282,17 +289,31 @@ def main(argv: list[str] | None = None) -> int:
                                                      "--port", str(tport), "--transport", "threads"],
                               tport, None, tmp / "null-threads.log")
         servers = [ours, null, null_threads]
+        redis_proc = None
+        if a.redis:
+            from extauthz.shared.testing import RedisProcess
+            redis_proc = RedisProcess().start()
+            rg, ra = C.free_port(), C.free_port()
+            ours_redis = Server("extauthz+redis", [*srv_pin, sys.executable, "-m", "extauthz.cli", "serve",
+                                                   "--policy", str(policy), "--grpc-port", str(rg), "--admin-port",
+                                                   str(ra), "--host", "127.0.0.1", "--log-level", "warning",
+                                                   "--redis", redis_proc.url],
+                                rg, ra, tmp / "extauthz-redis.log")
+            servers = [ours_redis, *servers]      # servers[0] is compared with every other one
         previous = signal.signal(signal.SIGTERM, _interrupt)
         runs: list[Run] = []
         try:
             for s in servers:
                 s.start()
-            resp = ours.wait_ready(payload)
-            if resp.status.code != 0 or not resp.HasField("ok_response"):
-                reason = [h.header.value for h in resp.denied_response.headers
-                          if h.header.key == "x-mcp-extauthz-reason"]
-                raise SystemExit(f"bench setup error: the service denied the bench request ({reason}); "
-                                 f"the comparison needs an allowed tools/call")
+            for s in servers:
+                if s.admin_port is None:
+                    continue
+                resp = s.wait_ready(payload)
+                if resp.status.code != 0 or not resp.HasField("ok_response"):
+                    reason = [h.header.value for h in resp.denied_response.headers
+                              if h.header.key == "x-mcp-extauthz-reason"]
+                    raise SystemExit(f"bench setup error: {s.name} denied the bench request ({reason}); "
+                                     f"the comparison needs an allowed tools/call")
             null.wait_ready(payload)
             null_threads.wait_ready(payload)
 
@@ -316,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for s in servers:
                 s.stop()
+            if redis_proc is not None:
+                redis_proc.close()
             signal.signal(signal.SIGTERM, previous)
 
     report(runs, modes, servers)
@@ -390,8 +413,13 @@ def report(runs: list[Run], modes: list[Mode], servers: list[Server]) -> None:
               f"p99 x{p99:.2f}, cpu/Check x{cpu:.2f}")
     load, serial = modes[0].label, modes[1].label
     med = {s.name: statistics.median(x.rps for x in runs if x.mode == load and x.server == s.name) for s in servers}
-    a, t = servers[1].name, servers[2].name if len(servers) > 2 else servers[1].name
-    print(f"SUMMARY check_throughput: extauthz {med[servers[0].name]:,.0f} Check/s [{load}] vs do-nothing "
+    a, t = "do-nothing", "do-nothing/threads"
+    if servers[0].name == "extauthz+redis":
+        print(f"SUMMARY check_throughput --redis: extauthz+redis {med[servers[0].name]:,.0f} Check/s [{load}] vs "
+              f"extauthz in memory {med['extauthz']:,.0f} = ratio {ratios[(load, 'extauthz')][0]:.2f} (paired), "
+              f"cpu/Check x{ratios[(load, 'extauthz')][3]:.2f}; serial p50 x{ratios[(serial, 'extauthz')][1]:.2f}, "
+              f"p99 x{ratios[(serial, 'extauthz')][2]:.2f}")
+    print(f"SUMMARY check_throughput: {servers[0].name} {med[servers[0].name]:,.0f} Check/s [{load}] vs do-nothing "
           f"grpc.aio {med[a]:,.0f} = ratio {ratios[(load, a)][0]:.2f} (sync grpc.server floor {med[t]:,.0f}: "
           f"{ratios[(load, t)][0]:.2f}); serial p50 {ratios[(serial, a)][1]:.2f}x the do-nothing latency")
 

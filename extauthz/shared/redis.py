@@ -70,7 +70,6 @@ class RedisShared:
         self.replica = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
         self.r = client or _client(cfg)
         self.p = cfg.prefix
-        self._claim = self.r.register_script(_CLAIM)
         self.outbox: deque[tuple[str, dict[str, Any]]] = deque()
         self._wake = asyncio.Event()
         self.last_id = "0-0"
@@ -94,7 +93,9 @@ class RedisShared:
         value = orjson.dumps({"c": caller, "s": server, **meta}).decode()
         try:
             async with self.r.pipeline(transaction=False) as pipe:
-                await self._claim(keys=[self._sess(sid)], args=[value, ttl], client=pipe)
+                # EVAL, not a registered Script: in a pipeline redis-py sends SCRIPT EXISTS first, a
+                # second round trip on every claim; Redis caches the compiled body by its SHA anyway.
+                pipe.eval(_CLAIM, 1, self._sess(sid), value, ttl)
                 pipe.hgetall(self._vis(server, "s:" + sid))
                 got, vis = await asyncio.wait_for(pipe.execute(), self.cfg.timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as e:
