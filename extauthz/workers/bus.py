@@ -15,11 +15,13 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 import orjson
 
 from extauthz.app import App
+from extauthz.workers.claims import MAX_TOUCHED, BusClaims
 from extauthz.workers.query import answer
 
 log = logging.getLogger("extauthz.workers")
@@ -32,6 +34,9 @@ class WorkerBus:
         self._shipped = 0
         self._queries: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
+        # Without Redis, the supervisor confirms first claims (server.py installs it as App.shared)
+        self.claims = BusClaims(self.publish)
+        self._last_tick = time.monotonic()
 
     def publish(self, op: str, payload: dict[str, Any]) -> None:
         if self._writer is not None and not self._writer.is_closing():
@@ -56,11 +61,15 @@ class WorkerBus:
         new = self.app.decisions.emitted - self._shipped
         self._shipped = self.app.decisions.emitted
         recent = self.app.decisions.recent.last(min(new, 200)) if new else []
+        since, self._last_tick = self._last_tick, time.monotonic()
+        # the sessions used here since the last tick: the claim authority keeps its copy alive
+        touched = self.app.sessions.touched_since(since, MAX_TOUCHED) if self.app.shared is self.claims else []
         return {"op": "stats", "worker": self.index, "pid": os.getpid(),
                 "decisions": [[list(k), v] for k, v in checks.decisions.items()],
                 "buckets": checks.bucket_counts, "sum": checks.total, "count": checks.count,
                 "list_filter_failures": self.app.metrics.list_filter_failures.counts,
-                "recent": recent, "ready": self.app.ready, "inventory": self.app.inventory.drain()}
+                "recent": recent, "ready": self.app.ready, "inventory": self.app.inventory.drain(),
+                "touched": touched, "claims_denied": self.claims.claims_denied}
 
     async def run(self) -> None:
         sock = socket.socket(fileno=self.fd)
@@ -75,15 +84,23 @@ class WorkerBus:
             while line := await reader.readline():
                 try:
                     msg = orjson.loads(line)
-                    if msg.get("op") == "query":       # the supervisor's actor view asks
+                    op = msg.get("op")
+                    if op == "query":       # the supervisor's actor view asks
                         self._queries.add(t := asyncio.create_task(self._answer(msg)))
                         t.add_done_callback(self._queries.discard)
+                        continue
+                    if op == "claimed":     # the supervisor's answer to a claim of ours
+                        self.claims.on_answer(msg)
+                        continue
+                    if op == "caught-up":   # the supervisor's whole view is applied: ready
+                        self.claims.loaded.set()
                         continue
                     self.apply(msg)
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                     log.error("bad bus message ignored: %s", e)
         finally:
             ticker.cancel()
+            self.claims.lost()
             self.closed.set()     # the supervisor is gone: this worker stops too
 
     async def _tick(self) -> None:

@@ -28,6 +28,7 @@ import orjson
 from extauthz.app import App
 from extauthz.specs.model import KINDS
 from extauthz.workers.bus import apply_change
+from extauthz.workers.claims import ClaimAuthority
 from extauthz.workers.query import WorkerActors
 
 log = logging.getLogger("extauthz.workers")
@@ -51,6 +52,7 @@ class Supervisor:
         self.workers = [Worker(i) for i in range(n)]
         self.stopping = False
         self.actors = WorkerActors(self)       # the actor view asks every worker
+        self.authority = ClaimAuthority(app.sessions)   # without Redis: who owns each session id
 
     @property
     def ready(self) -> bool:
@@ -71,6 +73,7 @@ class Supervisor:
         if self.shared is None:
             for line in self._catch_up():
                 w.writer.write(line)
+            w.writer.write(b'{"op":"caught-up"}\n')     # the worker is ready (and claims) after this
         asyncio.create_task(self._read(w, reader))
         log.info("worker %d started (pid %d)", w.index, w.proc.pid)
 
@@ -85,12 +88,35 @@ class Supervisor:
                 self._stats(w, msg)
             elif op == "answer":
                 self.actors.on_answer(msg)
+            elif op == "claim" and self.shared is None:
+                self._claim(w, msg)
+            elif op == "session" and self.shared is None:
+                relay, correction = self.authority.offer(msg)
+                if correction is not None:
+                    self._send(w, correction)
+                if relay:
+                    self._relay(w, line)
             elif op in RELAYED and self.shared is None:
                 self._apply_locally(msg)
-                for other in self.workers:
-                    if other is not w and other.writer is not None and not other.writer.is_closing():
-                        other.writer.write(line)
+                self._relay(w, line)
         w.ready = False
+
+    def _relay(self, source: Worker, line: bytes) -> None:
+        for other in self.workers:
+            if other is not source and other.writer is not None and not other.writer.is_closing():
+                other.writer.write(line)
+
+    def _send(self, w: Worker, msg: dict[str, Any]) -> None:
+        if w.writer is not None and not w.writer.is_closing():
+            w.writer.write(orjson.dumps(msg) + b"\n")
+
+    def _claim(self, w: Worker, msg: dict[str, Any]) -> None:
+        """A worker's first claim of a session id: answered from this registry (one message at a
+        time, so one owner), a new binding relayed to every other worker."""
+        reply, binding = self.authority.claim(msg)
+        self._send(w, reply)
+        if binding is not None:
+            self._relay(w, orjson.dumps(binding) + b"\n")
 
     def _relay_own(self, op: str, payload: dict[str, Any]) -> None:
         """A change made here (e.g. `/v1/approve` on the supervisor's admin port): to every worker."""
@@ -104,6 +130,7 @@ class Supervisor:
 
     def _stats(self, w: Worker, msg: dict[str, Any]) -> None:
         w.stats, w.ready = msg, bool(msg.get("ready"))
+        self.authority.keep_alive(msg.pop("touched", None))   # used there: alive here
         self.app.inventory.merge(msg.pop("inventory", None))     # usage since the worker's last tick
         for rec in msg.get("recent", []):
             rec["worker"] = msg.get("worker")
