@@ -12,6 +12,7 @@ supervisor's admin port shows the whole service.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import socket
@@ -142,5 +143,10 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
                         server=msg["server"], method=msg["method"], name=msg["name"], reason=msg["reason"],
                         stage=msg["stage"], points=float(msg["points"]), replicated=True, at=msg["time"],
                         signature=msg.get("signature"), forgives=msg.get("forgives") or ())
+    elif op == "expect":     # a 2024-11-05 POST decided elsewhere: its result may come on our stream
+        if isinstance(msg["entries"], list):
+            app.learner.expect(str(msg["server"]), str(msg["sid"]), msg["entries"])
+    elif op == "inject":     # ... and a denial of one, for the stream wherever it is served
+        app.learner.inject(str(msg["server"]), str(msg["sid"]), base64.b64decode(msg["event"], validate=True))
     elif op == "quarantine":      # catch-up only: a restarted worker must not forget a quarantine
         app.specs.hold(msg["server"], msg["kind"], msg["name"], msg["why"])

@@ -32,7 +32,7 @@ from extauthz.workers.claims import ClaimAuthority
 from extauthz.workers.query import WorkerActors
 
 log = logging.getLogger("extauthz.workers")
-RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk"})
+RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk", "expect", "inject"})
 
 
 @dataclass

@@ -80,9 +80,18 @@ def event(name: str, data: bytes) -> bytes:
     return b"event: " + name.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
 
 
-def stream_lists(stub: Any, opened: dict[str, str], claims: dict[str, Any], sid: str) -> list[str]:
+def stream_lists(stub: Any, opened: dict[str, str], claims: dict[str, Any], sid: str,
+                 tools: list[dict[str, Any]] = TOOLS) -> list[str]:
+    """The tool names the client receives in the list result the server sends on the stream."""
+    lists = [m for m in stream_events(stub, opened, claims, sid, tools) if "result" in m]
+    assert len(lists) == 1, lists
+    return sorted(t["name"] for t in lists[0]["result"]["tools"])
+
+
+def stream_events(stub: Any, opened: dict[str, str], claims: dict[str, Any], sid: str,
+                  tools: list[dict[str, Any]] = TOOLS) -> list[dict[str, Any]]:
     """The event stream through ext_proc: the endpoint event, then the list result the server sends
-    on it. Returns the tool names the client receives."""
+    on it (id 2). Returns the JSON-RPC messages the client receives."""
     h = {":method": "GET", ":path": "/mcp/sse", ":authority": "crm.example.com", ":scheme": "http",
          "accept": "text/event-stream", "x-mcp-server": opened["x-mcp-server"], "x-mcp-caller": opened["x-mcp-caller"],
          LEARN_HEADER: opened[LEARN_HEADER]}
@@ -90,7 +99,7 @@ def stream_lists(stub: Any, opened: dict[str, str], claims: dict[str, Any], sid:
     s = struct_pb2.Struct()
     s.update({"jwt_payload": claims})
     md.filter_metadata["envoy.filters.http.jwt_authn"].CopyFrom(s)
-    listing = orjson.dumps({"jsonrpc": "2.0", "id": 2, "result": {"tools": TOOLS}})
+    listing = orjson.dumps({"jsonrpc": "2.0", "id": 2, "result": {"tools": tools}})
     parts = [event("endpoint", f"/mcp/messages/?session_id={sid}".encode()), event("message", listing)]
     msgs = [pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=hmap(h)), metadata_context=md),
             resp_headers(ctype="text/event-stream"), *[body(p) for p in parts]]
@@ -100,9 +109,7 @@ def stream_lists(stub: Any, opened: dict[str, str], claims: dict[str, Any], sid:
     for part, a in zip(parts, answers[2:]):
         m = a.response_body.response
         out += m.body_mutation.body if m.HasField("body_mutation") else part
-    data = [line[6:] for line in bytes(out).splitlines() if line.startswith(b"data: {")]
-    assert len(data) == 1, bytes(out)
-    return sorted(t["name"] for t in orjson.loads(data[0])["result"]["tools"])
+    return [orjson.loads(line[6:]) for line in bytes(out).splitlines() if line.startswith(b"data: {")]
 
 
 def test_lists_on_a_stream_are_filtered_whichever_worker_decided_the_post(service):
@@ -132,3 +139,57 @@ def test_lists_on_a_stream_are_filtered_whichever_worker_decided_the_post(servic
         stub = external_processor_pb2_grpc.ExternalProcessorStub(ch)
         post_list(gp, root, "sse-admin")
         assert "export_customers" in stream_lists(stub, opened, root, "sse-admin")
+
+
+def fresh_call(port: int, claims: dict[str, Any], sid: str, name: str, args: dict[str, Any], mid: int = 5) -> str:
+    """A session's POST of a call on a fresh connection: its reason."""
+    req = check_request(orjson.dumps({"jsonrpc": "2.0", "id": mid, "method": "tools/call",
+                                      "params": {"name": name, "arguments": args}}), claims=claims)
+    req.attributes.request.http.path = f"/mcp/messages/?session_id={sid}"
+    with channel(port) as ch:
+        r = external_auth_pb2_grpc.AuthorizationStub(ch).Check(req, timeout=10)
+    if r.status.code == 0:
+        return "allow"
+    return {h.header.key: h.header.value for h in r.denied_response.headers}.get("x-mcp-extauthz-reason", "?")
+
+
+def test_what_a_split_stream_listed_binds_the_session_on_every_worker(service):
+    """The POST's learn entries reach the stream's worker (relayed over the bus), so what the stream
+    listed to this session is recorded (sessions.visibilityBinding) and learned, whichever worker
+    decided the POST: a tool the server never listed to the session is unknown on both workers."""
+    gp, ap = service
+    # one caller per session: what one caller's other session was listed must not stand in for it
+    callers = [dict(SUPPORT, sub=f"alice-sse-vis-{n}") for n in range(SESSIONS)]
+    subset = [t for t in TOOLS if t["name"] == "lookup_customer"]
+    with channel(gp) as ch:
+        stub = external_processor_pb2_grpc.ExternalProcessorStub(ch)
+        for n, alice in enumerate(callers):
+            sid = f"sse-vis-{n}"
+            opened = stream_open(gp, alice)
+            post_list(gp, alice, sid)
+            time.sleep(0.05)            # the server answers on the stream after the POST reached it
+            assert stream_lists(stub, opened, alice, sid, subset) == ["lookup_customer"]
+    time.sleep(0.3)
+    for n, alice in enumerate(callers):
+        sid = f"sse-vis-{n}"
+        got = {fresh_call(gp, alice, sid, "search_customers", {"query": "a"}) for _ in range(4)}
+        assert got == {"unknown_capability"}, (sid, got)
+        assert fresh_call(gp, alice, sid, "lookup_customer", {"customer_id": "c-100"}) == "allow"
+
+
+def test_a_denied_post_is_answered_on_a_stream_the_other_worker_serves(service):
+    """A 2024-11-05 client reads every answer from its event stream: the denial of a POST decided
+    on one worker is written into the session's stream on the other."""
+    gp, ap = service
+    alice = dict(SUPPORT, sub="alice-sse-deny")
+    opened = stream_open(gp, alice)
+    with channel(gp) as ch:
+        stub = external_processor_pb2_grpc.ExternalProcessorStub(ch)
+        for n in range(SESSIONS):
+            sid = f"sse-deny-{n}"
+            post_list(gp, alice, sid)           # binds the session to alice
+            assert fresh_call(gp, alice, sid, "export_customers", {"format": "csv"}, mid=40 + n) == "not_allowed"
+            time.sleep(0.05)
+            out = stream_events(stub, opened, alice, sid)
+            errors = [m for m in out if "error" in m]
+            assert [m["id"] for m in errors] == [40 + n], (sid, out)
