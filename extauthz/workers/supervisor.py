@@ -1,6 +1,8 @@
 """`extauthz serve --workers N`: N worker processes share the gRPC port; this process relays
 what they learn, restarts a worker that dies, and serves the admin port for the whole service.
 
+Session owners (without Redis): this process is the claim authority (extauthz.workers.claims);
+a worker asks it about a session id it holds no live binding for, and reports the ids it used.
 How learning reaches every worker: a worker that completes a list snapshot, learns server info,
 binds a session or approves a quarantined capability publishes it on its socketpair; the
 supervisor applies it to its own view (for /v1/inventory and /v1/sessions) and relays it to every
@@ -53,6 +55,7 @@ class Supervisor:
         self.stopping = False
         self.actors = WorkerActors(self)       # the actor view asks every worker
         self.authority = ClaimAuthority(app.sessions)   # without Redis: who owns each session id
+        self._denied_before = 0         # claims denied by workers since replaced (the counter never drops)
 
     @property
     def ready(self) -> bool:
@@ -63,6 +66,8 @@ class Supervisor:
         return [orjson.dumps(m) + b"\n" for m in catch_up_messages(self.app)]
 
     async def _start(self, w: Worker) -> None:
+        self._denied_before += int(w.stats.get("claims_denied", 0) or 0)
+        w.stats = {}
         ours, theirs = socket.socketpair()
         cmd = [sys.executable, "-m", "extauthz.cli", "serve", *self.worker_args,
                "--admin-port", "0", "--worker-fd", str(theirs.fileno()), "--worker-index", str(w.index)]
@@ -118,6 +123,13 @@ class Supervisor:
         if binding is not None:
             self._relay(w, orjson.dumps(binding) + b"\n")
 
+    def bus_status(self) -> dict[str, Any]:
+        """The workers' claims as shared state: connected while every worker's bus is open."""
+        return {"backend": "workers-bus", "lagSeconds": 0.0, "writesDropped": 0,
+                "connected": all(w.writer is not None and not w.writer.is_closing() for w in self.workers),
+                "claimsDenied": self._denied_before + sum(int(w.stats.get("claims_denied", 0) or 0)
+                                                          for w in self.workers)}
+
     def _relay_own(self, op: str, payload: dict[str, Any]) -> None:
         """A change made here (e.g. `/v1/approve` on the supervisor's admin port): to every worker."""
         line = orjson.dumps({"op": op, **payload}) + b"\n"
@@ -169,6 +181,7 @@ class Supervisor:
             await self.shared.start()
         else:
             self.app.specs.on_change = self._relay_own       # an approval on this admin port reaches every worker
+            self.app.metrics.watch_shared(self.bus_status)   # the claim authority's shared_* metrics
         self.app.risk.announce_replicated = True             # workers' alerts: counted once, here
         for w in self.workers:
             await self._start(w)

@@ -111,8 +111,11 @@ async def test_racing_first_claims_on_two_workers_have_one_owner() -> None:
     bus = Bus()
     a, b = bus.workers
     for n in range(20):
-        sid, rival = f"race-{n}", {**SUPPORT, "sub": f"rival-{n}"}
-        da, db = await asyncio.gather(check(a, sid=sid), check(b, claims=rival, sid=sid))
+        sid, first, rival = f"race-{n}", {**SUPPORT, "sub": f"first-{n}"}, {**SUPPORT, "sub": f"rival-{n}"}
+        if n % 2:                       # either worker's claim may reach the supervisor first
+            db, da = await asyncio.gather(check(b, claims=rival, sid=sid), check(a, claims=first, sid=sid))
+        else:
+            da, db = await asyncio.gather(check(a, claims=first, sid=sid), check(b, claims=rival, sid=sid))
         assert da.allowed != db.allowed, (n, da.reason, db.reason)
         assert (db if da.allowed else da).reason is Reason.SESSION_HIJACK
         await settle()
@@ -194,3 +197,20 @@ async def test_bad_or_overflowing_answers_fail_closed() -> None:
     with pytest.raises(SharedUnavailable, match="already wait"):
         await claims.claim("S3", "alice", "crm", {})
     assert ClaimAuthority(App(str(POLICY)).sessions).claim({"rid": 1, "sid": 5})[0]["error"] == "malformed claim"
+
+
+async def test_a_legacy_stream_hears_of_posts_decided_on_another_worker() -> None:
+    """2024-11-05: the POST's learn entries and its denial travel as change records (expect/inject)."""
+    bus = Bus()
+    a, b = bus.workers
+    req = http({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}, path="/mcp/messages/?session_id=L1")
+    d = a.check(req)
+    if d.claim:
+        d = await a.confirm_claim(req, d)
+    assert d.allowed
+    denied = a.check(http(call("export_customers", {"format": "csv"}, mid=9), path="/mcp/messages/?session_id=L1"))
+    assert denied.reason is Reason.NOT_ALLOWED
+    await settle()
+    assert [e.method for e in b.learner.stream_pending[("crm", "L1")].values()] == ["tools/list"]
+    assert b'"id":9' in bytes(b.learner.stream_inject[("crm", "L1")])
+    assert bytes(b.learner.stream_inject[("crm", "L1")]) == bytes(a.learner.stream_inject[("crm", "L1")])
