@@ -128,6 +128,9 @@ def test_two_callers_racing_for_one_new_session_get_one_owner(service):
             for conn in (a, b):
                 assert reason(conn.check(winner, sid)) == "allow"
                 assert reason(conn.check(loser, sid)) == "session_hijack"
+    metrics = httpx.get(f"http://127.0.0.1:{ap}/metrics").text.splitlines()
+    assert "mcp_extauthz_shared_state_connected 1.0" in metrics       # every worker's bus is open
+    assert "mcp_extauthz_shared_claims_denied_total 0.0" in metrics    # every claim was answered
 
 
 def _header(r: external_auth_pb2.CheckResponse, name: str) -> str:
