@@ -102,7 +102,11 @@ class Supervisor:
                 if relay:
                     self._relay(w, line)
             elif op in RELAYED and self.shared is None:
-                self._apply_locally(msg)
+                try:
+                    self._apply_locally(msg)
+                except (KeyError, TypeError, ValueError) as e:    # never relay what we cannot read
+                    log.error("bad bus message from worker %d ignored: %s", w.index, e)
+                    continue
                 self._relay(w, line)
         w.ready = False
 
