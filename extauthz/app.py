@@ -10,7 +10,7 @@ started, so no request ever sees half a policy.
 from __future__ import annotations
 
 import asyncio
-
+import base64
 import logging
 import time
 import zlib
@@ -365,13 +365,20 @@ class App:
     def _after(self, d: Decision, ctx: Context, path: str = "") -> None:
         """Session bookkeeping for allowed requests (sessions are bound on first use)."""
         if d.legacy_sse:
+            # The stream may be served by another worker or replica: what it needs goes there too
+            # (extauthz.workers.bus apply_change "expect"/"inject"); a list it carries before the
+            # entries arrive is still filtered by its shape, only not learned from.
             if d.learn and d.wire_allowed:
                 self.learner.expect(d.server, d.session_id, d.learn)   # the result comes on the stream
+                self._share("expect", {"server": d.server, "sid": d.session_id, "entries": d.learn})
                 d.learn = []
             elif not d.wire_allowed and d.ids and d.reason is not Reason.SESSION_HIJACK:
                 # The 2024-11-05 client reads answers only from its event stream: put it there too
                 # (never into a stream that belongs to somebody else).
-                self.learner.inject(d.server, d.session_id, b"event: message\r\ndata: " + denial_body(d) + b"\r\n\r\n")
+                event = b"event: message\r\ndata: " + denial_body(d) + b"\r\n\r\n"
+                self.learner.inject(d.server, d.session_id, event)
+                self._share("inject", {"server": d.server, "sid": d.session_id,
+                                       "event": base64.b64encode(event).decode("ascii")})
         if d.allowed and (d.learn or d.learn_stream or d.resumed):
             self._mark_learn(d, ctx)
         if not d.allowed or not d.session_id or d.caller is None:
@@ -386,6 +393,10 @@ class App:
             # only a confirmation ends the binding (extauthz.sessions.ending). A DELETE elsewhere
             # than where the session was used cannot confirm anything about it: nothing is marked.
             d.end_session = True
+
+    def _share(self, op: str, payload: dict[str, Any]) -> None:
+        if self.shared is not None:
+            self.shared.publish(op, payload)
 
     def _mark_learn(self, d: Decision, ctx: Context) -> None:
         """Filtered lists need to know who is asking (ext_proc shares no state with Check): the

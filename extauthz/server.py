@@ -59,6 +59,12 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     over the bus; stop when the supervisor goes away."""
     # Start-up and periodic discovery run in one process only (worker 0 of --workers); every
     # worker discovers on a spec miss. What any of them discovers reaches the others over the bus.
+    bus = None
+    if worker_fd is not None:
+        from extauthz.workers.bus import WorkerBus
+        bus = WorkerBus(app, worker_fd, worker_index)
+        if shared is None:              # no Redis: the supervisor confirms first claims (workers/claims.py)
+            app.use_shared(bus.claims)
     if shared is not None:
         app.use_shared(shared)
         await shared.start()            # ready once the shared state is loaded (App.ready)
@@ -91,9 +97,7 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     settle_task = asyncio.create_task(_settle_on_change(app))
     stop = asyncio.Event()
     bus_task = None
-    if worker_fd is not None:
-        from extauthz.workers.bus import WorkerBus
-        bus = WorkerBus(app, worker_fd, worker_index)
+    if bus is not None:
         bus_task = asyncio.create_task(bus.run())
         bus_task.add_done_callback(lambda _: stop.set())
     discovery_task = asyncio.create_task(app.discovery.run(wait_for_bus=worker_fd is not None and shared is None))

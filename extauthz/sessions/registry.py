@@ -91,6 +91,24 @@ class SessionRegistry:
             out.append(info.session_id)
         return out
 
+    def keep_alive(self, session_ids: Any) -> int:
+        """Refresh the bindings of `session_ids` (used elsewhere: the --workers claim authority
+        hears of every use, so its copy never idles out while a worker still uses the session)."""
+        now, n = time.monotonic(), 0
+        for sid in session_ids:
+            info = self._by_id.get(sid) if isinstance(sid, str) else None
+            if info is not None and now - info.last_seen <= self.idle_ttl:
+                info.last_seen = now
+                self._by_id.move_to_end(sid)
+                n += 1
+        return n
+
+    def ended_owner(self, session_id: str) -> str | None:
+        """The former owner of an id whose end was confirmed within the TTL ("" for nobody's), or
+        None when it has not ended."""
+        gone = self._ended_entry(session_id)
+        return None if gone is None else (gone[1] or "")
+
     def has_room(self, session_id: str) -> bool:
         """May `session_id` be bound now? Always when it is bound already; otherwise only below
         `max_sessions` after dropping bindings idle past the TTL (live ones are never dropped)."""

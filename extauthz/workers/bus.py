@@ -6,20 +6,24 @@ is published to the supervisor over a socketpair as JSON lines and relayed to ev
 applying a relayed change never re-publishes it. Writes go into the transport's buffer (no await,
 no I/O wait on the hot path). Every second the worker also reports its Check counters, new
 decision records and what its inventory recorded since the last report (drained), so the
-supervisor's admin port shows the whole service.
+supervisor's admin port shows the whole service, and the session ids it used (the supervisor is the
+authority for session owners without Redis: extauthz.workers.claims).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 import orjson
 
 from extauthz.app import App
+from extauthz.workers.claims import MAX_TOUCHED, BusClaims
 from extauthz.workers.query import answer
 
 log = logging.getLogger("extauthz.workers")
@@ -32,6 +36,9 @@ class WorkerBus:
         self._shipped = 0
         self._queries: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
+        # Without Redis, the supervisor confirms first claims (server.py installs it as App.shared)
+        self.claims = BusClaims(self.publish)
+        self._last_tick = time.monotonic()
 
     def publish(self, op: str, payload: dict[str, Any]) -> None:
         if self._writer is not None and not self._writer.is_closing():
@@ -56,11 +63,15 @@ class WorkerBus:
         new = self.app.decisions.emitted - self._shipped
         self._shipped = self.app.decisions.emitted
         recent = self.app.decisions.recent.last(min(new, 200)) if new else []
+        since, self._last_tick = self._last_tick, time.monotonic()
+        # the sessions used here since the last tick: the claim authority keeps its copy alive
+        touched = self.app.sessions.touched_since(since, MAX_TOUCHED) if self.app.shared is self.claims else []
         return {"op": "stats", "worker": self.index, "pid": os.getpid(),
                 "decisions": [[list(k), v] for k, v in checks.decisions.items()],
                 "buckets": checks.bucket_counts, "sum": checks.total, "count": checks.count,
                 "list_filter_failures": self.app.metrics.list_filter_failures.counts,
-                "recent": recent, "ready": self.app.ready, "inventory": self.app.inventory.drain()}
+                "recent": recent, "ready": self.app.ready, "inventory": self.app.inventory.drain(),
+                "touched": touched, "claims_denied": self.claims.claims_denied}
 
     async def run(self) -> None:
         sock = socket.socket(fileno=self.fd)
@@ -76,15 +87,23 @@ class WorkerBus:
             while line := await reader.readline():
                 try:
                     msg = orjson.loads(line)
-                    if msg.get("op") == "query":       # the supervisor's actor view asks
+                    op = msg.get("op")
+                    if op == "query":       # the supervisor's actor view asks
                         self._queries.add(t := asyncio.create_task(self._answer(msg)))
                         t.add_done_callback(self._queries.discard)
+                        continue
+                    if op == "claimed":     # the supervisor's answer to a claim of ours
+                        self.claims.on_answer(msg)
+                        continue
+                    if op == "caught-up":   # the supervisor's whole view is applied: ready
+                        self.claims.loaded.set()
                         continue
                     self.apply(msg)
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                     log.error("bad bus message ignored: %s", e)
         finally:
             ticker.cancel()
+            self.claims.lost()
             self.closed.set()     # the supervisor is gone: this worker stops too
 
     async def _tick(self) -> None:
@@ -129,5 +148,10 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
                         server=msg["server"], method=msg["method"], name=msg["name"], reason=msg["reason"],
                         stage=msg["stage"], points=float(msg["points"]), replicated=True, at=msg["time"],
                         signature=msg.get("signature"), forgives=msg.get("forgives") or ())
+    elif op == "expect":     # a 2024-11-05 POST decided elsewhere: its result may come on our stream
+        if isinstance(msg["entries"], list):
+            app.learner.expect(str(msg["server"]), str(msg["sid"]), msg["entries"])
+    elif op == "inject":     # ... and a denial of one, for the stream wherever it is served
+        app.learner.inject(str(msg["server"]), str(msg["sid"]), base64.b64decode(msg["event"], validate=True))
     elif op == "quarantine":      # catch-up only: a restarted worker must not forget a quarantine
         app.specs.hold(msg["server"], msg["kind"], msg["name"], msg["why"])

@@ -1,6 +1,8 @@
 """`extauthz serve --workers N`: N worker processes share the gRPC port; this process relays
 what they learn, restarts a worker that dies, and serves the admin port for the whole service.
 
+Session owners (without Redis): this process is the claim authority (extauthz.workers.claims);
+a worker asks it about a session id it holds no live binding for, and reports the ids it used.
 How learning reaches every worker: a worker that completes a list snapshot, learns server info,
 binds a session or approves a quarantined capability publishes it on its socketpair; the
 supervisor applies it to its own view (for /v1/inventory and /v1/sessions) and relays it to every
@@ -28,10 +30,11 @@ import orjson
 from extauthz.app import App
 from extauthz.specs.model import KINDS
 from extauthz.workers.bus import apply_change
+from extauthz.workers.claims import ClaimAuthority
 from extauthz.workers.query import WorkerActors
 
 log = logging.getLogger("extauthz.workers")
-RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk", "link"})
+RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk", "link", "expect", "inject"})
 
 
 @dataclass
@@ -51,6 +54,8 @@ class Supervisor:
         self.workers = [Worker(i) for i in range(n)]
         self.stopping = False
         self.actors = WorkerActors(self)       # the actor view asks every worker
+        self.authority = ClaimAuthority(app.sessions)   # without Redis: who owns each session id
+        self._denied_before = 0         # claims denied by workers since replaced (the counter never drops)
 
     @property
     def ready(self) -> bool:
@@ -61,6 +66,8 @@ class Supervisor:
         return [orjson.dumps(m) + b"\n" for m in catch_up_messages(self.app)]
 
     async def _start(self, w: Worker) -> None:
+        self._denied_before += int(w.stats.get("claims_denied", 0) or 0)
+        w.stats = {}
         ours, theirs = socket.socketpair()
         cmd = [sys.executable, "-m", "extauthz.cli", "serve", *self.worker_args,
                "--admin-port", "0", "--worker-fd", str(theirs.fileno()), "--worker-index", str(w.index)]
@@ -71,6 +78,7 @@ class Supervisor:
         if self.shared is None:
             for line in self._catch_up():
                 w.writer.write(line)
+            w.writer.write(b'{"op":"caught-up"}\n')     # the worker is ready (and claims) after this
         asyncio.create_task(self._read(w, reader))
         log.info("worker %d started (pid %d)", w.index, w.proc.pid)
 
@@ -85,12 +93,46 @@ class Supervisor:
                 self._stats(w, msg)
             elif op == "answer":
                 self.actors.on_answer(msg)
+            elif op == "claim" and self.shared is None:
+                self._claim(w, msg)
+            elif op == "session" and self.shared is None:
+                relay, correction = self.authority.offer(msg)
+                if correction is not None:
+                    self._send(w, correction)
+                if relay:
+                    self._relay(w, line)
             elif op in RELAYED and self.shared is None:
-                self._apply_locally(msg)
-                for other in self.workers:
-                    if other is not w and other.writer is not None and not other.writer.is_closing():
-                        other.writer.write(line)
+                try:
+                    self._apply_locally(msg)
+                except (KeyError, TypeError, ValueError) as e:    # never relay what we cannot read
+                    log.error("bad bus message from worker %d ignored: %s", w.index, e)
+                    continue
+                self._relay(w, line)
         w.ready = False
+
+    def _relay(self, source: Worker, line: bytes) -> None:
+        for other in self.workers:
+            if other is not source and other.writer is not None and not other.writer.is_closing():
+                other.writer.write(line)
+
+    def _send(self, w: Worker, msg: dict[str, Any]) -> None:
+        if w.writer is not None and not w.writer.is_closing():
+            w.writer.write(orjson.dumps(msg) + b"\n")
+
+    def _claim(self, w: Worker, msg: dict[str, Any]) -> None:
+        """A worker's first claim of a session id: answered from this registry (one message at a
+        time, so one owner), a new binding relayed to every other worker."""
+        reply, binding = self.authority.claim(msg)
+        self._send(w, reply)
+        if binding is not None:
+            self._relay(w, orjson.dumps(binding) + b"\n")
+
+    def bus_status(self) -> dict[str, Any]:
+        """The workers' claims as shared state: connected while every worker's bus is open."""
+        return {"backend": "workers-bus", "lagSeconds": 0.0, "writesDropped": 0,
+                "connected": all(w.writer is not None and not w.writer.is_closing() for w in self.workers),
+                "claimsDenied": self._denied_before + sum(int(w.stats.get("claims_denied", 0) or 0)
+                                                          for w in self.workers)}
 
     def _relay_own(self, op: str, payload: dict[str, Any]) -> None:
         """A change made here (e.g. `/v1/approve` on the supervisor's admin port): to every worker."""
@@ -104,6 +146,7 @@ class Supervisor:
 
     def _stats(self, w: Worker, msg: dict[str, Any]) -> None:
         w.stats, w.ready = msg, bool(msg.get("ready"))
+        self.authority.keep_alive(msg.pop("touched", None))   # used there: alive here
         self.app.inventory.merge(msg.pop("inventory", None))     # usage since the worker's last tick
         for rec in msg.get("recent", []):
             rec["worker"] = msg.get("worker")
@@ -142,6 +185,7 @@ class Supervisor:
             await self.shared.start()
         else:
             self.app.specs.on_change = self._relay_own       # an approval on this admin port reaches every worker
+            self.app.metrics.watch_shared(self.bus_status)   # the claim authority's shared_* metrics
         self.app.risk.announce_replicated = True             # workers' alerts: counted once, here
         for w in self.workers:
             await self._start(w)
