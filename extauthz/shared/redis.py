@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
+from extauthz.risk.report import report_counts
 from extauthz.shared.config import RedisConfig
 
 if TYPE_CHECKING:
@@ -92,14 +94,22 @@ class RedisShared:
         what the session was listed on other replicas. Raises SharedUnavailable."""
         ttl = int(self.app.sessions.idle_ttl * 1000)
         value = orjson.dumps({"c": caller, "s": server, **meta}).decode()
-        try:
-            async with self.r.pipeline(transaction=False) as pipe:
-                await self._claim(keys=[self._sess(sid)], args=[value, ttl], client=pipe)
-                pipe.hgetall(self._vis(server, "s:" + sid))
-                got, vis = await asyncio.wait_for(pipe.execute(), self.cfg.timeout)
-        except (RedisError, OSError, asyncio.TimeoutError) as e:
-            self._down(e)
-            raise SharedUnavailable(str(e) or type(e).__name__) from e
+        for attempt in (1, 2):
+            try:
+                async with self.r.pipeline(transaction=False) as pipe:
+                    await self._claim(keys=[self._sess(sid)], args=[value, ttl], client=pipe)
+                    pipe.hgetall(self._vis(server, "s:" + sid))
+                    got, vis = await asyncio.wait_for(pipe.execute(), self.cfg.timeout)
+                break
+            except RedisConnectionError as e:
+                # a pooled connection Redis closed when it restarted: once more on a fresh one
+                # (safe: a claim that did land returns our own record the second time)
+                if attempt == 2:
+                    self._down(e)
+                    raise SharedUnavailable(str(e) or type(e).__name__) from e
+            except (RedisError, OSError, asyncio.TimeoutError) as e:
+                self._down(e)
+                raise SharedUnavailable(str(e) or type(e).__name__) from e
         self.claims += 1
         rec = orjson.loads(got)
         for kind, names in (vis or {}).items():
@@ -203,6 +213,8 @@ class RedisShared:
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._connect_loop()), asyncio.create_task(self._read()),
                        asyncio.create_task(self._write()), asyncio.create_task(self._refresh())]
+        if not self.observer:       # calls and sensitive uses counted here, for the global limits
+            self._tasks.append(asyncio.create_task(report_counts(self.app.risk, self.publish, lambda: self.connected)))
 
     async def close(self) -> None:
         self._closed = True

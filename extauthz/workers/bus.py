@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from extauthz.app import App
+from extauthz.risk.report import report_counts
 from extauthz.workers.query import answer
 
 log = logging.getLogger("extauthz.workers")
@@ -60,6 +61,7 @@ class WorkerBus:
                 "decisions": [[list(k), v] for k, v in checks.decisions.items()],
                 "buckets": checks.bucket_counts, "sum": checks.total, "count": checks.count,
                 "list_filter_failures": self.app.metrics.list_filter_failures.counts,
+                "risk_blocks": self.app.metrics.risk_blocks.value, "risk_alerts": self.app.metrics.risk_alerts.value,
                 "recent": recent, "ready": self.app.ready, "inventory": self.app.inventory.drain()}
 
     async def run(self) -> None:
@@ -71,6 +73,9 @@ class WorkerBus:
             self.app.visibility.on_change = self.publish
             self.app.risk.on_change = self.publish
         ticker = asyncio.create_task(self._tick())
+        reports = None
+        if self.app.shared is None:       # with Redis, RedisShared reports the counts
+            reports = asyncio.create_task(report_counts(self.app.risk, self.publish))
         try:
             while line := await reader.readline():
                 try:
@@ -84,6 +89,8 @@ class WorkerBus:
                     log.error("bad bus message ignored: %s", e)
         finally:
             ticker.cancel()
+            if reports is not None:
+                reports.cancel()
             self.closed.set()     # the supervisor is gone: this worker stops too
 
     async def _tick(self) -> None:
@@ -124,6 +131,12 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
         app.risk.record(msg["caller"], decision_id=msg["decisionId"], session_id=msg["sessionId"],
                         server=msg["server"], method=msg["method"], name=msg["name"], reason=msg["reason"],
                         stage=msg["stage"], points=float(msg["points"]), replicated=True, at=msg["time"],
-                        signature=msg.get("signature"), forgives=msg.get("forgives") or ())
+                        signature=msg.get("signature"), forgives=msg.get("forgives") or (),
+                        volume_minute=msg.get("volumeMinute"))
+    elif op == "rate":       # another replica's calls and sensitive uses since its last report
+        calls, uses = msg.get("calls") or {}, msg.get("uses") or {}
+        if not isinstance(calls, dict) or not isinstance(uses, dict):
+            raise ValueError("rate counts must be objects")
+        app.risk.add_counts(int(msg["minute"]), calls, uses)
     elif op == "quarantine":      # catch-up only: a restarted worker must not forget a quarantine
         app.specs.hold(msg["server"], msg["kind"], msg["name"], msg["why"])

@@ -31,7 +31,7 @@ from extauthz.workers.bus import apply_change
 from extauthz.workers.query import WorkerActors
 
 log = logging.getLogger("extauthz.workers")
-RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk"})
+RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk", "rate"})
 
 
 @dataclass
@@ -111,10 +111,12 @@ class Supervisor:
         checks = self.app.metrics.checks
         decisions: dict[tuple[str, ...], int] = {}
         buckets = [0] * len(checks.bucket_counts)
-        total = count = 0
+        total = count = blocks = alerts = 0
         failures: dict[str, int] = {}
         for other in self.workers:
             st = other.stats
+            blocks += int(st.get("risk_blocks", 0))
+            alerts += int(st.get("risk_alerts", 0))
             for reason, n in (st.get("list_filter_failures") or {}).items():
                 failures[reason] = failures.get(reason, 0) + n
             for labels, n in st.get("decisions", []):
@@ -126,6 +128,9 @@ class Supervisor:
             count += st.get("count", 0)
         checks.decisions, checks.bucket_counts, checks.total, checks.count = decisions, buckets, total, count  # type: ignore[assignment]
         self.app.metrics.list_filter_failures.counts = failures
+        # each worker counts the blocks it answered and the chains it completed (a relayed event
+        # that completes a chain elsewhere is not counted there again): the sum counts each once
+        self.app.metrics.risk_blocks.value, self.app.metrics.risk_alerts.value = blocks, alerts
 
     async def _watch_children(self) -> None:
         while not self.stopping:
@@ -142,7 +147,6 @@ class Supervisor:
             await self.shared.start()
         else:
             self.app.specs.on_change = self._relay_own       # an approval on this admin port reaches every worker
-        self.app.risk.announce_replicated = True             # workers' alerts: counted once, here
         for w in self.workers:
             await self._start(w)
         from extauthz.admin.http import admin_server
