@@ -9,7 +9,8 @@ spec snapshots, server info, quarantines and approvals (by digest), visibility, 
 
 Keys (all under the release prefix, all but the durable spec/approval hashes with TTLs):
   {p}:sess:{sid}          JSON owner record, PX = sessions.idleTtlSeconds, refreshed in batches
-  {p}:feed                the change feed (XADD MAXLEN ~FEED_MAXLEN)
+  {p}:feed                the change feed (XADD MAXLEN ~FEED_MAXLEN); also every replica's `rate`
+                          records (risk counts, extauthz.risk.report: at most 4 a second, feed only)
   {p}:spec, {p}:info      hashes: learned snapshots per (server, kind, viewer), server info
   {p}:quarantine, {p}:approved   hashes: why held / the digest an operator approved
   {p}:vis:{server}|{part} hash kind -> names, EX = idle TTL

@@ -6,7 +6,8 @@ is published to the supervisor over a socketpair as JSON lines and relayed to ev
 applying a relayed change never re-publishes it. Writes go into the transport's buffer (no await,
 no I/O wait on the hot path). Every second the worker also reports its Check counters, new
 decision records and what its inventory recorded since the last report (drained), so the
-supervisor's admin port shows the whole service.
+supervisor's admin port shows the whole service (risk blocks and alerts included). Every 250 ms
+it reports the calls and sensitive uses it counted (extauthz.risk.report), for global rate limits.
 """
 
 from __future__ import annotations
