@@ -291,9 +291,10 @@ class RiskEngine:
             self._out = _Unreported(self._out.minute)
         return out
 
-    def add_counts(self, minute: int, calls: dict[str, int], uses: dict[str, int]) -> None:
+    def add_counts(self, minute: int, calls: dict[str, int], uses: dict[str, int], *, totals: bool = False) -> None:
         """Another replica's report: its counts join each caller's minute here. A report for a
-        minute already over here is ignored; one for a minute this caller has not reached starts it."""
+        minute already over here is ignored; one for a minute this caller has not reached starts it.
+        `totals`: the counts are the minute's global totals so far (a replica loading them), not news."""
         now = self.clock.monotonic()
         for kind, counts in (("rate", calls), ("volume", uses)):
             for caller, n in counts.items():
@@ -304,12 +305,21 @@ class RiskEngine:
                     if _new_minute(minute, st.rate_minute):
                         st.rate_minute, st.rate_count = minute, 0
                     if minute == st.rate_minute:
-                        st.rate_count += n
+                        st.rate_count = max(st.rate_count, n) if totals else st.rate_count + n
                 else:
                     if _new_minute(minute, st.volume_minute):
                         st.volume_minute, st.volume_count = minute, 0
                     if minute == st.volume_minute:
-                        st.volume_count += n
+                        st.volume_count = max(st.volume_count, n) if totals else st.volume_count + n
+
+    def minute_counts(self) -> dict[str, Any]:
+        """Every caller's count of the current minute, as a record for add_counts: what a
+        (re)started worker is sent, so it does not start the minute from zero."""
+        minute = int(self.clock.time() // 60)
+        return {"minute": minute,
+                "calls": {c: st.rate_count for c, st in self._callers.items() if st.rate_minute == minute and st.rate_count},
+                "uses": {c: st.volume_count for c, st in self._callers.items()
+                         if st.volume_minute == minute and st.volume_count}}
 
     def _unreported(self, minute: int) -> _Unreported:
         out = self._out

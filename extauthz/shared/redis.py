@@ -15,6 +15,7 @@ Keys (all under the release prefix, all but the durable spec/approval hashes wit
   {p}:quarantine, {p}:approved   hashes: why held / the digest an operator approved
   {p}:vis:{server}|{part} hash kind -> names, EX = idle TTL
   {p}:risk:{caller}       JSON {score, at}, EX = until it would have decayed to 0
+  {p}:rate:{minute}       hash c:{caller} / u:{caller} -> calls / sensitive uses that minute, EX 120 s
   {p}:epoch               present while the data set is the one replicas loaded; missing after
                           Redis restarted empty, which makes every replica republish its state
 """
@@ -175,6 +176,12 @@ class RedisShared:
                 key = self._vis(m["server"], part)
                 pipe.hset(key, m["kind"], orjson.dumps(m["names"]))
                 pipe.expire(key, ttl)
+        elif op == "rate":      # the minute's global counts, for a replica that starts mid-minute
+            key = self._k("rate", str(int(m["minute"])))
+            for prefix, counts in (("c:", m.get("calls") or {}), ("u:", m.get("uses") or {})):
+                for caller, n in counts.items():
+                    pipe.hincrby(key, prefix + caller, int(n))
+            pipe.expire(key, 120)
         elif op == "risk":
             score = self.app.risk.score(m["caller"])
             if score > 0:
@@ -301,6 +308,13 @@ class RedisShared:
             n += 1
             if n >= app.visibility.max_partitions:
                 break
+        minute = int(app.risk.clock.time() // 60)
+        calls: dict[str, int] = {}
+        uses: dict[str, int] = {}
+        for f, v in (await self.r.hgetall(self._k("rate", str(minute)))).items():
+            kind, caller = _s(f).split(":", 1)
+            (calls if kind == "c" else uses)[caller] = int(v)
+        app.risk.add_counts(minute, calls, uses, totals=True)
         n = 0
         async for key in self.r.scan_iter(match=self._k("risk", "*"), count=1000):
             raw = await self.r.get(key)
@@ -321,6 +335,8 @@ class RedisShared:
         async with self.r.pipeline(transaction=False) as pipe:
             for msg in catch_up_messages(self.app):
                 op = msg.pop("op")
+                if op == "rate":        # every replica holds the global count: written back R times
+                    continue
                 if op == "riskscore":
                     op, msg = "risk", {"caller": msg["caller"]}
                 self._durable(pipe, op, msg)

@@ -138,6 +138,6 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
         calls, uses = msg.get("calls") or {}, msg.get("uses") or {}
         if not isinstance(calls, dict) or not isinstance(uses, dict):
             raise ValueError("rate counts must be objects")
-        app.risk.add_counts(int(msg["minute"]), calls, uses)
+        app.risk.add_counts(int(msg["minute"]), calls, uses, totals=bool(msg.get("totals")))
     elif op == "quarantine":      # catch-up only: a restarted worker must not forget a quarantine
         app.specs.hold(msg["server"], msg["kind"], msg["name"], msg["why"])

@@ -184,7 +184,8 @@ class Supervisor:
 
 def catch_up_messages(app: App) -> list[dict[str, Any]]:
     """What this process holds that another must know, as change records: approvals (with the digest
-    approved) before the snapshots they apply to, then snapshots, holds, sessions, risk scores.
+    approved) before the snapshots they apply to, then snapshots, holds, sessions, risk scores, and
+    this minute's rate counts.
     A restarted worker is sent them; a Redis that came back empty is written them."""
     out: list[dict[str, Any]] = []
     for spec in app.specs.servers():
@@ -218,6 +219,9 @@ def catch_up_messages(app: App) -> list[dict[str, Any]]:
         score = app.risk.score(st.caller)
         if score > 0:
             out.append({"op": "riskscore", "caller": st.caller, "score": score})
+    counts = app.risk.minute_counts()        # this minute's calls so far, for the global limits
+    if counts["calls"] or counts["uses"]:
+        out.append({"op": "rate", **counts, "totals": True})
     return out
 
 

@@ -158,3 +158,17 @@ def test_the_bus_applies_rate_records(clock: Clock) -> None:
     assert a.limited(ALICE)
     with pytest.raises(ValueError):
         apply_change(_App(), {"op": "rate", "minute": 1, "calls": [ALICE], "uses": {}})  # type: ignore[arg-type]
+
+
+def test_a_restarted_worker_is_sent_the_minutes_counts(clock: Clock, tmp_path) -> None:
+    from extauthz.app import App
+    from extauthz.workers.supervisor import catch_up_messages
+
+    from .test_risk_app import POLICY
+    sup, fresh = App(str(POLICY)), App(str(POLICY))
+    sup.risk.add_counts(int(clock.wall // 60), {ALICE: 7}, {ALICE: 2})   # what the workers reported
+    rates = [m for m in catch_up_messages(sup) if m["op"] == "rate"]
+    assert len(rates) == 1
+    for m in rates * 2:                      # a total, not news: applying it twice counts it once
+        apply_change(fresh, m)
+    assert fresh.risk.get(ALICE).rate_count == 7 and fresh.risk.get(ALICE).volume_count == 2

@@ -158,3 +158,25 @@ async def test_a_chain_split_across_replicas_is_blocked_on_both(redis_server: Re
         assert a.risk.get(ALICE).alerts and a.risk.get(ALICE).alerts[-1]["summary"] == d.alert["summary"]
     finally:
         await close(a, b)
+
+
+async def test_a_replica_started_mid_minute_loads_the_minutes_counts(redis_server: RedisProcess,
+                                                                     tmp_path: Path) -> None:
+    p = policy(tmp_path, f"blockAt: 1000, volumePerMinute: 1000, callsPerMinute: {LIMIT}")
+    a = await replica(redis_server, p)
+    try:
+        for _ in range(LIMIT):
+            assert (await check(a, "open_tool", {"q": "x"})).allowed
+        key = f"t:rate:{int(a.risk.clock.time() // 60)}"
+        for _ in range(500):                        # a's report is in Redis
+            if int(await a.shared.r.hget(key, f"c:{ALICE}") or 0) == LIMIT:
+                break
+            await asyncio.sleep(0.02)
+        c = await replica(redis_server, p)          # loads {p}:rate:{minute} before it is ready
+        try:
+            assert rate(c) == LIMIT
+            assert (await check(c, "open_tool", {"q": "x"})).reason is Reason.RATE_LIMITED
+        finally:
+            await close(c)
+    finally:
+        await close(a)
