@@ -99,6 +99,19 @@ class _FilterFailureCollector:
         yield c
 
 
+class _Tally:
+    """A counter kept as a plain int and exposed at scrape time (`value` may be set: a sum)."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self._name, self._doc, self.value = name, doc, 0
+
+    def inc(self, n: int = 1) -> None:
+        self.value += n
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._doc, value=float(self.value))
+
+
 class _CountCollector:
     """A counter whose value another object keeps (read at scrape time, nothing on the hot path)."""
 
@@ -128,9 +141,11 @@ class Metrics:
         self.session_ends = Counter("mcp_extauthz_session_ends", "Owners' session DELETEs by the server's answer",
                                     ["outcome"], registry=r)
         self.reloads = Counter("mcp_extauthz_policy_reloads", "Policy reloads", ["result"], registry=r)
-        self.risk_blocks = Counter("mcp_extauthz_risk_blocks", "Requests denied by the risk score", registry=r)
-        self.risk_alerts = Counter("mcp_extauthz_risk_alerts", "Attack chains (recon -> probe -> extract) detected",
-                                   registry=r)
+        # plain ints: a worker reports them in its stats, the supervisor of --workers shows their sum
+        self.risk_blocks = _Tally("mcp_extauthz_risk_blocks", "Requests denied by the risk score")
+        self.risk_alerts = _Tally("mcp_extauthz_risk_alerts", "Attack chains (recon -> probe -> extract) detected")
+        r.register(self.risk_blocks)  # type: ignore[arg-type]
+        r.register(self.risk_alerts)  # type: ignore[arg-type]
         self.build_info = Gauge("mcp_extauthz_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         r.register(_SpecCollector(specs))  # type: ignore[arg-type]

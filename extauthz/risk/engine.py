@@ -98,8 +98,11 @@ class CallerRisk:
     corrections: Corrections | None = None    # made on the first correctable mistake (most callers: never)
     lists: list[tuple[float, str, str]] = field(default_factory=list)   # recent listing, for bursts
     burst_at: float = float("-inf")
+    # per wall-clock minute (every replica's minute is the same one): this process's calls and
+    # sensitive uses plus the other replicas' reported ones (RiskEngine.add_counts)
     volume_minute: int = 0
     volume_count: int = 0
+    volume_scored: int = -1                   # the minute whose volume points were added (here or elsewhere)
     blocked_since: float | None = None
     rate_minute: int = 0
     rate_count: int = 0
@@ -108,6 +111,39 @@ class CallerRisk:
 
     def decayed(self, now: float, per_minute: float) -> float:
         return max(0.0, self.score - per_minute * (now - self.updated) / 60.0)
+
+
+@dataclass(slots=True)
+class _Unreported:
+    """Counts of one minute not yet reported to the other replicas, at most max_callers each (a
+    flood of distinct callers beyond that is still counted here, only not reported)."""
+
+    minute: int
+    calls: dict[str, int] = field(default_factory=dict)
+    uses: dict[str, int] = field(default_factory=dict)
+
+    def call(self, caller: str, cap: int) -> None:
+        _bump(self.calls, caller, cap)
+
+    def use(self, caller: str, cap: int) -> None:
+        _bump(self.uses, caller, cap)
+
+    def record(self) -> dict[str, Any]:
+        return {"minute": self.minute, "calls": self.calls, "uses": self.uses}
+
+
+def _new_minute(minute: int, counted: int) -> bool:
+    """Does `minute` start a new count? A later minute does; the minute before the counted one
+    does not (another replica's clock is a moment ahead: its count stands); a clock set back does."""
+    return minute > counted or minute < counted - 1
+
+
+def _bump(counts: dict[str, int], key: str, cap: int) -> None:
+    n = counts.get(key)
+    if n is not None:
+        counts[key] = n + 1
+    elif len(counts) < cap:
+        counts[key] = 1
 
 
 class RiskEngine:
@@ -123,11 +159,15 @@ class RiskEngine:
         self.blocks_total = 0
         self.on_alert: Callable[[dict[str, Any]], None] | None = None
         # A chain completed by an event another replica relayed is that replica's alert to log and
-        # count; only the supervisor of --workers (which decides nothing itself) announces those.
+        # count (the supervisor of --workers shows the sum of its workers' counts), so relayed
+        # completions are not announced unless this is set.
         self.announce_replicated = False
         self.on_block: Callable[[str], None] | None = None
         # (op, payload) for other replicas: scored, forgiving and chain events only (the workers bus)
         self.on_change: Callable[[str, dict[str, Any]], None] | None = None
+        # calls and sensitive uses counted here and not yet reported to the other replicas
+        self._out = _Unreported(-1)
+        self._out_full: list[_Unreported] = []        # a minute that ended before its report went out
 
     def configure(self, *, block_at: float, decay_per_minute: float, enabled: bool, volume_per_minute: int,
                   timeline: int, max_callers: int) -> None:
@@ -157,19 +197,21 @@ class RiskEngine:
         if not limit:
             return ""
         st = self._callers.get(caller)
-        if st is None or st.rate_count < limit or st.rate_minute != int(self.clock.monotonic() // 60):
+        # (a count one minute ahead is a replica whose clock is a little ahead: it counts)
+        if st is None or st.rate_count < limit or st.rate_minute < int(self.clock.time() // 60):
             return ""
         return f"more than {limit} requests this minute"
 
     def record(self, caller: str, *, decision_id: str, session_id: str, server: str, method: str, name: str,
                reason: str, stage: str | None, points: float, replicated: bool = False,
                at: float | None = None, signature: int | None = None,
-               forgives: list[str] | tuple[str, ...] = ()) -> dict[str, Any] | None:
+               forgives: list[str] | tuple[str, ...] = (), volume_minute: int | None = None) -> dict[str, Any] | None:
         """Append one decision to the caller's timeline and score it. Returns an alert if this event
         completed an attack chain. `signature` identifies a denial (what was asked and why it was
         refused): the same denial again scores nothing (a retry loop is not a probe), a different
         one scores in full, escalated past the caller's usual share of denials. A relayed event
-        (`replicated`) carries its final points and the decision ids it `forgives`."""
+        (`replicated`) carries its final points, the decision ids it `forgives` and, when its points
+        include the volume points of a minute, that `volume_minute`."""
         now = self.clock.monotonic()
         wall = self.clock.time() if at is None else at
         st = self._state(caller, now)
@@ -185,10 +227,13 @@ class RiskEngine:
         st.events += 1
         ev = Event(wall, decision_id, session_id, server, method, name, reason, stage, points, st.events)
         st.timeline.append(ev)
-        minute = int(now // 60)
-        if minute != st.rate_minute:
+        minute = int(self.clock.time() // 60)      # wall clock: the same minute on every replica
+        if _new_minute(minute, st.rate_minute):
             st.rate_minute, st.rate_count = minute, 0
-        st.rate_count += 1
+        if not replicated:                # a relayed event's call was counted where it was made
+            st.rate_count += 1
+            if self.calls_per_minute:
+                self._unreported(minute).call(caller, self.max_callers)
         st.last_seen = wall
         if session_id:
             st.sessions[session_id] = None
@@ -213,8 +258,15 @@ class RiskEngine:
             return None
         alert = None
         changed = ev.points > 0.0 or bool(ev.forgives)
+        volume = False
         if ev.stage == EXTRACT:
-            changed |= self._volume(st, ev, now)
+            if not replicated:                         # relayed uses arrive counted (add_counts)
+                volume = self._volume(st, ev, wall)
+                changed |= volume
+            elif volume_minute is not None:
+                if st.volume_scored == volume_minute:  # both scored that minute before hearing of
+                    ev.points = max(0.0, round(ev.points - VOLUME_POINTS, 2))   # each other: once
+                st.volume_scored = max(st.volume_scored, volume_minute)
             alert = self._chain(st, ev, wall, announce=not replicated or self.announce_replicated)
             changed |= alert is not None
         if refund:
@@ -224,8 +276,58 @@ class RiskEngine:
         if alert is not None:
             self._add(st, CHAIN_POINTS, now)
         if changed and self.on_change is not None and not replicated:
-            self.on_change("risk", {"caller": caller, **ev.as_json(), "signature": signature})
+            extra = {"volumeMinute": st.volume_scored} if volume else {}
+            self.on_change("risk", {"caller": caller, **ev.as_json(), "signature": signature, **extra})
         return alert
+
+    # -- global counts: what the other replicas counted (risk.callsPerMinute, risk.volumePerMinute) ---
+    def report_counts(self) -> list[dict[str, Any]]:
+        """The calls and sensitive uses counted here since the last report, one record per minute
+        ({minute, calls: {caller: n}, uses: {caller: n}}), for the other replicas' add_counts."""
+        out = [u.record() for u in self._out_full if u.calls or u.uses]
+        self._out_full = []
+        if self._out.calls or self._out.uses:
+            out.append(self._out.record())
+            self._out = _Unreported(self._out.minute)
+        return out
+
+    def add_counts(self, minute: int, calls: dict[str, int], uses: dict[str, int], *, totals: bool = False) -> None:
+        """Another replica's report: its counts join each caller's minute here. A report for a
+        minute already over here is ignored; one for a minute this caller has not reached starts it.
+        `totals`: the counts are the minute's global totals so far (a replica loading them), not news."""
+        now = self.clock.monotonic()
+        for kind, counts in (("rate", calls), ("volume", uses)):
+            for caller, n in counts.items():
+                if not isinstance(caller, str) or not isinstance(n, int) or n <= 0:
+                    continue
+                st = self._state(caller, now)
+                if kind == "rate":
+                    if _new_minute(minute, st.rate_minute):
+                        st.rate_minute, st.rate_count = minute, 0
+                    if minute == st.rate_minute:
+                        st.rate_count = max(st.rate_count, n) if totals else st.rate_count + n
+                else:
+                    if _new_minute(minute, st.volume_minute):
+                        st.volume_minute, st.volume_count = minute, 0
+                    if minute == st.volume_minute:
+                        st.volume_count = max(st.volume_count, n) if totals else st.volume_count + n
+
+    def minute_counts(self) -> dict[str, Any]:
+        """Every caller's count of the current minute, as a record for add_counts: what a
+        (re)started worker is sent, so it does not start the minute from zero."""
+        minute = int(self.clock.time() // 60)
+        return {"minute": minute,
+                "calls": {c: st.rate_count for c, st in self._callers.items() if st.rate_minute == minute and st.rate_count},
+                "uses": {c: st.volume_count for c, st in self._callers.items()
+                         if st.volume_minute == minute and st.volume_count}}
+
+    def _unreported(self, minute: int) -> _Unreported:
+        out = self._out
+        if out.minute != minute:
+            if (out.calls or out.uses) and len(self._out_full) < 4:
+                self._out_full.append(out)
+            out = self._out = _Unreported(minute)
+        return out
 
     def restore(self, caller: str, score: float) -> None:
         """Set a caller's current score (a restarted worker catching up; no timeline, no chain)."""
@@ -294,12 +396,15 @@ class RiskEngine:
             ev.stage, ev.points = RECON, LIST_BURST_POINTS
             ev.reason = f"{ev.reason}; listing on {pairs} servers/sessions within {LIST_BURST_WINDOW:.0f}s"
 
-    def _volume(self, st: CallerRisk, ev: Event, now: float) -> bool:
-        minute = int(now // 60)
-        if minute != st.volume_minute:
+    def _volume(self, st: CallerRisk, ev: Event, wall: float) -> bool:
+        """Sensitive use above risk.volumePerMinute (counted over every replica): points once a minute."""
+        minute = int(wall // 60)
+        if _new_minute(minute, st.volume_minute):
             st.volume_minute, st.volume_count = minute, 0
         st.volume_count += 1
-        if st.volume_count == self.volume_per_minute + 1:
+        self._unreported(minute).use(st.caller, self.max_callers)
+        if st.volume_count > self.volume_per_minute and st.volume_scored != minute:
+            st.volume_scored = minute
             ev.points += VOLUME_POINTS
             ev.reason = f"{ev.reason}; volume above {self.volume_per_minute}/min"
             return True

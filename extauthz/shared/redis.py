@@ -9,11 +9,13 @@ spec snapshots, server info, quarantines and approvals (by digest), visibility, 
 
 Keys (all under the release prefix, all but the durable spec/approval hashes with TTLs):
   {p}:sess:{sid}          JSON owner record, PX = sessions.idleTtlSeconds, refreshed in batches
-  {p}:feed                the change feed (XADD MAXLEN ~FEED_MAXLEN)
+  {p}:feed                the change feed (XADD MAXLEN ~FEED_MAXLEN); also every replica's `rate`
+                          records (risk counts, extauthz.risk.report: at most 4 a second, feed only)
   {p}:spec, {p}:info      hashes: learned snapshots per (server, kind, viewer), server info
   {p}:quarantine, {p}:approved   hashes: why held / the digest an operator approved
   {p}:vis:{server}|{part} hash kind -> names, EX = idle TTL
   {p}:risk:{caller}       JSON {score, at}, EX = until it would have decayed to 0
+  {p}:rate:{minute}       hash c:{caller} / u:{caller} -> calls / sensitive uses that minute, EX 120 s
   {p}:epoch               present while the data set is the one replicas loaded; missing after
                           Redis restarted empty, which makes every replica republish its state
 """
@@ -29,8 +31,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
+from extauthz.risk.report import report_counts
 from extauthz.shared.config import RedisConfig
 
 if TYPE_CHECKING:
@@ -91,16 +95,24 @@ class RedisShared:
         what the session was listed on other replicas. Raises SharedUnavailable."""
         ttl = int(self.app.sessions.idle_ttl * 1000)
         value = orjson.dumps({"c": caller, "s": server, **meta}).decode()
-        try:
-            async with self.r.pipeline(transaction=False) as pipe:
-                # EVAL, not a registered Script: in a pipeline redis-py sends SCRIPT EXISTS first, a
-                # second round trip on every claim; Redis caches the compiled body by its SHA anyway.
-                pipe.eval(_CLAIM, 1, self._sess(sid), value, ttl)
-                pipe.hgetall(self._vis(server, "s:" + sid))
-                got, vis = await asyncio.wait_for(pipe.execute(), self.cfg.timeout)
-        except (RedisError, OSError, asyncio.TimeoutError) as e:
-            self._down(e)
-            raise SharedUnavailable(str(e) or type(e).__name__) from e
+        for attempt in (1, 2):
+            try:
+                async with self.r.pipeline(transaction=False) as pipe:
+                    # EVAL, not a registered Script: in a pipeline redis-py sends SCRIPT EXISTS first, a
+                    # second round trip on every claim; Redis caches the compiled body by its SHA anyway.
+                    pipe.eval(_CLAIM, 1, self._sess(sid), value, ttl)
+                    pipe.hgetall(self._vis(server, "s:" + sid))
+                    got, vis = await asyncio.wait_for(pipe.execute(), self.cfg.timeout)
+                break
+            except RedisConnectionError as e:
+                # a pooled connection Redis closed when it restarted: once more on a fresh one
+                # (safe: a claim that did land returns our own record the second time)
+                if attempt == 2:
+                    self._down(e)
+                    raise SharedUnavailable(str(e) or type(e).__name__) from e
+            except (RedisError, OSError, asyncio.TimeoutError) as e:
+                self._down(e)
+                raise SharedUnavailable(str(e) or type(e).__name__) from e
         self.claims += 1
         rec = orjson.loads(got)
         for kind, names in (vis or {}).items():
@@ -165,6 +177,12 @@ class RedisShared:
                 key = self._vis(m["server"], part)
                 pipe.hset(key, m["kind"], orjson.dumps(m["names"]))
                 pipe.expire(key, ttl)
+        elif op == "rate":      # the minute's global counts, for a replica that starts mid-minute
+            key = self._k("rate", str(int(m["minute"])))
+            for prefix, counts in (("c:", m.get("calls") or {}), ("u:", m.get("uses") or {})):
+                for caller, n in counts.items():
+                    pipe.hincrby(key, prefix + caller, int(n))
+            pipe.expire(key, 120)
         elif op == "risk":
             score = self.app.risk.score(m["caller"])
             if score > 0:
@@ -204,6 +222,8 @@ class RedisShared:
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._connect_loop()), asyncio.create_task(self._read()),
                        asyncio.create_task(self._write()), asyncio.create_task(self._refresh())]
+        if not self.observer:       # calls and sensitive uses counted here, for the global limits
+            self._tasks.append(asyncio.create_task(report_counts(self.app.risk, self.publish, lambda: self.connected)))
 
     async def close(self) -> None:
         self._closed = True
@@ -289,6 +309,13 @@ class RedisShared:
             n += 1
             if n >= app.visibility.max_partitions:
                 break
+        minute = int(app.risk.clock.time() // 60)
+        calls: dict[str, int] = {}
+        uses: dict[str, int] = {}
+        for f, v in (await self.r.hgetall(self._k("rate", str(minute)))).items():
+            kind, caller = _s(f).split(":", 1)
+            (calls if kind == "c" else uses)[caller] = int(v)
+        app.risk.add_counts(minute, calls, uses, totals=True)
         n = 0
         async for key in self.r.scan_iter(match=self._k("risk", "*"), count=1000):
             raw = await self.r.get(key)
@@ -309,6 +336,8 @@ class RedisShared:
         async with self.r.pipeline(transaction=False) as pipe:
             for msg in catch_up_messages(self.app):
                 op = msg.pop("op")
+                if op == "rate":        # every replica holds the global count: written back R times
+                    continue
                 if op == "riskscore":
                     op, msg = "risk", {"caller": msg["caller"]}
                 self._durable(pipe, op, msg)

@@ -7,7 +7,9 @@ applying a relayed change never re-publishes it. Writes go into the transport's 
 no I/O wait on the hot path). Every second the worker also reports its Check counters, new
 decision records and what its inventory recorded since the last report (drained), so the
 supervisor's admin port shows the whole service, and the session ids it used (the supervisor is the
-authority for session owners without Redis: extauthz.workers.claims).
+authority for session owners without Redis: extauthz.workers.claims);
+risk blocks and alerts included. Every 250 ms it reports the calls and sensitive uses it counted
+(extauthz.risk.report), for global rate limits.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orjson
 
 from extauthz.app import App
 from extauthz.workers.claims import MAX_TOUCHED, BusClaims
+from extauthz.risk.report import report_counts
 from extauthz.workers.query import answer
 
 log = logging.getLogger("extauthz.workers")
@@ -70,6 +73,7 @@ class WorkerBus:
                 "decisions": [[list(k), v] for k, v in checks.decisions.items()],
                 "buckets": checks.bucket_counts, "sum": checks.total, "count": checks.count,
                 "list_filter_failures": self.app.metrics.list_filter_failures.counts,
+                "risk_blocks": self.app.metrics.risk_blocks.value, "risk_alerts": self.app.metrics.risk_alerts.value,
                 "recent": recent, "ready": self.app.ready, "inventory": self.app.inventory.drain(),
                 "touched": touched, "claims_denied": self.claims.claims_denied}
 
@@ -83,6 +87,9 @@ class WorkerBus:
             self.app.risk.on_change = self.publish
             self.app.links.on_change = self.publish
         ticker = asyncio.create_task(self._tick())
+        reports = None
+        if self.app.shared is None:       # with Redis, RedisShared reports the counts
+            reports = asyncio.create_task(report_counts(self.app.risk, self.publish))
         try:
             while line := await reader.readline():
                 try:
@@ -104,6 +111,8 @@ class WorkerBus:
         finally:
             ticker.cancel()
             self.claims.lost()
+            if reports is not None:
+                reports.cancel()
             self.closed.set()     # the supervisor is gone: this worker stops too
 
     async def _tick(self) -> None:
@@ -147,7 +156,13 @@ def apply_change(app: App, msg: dict[str, Any]) -> None:
         app.risk.record(msg["caller"], decision_id=msg["decisionId"], session_id=msg["sessionId"],
                         server=msg["server"], method=msg["method"], name=msg["name"], reason=msg["reason"],
                         stage=msg["stage"], points=float(msg["points"]), replicated=True, at=msg["time"],
-                        signature=msg.get("signature"), forgives=msg.get("forgives") or ())
+                        signature=msg.get("signature"), forgives=msg.get("forgives") or (),
+                        volume_minute=msg.get("volumeMinute"))
+    elif op == "rate":       # another replica's calls and sensitive uses since its last report
+        calls, uses = msg.get("calls") or {}, msg.get("uses") or {}
+        if not isinstance(calls, dict) or not isinstance(uses, dict):
+            raise ValueError("rate counts must be objects")
+        app.risk.add_counts(int(msg["minute"]), calls, uses, totals=bool(msg.get("totals")))
     elif op == "expect":     # a 2024-11-05 POST decided elsewhere: its result may come on our stream
         if isinstance(msg["entries"], list):
             app.learner.expect(str(msg["server"]), str(msg["sid"]), msg["entries"])

@@ -34,7 +34,8 @@ from extauthz.workers.claims import ClaimAuthority
 from extauthz.workers.query import WorkerActors
 
 log = logging.getLogger("extauthz.workers")
-RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk", "link", "expect", "inject"})
+RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk", "link", "expect", "inject",
+                     "rate"})
 
 
 @dataclass
@@ -154,10 +155,12 @@ class Supervisor:
         checks = self.app.metrics.checks
         decisions: dict[tuple[str, ...], int] = {}
         buckets = [0] * len(checks.bucket_counts)
-        total = count = 0
+        total = count = blocks = alerts = 0
         failures: dict[str, int] = {}
         for other in self.workers:
             st = other.stats
+            blocks += int(st.get("risk_blocks", 0))
+            alerts += int(st.get("risk_alerts", 0))
             for reason, n in (st.get("list_filter_failures") or {}).items():
                 failures[reason] = failures.get(reason, 0) + n
             for labels, n in st.get("decisions", []):
@@ -169,6 +172,9 @@ class Supervisor:
             count += st.get("count", 0)
         checks.decisions, checks.bucket_counts, checks.total, checks.count = decisions, buckets, total, count  # type: ignore[assignment]
         self.app.metrics.list_filter_failures.counts = failures
+        # each worker counts the blocks it answered and the chains it completed (a relayed event
+        # that completes a chain elsewhere is not counted there again): the sum counts each once
+        self.app.metrics.risk_blocks.value, self.app.metrics.risk_alerts.value = blocks, alerts
 
     async def _watch_children(self) -> None:
         while not self.stopping:
@@ -186,7 +192,6 @@ class Supervisor:
         else:
             self.app.specs.on_change = self._relay_own       # an approval on this admin port reaches every worker
             self.app.metrics.watch_shared(self.bus_status)   # the claim authority's shared_* metrics
-        self.app.risk.announce_replicated = True             # workers' alerts: counted once, here
         for w in self.workers:
             await self._start(w)
         from extauthz.admin.http import admin_server
@@ -224,7 +229,8 @@ class Supervisor:
 
 def catch_up_messages(app: App) -> list[dict[str, Any]]:
     """What this process holds that another must know, as change records: approvals (with the digest
-    approved) before the snapshots they apply to, then snapshots, holds, sessions, risk scores.
+    approved) before the snapshots they apply to, then snapshots, holds, sessions, risk scores, and
+    this minute's rate counts.
     A restarted worker is sent them; a Redis that came back empty is written them."""
     out: list[dict[str, Any]] = []
     for spec in app.specs.servers():
@@ -258,6 +264,9 @@ def catch_up_messages(app: App) -> list[dict[str, Any]]:
         score = app.risk.score(st.caller)
         if score > 0:
             out.append({"op": "riskscore", "caller": st.caller, "score": score})
+    counts = app.risk.minute_counts()        # this minute's calls so far, for the global limits
+    if counts["calls"] or counts["uses"]:
+        out.append({"op": "rate", **counts, "totals": True})
     return out
 
 

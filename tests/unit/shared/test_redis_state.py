@@ -77,9 +77,10 @@ async def test_first_claim_race_has_exactly_one_owner_everywhere(redis_server: R
     try:
         for n in range(20):
             sid = f"race-{n}"
-            # one pair each: whoever loses many races is a thief of many ids, and risk-blocked
+            # one caller each: whoever loses many races presents many foreign ids and is risk-blocked
             first, rival = {**SUPPORT, "sub": f"first-{n}"}, {**SUPPORT, "sub": f"rival-{n}"}
-            da, db = await asyncio.gather(check(a, LOOKUP, claims=first, sid=sid), check(b, LOOKUP, claims=rival, sid=sid))
+            da, db = await asyncio.gather(check(a, LOOKUP, claims=first, sid=sid),
+                                          check(b, LOOKUP, claims=rival, sid=sid))
             assert da.allowed != db.allowed, (n, da.reason, db.reason)
             loser = db if da.allowed else da
             assert loser.reason is Reason.SESSION_HIJACK
