@@ -80,7 +80,8 @@ class WorkerBus:
     async def run(self) -> None:
         sock = socket.socket(fileno=self.fd)
         reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=64 * 1024 * 1024)
-        if self.app.shared is None:       # with Redis, changes travel there (bus: stats only)
+        on_bus = self.app.shared is None or self.app.shared is self.claims   # else Redis carries them
+        if self.app.shared is None:       # (BusClaims, installed by server.py, hooked the stores itself)
             self.app.specs.on_change = self.publish
             self.app.sessions.on_change = self.publish
             self.app.visibility.on_change = self.publish
@@ -88,7 +89,7 @@ class WorkerBus:
             self.app.links.on_change = self.publish
         ticker = asyncio.create_task(self._tick())
         reports = None
-        if self.app.shared is None:       # with Redis, RedisShared reports the counts
+        if on_bus:                        # with Redis, RedisShared reports the counts
             reports = asyncio.create_task(report_counts(self.app.risk, self.publish))
         try:
             while line := await reader.readline():
