@@ -6,9 +6,6 @@ passed whole: an admin-only tool never reaches a support user's list."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,13 +20,12 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from google.protobuf import struct_pb2
 
-from extauthz.demo.stack import free_port, wait_for_http
 from extauthz.specs.learn import LEARN_HEADER
 
 from ..unit.core.conftest import ADMIN, SUPPORT, TOOLS
 from ..unit.envoy.test_check_transport import check_request
 from ..unit.learn.test_learn_process import body, hmap, resp_headers
-from .test_workers import learn_tools
+from .test_workers import learn_tools, serve_workers
 
 pytestmark = pytest.mark.e2e
 POLICY = Path(__file__).parent.parent / "unit" / "core" / "policy.yaml"
@@ -38,16 +34,10 @@ SESSIONS = 10
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[tuple[int, int]]:
-    gp, ap = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "extauthz.cli", "serve", "--policy", str(POLICY), "--workers", "2",
-                             "--grpc-port", str(gp), "--admin-port", str(ap), "--host", "127.0.0.1",
-                             "--drain-seconds", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_for_http(f"http://127.0.0.1:{ap}/readyz", timeout=40), "supervisor never became ready"
-    learn_tools(gp)
-    time.sleep(0.5)
-    yield gp, ap
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
+    with serve_workers(POLICY) as (gp, ap, _):
+        learn_tools(gp)
+        time.sleep(0.5)
+        yield gp, ap
 
 
 def channel(port: int) -> grpc.Channel:

@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -28,16 +31,26 @@ POLICY = Path(__file__).parent.parent / "unit" / "core" / "policy.yaml"
 CALL = orjson.dumps(call("lookup_customer", {"customer_id": "c-100"}))
 
 
+@contextmanager
+def serve_workers(policy: Path, *, stderr: int | None = subprocess.DEVNULL
+                  ) -> Iterator[tuple[int, int, subprocess.Popen[bytes]]]:
+    """`extauthz serve --workers 2` on free ports, ready: (gRPC port, admin port, supervisor)."""
+    gp, ap = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "extauthz.cli", "serve", "--policy", str(policy), "--workers", "2",
+                             "--grpc-port", str(gp), "--admin-port", str(ap), "--host", "127.0.0.1",
+                             "--drain-seconds", "2"], stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{ap}/readyz", timeout=40), "supervisor never became ready"
+        yield gp, ap, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
 @pytest.fixture(scope="module")
 def service():
-    gp, ap = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "extauthz.cli", "serve", "--policy", str(POLICY), "--workers", "2",
-                             "--grpc-port", str(gp), "--admin-port", str(ap), "--host", "127.0.0.1",
-                             "--drain-seconds", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert wait_for_http(f"http://127.0.0.1:{ap}/readyz", timeout=40), "supervisor never became ready"
-    yield gp, ap, proc
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
+    with serve_workers(POLICY, stderr=subprocess.PIPE) as s:
+        yield s
 
 
 def fresh_check(port: int, req: external_auth_pb2.CheckRequest) -> external_auth_pb2.CheckResponse:
@@ -46,8 +59,8 @@ def fresh_check(port: int, req: external_auth_pb2.CheckRequest) -> external_auth
         return external_auth_pb2_grpc.AuthorizationStub(ch).Check(req, timeout=5)
 
 
-def learn_tools(port: int) -> None:
-    listing = orjson.dumps({"jsonrpc": "2.0", "id": 2, "result": {"tools": TOOLS}})
+def learn_tools(port: int, tools: list[dict[str, Any]] = TOOLS) -> None:
+    listing = orjson.dumps({"jsonrpc": "2.0", "id": 2, "result": {"tools": tools}})
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
         stub = external_processor_pb2_grpc.ExternalProcessorStub(ch)
         msgs = [req_headers([(2, "tools/list", True)]), resp_headers(ctype="application/json"), body(listing, True)]

@@ -5,9 +5,7 @@ the decision log's `worker` field says which worker a connection reached)."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,12 +18,10 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 
-from extauthz.demo.stack import free_port, wait_for_http
-
 from ..unit.core.conftest import SUPPORT, TOOLS, call
 from ..unit.envoy.test_check_transport import check_request
 from ..unit.learn.test_learn_process import body, req_headers, resp_headers
-from .test_workers import CALL, learn_tools
+from .test_workers import CALL, learn_tools, serve_workers
 
 pytestmark = pytest.mark.e2e
 POLICY = Path(__file__).parent.parent / "unit" / "core" / "policy.yaml"
@@ -38,16 +34,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int
     assert f"idleTtlSeconds: {TTL}" in text
     policy = tmp_path_factory.mktemp("claims") / "policy.yaml"
     policy.write_text(text)
-    gp, ap = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "extauthz.cli", "serve", "--policy", str(policy), "--workers", "2",
-                             "--grpc-port", str(gp), "--admin-port", str(ap), "--host", "127.0.0.1",
-                             "--drain-seconds", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_for_http(f"http://127.0.0.1:{ap}/readyz", timeout=40), "supervisor never became ready"
-    learn_tools(gp)
-    time.sleep(0.5)
-    yield gp, ap, proc
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
+    with serve_workers(policy) as (gp, ap, proc):
+        learn_tools(gp)
+        time.sleep(0.5)
+        yield gp, ap, proc
 
 
 class Pinned:

@@ -4,24 +4,16 @@ risk_alerts_total are the sums of the workers'."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import grpc
 import httpx
 import orjson
 import pytest
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
-
-from extauthz.demo.stack import free_port, wait_for_http
 
 from ..unit.envoy.test_check_transport import check_request
-from ..unit.learn.test_learn_process import body, req_headers, resp_headers
 from ..unit.risk.test_risk_app import ALICE_CLAIMS, POLICY, TOOLS
-from .test_workers import fresh_check
+from .test_workers import fresh_check, learn_tools, serve_workers
 
 pytestmark = pytest.mark.e2e
 LIMIT = 20
@@ -35,20 +27,10 @@ def service(tmp_path_factory: pytest.TempPathFactory):
     assert f"callsPerMinute: {LIMIT}" in text
     policy = tmp_path_factory.mktemp("workers-risk") / "policy.yaml"
     policy.write_text(text)
-    gp, ap = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "extauthz.cli", "serve", "--policy", str(policy), "--workers", "2",
-                             "--grpc-port", str(gp), "--admin-port", str(ap), "--host", "127.0.0.1",
-                             "--drain-seconds", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert wait_for_http(f"http://127.0.0.1:{ap}/readyz", timeout=40), "supervisor never became ready"
-    listing = orjson.dumps({"jsonrpc": "2.0", "id": 2, "result": {"tools": TOOLS}})
-    with grpc.insecure_channel(f"127.0.0.1:{gp}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
-        stub = external_processor_pb2_grpc.ExternalProcessorStub(ch)
-        msgs = [req_headers([(2, "tools/list", True)]), resp_headers(ctype="application/json"), body(listing, True)]
-        assert len(list(stub.Process(iter(msgs), timeout=5))) == 3
-    time.sleep(0.5)                                  # the snapshot reaches the other worker
-    yield gp, ap
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
+    with serve_workers(policy, stderr=subprocess.PIPE) as (gp, ap, _):
+        learn_tools(gp, TOOLS)
+        time.sleep(0.5)                              # the snapshot reaches the other worker
+        yield gp, ap
 
 
 def reason(gp: int, name: str, sub: str) -> str:
