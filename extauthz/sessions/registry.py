@@ -17,7 +17,9 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
+
+from extauthz.shared.changes import SessionBound, SessionEnded, Sink, emit
 
 _SESSION_ID = re.compile(r"^[\x21-\x7e]{1,256}$")   # the spec: visible ASCII only
 
@@ -40,6 +42,17 @@ def valid_session_id(value: str) -> bool:
     return _SESSION_ID.match(value) is not None
 
 
+class SessionOwners(Protocol):
+    """The seam: who owns each session id, as the Check path and the transports use it."""
+    on_change: Sink | None
+
+    def owner(self, session_id: str) -> str | None: ...
+    def touch(self, session_id: str, caller: str, server: str, *, user_session: str = "",
+              client_id: str = "", protocol_version: str = "", path: str = "") -> SessionInfo | None: ...
+    def end(self, session_id: str, *, caller: str = "") -> SessionInfo | None: ...
+    def apply(self, change: SessionBound | SessionEnded) -> None: ...
+
+
 class SessionRegistry:
     """Bounded, idle-expiring map of session id -> owner, least recently used first."""
 
@@ -51,7 +64,7 @@ class SessionRegistry:
         # session id -> (when its end was confirmed, its former owner; None: nobody's)
         self._ended: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
         # (op, payload) for bindings other replicas must know; set by the workers bus.
-        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
+        self.on_change: Sink | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -121,29 +134,143 @@ class SessionRegistry:
         return False
 
     def touch(self, session_id: str, caller: str, server: str, *, user_session: str = "",
-              client_id: str = "", protocol_version: str = "", path: str = "",
-              replicated: bool = False) -> SessionInfo | None:
+              client_id: str = "", protocol_version: str = "", path: str = "") -> SessionInfo | None:
         """Bind (or refresh) `session_id` for `caller`; None when a new binding has no room or the
-        id has ended. A binding another worker made (`replicated`) is always kept: it had room."""
+        id has ended. A new binding is published."""
+        return self._bind(session_id, caller, server, user_session, client_id, protocol_version, path, relayed=False)
+
+    def apply(self, change: SessionBound | SessionEnded) -> None:
+        """A binding another process made is always kept (it had room, the claim authority or Redis
+        confirmed it); an end is applied as sent. Neither is published again."""
+        if isinstance(change, SessionBound):
+            self._bind(change.sid, change.caller, change.server, change.user_session, change.client_id,
+                       change.protocol_version, change.path, relayed=True)
+        elif isinstance(change, SessionEnded):
+            self._end(change.sid, change.caller, relayed=True)
+        else:
+            raise TypeError(f"not a session change: {change!r}")
+
+    def end(self, session_id: str, *, caller: str = "") -> SessionInfo | None: ...
+    def apply(self, change: SessionBound | SessionEnded) -> None: ...
+
+
+class SessionRegistry:
+    """Bounded, idle-expiring map of session id -> owner, least recently used first."""
+
+    def __init__(self, max_sessions: int = 100_000, idle_ttl: float = 3600.0) -> None:
+        self._by_id: OrderedDict[str, SessionInfo] = OrderedDict()
+        self.max_sessions = max_sessions
+        self.idle_ttl = idle_ttl
+        self.refused = 0        # claims refused because max_sessions live bindings exist (a metric)
+        # session id -> (when its end was confirmed, its former owner; None: nobody's)
+        self._ended: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        # (op, payload) for bindings other replicas must know; set by the workers bus.
+        self.on_change: Sink | None = None
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, session_id: str) -> SessionInfo | None:
+        return self._by_id.get(session_id)
+
+    def owner_ok(self, session_id: str, caller: str) -> bool:
+        """True unless the session is bound to somebody else (expired sessions are forgotten)."""
+        info = self._by_id.get(session_id)
+        if info is None:
+            gone = self._ended_entry(session_id)
+            return gone is None or gone[1] == caller
+        if time.monotonic() - info.last_seen > self.idle_ttl:
+            del self._by_id[session_id]
+            return True
+        return info.caller == caller
+
+    def owner(self, session_id: str) -> str | None:
+        """Who this replica knows to own the session, or None (never seen here, or idle here past
+        the TTL: with shared state that is a question for the shared store, not a free session)."""
+        info = self._by_id.get(session_id)
+        if info is None:
+            return None
+        if time.monotonic() - info.last_seen > self.idle_ttl:
+            del self._by_id[session_id]
+            return None
+        return info.caller
+
+    def touched_since(self, since: float, limit: int = 100_000) -> list[str]:
+        """Session ids used since `since` (monotonic), newest first: the recently touched sit at
+        the end of the map, so this costs what was touched, not every session."""
+        out: list[str] = []
+        for info in reversed(self._by_id.values()):
+            if info.last_seen < since or len(out) >= limit:
+                break
+            out.append(info.session_id)
+        return out
+
+    def keep_alive(self, session_ids: Any) -> int:
+        """Refresh the bindings of `session_ids` (used elsewhere: the --workers claim authority
+        hears of every use, so its copy never idles out while a worker still uses the session)."""
+        now, n = time.monotonic(), 0
+        for sid in session_ids:
+            info = self._by_id.get(sid) if isinstance(sid, str) else None
+            if info is not None and now - info.last_seen <= self.idle_ttl:
+                info.last_seen = now
+                self._by_id.move_to_end(sid)
+                n += 1
+        return n
+
+    def ended_owner(self, session_id: str) -> str | None:
+        """The former owner of an id whose end was confirmed within the TTL ("" for nobody's), or
+        None when it has not ended."""
+        gone = self._ended_entry(session_id)
+        return None if gone is None else (gone[1] or "")
+
+    def has_room(self, session_id: str) -> bool:
+        """May `session_id` be bound now? Always when it is bound already; otherwise only below
+        `max_sessions` after dropping bindings idle past the TTL (live ones are never dropped)."""
+        if session_id in self._by_id or len(self._by_id) < self.max_sessions or self.ended(session_id):
+            return True
+        self._expire(time.monotonic(), limit=64)
+        if len(self._by_id) < self.max_sessions:
+            return True
+        self.refused += 1
+        return False
+
+    def touch(self, session_id: str, caller: str, server: str, *, user_session: str = "",
+              client_id: str = "", protocol_version: str = "", path: str = "") -> SessionInfo | None:
+        """Bind (or refresh) `session_id` for `caller`; None when a new binding has no room or the
+        id has ended. A new binding is published."""
+        return self._bind(session_id, caller, server, user_session, client_id, protocol_version, path, relayed=False)
+
+    def apply(self, change: SessionBound | SessionEnded) -> None:
+        """A binding another process made is always kept (it had room, the claim authority or Redis
+        confirmed it); an end is applied as sent. Neither is published again."""
+        if isinstance(change, SessionBound):
+            self._bind(change.sid, change.caller, change.server, change.user_session, change.client_id,
+                       change.protocol_version, change.path, relayed=True)
+        elif isinstance(change, SessionEnded):
+            self._end(change.sid, change.caller, relayed=True)
+        else:
+            raise TypeError(f"not a session change: {change!r}")
+
+    def _bind(self, session_id: str, caller: str, server: str, user_session: str, client_id: str,
+              protocol_version: str, path: str, *, relayed: bool) -> SessionInfo | None:
         now = time.monotonic()
         info = self._by_id.get(session_id)
         if info is None or info.caller != caller:
             gone = self._ended_entry(session_id) if info is None else None
-            if gone is not None and not replicated:
+            if gone is not None and not relayed:
                 if gone[1] == caller:       # its former owner still uses it: keep it reserved
                     self._ended[session_id] = (now, caller)
                     self._ended.move_to_end(session_id)
                 return None
-            if info is None and not replicated and not self.has_room(session_id):
+            if info is None and not relayed and not self.has_room(session_id):
                 return None
             info = SessionInfo(session_id, caller, server, user_session, client_id, protocol_version, now, now,
                                path=path)
             self._by_id[session_id] = info
             self._by_id.move_to_end(session_id)
-            if self.on_change is not None and not replicated:
-                self.on_change("session", {"sid": session_id, "caller": caller, "server": server,
-                                           "user_session": user_session, "client_id": client_id,
-                                           "protocol_version": protocol_version, "path": path})
+            if not relayed:
+                emit(self.on_change, SessionBound(session_id, caller, server, user_session, client_id,
+                                                  protocol_version, path))
         else:
             self._by_id.move_to_end(session_id)
             if not info.path and path:
@@ -154,17 +281,20 @@ class SessionRegistry:
             info.protocol_version = protocol_version
         return info
 
-    def end(self, session_id: str, *, caller: str = "", replicated: bool = False) -> SessionInfo | None:
+    def end(self, session_id: str, *, caller: str = "") -> SessionInfo | None:
         """The server confirmed the session is gone: forget the binding, keep the id reserved to
         its former owner (`caller` when this replica never saw the binding), tell the others."""
+        return self._end(session_id, caller, relayed=False)
+
+    def _end(self, session_id: str, caller: str, *, relayed: bool) -> SessionInfo | None:
         info = self._by_id.pop(session_id, None)
         owner = info.caller if info is not None else (caller or None)
         self._ended[session_id] = (time.monotonic(), owner)
         self._ended.move_to_end(session_id)
         while len(self._ended) > self.max_sessions:
             self._ended.popitem(last=False)     # the oldest dead id: unreserved (the server still says 404)
-        if info is not None and self.on_change is not None and not replicated:
-            self.on_change("end", {"sid": session_id, "server": info.server, "caller": owner})
+        if info is not None and not relayed:
+            emit(self.on_change, SessionEnded(session_id, owner or "", info.server))
         return info
 
     def _ended_entry(self, session_id: str) -> tuple[float, str | None] | None:
