@@ -17,7 +17,7 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from extauthz.shared.changes import SessionBound, SessionEnded, Sink, emit
 
@@ -49,107 +49,6 @@ class SessionOwners(Protocol):
     def owner(self, session_id: str) -> str | None: ...
     def touch(self, session_id: str, caller: str, server: str, *, user_session: str = "",
               client_id: str = "", protocol_version: str = "", path: str = "") -> SessionInfo | None: ...
-    def end(self, session_id: str, *, caller: str = "") -> SessionInfo | None: ...
-    def apply(self, change: SessionBound | SessionEnded) -> None: ...
-
-
-class SessionRegistry:
-    """Bounded, idle-expiring map of session id -> owner, least recently used first."""
-
-    def __init__(self, max_sessions: int = 100_000, idle_ttl: float = 3600.0) -> None:
-        self._by_id: OrderedDict[str, SessionInfo] = OrderedDict()
-        self.max_sessions = max_sessions
-        self.idle_ttl = idle_ttl
-        self.refused = 0        # claims refused because max_sessions live bindings exist (a metric)
-        # session id -> (when its end was confirmed, its former owner; None: nobody's)
-        self._ended: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
-        # (op, payload) for bindings other replicas must know; set by the workers bus.
-        self.on_change: Sink | None = None
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def get(self, session_id: str) -> SessionInfo | None:
-        return self._by_id.get(session_id)
-
-    def owner_ok(self, session_id: str, caller: str) -> bool:
-        """True unless the session is bound to somebody else (expired sessions are forgotten)."""
-        info = self._by_id.get(session_id)
-        if info is None:
-            gone = self._ended_entry(session_id)
-            return gone is None or gone[1] == caller
-        if time.monotonic() - info.last_seen > self.idle_ttl:
-            del self._by_id[session_id]
-            return True
-        return info.caller == caller
-
-    def owner(self, session_id: str) -> str | None:
-        """Who this replica knows to own the session, or None (never seen here, or idle here past
-        the TTL: with shared state that is a question for the shared store, not a free session)."""
-        info = self._by_id.get(session_id)
-        if info is None:
-            return None
-        if time.monotonic() - info.last_seen > self.idle_ttl:
-            del self._by_id[session_id]
-            return None
-        return info.caller
-
-    def touched_since(self, since: float, limit: int = 100_000) -> list[str]:
-        """Session ids used since `since` (monotonic), newest first: the recently touched sit at
-        the end of the map, so this costs what was touched, not every session."""
-        out: list[str] = []
-        for info in reversed(self._by_id.values()):
-            if info.last_seen < since or len(out) >= limit:
-                break
-            out.append(info.session_id)
-        return out
-
-    def keep_alive(self, session_ids: Any) -> int:
-        """Refresh the bindings of `session_ids` (used elsewhere: the --workers claim authority
-        hears of every use, so its copy never idles out while a worker still uses the session)."""
-        now, n = time.monotonic(), 0
-        for sid in session_ids:
-            info = self._by_id.get(sid) if isinstance(sid, str) else None
-            if info is not None and now - info.last_seen <= self.idle_ttl:
-                info.last_seen = now
-                self._by_id.move_to_end(sid)
-                n += 1
-        return n
-
-    def ended_owner(self, session_id: str) -> str | None:
-        """The former owner of an id whose end was confirmed within the TTL ("" for nobody's), or
-        None when it has not ended."""
-        gone = self._ended_entry(session_id)
-        return None if gone is None else (gone[1] or "")
-
-    def has_room(self, session_id: str) -> bool:
-        """May `session_id` be bound now? Always when it is bound already; otherwise only below
-        `max_sessions` after dropping bindings idle past the TTL (live ones are never dropped)."""
-        if session_id in self._by_id or len(self._by_id) < self.max_sessions or self.ended(session_id):
-            return True
-        self._expire(time.monotonic(), limit=64)
-        if len(self._by_id) < self.max_sessions:
-            return True
-        self.refused += 1
-        return False
-
-    def touch(self, session_id: str, caller: str, server: str, *, user_session: str = "",
-              client_id: str = "", protocol_version: str = "", path: str = "") -> SessionInfo | None:
-        """Bind (or refresh) `session_id` for `caller`; None when a new binding has no room or the
-        id has ended. A new binding is published."""
-        return self._bind(session_id, caller, server, user_session, client_id, protocol_version, path, relayed=False)
-
-    def apply(self, change: SessionBound | SessionEnded) -> None:
-        """A binding another process made is always kept (it had room, the claim authority or Redis
-        confirmed it); an end is applied as sent. Neither is published again."""
-        if isinstance(change, SessionBound):
-            self._bind(change.sid, change.caller, change.server, change.user_session, change.client_id,
-                       change.protocol_version, change.path, relayed=True)
-        elif isinstance(change, SessionEnded):
-            self._end(change.sid, change.caller, relayed=True)
-        else:
-            raise TypeError(f"not a session change: {change!r}")
-
     def end(self, session_id: str, *, caller: str = "") -> SessionInfo | None: ...
     def apply(self, change: SessionBound | SessionEnded) -> None: ...
 

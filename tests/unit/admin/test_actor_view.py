@@ -14,7 +14,6 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from extauthz.shared.changes import RiskEvent
 from extauthz.admin.actor_page import CSP, render
 from extauthz.admin.actor_view import Filters, build, parse_duration
 from extauthz.admin.actors import LocalActors, find, gather, merge
@@ -23,6 +22,7 @@ from extauthz.admin.investigate_cli import print_actor
 from extauthz.app import App
 from extauthz.decisionlog import RecentDecisions
 from extauthz.mcp.request import HttpRequest
+from extauthz.shared.changes import RiskEvent
 
 POLICY = Path(__file__).parent.parent / "risk" / "policy.yaml"
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}}

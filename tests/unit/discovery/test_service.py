@@ -15,12 +15,12 @@ from typing import Any
 import orjson
 import pytest
 
-from extauthz.shared.changes import InfoNoted, SpecLearned
 from extauthz.app import App
 from extauthz.core.reasons import Reason
 from extauthz.discovery.client import DiscoveryError, Snapshot
 from extauthz.discovery.service import INFO_KEY, Discoverer, needed_kinds
 from extauthz.mcp.request import HttpRequest
+from extauthz.shared.changes import InfoNoted, SpecLearned
 
 from ..core.conftest import PROMPTS, RESOURCES, SUPPORT, TEMPLATES, TOOLS
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from extauthz.shared.changes import RiskEvent, decode
 from extauthz.risk import forgive
 from extauthz.risk.engine import LIST_BURST_PAIRS, LIST_BURST_WINDOW, RiskEngine
 from extauthz.risk.stages import LIST_BURST_POINTS, PROBE, RECON
+from extauthz.shared.changes import RiskEvent, decode
 
 ALICE = "https://issuer|alice|agent"
 

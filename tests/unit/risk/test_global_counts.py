@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from extauthz.shared.changes import RiskEvent
 from extauthz.risk.engine import RiskEngine
 from extauthz.risk.stages import EXTRACT, VOLUME_POINTS
+from extauthz.shared.changes import RiskEvent
 from extauthz.workers.bus import apply_change
 
 from .conftest import Clock

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from extauthz.shared.changes import SessionBound
 from extauthz.app import App
 from extauthz.core.reasons import Reason
 from extauthz.sessions.registry import SessionRegistry
+from extauthz.shared.changes import SessionBound
 
 from ..core.conftest import SUPPORT, http, learn
 from ..core.test_decide_table import rpc

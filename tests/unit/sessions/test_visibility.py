@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 import extauthz.sessions.visibility as vis_mod
-from extauthz.shared.changes import Listed, decode
 from extauthz.sessions.visibility import Visibility, shown
+from extauthz.shared.changes import Listed, decode
 
 ALICE = "https://issuer|alice|agent"
 BOB = "https://issuer|bob|agent"

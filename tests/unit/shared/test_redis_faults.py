@@ -18,7 +18,9 @@ from extauthz.shared.config import redis_config
 from extauthz.shared.redis import RedisShared
 from extauthz.shared.testing import RedisProcess
 
-from .test_redis_risk import check as risk_check, policy, replica as risk_replica, until
+from .test_redis_risk import check as risk_check
+from .test_redis_risk import policy, until
+from .test_redis_risk import replica as risk_replica
 from .test_redis_state import close, replica, settle
 from .test_store_contract import SEARCH, check, drifted
 

@@ -261,7 +261,7 @@ async def test_visibility_is_present_after_catch_up(cluster: Any) -> None:
     await cluster.settle()
     late = await cluster.late()
     for app in (cluster.b, late):
-        session_view, caller_view = app.visibility.view("crm", "S1", ALICE)
+        session_view, _ = app.visibility.view("crm", "S1", ALICE)
         assert session_view is not None and session_view["tools"] == frozenset({"lookup_customer"})
         assert (await check(app)).allowed
         # listed to this session: lookup only, so search is unknown here (not the server-wide spec)
