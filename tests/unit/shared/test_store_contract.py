@@ -16,6 +16,7 @@ import pytest
 from extauthz.app import App
 from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
+from extauthz.risk.report import REPORT_EVERY
 from extauthz.shared.changes import Approved, decode
 from extauthz.shared.config import redis_config
 from extauthz.shared.redis import RedisShared
@@ -57,6 +58,9 @@ class Memory:
 
     def idle(self, app: App) -> None:
         """No other copy exists to idle out: the one in use is the only one."""
+
+    async def report(self, *apps: App) -> None:
+        """One process counts everything itself."""
 
     async def close(self) -> None:
         return None
@@ -117,6 +121,13 @@ class Bus:
     async def late(self) -> App:
         return self._worker(catch_up_messages(self.sup))
 
+    async def report(self, *apps: App) -> None:
+        """What each worker's report loop (extauthz.risk.report) publishes every 250 ms."""
+        for app in apps:
+            for rec in app.risk.report_counts():
+                app.shared.publish("rate", rec)
+        await self.settle()
+
     def idle(self, app: App) -> None:
         app.sessions._by_id.clear()     # this worker's copies idled out
 
@@ -157,6 +168,11 @@ class Redis:
 
     async def late(self) -> App:
         return await self._replica()
+
+    async def report(self, *apps: App) -> None:
+        """Each replica's report loop runs (RedisShared.start) every REPORT_EVERY seconds."""
+        await asyncio.sleep(REPORT_EVERY)
+        await self.settle()
 
     def idle(self, app: App) -> None:
         app.sessions._by_id.clear()
@@ -281,3 +297,27 @@ async def test_a_risk_event_is_scored_once(cluster: Any) -> None:
     await check(b, call("nope_0", {}))  # the same denial again, elsewhere: not a new probe
     await cluster.settle()
     assert a.risk.score(ALICE) <= scored + 0.5 and b.risk.score(ALICE) <= scored + 0.5
+
+
+async def test_rate_counts_add_up_over_every_process(cluster: Any) -> None:
+    a, b = cluster.a, cluster.b
+    for app in (a, b):
+        app.risk.calls_per_minute = 1000          # counts are reported only where a limit is set
+    for n in range(3):
+        assert (await check(a, sid=f"R{n}")).allowed
+    assert (await check(b, sid="R0")).allowed
+    await cluster.report(a, b)
+    for _ in range(200):                # the shared machine may delay a report loop: wait for it
+        if all(app.risk.get(ALICE).rate_count >= 4 for app in (a, b)):
+            break
+        await asyncio.sleep(0.05)
+    await cluster.settle()
+    assert [app.risk.get(ALICE).rate_count for app in (a, b)] == [4, 4]   # each call once, everywhere
+
+
+async def test_a_resource_link_granted_on_one_is_readable_on_the_other(cluster: Any) -> None:
+    cluster.a.links.grant("crm", "S1", ALICE, ["crm://customers/c-100/notes"], tool="lookup_customer")
+    await cluster.settle()
+    granted = cluster.b.links.view("crm", "S1", ALICE)
+    assert granted is not None and len(granted) == 1
+    assert cluster.b.links.view("crm", "S1", MALLORY["iss"] + "|mallory|agent") is None
