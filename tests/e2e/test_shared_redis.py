@@ -177,3 +177,51 @@ def test_redis_killed_under_traffic_then_restarted_empty(replicas, redis):
     counted = sum(float(l.split()[-1]) for l in metrics.splitlines()
                   if l.startswith("mcp_extauthz_shared_claims_denied_total"))
     assert counted == len(denied_here)
+
+
+def test_redis_killed_under_traffic_then_restarted_with_its_data(replicas, redis):
+    """Restarted with its data, the feed is resumed by id and what was written meanwhile is
+    replayed (only rate reports are dropped and counted, not other writes: docs/shared-state.md)."""
+    import redis as redis_client
+
+    stack = replicas["stack"]
+    owner = stack.tokens.mint("keeper", groups=["support"], customer_ids=["c-100"])
+    admin = redis_client.Redis(port=redis.port)
+    with httpx.Client(timeout=30) as http:
+        sid = open_session(http, stack, owner)
+        for _ in range(4):
+            assert "x-mcp-extauthz-reason" not in http.post(stack.url, headers=headers(owner, sid), json=LOOKUP).headers
+        time.sleep(0.5)                     # written behind: in Redis before it stops
+        redis.stop(keep_data=True)
+        for _ in range(10):                 # known session: decided from local state
+            r = http.post(stack.url, headers=headers(owner, sid), json=LOOKUP)
+            assert (r.status_code, r.headers.get("x-mcp-extauthz-reason")) == (200, None), r.text
+        # resources listed (first time) while Redis is away: what the session was shown is queued
+        r = http.post(stack.url, headers=headers(owner, sid),
+                      json={"jsonrpc": "2.0", "id": 9, "method": "resources/list"})
+        assert r.status_code == 200 and '"resources"' in r.text, r.text
+        time.sleep(0.5)
+        redis.start()                       # back, with its data
+        deadline = time.monotonic() + 30
+        while httpx.get(replicas["a_admin"] + "/healthz", timeout=10).json()["status"] != "ok":
+            assert time.monotonic() < deadline, "replica A never reconnected"
+            time.sleep(0.2)
+        def replayed() -> bool:
+            return any(admin.hexists(k, "resources") for k in admin.scan_iter(match=f"e2e:vis:*|s:{sid}"))
+        deadline = time.monotonic() + 15    # the replay lands: the resources view, made only while away
+        while not replayed():
+            assert time.monotonic() < deadline, "what was listed while Redis was away was not replayed"
+            time.sleep(0.2)
+        thief = stack.tokens.mint("with-data-thief", groups=["support"], customer_ids=["c-100"])
+        for _ in range(4):
+            r = http.post(stack.url, headers=headers(thief, sid), json=LOOKUP)
+            assert r.headers.get("x-mcp-extauthz-reason") == "session_hijack", r.text
+        new_sid = open_session(http, stack, owner)
+        assert "x-mcp-extauthz-reason" not in http.post(stack.url, headers=headers(owner, new_sid),
+                                                         json=LOOKUP).headers
+    admin.close()
+    deadline = time.monotonic() + 15        # everything queued is written (new writes come and go)
+    while (shared := httpx.get(replicas["a_admin"] + "/healthz", timeout=10).json()["sharedState"])["queued"]:
+        assert time.monotonic() < deadline, shared
+        time.sleep(0.1)
+    assert shared["connected"], shared
