@@ -31,7 +31,7 @@ class Change:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if f.name in self.omit_empty and (v is None or v == () or v == ""):
+            if f.name in self.omit_empty and (v is None or v is False or v == () or v == ""):
                 continue
             out[self.wire.get(f.name, f.name)] = list(v) if isinstance(v, tuple) else v
         return out
@@ -140,7 +140,7 @@ class RiskEvent(Change):
     reason: str
     stage: str | None
     points: float
-    signature: int | None = None
+    signature: int | str | None = None      # what was asked and why refused (app._signature: an int)
     forgives: tuple[str, ...] = ()
     forgiven_by: str | None = None
     volume_minute: int | None = None
@@ -225,8 +225,12 @@ def _coerce(hint: Any, v: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if v is None and type(None) in args:
             return None
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        for alt in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(alt, v, key)
+            except ValueError:
+                continue
+        raise ValueError(f"{key} has the wrong type")
     if hint is Any:
         return v
     if hint is str:
