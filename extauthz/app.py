@@ -24,10 +24,10 @@ from extauthz.core.decide import Context, decide
 from extauthz.core.decision import Decision, new_decision_id
 from extauthz.core.reasons import Reason
 from extauthz.decisionlog import DecisionLog
+from extauthz.detect.assess import Assessor
 from extauthz.identity.caller import Caller
 from extauthz.identity.sources import BadIdentity, resolve_caller
 from extauthz.inventory.observation import Observer
-from extauthz.inventory.sensitivity import assess
 from extauthz.inventory.store import Inventory
 from extauthz.mcp.request import HttpRequest
 from extauthz.metrics import Metrics
@@ -60,6 +60,7 @@ class App:
         self.sessions = SessionRegistry()
         self.validators = ValidatorCache()
         self.inventory = Inventory()
+        self.assessor = Assessor()          # shared by the inventory view and the quarantine screen
         self.visibility = Visibility()
         self.risk = RiskEngine(clock=clock)       # clock: simulated time in replay and calibration
         self.risk.on_alert = self._on_alert
@@ -249,13 +250,13 @@ class App:
 
     def _screen(self, kind: str, entry: Any) -> str | None:
         """defaults.hiddenInstructions: quarantine: a capability whose published text carries
-        high-confidence hidden instructions (inventory/hidden.py `hold_reason`) is held until an
+        high-confidence hidden instructions (detect/hidden.py `hold_reason`) is held until an
         operator approves it, and filtered lists no longer show it, so the text never reaches an
         agent through us. Weaker findings are only flagged in the inventory."""
         ctx = self.ctx
         if ctx is None or ctx.policy.defaults.hidden_instructions != "quarantine":
             return None
-        why = assess(self.inventory, kind, entry)["hold"]
+        why = self.assessor.assess(kind, entry).hold
         key = getattr(entry, "uri", None) or getattr(entry, "uri_template", None) or entry.name
         what = {"resourceTemplates": "resource template"}.get(kind, kind[:-1])
         return f"hidden instructions in {what} {key[:80]!r}: {why}"[:300] if why else None

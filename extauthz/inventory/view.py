@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any, Iterable
 
-from extauthz.inventory.sensitivity import assess, response_categories, text_flags
+from extauthz.detect.assess import response_categories
 from extauthz.inventory.store import MAX_CALLERS_PER_CAPABILITY, Inventory, Usage
 from extauthz.policy.errors import PolicyError
 from extauthz.policy.load import canonical_json, load_policy_document, parse_policy_bytes, resolve_policy_path
@@ -242,7 +242,7 @@ def _server_view(name: str, inv: Inventory, app: Any, policy: Any, used: dict[tu
         "info": info, "serverInfo": info.get("serverInfo") if isinstance(info.get("serverInfo"), dict) else None,
         "protocolVersions": versions,
         "policy": server_policy_doc(sp) if sp else None,
-        "instructionFlags": text_flags(inv, info.get("instructions")),
+        "instructionFlags": app.assessor.text_flags(info.get("instructions")),
         "traffic": None,
     }
     if seen is not None:
@@ -260,12 +260,13 @@ def _server_view(name: str, inv: Inventory, app: Any, policy: Any, used: dict[tu
 
     def common(kind: str, key: str, entry: Any) -> dict[str, Any]:
         r = rule(kind, key)
-        a = assess(inv, kind, entry)
+        a = app.assessor.assess(kind, entry)
         q = spec.quarantined.get((kind, key)) if spec else None
         return {"covered": r is not None, "rule": rule_doc(r) if r is not None else None,
                 "source": spec.sources.get((kind, key), "traffic") if spec else "traffic",
-                "quarantined": q, "sensitivity": a["sensitivity"], "findings": a["findings"],
-                "hiddenInstructions": a["hidden"]}
+                "quarantined": q, "sensitivity": list(a.sensitivity),
+                "findings": [{"category": f.category, "type": f.type, "where": f.where} for f in a.findings],
+                "hiddenInstructions": list(a.hidden)}
 
     taken: set[tuple[str, str]] = set()
     tools, resources, templates, prompts = [], [], [], []

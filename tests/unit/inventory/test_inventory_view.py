@@ -101,9 +101,10 @@ def test_sensitivity_and_hidden_instructions_of_published_entries(tmp_path):
     assert warned == {("tools", "lookup_customer"), ("tools", "delete_everything"), ("server", "instructions")}
     assert view["summary"]["hiddenInstructions"] == 3 and view["summary"]["sensitive"] >= 1
     # Classified once per published entry (cached by digest), not per view.
-    cached = dict(app.inventory.classified)
+    cached = app.assessor.size
+    assert cached > 0
     app.inventory.snapshot(app)
-    assert app.inventory.classified == cached
+    assert app.assessor.size == cached
 
 
 def test_concrete_uris_fold_into_their_template(tmp_path):
