@@ -426,10 +426,3 @@ class Inventory:
             rec.last = max(rec.last, o["last"])
             rec.allowed += o["allowed"]
             rec.denied += o["denied"]
-
-    # -- views ------------------------------------------------------------------------------------
-    def snapshot(self, app: Any) -> dict[str, Any]:
-        """The whole inventory view (`/v1/inventory`): this store joined with specs and policy."""
-        from extauthz.inventory.view import build_view
-        self.flush()
-        return build_view(self, app)

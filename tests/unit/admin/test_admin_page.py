@@ -11,7 +11,7 @@ import re
 from starlette.testclient import TestClient
 
 from extauthz.admin.client import print_table, safe_text
-from extauthz.admin.http import build_admin
+from extauthz.admin.http import build_admin, inventory
 from extauthz.admin.page import CSS, esc, tag
 from extauthz.app import App
 
@@ -77,7 +77,7 @@ def test_tag_escapes_text_and_attributes_but_keeps_its_own_markup():
 def test_table_neutralises_terminal_escapes():
     app = poisoned_app()
     out = io.StringIO()
-    print_table(app.inventory.snapshot(app), out)
+    print_table(inventory(app), out)
     text = out.getvalue()
     assert "\x1b" not in text and "\\x1b[31m1" in text
     assert "\u200b" not in text
