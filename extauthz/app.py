@@ -55,18 +55,15 @@ log = logging.getLogger("extauthz")
 class App:
     def __init__(self, policy_path: str | None, *, decision_out: IO[bytes] | None = None,
                  background_log: bool = False, clock: Clock | None = None) -> None:
-        self.specs = SpecStore(on_drift=self._on_drift)
-        self.specs.screen = self._screen
+        self.specs = SpecStore(on_drift=self._on_drift, screen=self._screen)
         self.sessions = SessionRegistry()
         self.validators = ValidatorCache()
         self.inventory = Inventory()
         self.assessor = Assessor()          # shared by the inventory view and the quarantine screen
         self.visibility = Visibility()
-        self.risk = RiskEngine(clock=clock)       # clock: simulated time in replay and calibration
-        self.risk.on_alert = self._on_alert
+        self.risk = RiskEngine(clock=clock, on_alert=self._on_alert)   # clock: simulated time in replay, calibration
         self.sensitive = SensitiveUse(self.specs)
         self.own_faults = OwnFaults(self.specs, self.validators)
-        self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
         # extauthz.shared: where session owners and learned state are shared (Redis, or the
         # --workers supervisor); None for one process on its own
         self.shared: Any = None
@@ -74,16 +71,12 @@ class App:
         self.decisions = DecisionLog(decision_out, background=background_log)
         self.observer = Observer(self.inventory, self.risk, self.decisions, lambda: self.ctx)
         self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine",
-                               on_session=self._on_session)
-        self.learner.list_view = self._list_view
-        self.learner.resolve_view = self._caller_view
-        self.learner.filtering = self._filters_lists
-        self.learner.on_filter_failure = self._on_filter_failure
-        self.learner.on_listed = self.visibility.listed_page
+                               on_session=self._on_session, list_view=self._list_view,
+                               resolve_view=self._caller_view, filtering=self._filters_lists,
+                               on_filter_failure=self._on_filter_failure, on_listed=self.visibility.listed_page,
+                               on_result=self._on_result, on_session_end=self._on_session_end)
         self.links = LinkGrants()
         self._link_only: OrderedDict[tuple[str, str, str, Any], None] = OrderedDict()   # read for links only
-        self.learner.on_result = self._on_result
-        self.learner.on_session_end = self._on_session_end
         self.ctx: Context | None = None
         self.draining = False
         self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
