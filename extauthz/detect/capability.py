@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from extauthz.detect.values import ValueMatcher
+from extauthz.schemawalk import subschemas
 from extauthz.detect.vocabulary import MAX_TEXT, path_hits, term_hits
 
 __all__ = ["Finding", "categories", "classify_capability"]
@@ -27,10 +28,6 @@ _MAX_WHERE = 256
 _FORMATS = {"email": ("pii", "email"), "idn-email": ("pii", "email"), "phone": ("pii", "phone"),
             "tel": ("pii", "phone"), "password": ("secret", "password"), "iban": ("pii", "iban"),
             "credit-card": ("pii", "payment_card"), "creditcard": ("pii", "payment_card")}
-_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
-_SCHEMA_ONE = ("items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems", "contains",
-               "not", "if", "then", "else", "propertyNames")
-_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems", "items")
 
 
 def _ptr_token(s: str) -> str:
@@ -76,24 +73,16 @@ def _schema(out: set[Finding], schema: Any, prefix: str) -> None:
         where = prefix + ptr
         _text(out, node.get("description"), where)
         _text(out, node.get("title"), where, name=True)
-        for kw in _SCHEMA_MAPS:
-            sub = node.get(kw)
-            if not isinstance(sub, dict):
-                continue
-            for i, (k, v) in enumerate(sub.items()):
-                if i >= budget or not isinstance(k, str):
-                    break
-                child = f"{ptr}/{kw}/{_ptr_token(k)}"
+        for kw, key, sub in subschemas(node, limit=budget):
+            if key is None:
+                stack.append((sub, f"{ptr}/{kw}", depth + 1))
+            elif isinstance(key, int):
+                stack.append((sub, f"{ptr}/{kw}/{key}", depth + 1))
+            elif isinstance(key, str):
+                child = f"{ptr}/{kw}/{_ptr_token(key)}"
                 if kw == "properties":
-                    _text(out, k, prefix + child, name=True)
-                stack.append((v, child, depth + 1))
-        for kw in _SCHEMA_ONE:
-            if isinstance(node.get(kw), dict):
-                stack.append((node[kw], f"{ptr}/{kw}", depth + 1))
-        for kw in _SCHEMA_LISTS:
-            sub = node.get(kw)
-            if isinstance(sub, list):
-                stack.extend((v, f"{ptr}/{kw}/{i}", depth + 1) for i, v in enumerate(sub[:budget]))
+                    _text(out, key, prefix + child, name=True)
+                stack.append((sub, child, depth + 1))
 
 
 def classify_capability(kind: str, entry: dict[str, Any]) -> tuple[Finding, ...]:

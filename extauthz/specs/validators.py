@@ -22,6 +22,7 @@ import jsonschema
 from jsonschema import validators as js_validators
 from jsonschema.exceptions import SchemaError
 
+from extauthz.schemawalk import subschemas
 from extauthz.specs import jsonschema_ecma
 from extauthz.specs.model import canonical_hash
 from extauthz.specs.patterns import PatternError
@@ -29,11 +30,6 @@ from extauthz.specs.patterns import PatternError
 jsonschema_ecma.install()   # JSON Schema patterns are ECMA-262, for the reference validator too
 
 _COMPOSE = ("allOf", "anyOf", "oneOf")
-_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-_SCHEMA_ONE = ("additionalProperties", "unevaluatedProperties", "items", "additionalItems",
-               "unevaluatedItems", "contains", "propertyNames", "not", "if", "then", "else",
-               "contentSchema")
-_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 _MODERN = ("https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2019-09/schema")
 
 
@@ -82,26 +78,9 @@ def _draft_of(schema: dict[str, Any]) -> str:
 
 def _subschemas(node: dict[str, Any]) -> Iterator[tuple[dict[str, Any], bool]]:
     """Yield (child schema, is_composition_branch)."""
-    for key in _SCHEMA_MAPS:
-        v = node.get(key)
-        if isinstance(v, dict):
-            for sub in v.values():
-                if isinstance(sub, dict):
-                    yield sub, False
-    for key in _SCHEMA_ONE:
-        v = node.get(key)
-        if isinstance(v, dict):
-            yield v, False
-        elif key == "items" and isinstance(v, list):
-            for sub in v:
-                if isinstance(sub, dict):
-                    yield sub, False
-    for key in _SCHEMA_LISTS:
-        v = node.get(key)
-        if isinstance(v, list):
-            for sub in v:
-                if isinstance(sub, dict):
-                    yield sub, _partial(node, key)
+    for key, _, sub in subschemas(node):
+        if isinstance(sub, dict):
+            yield sub, _partial(node, key)
 
 
 def _partial(parent: dict[str, Any], key: str) -> bool:
