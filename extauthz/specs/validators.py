@@ -71,6 +71,16 @@ class CompiledSchema:
         return f"{where}: {err.message}"[:300]
 
 
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A published schema that cannot be used: every call through it is denied, saying why."""
+
+    reason: str
+
+
+Compiled = CompiledSchema | Invalid
+
+
 def _draft_of(schema: dict[str, Any]) -> str:
     uri = schema.get("$schema")
     return uri.rstrip("#") if isinstance(uri, str) else "https://json-schema.org/draft/2020-12/schema"
@@ -180,7 +190,7 @@ class ValidatorCache:
     """Compiled validators keyed by (schema hash, strict). Bounded; compiling costs ~60x validating."""
 
     def __init__(self, max_entries: int = 20000, *, fast: bool = True) -> None:
-        self._cache: dict[tuple[str, bool], CompiledSchema | str] = {}
+        self._cache: dict[tuple[str, bool], Compiled] = {}
         self._checkers: dict[type, jsonschema.FormatChecker] = {}
         self._max = max_entries
         self._fast = fast and jsonschema_rs is not None
@@ -189,8 +199,8 @@ class ValidatorCache:
     def size(self) -> int:
         return len(self._cache)
 
-    def get(self, schema: dict[str, Any], strict: bool, schema_hash: str | None = None) -> CompiledSchema | str:
-        """A compiled validator, or a string saying why the published schema is unusable."""
+    def get(self, schema: dict[str, Any], strict: bool, schema_hash: str | None = None) -> Compiled:
+        """A compiled validator, or `Invalid` saying why the published schema is unusable."""
         h = schema_hash or canonical_hash(schema)
         key = (h, strict)
         hit = self._cache.get(key)
@@ -204,7 +214,7 @@ class ValidatorCache:
 
     @staticmethod
     def _compile(schema: dict[str, Any], strict: bool, h: str, fast: bool,
-                 checkers: dict[type, jsonschema.FormatChecker]) -> CompiledSchema | str:
+                 checkers: dict[type, jsonschema.FormatChecker]) -> Compiled:
         try:
             cls = js_validators.validator_for(schema, default=jsonschema.Draft202012Validator)
             patterns = [jsonschema_ecma.PATTERNS.compile(p) for p in jsonschema_ecma.patterns_in(schema)]
@@ -214,16 +224,16 @@ class ValidatorCache:
             effective = close_schema(schema) if strict else schema
             reference = cls(effective)
         except PatternError as e:
-            return f"unusable input schema: pattern {e}"
+            return Invalid(f"unusable input schema: pattern {e}")
         except (SchemaError, RecursionError, TypeError, ValueError) as e:
-            return f"unusable input schema: {str(e).splitlines()[0][:200]}"
+            return Invalid(f"unusable input schema: {str(e).splitlines()[0][:200]}")
         fast_validator = _fast_validator(effective) if fast and not _has_ref_cycle(effective) else None
         if fast_validator is None:   # the reference decides every call: its matchers are built now
             try:
                 for p in patterns:
                     p.engine()
             except PatternError as e:
-                return f"unusable input schema: pattern {e}"
+                return Invalid(f"unusable input schema: pattern {e}")
         return CompiledSchema(reference, h, strict, fast_validator)
 
 
