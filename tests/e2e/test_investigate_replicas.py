@@ -22,14 +22,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
+import grpc
 import httpx
+import orjson
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from extauthz.demo.agent import connect
 from extauthz.demo.stack import Stack, free_port, wait_for_http
 from extauthz.demo.tokens import TokenIssuer
 from extauthz.shared.testing import RedisProcess
 
+from ..unit.envoy.test_check_transport import check_request
 from .test_inventory import WINDOW, png_pixels, screenshot
 from .test_investigate import cli, outcome
 
@@ -86,7 +90,7 @@ def attack(replicas: dict[str, Any]) -> dict[str, Any]:
                 out["s2"].append(await outcome(lambda a=args: c.call_tool("lookup_customer", a)))
         async with connect(stack.url, web2, "legacy") as c:
             await c.list_resource_templates()
-            for _ in range(8):
+            for _ in range(12):      # past the block: round robin, so some blocked reads are on A
                 out["s3"].append(await outcome(lambda: c.read_resource("crm://customers/c-100")))
 
     asyncio.run(asyncio.wait_for(run(), 120))
@@ -154,9 +158,9 @@ def test_replica_b_timeline_endpoint_holds_every_decision(replicas, attack):
 
 def test_identifiers_from_replica_a_find_the_actor_on_replica_b(replicas, attack):
     b = replicas["b_admin"]
-    denied_on_a = [(d, r) for d, r in attack["a"].items() if r["decision"] == "deny"]
+    # A risk_blocked denial scores nothing, so nothing relays it to B: only the shared actor log
     seen = {d for s in attack["out"].values() for _, d in s if d}
-    did, rec = next((d, r) for d, r in denied_on_a if d in seen)     # one the client got in error.data
+    did, rec = next((d, r) for d, r in attack["a"].items() if r["reason"] == "risk_blocked" and d in seen)
     doc = httpx.get(f"{b}/v1/investigate", params={"q": did}, timeout=20).json()
     caller = doc["actor"]["caller"]
     assert doc["matches"][0] == {"caller": caller, "via": "decision", "decisionId": did}
@@ -168,3 +172,30 @@ def test_identifiers_from_replica_a_find_the_actor_on_replica_b(replicas, attack
               "web-1", "web-2"):
         m = httpx.get(f"{b}/v1/investigate", params={"q": q}, timeout=20).json()["matches"]
         assert [x["caller"] for x in m] == [caller], q
+
+
+def test_a_caller_only_replica_a_ever_saw_is_found_and_shown_on_replica_b(replicas, attack):
+    """One allowed tools/list straight to A's gRPC port (no Envoy, so no round robin): nothing
+    about it is relayed (benign), only written to the shared actor log."""
+    sid = f"quiet-{time.monotonic_ns()}"
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    claims = {"iss": "https://issuer.example", "sub": "quiet-one", "groups": ["support"], "client_id": "quiet-agent",
+              "sid": "quiet-web"}
+    req = check_request(body, headers={"mcp-session-id": sid}, claims=claims, host="127.0.0.1")
+    with grpc.insecure_channel(f"127.0.0.1:{replicas['stack'].authz_port}") as ch:
+        resp = external_auth_pb2_grpc.AuthorizationStub(ch).Check(req, timeout=10)
+    assert resp.status.code == 0
+    key = "https://issuer.example|quiet-one|quiet-agent"
+    b = replicas["b_admin"]
+    deadline = time.monotonic() + 10
+    while True:
+        m = httpx.get(f"{b}/v1/investigate", params={"q": "quiet-one"}, timeout=20).json()
+        if m["matches"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert m["matches"] == [{"caller": key, "via": "subject", "decisionId": ""}]
+    (step,) = m["actor"]["steps"]
+    assert step["method"] == "tools/list" and step["session_id"] == sid and step["user_session"] == "quiet-web"
+    for q, via in ((sid, "session"), ("quiet-web", "userSession"), ("quiet-agent", "client"), (key, "caller")):
+        got = httpx.get(f"{b}/v1/investigate", params={"q": q}, timeout=20).json()["matches"]
+        assert got == [{"caller": key, "via": via, "decisionId": ""}], q
