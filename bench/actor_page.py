@@ -30,7 +30,7 @@ from extauthz.admin.actor_view import build
 from extauthz.admin.actors import LocalActors
 from extauthz.admin.actors_shared import SharedActors, with_shared_log
 from extauthz.app import App
-from extauthz.shared.actor_log import KEEP, ActorLog
+from extauthz.shared.actor_log import KEEP, QUEUE_MAX, ActorLog
 from extauthz.shared.config import redis_config
 from extauthz.shared.redis import RedisShared
 from extauthz.shared.testing import RedisProcess
@@ -64,7 +64,7 @@ async def decide(app: App, n: int, start: int, session: str) -> None:
 
 
 async def drained(*logs: ActorLog) -> None:
-    while any(lg.queue for lg in logs):
+    while any(lg.pending for lg in logs):
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.1)
 
@@ -120,12 +120,15 @@ async def writer(url: str, n: int) -> None:
                  else "allow", "server": "crm", "method": "tools/call", "name": "crm_get_0", "reason": "allowed",
                  "caller": {"iss": "https://issuer", "sub": f"u{i % 100}", "client_id": "agent"},
                  "mcp_session_id": f"s-{i % 400}", "user_session": f"u-{i % 100}"} for i in range(n)]
-        for r in recs:
-            log.add(r)
-        t = time.perf_counter()
-        while log.queue:
-            await log.flush()
-        dt = time.perf_counter() - t
+        dt = 0.0
+        for i in range(0, n, QUEUE_MAX):      # the queue holds QUEUE_MAX: added and written in turns
+            for r in recs[i:i + QUEUE_MAX]:
+                log.add(r)
+            t = time.perf_counter()
+            while log.queue:
+                await log.flush()
+            dt += time.perf_counter() - t
+        assert log.written == n and log.dropped == 0, log.status()
         r = app.shared.r
         mem = await r.memory_usage(log.key("actor", "https://issuer|u0|agent"), samples=0)
         length = await r.xlen(log.key("actor", "https://issuer|u0|agent"))
