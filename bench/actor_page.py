@@ -21,10 +21,12 @@ import asyncio
 import io
 import statistics
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import common as C
 from actor_view import KEY, SMALL, TOOLS, request
+
 from extauthz.admin.actor_page import render
 from extauthz.admin.actor_view import build
 from extauthz.admin.actors import LocalActors

@@ -133,14 +133,14 @@ class ActorLog:
             while self.queue and self.shared.connected:
                 if not await asyncio.wait_for(self.flush(), 2):
                     break
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _run(self) -> None:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), FLUSH_EVERY)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             while self.queue and self.shared.connected:
@@ -170,7 +170,9 @@ class ActorLog:
         """The batch as one argument of `_WRITE`: records [caller, JSON], index entries [part,
         caller] once each, denials [minute, decision id, caller]."""
         replica = self.shared.replica
-        recs, index, denials = [], {}, []
+        recs: list[list[str]] = []
+        index: dict[tuple[str, str], None] = {}
+        denials: list[list[str]] = []
         for rec in batch:
             caller = caller_of(rec)
             c = rec["caller"]
@@ -245,7 +247,7 @@ class ActorLog:
             raise ActorLogUnavailable("Redis is not connected")
         try:
             return await asyncio.wait_for(aw, READ_TIMEOUT)
-        except (RedisError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, RedisError, OSError) as e:
             raise ActorLogUnavailable(str(e) or type(e).__name__) from e
 
     def key(self, *parts: str) -> str:

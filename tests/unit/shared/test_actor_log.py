@@ -6,6 +6,7 @@ per caller; every key expires; with Redis down the view is B's alone, marked par
 from __future__ import annotations
 
 import asyncio
+
 from extauthz.admin.actor_page import render
 from extauthz.admin.actor_view import build
 from extauthz.admin.actors import LocalActors
