@@ -32,7 +32,7 @@ from extauthz.admin.actor_view import build
 from extauthz.admin.actors import LocalActors
 from extauthz.admin.actors_shared import SharedActors, with_shared_log
 from extauthz.app import App
-from extauthz.shared.actor_log import KEEP, QUEUE_MAX, ActorLog
+from extauthz.shared.actor_log import BATCH, KEEP, QUEUE_MAX, ActorLog
 from extauthz.shared.config import redis_config
 from extauthz.shared.redis import RedisShared
 from extauthz.shared.testing import RedisProcess
@@ -135,7 +135,7 @@ async def writer(url: str, n: int) -> None:
         mem = await r.memory_usage(log.key("actor", "https://issuer|u0|agent"), samples=0)
         length = await r.xlen(log.key("actor", "https://issuer|u0|agent"))
         print(f"\nwriter: {n} records for 100 callers in {dt * 1000:.0f} ms ({n / dt:,.0f} records/s written behind, "
-              f"batches of up to 1000 in one pipeline)")
+              f"one Lua call per batch of up to {BATCH})")
         print(f"a caller's full stream: {length} records (KEEP {KEEP}, MAXLEN ~), {mem / 1024:.0f} KB in Redis "
               f"({mem / max(length, 1):.0f} B a record)")
     finally:
