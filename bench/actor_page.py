@@ -8,7 +8,7 @@ investigated caller's decisions are split between A and B as each row says; B al
 other callers. Per row, medians over the rounds of: gathering B's facts (`LocalActors.facts`), the
 shared part (`SharedActors.facts` minus the local part: one XREVRANGE of up to KEEP records plus
 the merge), building the view (`actor_view.build`) and rendering the HTML (`actor_page.render`).
-Then what the writer costs (records written behind per second, one pipeline per batch) and what a
+Then what the writer costs (records written behind per second, one Lua call per batch) and what a
 caller's full stream holds in Redis (MEMORY USAGE, exact). Numbers are printed, never asserted.
 
     python bench/actor_page.py [--quick]
