@@ -2,11 +2,11 @@
 investigate`) on any replica shows what the others decided for that caller.
 
 Written behind, never on the Check path: `add` (the decision log's tap, called where decisions are
-recorded, after their answers went out) appends to a bounded queue; a writer task sends a
-batch every `FLUSH_EVERY` seconds on the shared-state connection (one Lua call, `_WRITE`). Read by `read` (one caller's
-stream) and `find` (which callers a session id, user session id, subject, client id or denied
-decision id points at), each one round trip with a timeout; a failure raises `ActorLogUnavailable`
-and the view says it is partial.
+recorded, after their answers went out) appends to a bounded queue; a writer task sends a batch
+every `FLUSH_EVERY` seconds on the shared-state connection, as one Lua call (`_WRITE`). Read by
+`read` (one caller's stream) and `find` (which callers a session id, user session id, subject,
+client id or denied decision id points at), each one round trip with a timeout; a failure raises
+`ActorLogUnavailable` and the view says it is partial.
 
 Keys (under the release prefix, every one with a TTL):
   {p}:actor:{caller}            stream of compact decision records, XADD MAXLEN ~KEEP, EX TTL
@@ -14,10 +14,11 @@ Keys (under the release prefix, every one with a TTL):
   {p}:actor-did:{minute}        hash denied decision id -> caller, EX TTL + 60 (a client sees a
                                 decision id only in a denial's error.data.decisionId)
 
-Bound: per caller, about KEEP records of ~400 B (~100 KB, bench/actor_page.py) plus one index entry per distinct
-session, user session, subject and client id, each for TTL after its last decision. The denial
-index holds at most DENIALS_PER_MINUTE ids a minute per replica (~100 B each): ~12 MB an hour per
-replica at the cap. The queue holds QUEUE_MAX records; beyond that they are dropped and counted.
+Bound: per caller, about KEEP records of ~400 B (~100 KB, bench/actor_page.py) plus one index
+entry per distinct session, user session, subject and client id, each for TTL after its last
+decision. The denial index holds at most DENIALS_PER_MINUTE ids a minute per replica (~100 B
+each): ~12 MB an hour per replica at the cap. The queue holds QUEUE_MAX records; beyond that
+they are dropped and counted.
 """
 
 from __future__ import annotations
