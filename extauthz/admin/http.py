@@ -53,6 +53,8 @@ def build_admin(app: App, actors: ActorSource | None = None) -> Starlette:
         if app.shared is not None and hasattr(app.shared, "status"):
             st = app.shared.status()
             body["sharedState"] = st
+            if isinstance(source, SharedActors):     # the actor log's queue, writes and drops
+                body["actorLog"] = source.log.status()
             if not st.get("connected"):
                 body["status"], body["degraded"] = "degraded", ["shared state unreachable: new sessions follow "
                                                               "sessions.sharedStateDown"]
