@@ -114,18 +114,24 @@ async def row(url: str, n: int, on_a: int, on_b: int, others: int, rounds: int) 
             await app.shared.close()
 
 
+def record(i: int, proc: str) -> dict[str, Any]:
+    """A decision-log record of one of 100 callers, with an id made now by process `proc`."""
+    return {"decision_id": f"{int(time.time() * 1000):012x}{proc}{i:08x}", "time": "2026-12-03T06:00:00.000Z",
+            "decision": "deny" if i % 4 == 0 else "allow", "server": "crm", "method": "tools/call",
+            "name": "crm_get_0", "reason": "allowed" if i % 4 else "unknown_capability",
+            "caller": {"iss": "https://issuer", "sub": f"u{i % 100}", "client_id": "agent"},
+            "mcp_session_id": f"s-{i % 400}", "user_session": f"u-{i % 100}"}
+
+
 async def writer(url: str, n: int) -> None:
     app, _, log = await replica(url, "benchw")
     try:
         log._task.cancel()           # flushed by hand below, so the batches are timed alone
-        recs = [{"decision_id": f"{i:032x}", "time": "2026-12-03T06:00:00.000Z", "decision": "deny" if i % 4 == 0
-                 else "allow", "server": "crm", "method": "tools/call", "name": "crm_get_0", "reason": "allowed",
-                 "caller": {"iss": "https://issuer", "sub": f"u{i % 100}", "client_id": "agent"},
-                 "mcp_session_id": f"s-{i % 400}", "user_session": f"u-{i % 100}"} for i in range(n)]
-        dt = 0.0
+        dt, last = 0.0, {}
         for i in range(0, n, QUEUE_MAX):      # the queue holds QUEUE_MAX: added and written in turns
-            for r in recs[i:i + QUEUE_MAX]:
-                log.add(r)
+            for j in range(i, min(n, i + QUEUE_MAX)):
+                last = record(j, "a" * 12)
+                log.add(last)
             t = time.perf_counter()
             while log.queue:
                 await log.flush()
@@ -136,6 +142,15 @@ async def writer(url: str, n: int) -> None:
         length = await r.xlen(log.key("actor", "https://issuer|u0|agent"))
         print(f"\nwriter: {n} records for 100 callers in {dt * 1000:.0f} ms ({n / dt:,.0f} records/s written behind, "
               f"one Lua call per batch of up to {BATCH})")
+        # an allowed id (not in the denial index): looked for in the streams of the callers its
+        # process served in its second (here all 100, each with ~250 records in the window)
+        probe = last["decision_id"] if last["decision"] == "allow" else ""
+        assert probe
+        ft, hits = await timed(lambda: log.find(probe), 15)
+        assert hits and hits[0][1] == "decision", (hits, probe)
+        miss, _ = await timed(lambda: log.find(probe[:-8] + "ffffffff"), 15)
+        print(f"find an allowed decision id among 100 busy callers' streams: {ft:.2f} ms in Redis and back "
+              f"(an id its process never made in that second: {miss:.2f} ms)")
         print(f"a caller's full stream: {length} records (KEEP {KEEP}, MAXLEN ~), {mem / 1024:.0f} KB in Redis "
               f"({mem / max(length, 1):.0f} B a record)")
     finally:

@@ -13,6 +13,9 @@ Keys (under the release prefix, every one with a TTL):
   {p}:actor-ix:{kind}:{value}   set of callers (s: MCP session, u: user session, sub, cid), EX TTL
   {p}:actor-did:{minute}        hash denied decision id -> caller, EX TTL + 60 (a client sees a
                                 decision id only in a denial's error.data.decisionId)
+  {p}:actor-sec:{second}:{proc} set of callers a process decided for that second, EX TTL + 60:
+                                any other decision id (the upstream's x-mcp-decision-id) is
+                                looked for in those callers' streams around its time, by a script
 
 Bound: per caller, about KEEP records of ~400 B (~100 KB, bench/actor_page.py) plus one index
 entry per distinct session, user session, subject and client id, each for TTL after its last
@@ -44,6 +47,10 @@ DENIALS_PER_MINUTE = 2000     # denied decision ids indexed per replica and minu
 DENIALS_PER_CALLER = 100      # of them, per caller (a blocked caller's repeats stay in its stream)
 MAX_VALUE = 256               # longer ids are not indexed (a session id is far shorter)
 MAX_CALLERS = 50
+SCAN_CALLERS = 200            # callers of one process and second whose streams an id is looked for in
+LATE_COUNT = 64
+SCAN_CHUNK = 20
+WRITTEN_WITHIN = 15_000       # ms after its decision a record is in Redis (write-behind; not after an outage)
 _FIELDS = ("time", "decision_id", "server", "method", "name", "caller", "mcp_session_id", "user_session",
            "decision", "reason", "rule", "monitor", "http_method")
 
@@ -56,7 +63,7 @@ local b = cjson.decode(ARGV[4])
 local streams, dids = {}, {}
 for _, e in ipairs(b.r) do
   local k = p .. ':actor:' .. e[1]
-  redis.call('XADD', k, 'MAXLEN', '~', keep, '*', 'r', e[2])
+  redis.call('XADD', k, 'MAXLEN', '~', keep, '*', 'd', e[3], 'r', e[2])
   streams[k] = true
 end
 for k in pairs(streams) do redis.call('EXPIRE', k, ttl) end
@@ -71,7 +78,29 @@ for _, e in ipairs(b.d) do
   dids[k] = true
 end
 for k in pairs(dids) do redis.call('EXPIRE', k, ttl + 60) end
+for _, e in ipairs(b.m) do
+  local k = p .. ':actor-sec:' .. e[1]
+  redis.call('SADD', k, e[2])
+  redis.call('EXPIRE', k, ttl + 60)
+end
 return 1
+"""
+
+# The caller of a decision id among some callers (ARGV[6..]): their streams read from 1 s before
+# the decision to 2 s after (its record is written behind within about a second; replica and
+# Redis clocks agree, NTP), then the next WRITTEN_WITHIN ms, LATE_COUNT entries each. Called for
+# SCAN_CHUNK callers at a time, so Redis serves claims between two calls (bench/actor_page.py).
+_FIND_ID = """
+local p, ms, did, late, count = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local windows = {{math.max(0, ms - 1000), ms + 2000, 1000000}, {ms + 2001, ms + late, count}}
+for _, w in ipairs(windows) do
+  for i = 6, #ARGV do
+    for _, e in ipairs(redis.call('XRANGE', p .. ':actor:' .. ARGV[i], w[1], w[2], 'COUNT', w[3])) do
+      if e[2][2] == did then return ARGV[i] end
+    end
+  end
+end
+return false
 """
 
 
@@ -174,21 +203,23 @@ class ActorLog:
         recs: list[list[str]] = []
         index: dict[tuple[str, str], None] = {}
         denials: list[list[str]] = []
+        seconds: dict[tuple[str, str], None] = {}
         for rec in batch:
             caller = caller_of(rec)
             c = rec["caller"]
-            recs.append([caller, orjson.dumps(compact(rec, replica)).decode()])
+            recs.append([caller, orjson.dumps(compact(rec, replica)).decode(), str(rec.get("decision_id", ""))])
             for kind, value in (("s", rec.get("mcp_session_id")), ("u", rec.get("user_session")),
                                 ("sub", c.get("sub")), ("cid", c.get("client_id"))):
                 if value and isinstance(value, str) and len(value) <= MAX_VALUE:
                     index[(f"{kind}:{value}", caller)] = None
             did = str(rec.get("decision_id", ""))
-            if rec.get("decision") == "deny" and len(did) == 32 and self._may_index(caller):
-                try:
-                    denials.append([str(int(did[:12], 16) // 60000), did, caller])
-                except ValueError:
-                    pass
-        return orjson.dumps({"r": recs, "i": [list(k) for k in index], "d": denials})
+            minute = _minute(did)
+            if minute:
+                seconds[(f"{int(did[:12], 16) // 1000}:{did[12:24]}", caller)] = None
+                if rec.get("decision") == "deny" and self._may_index(caller):
+                    denials.append([minute, did, caller])
+        return orjson.dumps({"r": recs, "i": [list(k) for k in index], "d": denials,
+                             "m": [list(k) for k in seconds]})
 
     def _may_index(self, caller: str) -> bool:
         minute = int(time.time() // 60)
@@ -218,13 +249,10 @@ class ActorLog:
         q = query.strip()
         if not q or len(q) > MAX_VALUE:
             return []
+        minute = _minute(q)
         async with self.shared.r.pipeline(transaction=False) as pipe:
-            if len(q) == 32:
-                try:
-                    minute = int(q[:12], 16) // 60000
-                    pipe.hget(self.key("actor-did", str(minute)), q)
-                except ValueError:
-                    pipe.echo("")
+            if minute:
+                pipe.hget(self.key("actor-did", minute), q)
             else:
                 pipe.echo("")
             pipe.exists(self.key("actor", q))
@@ -232,6 +260,8 @@ class ActorLog:
                 pipe.srandmember(self.key("actor-ix", kind, q), MAX_CALLERS)
             got = await self._call(pipe.execute())
         did, exists, *sets = got
+        if minute and not did:      # not a denial indexed: any decision, in its minute's streams
+            did = await self._find_id(q)
         hits: list[tuple[str, str, str]] = []
         if did:
             hits.append((_s(did), "decision", q))
@@ -240,6 +270,19 @@ class ActorLog:
         for via, members in zip(("session", "userSession", "subject", "client"), sets):
             hits.extend((_s(m), via, "") for m in sorted(members or ()))
         return hits
+
+    async def _find_id(self, did: str) -> str:
+        """The caller of any decision id: among the callers the process that made it (the id's
+        middle part) served in its second (at most SCAN_CALLERS)."""
+        ms = int(did[:12], 16)
+        callers = [_s(c) for c in await self._call(self.shared.r.srandmember(
+            self.key("actor-sec", str(ms // 1000), did[12:24]), SCAN_CALLERS)) or ()]
+        for i in range(0, len(callers), SCAN_CHUNK):
+            found = await self._call(self.shared.r.eval(_FIND_ID, 0, self.shared.p, ms, did, WRITTEN_WITHIN,
+                                                        LATE_COUNT, *callers[i:i + SCAN_CHUNK]))
+            if found:
+                return _s(found)
+        return ""
 
     async def _call(self, aw: Any) -> Any:
         if not self.shared.connected:
@@ -261,6 +304,17 @@ class ActorLog:
 
     def status(self) -> dict[str, Any]:
         return {"queued": len(self.queue), "written": self.written, "dropped": self.dropped, "keep": self.keep}
+
+
+def _minute(did: str) -> str:
+    """The minute a decision id was made in ("" when it is not one): its first 12 hex are ms."""
+    if len(did) != 32:
+        return ""
+    try:
+        int(did, 16)
+    except ValueError:
+        return ""
+    return str(int(did[:12], 16) // 60000)
 
 
 def _s(v: Any) -> str:

@@ -202,6 +202,9 @@ def test_a_caller_only_replica_a_ever_saw_is_found_and_shown_on_replica_b(replic
     assert m["matches"] == [{"caller": key, "via": "subject", "decisionId": ""}]
     (step,) = m["actor"]["steps"]
     assert step["method"] == "tools/list" and step["session_id"] == sid and step["user_session"] == "quiet-web"
+    did = step["decision_id"]          # allowed: only the upstream saw it (x-mcp-decision-id)
+    got = httpx.get(f"{b}/v1/investigate", params={"q": did}, timeout=20).json()["matches"]
+    assert got == [{"caller": key, "via": "decision", "decisionId": did}]
     for q, via in ((sid, "session"), ("quiet-web", "userSession"), ("quiet-agent", "client"), (key, "caller")):
         got = httpx.get(f"{b}/v1/investigate", params={"q": q}, timeout=20).json()["matches"]
         assert got == [{"caller": key, "via": via, "decisionId": ""}], q

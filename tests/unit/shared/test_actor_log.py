@@ -64,6 +64,13 @@ async def test_a_decision_made_on_one_replica_is_on_the_other_replicas_actor_vie
             hits = await sb.find(q)
             assert [(h.caller, h.via) for h in hits] == [(KEY, via)], q
         assert (await sb.find(denied.decision_id))[0].decision_id == denied.decision_id
+        # an allowed decision id (the upstream sees it in x-mcp-decision-id): not indexed, found
+        # in the streams of the callers of its minute
+        allowed = made[0]
+        assert allowed.allowed
+        assert [(h.caller, h.via, h.decision_id) for h in await sb.find(allowed.decision_id)] == [
+            (KEY, "decision", allowed.decision_id)]
+        assert await sb.find(allowed.decision_id[:12] + "f" * 20) == []      # its minute, made by nobody
         facts = await sb.facts(KEY)
         assert facts["known"] and facts["partial"] == ""
         assert [d["decision_id"] for d in facts["decisions"]] == [d.decision_id for d in made]
