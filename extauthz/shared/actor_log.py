@@ -33,7 +33,7 @@ from collections import deque
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 log = logging.getLogger("extauthz.shared")
 
@@ -187,6 +187,11 @@ class ActorLog:
             await self.shared.r.eval(_WRITE, 0, self.shared.p, self.keep, self.ttl, self._payload(batch))
             self.written += len(batch)
             return True
+        except ResponseError as e:
+            # Redis answered (a script error, BUSY, LOADING): not put back, retrying could stall the log
+            self.dropped += len(batch)
+            log.warning("actor log batch of %d dropped: %s", len(batch), e)
+            return True
         except (RedisError, OSError) as e:
             room = QUEUE_MAX - len(self.queue)
             self.queue.extendleft(reversed(batch[:max(0, room)]))
@@ -207,6 +212,7 @@ class ActorLog:
         for rec in batch:
             caller = caller_of(rec)
             c = rec["caller"]
+            # (JSON already: the decision log wrote this record before handing it over)
             recs.append([caller, orjson.dumps(compact(rec, replica)).decode(), str(rec.get("decision_id", ""))])
             for kind, value in (("s", rec.get("mcp_session_id")), ("u", rec.get("user_session")),
                                 ("sub", c.get("sub")), ("cid", c.get("client_id"))):

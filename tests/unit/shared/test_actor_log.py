@@ -174,3 +174,19 @@ async def test_redis_down_the_view_is_this_replicas_alone_marked_partial(redis_s
     finally:
         await stop(sa, sb)
         await close(a, b)
+
+
+async def test_a_batch_redis_refuses_is_dropped_and_counted_not_retried_forever(redis_server) -> None:
+    a = await replica(redis_server)
+    log = ActorLog(a.shared)
+    try:
+        rec = {"decision_id": "0" * 32, "decision": "allow", "caller": {"iss": "i", "sub": "s", "client_id": "c"}}
+        await a.shared.r.set(log.key("actor", "i|s|c"), "not a stream")      # XADD answers WRONGTYPE
+        log.add(rec)
+        assert await log.flush() and log.dropped == 1 and log.pending == 0
+        await a.shared.r.delete(log.key("actor", "i|s|c"))
+        log.add(rec)
+        assert await log.flush() and log.written == 1
+        assert [r["decision_id"] for r in await log.read("i|s|c")] == ["0" * 32]
+    finally:
+        await close(a)
