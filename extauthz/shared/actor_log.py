@@ -37,7 +37,7 @@ from redis.exceptions import RedisError, ResponseError
 
 log = logging.getLogger("extauthz.shared")
 
-KEEP = 256                    # decisions per caller kept over all replicas (read back exactly)
+KEEP = 256                    # decisions per caller kept over all replicas (the newest written)
 TTL = 3600                    # seconds a caller's stream and index entries live after its last decision
 QUEUE_MAX = 20_000
 BATCH = 250                   # records per script call: Redis runs it in ~1 ms, claims wait no longer
