@@ -5,7 +5,8 @@ between them (replica A: one process; replica B: `--workers 2`), the real SDK cl
 server. A recon -> probe -> extract run over three MCP sessions and two user sessions is spread
 over both replicas; replica B's `/callers/{id}` page, `extauthz investigate --admin B` and B's
 `/v1/callers/{id}/timeline` hold every decision of it, whichever replica made it; a decision id
-made on A, an MCP session id and a user session id find the actor on B.
+made on A, an MCP session id and a user session id find the actor on B; with Redis stopped, B still
+serves the page, marked partial.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     try:
         assert wait_for_http(f"http://127.0.0.1:{ba}/readyz", timeout=60), "replica B never became ready"
         stack.start()
-        yield {"stack": stack, "a_admin": stack.service_admin_url, "b_admin": f"http://127.0.0.1:{ba}"}
+        yield {"stack": stack, "a_admin": stack.service_admin_url, "b_admin": f"http://127.0.0.1:{ba}",
+               "redis": redis}
     finally:
         stack.stop()
         b.send_signal(signal.SIGTERM)
@@ -208,3 +210,16 @@ def test_a_caller_only_replica_a_ever_saw_is_found_and_shown_on_replica_b(replic
     for q, via in ((sid, "session"), ("quiet-web", "userSession"), ("quiet-agent", "client"), (key, "caller")):
         got = httpx.get(f"{b}/v1/investigate", params={"q": q}, timeout=20).json()["matches"]
         assert got == [{"caller": key, "via": via, "decisionId": ""}], q
+
+
+def test_redis_down_replica_b_still_serves_the_page_marked_partial(replicas, attack):
+    """Last in this module: it stops Redis."""
+    b = replicas["b_admin"]
+    replicas["redis"].stop()
+    page = httpx.get(f"{b}/callers/{SUB}", timeout=20, follow_redirects=True)
+    assert page.status_code == 200 and f"<title>Actor {SUB}" in page.text
+    assert "<b>Partial: </b>the shared decision log (Redis) did not answer" in page.text
+    got = httpx.get(f"{b}/v1/callers/{SUB}/timeline", timeout=20).json()
+    assert "did not answer" in got["partial"] and got["events"], "B's own view, said to be partial"
+    r = cli("investigate", "--admin", b, SUB)
+    assert r.returncode == 0 and "PARTIAL: the shared decision log (Redis) did not answer" in r.stdout
