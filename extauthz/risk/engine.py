@@ -159,7 +159,7 @@ def _bump(counts: dict[str, int], key: str, cap: int) -> None:
 class RiskEngine:
     def __init__(self, *, block_at: float = 100.0, decay_per_minute: float = 1.0, enabled: bool = True,
                  volume_per_minute: int = 600, timeline: int = 32, max_callers: int = 10_000,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, on_alert: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self._callers: OrderedDict[str, CallerRisk] = OrderedDict()
         self.configure(block_at=block_at, decay_per_minute=decay_per_minute, enabled=enabled,
@@ -167,7 +167,7 @@ class RiskEngine:
         self.calls_per_minute = 0         # risk.callsPerMinute (0: no limit)
         self.alerts_total = 0
         self.blocks_total = 0
-        self.on_alert: Callable[[dict[str, Any]], None] | None = None
+        self.on_alert = on_alert
         # A chain completed by an event another replica relayed is that replica's alert to log and
         # count (the supervisor of --workers shows the sum of its workers' counts), so relayed
         # completions are not announced unless this is set.

@@ -46,7 +46,8 @@ class SpecStore:
     """What each server published. A list request without a cursor starts a new snapshot for that
     (server, kind, partition); pages merge; the snapshot replaces the kind when the last page lands."""
 
-    def __init__(self, on_drift: Callable[[DriftEvent], None] | None = None) -> None:
+    def __init__(self, on_drift: Callable[[DriftEvent], None] | None = None,
+                 screen: Callable[[str, Any], str | None] | None = None) -> None:
         self._specs: OrderedDict[str, ServerSpec] = OrderedDict()
         self._pending: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self._on_drift = on_drift
@@ -54,9 +55,9 @@ class SpecStore:
         # the transport. Changes from elsewhere come in through `apply` and are not re-published.
         self.on_change: Sink | None = None
         self.version = 0      # bumped on every change: cheap staleness check for caches
-        # screen(kind, entry) -> why it must be held (quarantined) before first use, or None: set by
-        # the app (defaults.hiddenInstructions: quarantine). Not applied to pinned specs.
-        self.screen: Callable[[str, Any], str | None] | None = None
+        # screen(kind, entry) -> why it must be held (quarantined) before first use, or None (the
+        # app's defaults.hiddenInstructions: quarantine). Not applied to pinned specs.
+        self.screen = screen
 
     def get(self, server: str) -> ServerSpec | None:
         return self._specs.get(server)

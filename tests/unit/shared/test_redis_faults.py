@@ -102,7 +102,7 @@ async def test_the_discovery_lease_is_held_by_one_replica_at_a_time(redis_server
         await asyncio.wait_for(s.loaded.wait(), 10)
     # each replica's scheduler (extauthz.discovery.service), configured to run scheduled discovery
     replicas = [SimpleNamespace(discovery=SimpleNamespace(scheduled=True)) for _ in apps]
-    tasks = [asyncio.create_task(_discovery_lease(r, s, every=0.1)) for r, s in zip(replicas, shared)]  # type: ignore[arg-type]
+    tasks = [asyncio.create_task(_discovery_lease(r.discovery, s, every=0.1)) for r, s in zip(replicas, shared)]  # type: ignore[arg-type]
     try:
         await until(lambda: sum(r.discovery.scheduled for r in replicas) == 1, "one replica holds the lease")
         for _ in range(10):                  # and keeps holding it while it renews
