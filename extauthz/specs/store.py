@@ -8,7 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from extauthz.specs.model import PARSERS, KINDS, ServerSpec
+from extauthz.specs.model import KINDS, PARSERS, ServerSpec
 
 log = logging.getLogger("extauthz.specs")
 
@@ -34,7 +34,7 @@ class SpecStore:
     def __init__(self, on_drift: Callable[[DriftEvent], None] | None = None,
                  screen: Callable[[str, Any], str | None] | None = None) -> None:
         self._specs: OrderedDict[str, ServerSpec] = OrderedDict()
-        self._pending: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, str, str], dict[int, Any]] = OrderedDict()   # items by id()
         self._on_drift = on_drift
         # Called with (op, payload) for every change another replica must also make; set by the
         # workers bus. Replicated changes are applied with `replicated=True` and not re-published.
@@ -222,7 +222,7 @@ class SpecStore:
 
 def _key(kind: str, entry: Any) -> str:
     if kind == "resources":
-        return entry.uri
+        return str(entry.uri)
     if kind == "resourceTemplates":
-        return entry.uri_template
-    return entry.name
+        return str(entry.uri_template)
+    return str(entry.name)
