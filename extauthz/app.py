@@ -145,13 +145,15 @@ class App:
             d.rule = "sessions.sharedStateDown"
             self._enqueue(d, http)
             return d
+        from extauthz.shared.changes import SessionBound, SessionEnded
         if ended:                       # reserved to its former owner: decided like any ended id here
-            self.sessions.end(d.claim, caller=owner, replicated=True)
+            self.sessions.apply(SessionEnded(d.claim, owner))
             return self._decided_again(http)
-        mine = owner == caller.key      # won (or already held): the other replicas hear of it on the feed
-        self.sessions.touch(d.claim, owner, d.server, user_session=caller.user_session if mine else "",
-                            client_id=caller.client_id if mine else "", protocol_version=d.protocol_version,
-                            replicated=not mine)
+        if owner == caller.key:         # won (or already held): the other replicas hear of it on the feed
+            self.sessions.touch(d.claim, owner, d.server, user_session=caller.user_session,
+                                client_id=caller.client_id, protocol_version=d.protocol_version)
+        else:                           # somebody else's: known here, not news for anybody
+            self.sessions.apply(SessionBound(d.claim, owner, d.server, protocol_version=d.protocol_version))
         return self._decided_again(http)
 
     def _decided_again(self, http: HttpRequest) -> Decision:

@@ -399,6 +399,10 @@ class Inventory:
         self.usage, self.probes, self.callers = OrderedDict(), OrderedDict(), OrderedDict()
         return out
 
+    def apply(self, change: Any) -> None:
+        """A worker's InventoryDelta (extauthz.shared.changes): added into this inventory."""
+        self.merge(change.delta)
+
     def merge(self, delta: dict[str, Any] | None) -> None:
         """Add a worker's `drain()` into this inventory (the supervisor's)."""
         if not delta:

@@ -39,6 +39,7 @@ import orjson
 
 from extauthz.mcp.rewrite import BodyRewriter
 from extauthz.mcp.sse import SseParser
+from extauthz.shared.changes import StreamExpected, StreamInjected
 from extauthz.specs.listfilter import (FINGERPRINT_CHARS, View, ViewRef, blank, filtered, fingerprint,
                                        list_kind_of, unreadable_body)
 from extauthz.specs.model import KEY_FIELD
@@ -272,6 +273,15 @@ class Learner:
             k = _id_key(rid)
             if k is not None and method in LEARNABLE_METHODS and len(pending) < MAX_ENTRIES:
                 pending[k] = LearnEntry(rid, method, bool(first))
+
+    def apply(self, change: StreamExpected | StreamInjected) -> None:
+        """A 2024-11-05 POST decided by another process, or its denial, for a stream served here."""
+        if isinstance(change, StreamExpected):
+            self.expect(change.server, change.sid, [list(e) for e in change.entries])
+        elif isinstance(change, StreamInjected):
+            self.inject(change.server, change.sid, base64.b64decode(change.event, validate=True))
+        else:
+            raise TypeError(f"not a stream change: {change!r}")
 
     def inject(self, server: str, session_id: str, event: bytes) -> None:
         """Queue a whole SSE event for the 2024-11-05 stream of this session (bounded)."""

@@ -20,6 +20,7 @@ from extauthz.core.reasons import Reason
 from extauthz.discovery.client import DiscoveryError, Snapshot
 from extauthz.discovery.service import INFO_KEY, Discoverer, needed_kinds
 from extauthz.mcp.request import HttpRequest
+from extauthz.shared.changes import InfoNoted, SpecLearned
 
 from ..core.conftest import PROMPTS, RESOURCES, SUPPORT, TEMPLATES, TOOLS
 
@@ -270,9 +271,8 @@ async def test_another_workers_discovery_ends_the_wait_without_a_run(tmp_path: P
     app, disc, _ = make(tmp_path, up, scheduled=False)
     # What the bus delivers from the worker that discovered it: the lists, then the info mark.
     for kind, items in snapshot().lists.items():
-        app.specs.apply_page("crm", kind, items, first=True, last=True, partition="replica", replicated=True,
-                             source="discovery")
-    app.specs.note_info("crm", {INFO_KEY: {"url": UPSTREAM}}, replicated=True)
+        app.specs.apply(SpecLearned("crm", kind, tuple(items), "quarantine", "discovery", "replica"))
+    app.specs.apply(InfoNoted("crm", {INFO_KEY: {"url": UPSTREAM}}))
     assert disc.waiting == {"crm"}
     disc.tick()                                        # the scheduler notices within a tick...
     assert disc.waiting == set() and up.calls == []    # ...and, not scheduled, starts nothing
