@@ -20,7 +20,7 @@ from typing import IO, Any, Callable
 import orjson
 
 from extauthz.core.answers import denial_body
-from extauthz.core.decide import Context, decide
+from extauthz.core.decide import UNSEEN, Context, decide
 from extauthz.core.decision import Decision, new_decision_id
 from extauthz.core.reasons import Reason
 from extauthz.decisionlog import DecisionLog
@@ -125,8 +125,19 @@ class App:
             self._install(self.ctx.policy)
 
     async def confirm_claim(self, http: HttpRequest, d: Decision) -> Decision:
-        """Settle a Check that waits on the shared store for its session's owner, then decide it
-        again (the owner is now known here). Redis away: `sessions.sharedStateDown` says."""
+        """Settle a Check that waits on the shared store (`d.pending`), then decide it again: for
+        its session's owner (Redis away: `sessions.sharedStateDown` says), then, for a deny our own
+        feed lag may explain (`d.recheck`), by reading that state through once."""
+        if d.claim:
+            d = await self._claim(http, d)
+        if d.recheck:
+            # Decided again whatever the read found (the feed may have brought it meanwhile); never
+            # read again: nothing newer, or Redis away, and the deny stands, scored once.
+            await self.shared.readthrough.read(d.recheck_keys)
+            return self._decided_again(http, settled=True)
+        return d
+
+    async def _claim(self, http: HttpRequest, d: Decision) -> Decision:
         from extauthz.shared.redis import SharedUnavailable
         ctx, caller = self.ctx, d.caller
         assert ctx is not None and caller is not None and d.claim
@@ -156,8 +167,8 @@ class App:
             self.sessions.apply(SessionBound(d.claim, owner, d.server, protocol_version=d.protocol_version))
         return self._decided_again(http)
 
-    def _decided_again(self, http: HttpRequest) -> Decision:
-        d = self.check(http)
+    def _decided_again(self, http: HttpRequest, *, settled: bool = False) -> Decision:
+        d = self.check(http, settled=settled)
         if d.claim:                    # idle past the TTL in between: never an allow without an owner
             d.claim = ""
             self._enqueue(d, http)
@@ -270,8 +281,9 @@ class App:
         return ok and (self.ready_check is None or bool(self.ready_check()))
 
     # -- the Check path -------------------------------------------------------------------------
-    def check(self, http: HttpRequest) -> Decision:
-        """Decide, then record. Never raises: an internal error is a deny (fail closed)."""
+    def check(self, http: HttpRequest, *, settled: bool = False) -> Decision:
+        """Decide, then record. Never raises: an internal error is a deny (fail closed). A pending
+        decision (`d.pending`) is neither scored nor recorded: `confirm_claim` settles it."""
         ctx = self.ctx
         t0 = time.perf_counter()
         self.last_check = time.monotonic()
@@ -288,17 +300,46 @@ class App:
                 fault = True
             if d.claim:
                 return d                # the transport awaits the claim and decides again (confirm_claim)
-            try:
-                self._after(d, ctx, http.path)
-                if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
-                    d.caller = _best_effort_caller(http, ctx)     # denied before identity: still attribute it
-                if d.caller is not None:
-                    self._score(d, ctx, fault, http)
-            except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
-                log.exception("session/risk bookkeeping failed; the decision stands")
+            if not settled and not fault and d.reason is Reason.UNKNOWN_CAPABILITY and self._lagging(d, ctx):
+                return d                # ... or reads through what the feed may not have brought yet
+            self._finish(d, ctx, http, fault, t0)
+            return d
         d.latency = time.perf_counter() - t0
         self._enqueue(d, http)
         return d
+
+    def _finish(self, d: Decision, ctx: Context, http: HttpRequest, fault: bool = False,
+                t0: float | None = None) -> None:
+        """Bookkeeping, risk (once, on the final decision) and recording."""
+        try:
+            self._after(d, ctx, http.path)
+            if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
+                d.caller = _best_effort_caller(http, ctx)     # denied before identity: still attribute it
+            if d.caller is not None:
+                self._score(d, ctx, fault, http)
+        except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
+            log.exception("session/risk bookkeeping failed; the decision stands")
+        if t0 is not None:
+            d.latency = time.perf_counter() - t0
+        self._enqueue(d, http)
+
+    def _lagging(self, d: Decision, ctx: Context) -> bool:
+        """An `unknown_capability` deny that the Redis feed's lag may explain, with something to
+        read that was not read a moment ago: marks `d.recheck` (extauthz.shared.readthrough)."""
+        rt = getattr(self.shared, "readthrough", None)
+        if rt is None or d.server.startswith("shadow:"):
+            return False                # without --redis: nothing changes
+        unseen = d.detail.endswith(UNSEEN)
+        caller = d.caller.key if d.caller is not None else ""
+        keys = rt.keys(d.server, d.session_id, caller, unseen=unseen,
+                       visibility=bool(ctx.policy.sessions.visibility_binding))
+        if not keys:
+            return False
+        if not self.shared.connected:
+            rt.counts["down"] += 1      # the deny stands at once, no wait
+            return False
+        d.recheck, d.recheck_keys = ("vis" if unseen else "spec"), keys
+        return True
 
     def _enqueue(self, d: Decision, http: HttpRequest) -> None:
         q = self._unrecorded

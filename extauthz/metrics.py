@@ -78,6 +78,13 @@ class _SharedCollector:
         yield CounterMetricFamily("mcp_extauthz_shared_writes_dropped",
                                   "Shared-state writes dropped (queue full while the store was away)",
                                   value=float(st.get("writesDropped", 0)))
+        rt = CounterMetricFamily("mcp_extauthz_shared_readthrough",
+                                 "Redis reads before a deny the feed lag may explain (found: newer state applied)",
+                                 labels=["outcome"])
+        counts = st.get("readThrough") or {}
+        for outcome in ("found", "nothing", "down"):
+            rt.add_metric([outcome], float(counts.get(outcome, 0)))
+        yield rt
 
 
 class _FilterFailureCollector:

@@ -30,6 +30,7 @@ from extauthz.specs.store import SpecStore
 from extauthz.specs.validators import Invalid, ValidatorCache
 
 SESSION_HEADER = "mcp-session-id"
+UNSEEN = "was never listed to this session"     # the detail of a visibilityBinding denial
 
 
 @dataclass(slots=True)
@@ -310,7 +311,7 @@ def _unseen(seen: Any, kind: str, key: str, what: str) -> Verdict | None:
     (or, without a session, to this caller). Compared with what the server listed, not with what
     filterLists showed, so a capability the policy forbids stays `not_allowed`."""
     if seen is not None and shown(seen, kind, key) is False:
-        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {key[:200]!r} was never listed to this session", name=key)
+        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {key[:200]!r} {UNSEEN}", name=key)
     return None
 
 

@@ -72,7 +72,16 @@ class Decision:
     # The session id the shared store must be asked about before this request can be decided (a
     # replica that never saw it). Such a decision is a deny until the claim settles it.
     claim: str = ""
+    # A deny the shared state's feed lag may have caused (extauthz.shared.readthrough): "spec" (an
+    # unknown name) or "vis" (never listed to this session). Not scored until read through.
+    recheck: str = ""
+    recheck_keys: list[Any] = field(default_factory=list)
     latency: float = 0.0
+
+    @property
+    def pending(self) -> bool:
+        """The transport awaits `App.confirm_claim` before answering."""
+        return bool(self.claim or self.recheck)
 
     @property
     def allowed(self) -> bool:

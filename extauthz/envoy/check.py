@@ -38,12 +38,12 @@ class AuthorizationServicer:
         if disc is not None and disc.waiting:       # empty once every upstream was discovered
             await disc.before_check(http, _time_remaining(context))
         d = self.app.check(http)
-        if d.claim:         # a session id this replica never saw: its owner is asked of the shared store
+        if d.pending:       # a session id this replica never saw, or a deny the feed lag may explain
             try:
                 d = await self.app.confirm_claim(http, d)
             except Exception:  # noqa: BLE001 - the pending decision is a deny: answer it
                 log.exception("claim failed; denying")
-                d.claim = ""
+                d.claim = d.recheck = ""
         return encode_check_response(d)
 
 

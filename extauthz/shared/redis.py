@@ -38,6 +38,7 @@ from extauthz.risk.report import report_counts
 from extauthz.shared.changes import (Approved, Change, InfoNoted, Listed, Quarantined, RateCounts, RiskEvent,
                                      RiskScore, SessionBound, SessionEnded, SpecLearned, apply_to, decode)
 from extauthz.shared.config import RedisConfig
+from extauthz.shared.readthrough import ReadThrough
 
 if TYPE_CHECKING:
     from extauthz.app import App
@@ -77,6 +78,7 @@ class RedisShared:
         self.r = client or _client(cfg)
         self.p = cfg.prefix
         self.outbox: deque[tuple[str, dict[str, Any]]] = deque()
+        self.inflight: list[tuple[str, dict[str, Any]]] = []    # the batch being written
         self._wake = asyncio.Event()
         self.last_id = "0-0"
         self.connected = False
@@ -89,6 +91,7 @@ class RedisShared:
         self._tasks: list[asyncio.Task[Any]] = []
         self._closed = False          # redis-py may swallow a cancellation mid-command: loops check this
         self.on_state: Callable[[bool], None] | None = None
+        self.readthrough = ReadThrough(self)   # denials the feed lag may cause (App.confirm_claim)
 
     # -- the Check path's one wait ------------------------------------------------------------------
     async def claim(self, sid: str, caller: str, server: str, meta: dict[str, str]) -> tuple[str, bool]:
@@ -139,7 +142,7 @@ class RedisShared:
             while self.outbox:
                 if not self.connected:
                     break                          # kept (bounded) for the reconnect to replay
-                batch = [self.outbox.popleft() for _ in range(min(len(self.outbox), 256))]
+                batch = self.inflight = [self.outbox.popleft() for _ in range(min(len(self.outbox), 256))]
                 try:
                     async with self.r.pipeline(transaction=False) as pipe:
                         for op, payload in batch:
@@ -151,6 +154,8 @@ class RedisShared:
                     self.outbox.extendleft(reversed(batch))     # replayed once Redis is back
                     self._down(e)
                     break
+                finally:
+                    self.inflight = []
 
     def _durable(self, pipe: Any, c: Change | None) -> None:
         """What a replica that starts later must find (the feed alone may have been trimmed)."""
@@ -214,7 +219,15 @@ class RedisShared:
                     self.lag = max(0.0, time.time() - int(self.last_id.split("-")[0]) / 1000)
 
     def _apply(self, msg: dict[str, Any]) -> None:
-        apply_to(self.app, decode(msg))
+        change = decode(msg)
+        apply_to(self.app, change)
+        self.readthrough.heard(change)
+
+    def pending_own(self, server: str) -> set[tuple[str, str]]:
+        """(op, kind) of this replica's writes about `server` not yet in Redis (queued or being
+        written): there, what Redis holds may be older than what this replica knows."""
+        return {(op, str(p.get("kind", ""))) for op, p in (*self.outbox, *self.inflight)
+                if p.get("server") == server and op in ("spec", "approve", "visible")}
 
     # -- connection, load, republish ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -395,7 +408,8 @@ class RedisShared:
     def status(self) -> dict[str, Any]:
         return {"backend": "redis", "url": self.cfg.redacted(), "connected": self.connected,
                 "loaded": self.loaded.is_set(), "lagSeconds": round(self.lag, 3), "queued": len(self.outbox),
-                "writesDropped": self.writes_dropped, "claimsDenied": self.claims_denied}
+                "writesDropped": self.writes_dropped, "claimsDenied": self.claims_denied,
+                "readThrough": self.readthrough.status()}
 
 
 def _client(cfg: RedisConfig) -> aioredis.Redis:

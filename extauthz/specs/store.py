@@ -95,6 +95,20 @@ class SpecStore:
         else:
             raise TypeError(f"not a spec change: {change!r}")
 
+    def lacks(self, server: str, kind: str, items: list[Any]) -> bool:
+        """Whether a snapshot of `kind` names something this store does not know for `server`
+        (a read-through applies only such snapshots: extauthz.shared.readthrough)."""
+        parse = PARSERS.get(kind)
+        if parse is None:
+            return False
+        spec = self._specs.get(server)
+        table = spec.table(kind) if spec is not None else {}
+        for item in items:
+            entry = parse(item)
+            if entry is not None and _key(kind, entry) not in table:
+                return True
+        return False
+
     def pin(self, server: str, snapshot: dict[str, Any]) -> None:
         """Install an operator-supplied snapshot. Pinned specs are authoritative: learning never
         replaces them (a server that changes is then drift against the pin)."""

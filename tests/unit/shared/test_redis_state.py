@@ -38,7 +38,7 @@ async def replica(redis: RedisProcess, policy: Path = POLICY, *, learned: bool =
 async def check(app: App, body: Any, claims: dict[str, Any] = SUPPORT, sid: str = "S1", **kw: Any) -> Decision:
     req = http(body, claims=claims, headers={"mcp-session-id": sid, **kw.pop("headers", {})}, **kw)
     d = app.check(req)
-    if d.claim:
+    if d.pending:
         d = await app.confirm_claim(req, d)
     return d
 
