@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -104,7 +105,7 @@ class ReadThrough:
             t = self._reading.get(k)
             if t is None:
                 t = self._reading[k] = asyncio.create_task(self._read_one(k))
-                t.add_done_callback(lambda _t, k=k: self._reading.pop(k, None))
+                t.add_done_callback(self._done(k))
                 started = True
             tasks.append(t)
         try:
@@ -115,6 +116,11 @@ class ReadThrough:
         if started:
             self.counts[outcome] += 1
         return "found" in got
+
+    def _done(self, key: tuple[str, ...]) -> Callable[[asyncio.Task[str]], None]:
+        def done(_t: asyncio.Task[str]) -> None:
+            self._reading.pop(key, None)
+        return done
 
     async def _read_one(self, key: tuple[str, ...]) -> str:
         s = self.shared
@@ -143,7 +149,7 @@ class ReadThrough:
                                                      pattern)
         pending = s.pending_own(server)
         local = specs.get(server)
-        changes: list[Change] = []
+        changes: list[Approved | SpecLearned] = []
         for f, digest in _pairs(approved):            # approvals before snapshots, as at load
             _, kind, name = orjson.loads(f)
             if ("approve", kind) not in pending and (local is None or local.approved.get((kind, name)) != _s(digest)):
@@ -173,8 +179,8 @@ class ReadThrough:
         current = vis.view(server, sid, caller)
         mine = current[0] if sid else current[1]
         found = False
-        for kind, names in (got or {}).items():
-            kind, names = _s(kind), frozenset(orjson.loads(names))
+        for raw_kind, raw_names in (got or {}).items():
+            kind, names = _s(raw_kind), frozenset(orjson.loads(raw_names))
             if ("visible", kind) in pending or (mine is not None and mine.get(kind) == names):
                 continue
             vis.apply(Listed(server, sid, caller, kind, tuple(sorted(names))))
