@@ -41,7 +41,8 @@ from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.links import LinkGrants
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
-from extauthz.specs.learn import LIST_KINDS, OBSERVE_METHODS, Learner, View
+from extauthz.mcp.kinds import BY_LIST_METHOD, BY_OBSERVED_METHOD, Kind
+from extauthz.specs.learn import Learner, View
 from extauthz.specs.listfilter import FAILURES, view_ref
 from extauthz.specs.store import DriftEvent, SpecStore
 from extauthz.specs.validators import ValidatorCache
@@ -257,8 +258,7 @@ class App:
             return None
         why = assess(self.inventory, kind, entry)["hold"]
         key = getattr(entry, "uri", None) or getattr(entry, "uri_template", None) or entry.name
-        what = {"resourceTemplates": "resource template"}.get(kind, kind[:-1])
-        return f"hidden instructions in {what} {key[:80]!r}: {why}"[:300] if why else None
+        return f"hidden instructions in {Kind(kind).label} {key[:80]!r}: {why}"[:300] if why else None
 
     def _on_drift(self, ev: DriftEvent) -> None:
         self.metrics.drift.labels(ev.server).inc()
@@ -404,7 +404,7 @@ class App:
         (extauthz.specs.listfilter); an anonymous caller (unauthenticated: allow) is filtered too."""
         policy = ctx.policy
         if policy.defaults.filter_lists and not policy.monitor and not d.server.startswith("shadow:") \
-                and (d.learn_stream or d.resumed or any(e[1] in LIST_KINDS for e in d.learn)):
+                and (d.learn_stream or d.resumed or any(e[1] in BY_LIST_METHOD for e in d.learn)):
             d.view = view_ref(d.caller)
 
     def _score(self, d: Decision, ctx: Context, fault: bool = False, http: HttpRequest | None = None) -> None:
@@ -423,7 +423,7 @@ class App:
                                  signature=_signature(d, http) if points else None)
         if alert is not None:
             d.alert = alert
-        if d.allowed and d.method in OBSERVE_METHODS:
+        if d.allowed and d.method in BY_OBSERVED_METHOD:
             sampled = self.observer.mark(d, ctx)
             if d.method == "tools/call":
                 self._await_links(d, ctx, sampled)

@@ -24,7 +24,7 @@ from extauthz.admin.actors import ActorSource, Hit, LocalActors
 from extauthz.admin.page import HEADERS as PAGE_HEADERS
 from extauthz.admin.page import render as render_page
 from extauthz.app import App
-from extauthz.inventory.store import spec_kind
+from extauthz.mcp.kinds import spec_kind
 
 
 def inventory(app: App) -> dict[str, Any]:

@@ -18,18 +18,17 @@ from extauthz.core.reasons import Reason
 from extauthz.identity.caller import Caller
 from extauthz.identity.sources import BadIdentity, resolve_caller
 from extauthz.mcp import headers as mcp_headers
+from extauthz.mcp.headers import SESSION_HEADER
 from extauthz.mcp.jsonrpc import Limits, Message, parse_body
-from extauthz.mcp.methods import (ALLOWED_PARAMS, BATCH_VERSIONS, CAPABILITY_METHODS, FREE_METHODS,
-                                  LEARN_METHODS, NOTIFICATIONS)
+from extauthz.mcp.learnheader import MAX_ENTRIES
+from extauthz.mcp.kinds import BY_CAPABILITY_METHOD, Kind
+from extauthz.mcp.methods import ALLOWED_PARAMS, BATCH_VERSIONS, FREE_METHODS, LEARN_METHODS, NOTIFICATIONS
 from extauthz.mcp.names import name_problem, uri_problem
 from extauthz.mcp.request import HttpRequest
 from extauthz.sessions.registry import SessionRegistry, valid_session_id
 from extauthz.sessions.visibility import Visibility, shown
-from extauthz.specs.learn import MAX_ENTRIES
 from extauthz.specs.store import SpecStore
 from extauthz.specs.validators import ValidatorCache
-
-SESSION_HEADER = "mcp-session-id"
 
 
 @dataclass(slots=True)
@@ -199,8 +198,8 @@ def _requested_name(messages: list[Message]) -> str:
     decided before the message itself is (risk_blocked, rate_limited)."""
     if len(messages) != 1:
         return ""
-    cap = CAPABILITY_METHODS.get(messages[0].method)
-    value = messages[0].params.get(cap[1]) if cap is not None else None
+    kind = BY_CAPABILITY_METHOD.get(messages[0].method)
+    value = messages[0].params.get(kind.key_field) if kind is not None else None
     return value[:200] if type(value) is str else ""
 
 
@@ -269,8 +268,8 @@ def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
         return ALLOW
     if m.kind == "notification":
         return ALLOW if method in NOTIFICATIONS else Verdict(Reason.UNKNOWN_METHOD, f"unknown notification {method!r}")
-    cap = CAPABILITY_METHODS.get(method)
-    if cap is None:
+    kind = BY_CAPABILITY_METHOD.get(method)
+    if kind is None:
         if method == "completion/complete":
             return _completion(m, server, caller, ctx, seen)
         if method == "subscriptions/listen":
@@ -280,22 +279,21 @@ def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
     if not allowed_params.issuperset(m.params):
         extra = m.params.keys() - allowed_params
         return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
-    kind, key = cap
-    if kind == "tools":
+    if kind is Kind.TOOLS:
         return _tool_call(m, server, caller, ctx, headers, seen)
-    if kind == "prompts":
+    if kind is Kind.PROMPTS:
         return _prompt_get(m, server, caller, ctx, seen)
-    return _resource(m.params.get(key), server, caller, ctx, seen, linked)
+    return _resource(m.params.get(kind.key_field), server, caller, ctx, seen, linked)
 
 
 def _permitted(rule: Any, caller: Caller | None) -> bool:
     return rule is not None and rule.allow.permits(caller)
 
 
-def _quarantined(spec: Any, kind: str, name: str) -> Verdict | None:
+def _quarantined(spec: Any, kind: Kind, name: str) -> Verdict | None:
     why = spec.quarantined.get((kind, name))
     # `why` is what held it (a change since approval, or the first-sight screen): say that, not a guess
-    return Verdict(Reason.QUARANTINED, f"{kind[:-1]} {name!r} is quarantined: {why}", name=name) if why else None
+    return Verdict(Reason.QUARANTINED, f"{kind.singular} {name!r} is quarantined: {why}", name=name) if why else None
 
 
 def _unknown(ctx: Context, what: str, name: str) -> Verdict | None:
@@ -314,7 +312,7 @@ def _unseen(seen: Any, kind: str, key: str, what: str) -> Verdict | None:
     return None
 
 
-def _named(name: Any, kind: str, server: Any, caller: Caller | None, ctx: Context,
+def _named(name: Any, kind: Kind, server: Any, caller: Caller | None, ctx: Context,
            seen: Any = None) -> tuple[Verdict | None, Any, Any]:
     """Questions 1 and 2 for a tool or prompt named in the request: (denial or None, spec entry, rule).
 
@@ -324,13 +322,13 @@ def _named(name: Any, kind: str, server: Any, caller: Caller | None, ctx: Contex
         return Verdict(Reason.MALFORMED_REQUEST, problem), None, None
     spec = ctx.specs.get(server.name)
     entry = spec.table(kind).get(name) if spec is not None else None
-    what = kind[:-1]
+    what = kind.rule_kind
     if entry is None:
         if (v := _unknown(ctx, what, name)) is not None:
             return v, None, None
     elif (v := _quarantined(spec, kind, name)) is not None or (v := _unseen(seen, kind, name, what)) is not None:
         return v, None, None
-    rule = server.rule_for(what, name)
+    rule = server.rule_for(kind.rule_kind, name)
     if not _permitted(rule, caller):
         return Verdict(Reason.NOT_ALLOWED, f"{what} {name!r} is not allowed for this caller",
                        rule.rule_id if rule else "", name), None, None
@@ -348,7 +346,7 @@ def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verd
 def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str],
                seen: Any = None) -> Verdict:
     name = m.params.get("name")
-    denied, tool, rule = _named(name, "tools", server, caller, ctx, seen)
+    denied, tool, rule = _named(name, Kind.TOOLS, server, caller, ctx, seen)
     if denied is not None:
         return denied
     args = m.params.get("arguments", {})
@@ -368,7 +366,7 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
 
 def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
     name = m.params.get("name")
-    denied, prompt, rule = _named(name, "prompts", server, caller, ctx, seen)
+    denied, prompt, rule = _named(name, Kind.PROMPTS, server, caller, ctx, seen)
     if denied is not None:
         return denied
     args = m.params.get("arguments", {})
@@ -404,17 +402,17 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: 
     if not known:
         # A resource link a tool returned to this session (caller) need not be listed.
         if linked is None or not ctx.links.granted(linked, uri):
-            if (v := _unknown(ctx, "resource", uri)) is not None:
+            if (v := _unknown(ctx, Kind.RESOURCES.label, uri)) is not None:
                 return v
     else:
-        key, kind = (uri, "resources") if template is None else (template.uri_template, "resourceTemplates")
+        key, kind = (uri, Kind.RESOURCES) if template is None else (template.uri_template, Kind.RESOURCE_TEMPLATES)
         if (v := _quarantined(spec, kind, key)) is not None:
             return v
-        if (v := _unseen(seen, kind, key, "resource" if template is None else "resource template")) is not None:
+        if (v := _unseen(seen, kind, key, kind.label)) is not None:
             return v
-    rule = server.rule_for("resource", uri)
+    rule = server.rule_for(Kind.RESOURCES.rule_kind, uri)
     if rule is None and template is not None:
-        rule = server.rule_for("resource", template.uri_template)
+        rule = server.rule_for(Kind.RESOURCES.rule_kind, template.uri_template)
     if not _permitted(rule, caller):
         return Verdict(Reason.NOT_ALLOWED, f"resource {uri[:200]!r} is not allowed for this caller",
                        rule.rule_id if rule else "", uri)
@@ -453,7 +451,7 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
         # Completing a prompt argument happens before it has a value: the prompt must be known and
         # allowed and the argument declared; required arguments are not required yet.
         name = ref.get("name")
-        denied, prompt, rule = _named(name, "prompts", server, caller, ctx, seen)
+        denied, prompt, rule = _named(name, Kind.PROMPTS, server, caller, ctx, seen)
         if denied is not None:
             return denied
         if prompt is not None and arg["name"] not in prompt.arguments:
@@ -465,11 +463,11 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
             return Verdict(Reason.MALFORMED_REQUEST, problem)
         spec = ctx.specs.get(server.name)
         if spec is None or uri not in spec.templates:
-            if (v := _unknown(ctx, "resource template", uri)) is not None:
+            if (v := _unknown(ctx, Kind.RESOURCE_TEMPLATES.label, uri)) is not None:
                 return v
-        elif (v := _unseen(seen, "resourceTemplates", uri, "resource template")) is not None:
+        elif (v := _unseen(seen, Kind.RESOURCE_TEMPLATES, uri, Kind.RESOURCE_TEMPLATES.label)) is not None:
             return v
-        rule = server.rule_for("resource", uri)
+        rule = server.rule_for(Kind.RESOURCES.rule_kind, uri)
         if not _permitted(rule, caller):
             return Verdict(Reason.NOT_ALLOWED, "resource template not allowed for this caller",
                            rule.rule_id if rule else "", uri)

@@ -16,15 +16,10 @@ from google.rpc import status_pb2
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
 from extauthz.mcp.request import HttpRequest
-from extauthz.sessions.ending import end_mark
-from extauthz.specs.learn import OBSERVE_HEADER, encode_learn_header, observe_only, stream_mark
+from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER, encode_learn_header, end_mark, observe_only, stream_mark
 
 PARTIAL_HEADER = "x-envoy-auth-partial-body"
-LEARN_HEADER = "x-mcp-extauthz-learn"
 REASON_HEADER = "x-mcp-extauthz-reason"
-# Headers we own upstream: always overwritten or removed, so a client can never forge them.
-OWNED_HEADERS = ("x-mcp-server", "x-mcp-method", "x-mcp-name", "x-mcp-caller", "x-mcp-decision-id", LEARN_HEADER,
-                 "x-mcp-extauthz-observe")
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK = status_pb2.Status(code=0)
 _DENIED = status_pb2.Status(code=7)
@@ -89,7 +84,6 @@ def to_http_request(req: external_auth_pb2.CheckRequest) -> HttpRequest:
         body=body,
         partial=headers.get(PARTIAL_HEADER) == "true",
         peer_principal=attrs.source.principal,
-        request_id=headers.get("x-request-id", ""),
         metadata=metadata,
     )
 

@@ -13,9 +13,8 @@ from typing import Any
 
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
-from extauthz.envoy.convert import LEARN_HEADER, REASON_HEADER
-from extauthz.sessions.ending import end_mark
-from extauthz.specs.learn import OBSERVE_HEADER, encode_learn_header, observe_only, stream_mark
+from extauthz.envoy.convert import REASON_HEADER
+from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER, encode_learn_header, end_mark, observe_only, stream_mark
 
 _OVERWRITE = 2          # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 

@@ -23,7 +23,8 @@ from extauthz.inventory.classify import scan_response
 from extauthz.inventory.store import Inventory
 from extauthz.risk.engine import RiskEngine
 from extauthz.risk.stages import EXTRACT
-from extauthz.specs.learn import OBSERVE_METHODS, LearnEntry
+from extauthz.mcp.kinds import BY_OBSERVED_METHOD
+from extauthz.specs.learn import LearnEntry
 
 FIRST = 3                  # sampled: the first calls of each capability ...
 EVERY = 200                # ... then 1 in this many ...
@@ -71,7 +72,7 @@ class Observer:
         """An observed call's result (the learner's hook): counted in the inventory; a large or
         sensitive one is extraction evidence on the caller's timeline."""
         findings = scan_response(result, max_bytes=SCAN_BYTES) if result is not None else {}
-        self.inventory.record_response(server, OBSERVE_METHODS[entry.method], entry.name, findings, size)
+        self.inventory.record_response(server, BY_OBSERVED_METHOD[entry.method].value, entry.name, findings, size)
         ctx = self._ctx()
         if not caller or caller == "-" or ctx is None:
             return

@@ -15,7 +15,7 @@ from extauthz.inventory.sensitivity import assess, response_categories, text_fla
 from extauthz.inventory.store import MAX_CALLERS_PER_CAPABILITY, Inventory, Usage
 from extauthz.policy.errors import PolicyError
 from extauthz.policy.load import canonical_json, load_policy_document, parse_policy_bytes, resolve_policy_path
-from extauthz.policy.rules import RULE_KIND
+from extauthz.mcp.kinds import Kind
 
 MAX_VIEW_CALLERS = 500
 MAX_SAMPLE_URIS = 5
@@ -256,7 +256,7 @@ def _server_view(name: str, inv: Inventory, app: Any, policy: Any, used: dict[tu
         return out
 
     def rule(kind: str, key: str) -> Any:
-        return sp.rule_for(RULE_KIND[kind], key) if sp is not None else None
+        return sp.rule_for(Kind(kind).rule_kind, key) if sp is not None else None
 
     def common(kind: str, key: str, entry: Any) -> dict[str, Any]:
         r = rule(kind, key)

@@ -11,11 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from extauthz.identity.caller import Caller
+from extauthz.mcp.kinds import RuleKind
 
-RuleKind = Literal["tool", "resource", "prompt"]
-# Which rules cover each kind a server publishes (templates are matched by resource rules).
-RULE_KIND: dict[str, RuleKind] = {"tools": "tool", "resources": "resource", "resourceTemplates": "resource",
-                                  "prompts": "prompt"}
 ConstraintOp = Literal["inClaim", "equalsClaim"]
 
 _INDEX = re.compile(r"0|[1-9][0-9]*")

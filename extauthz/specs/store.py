@@ -8,7 +8,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from extauthz.specs.model import PARSERS, KINDS, ServerSpec
+from extauthz.mcp.kinds import KIND_NAMES
+from extauthz.specs.model import PARSERS, ServerSpec
 
 log = logging.getLogger("extauthz.specs")
 
@@ -67,7 +68,7 @@ class SpecStore:
         """Install an operator-supplied snapshot. Pinned specs are authoritative: learning never
         replaces them (a server that changes is then drift against the pin)."""
         spec = self._spec(server)
-        for kind in KINDS:
+        for kind in KIND_NAMES:
             if kind in snapshot:
                 self._replace(spec, kind, snapshot[kind] or [], on_drift="accept", initial=True, source="pinned")
         spec.pinned = True

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from extauthz.app import App
-from extauthz.specs.model import KINDS
+from extauthz.mcp.kinds import KIND_NAMES as KINDS
 from extauthz.workers.bus import apply_change
 from extauthz.workers.claims import ClaimAuthority
 from extauthz.workers.query import WorkerActors

@@ -25,7 +25,8 @@ from extauthz.envoy.process import ExternalProcessorServicer, add_to_server
 from extauthz.mcp.request import HttpRequest
 from extauthz.mcp.sse import SseParser
 from extauthz.specs import learn
-from extauthz.specs.learn import LEARN_HEADER, MAX_ENTRIES, MAX_HEADER_CHARS, decode_learn, encode_learn_header
+from extauthz.mcp.learnheader import LEARN_HEADER, MAX_ENTRIES, MAX_HEADER_CHARS, encode_learn_header
+from extauthz.specs.learn import decode_learn
 from extauthz.specs.listfilter import View, fingerprint
 
 JWT_NS = "envoy.filters.http.jwt_authn"

@@ -15,7 +15,7 @@ from extauthz.app import App
 from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
 from extauthz.mcp.request import HttpRequest
-from extauthz.specs.learn import encode_learn_header
+from extauthz.mcp.learnheader import encode_learn_header
 
 HERE = Path(__file__).parent
 POLICY = HERE / "policy.yaml"
