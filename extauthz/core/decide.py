@@ -336,10 +336,9 @@ def _named(name: Any, kind: Kind, server: Any, caller: Caller | None, ctx: Conte
 
 
 def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verdict:
-    for c in rule.constraints:
-        if not c.check(args, caller):
-            return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
-                           rule.rule_id, name)
+    if rule.constraints and (c := rule.failed_constraint(args, caller)) is not None:
+        return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
+                       rule.rule_id, name)
     return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
 
 
