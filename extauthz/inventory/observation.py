@@ -42,8 +42,8 @@ class Observer:
         self._counts: dict[tuple[str, str], int] = {}
         self._budget = [0, 0, 0]            # [second, sampled, risky] observed in that second
 
-    def mark(self, d: Decision, ctx: Any) -> bool:
-        """Add an observe entry to an allowed call's learn entries if it is to be observed."""
+    def sample(self, d: Decision, ctx: Any) -> bool:
+        """Whether an allowed call's result is to be observed (its answer plan then says so)."""
         mode = ctx.policy.audit.observe_responses
         if mode == "off" or d.legacy_sse or len(d.ids) != 1 or not d.name or d.caller is None:
             return False
@@ -64,7 +64,6 @@ class Observer:
             if budget[slot] >= (RISKY_PER_SECOND if risky else PER_SECOND):
                 return False
             budget[slot] += 1
-        d.learn.append([d.ids[0], d.method, d.name])
         return True
 
     def on_result(self, server: str, caller: str, session_id: str, entry: LearnEntry,

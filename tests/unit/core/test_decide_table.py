@@ -224,7 +224,7 @@ def test_session_hijack(app):
     # The owner's DELETE passes, marked for ext_proc: the binding ends only on the server's
     # confirmation (a refused DELETE leaves a live session, still the owner's).
     d = app.check(http(method="DELETE", headers={"mcp-session-id": "s-1"}))
-    assert d.allowed and d.end_session
+    assert d.allowed and d.plan.end_session
     assert app.check(http(rpc("tools/list"), claims=bob, headers={"mcp-session-id": "s-1"})).reason is R.SESSION_HIJACK
     assert not app.check(http(method="DELETE", claims=bob, headers={"mcp-session-id": "s-1"})).allowed
     app.learner.on_session_end("crm", "s-1", "refused")
@@ -258,13 +258,13 @@ def test_batch_with_one_denied_element_is_denied_whole(app):
     assert [e["id"] for e in errors] == [1, "two"]
     assert errors[1]["error"]["data"]["reason"] == "not_allowed"
     assert errors[0]["error"]["data"]["reason"] == "not_allowed"
-    assert d.learn == []
+    assert d.plan.entries == ()
 
 
 def test_allowed_batch_carries_learn_entries(app):
     d = app.check(http([rpc("tools/list", mid=1), rpc("prompts/list", {"cursor": "p2"}, mid=2)]))
     assert d.allowed
-    assert d.learn == [[1, "tools/list", True], [2, "prompts/list", False]]
+    assert [list(e) for e in d.plan.entries] == [[1, "tools/list", True], [2, "prompts/list", False]]
 
 
 def test_denial_body_is_jsonrpc_error_with_same_id(app):
