@@ -276,6 +276,18 @@ def test_denial_body_is_jsonrpc_error_with_same_id(app):
                                     "detail": "tool 'export_customers' is not allowed for this caller"}
 
 
+@pytest.mark.parametrize("raw,code", [
+    (b'{"jsonrpc":"2.0","id":1,', -32700),                               # not JSON: parse error
+    (b'{"jsonrpc":"1.0","id":1,"method":"tools/list"}', -32600),         # JSON, not JSON-RPC
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"lookup_customer",'
+     b'"arguments":{"customer_id":"c-100","invalid JSON":1}}}', -32602),  # invalid params
+])
+def test_jsonrpc_error_code_follows_the_refusal(app, raw, code):
+    from extauthz.core.answers import denial_body
+    d = app.check(http(raw=raw))
+    assert not d.allowed and orjson.loads(denial_body(d))["error"]["code"] == code
+
+
 def test_unreadable_body_answers_null_id(app):
     from extauthz.core.answers import denial_body
     d = app.check(http(raw=b'{"jsonrpc":"2.0","id":5,"id":6,"method":"x"}'))
