@@ -3,7 +3,7 @@
 `Verdict` answers one JSON-RPC message; `Decision` answers the HTTP request (a message, a batch, a
 GET or a DELETE); `AnswerPlan` is what ext_proc must learn or observe from the response. A
 `Decision` is a NamedTuple, not a frozen dataclass: it has 27 fields, and a frozen dataclass pays
-one `object.__setattr__` per field (3.2 µs against 0.3 µs per build: bench/README.md).
+one `object.__setattr__` per field (bench/README.md "Decision records").
 """
 
 from __future__ import annotations
@@ -61,10 +61,9 @@ class Observe(NamedTuple):
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class AnswerPlan:
+class AnswerPlan(NamedTuple):
     """What the allowed answer tells ext_proc (extauthz.mcp.learnheader), built by one function
-    (extauthz.core.plan.answer_plan)."""
+    (extauthz.core.plan.answer_plan). A NamedTuple like Decision: one is built per learned request."""
 
     entries: tuple[Learn | Observe, ...] = ()
     stream: bool = False            # a 2024-11-05 GET event stream: results arrive on it

@@ -12,6 +12,7 @@ then `answer_plan` builds, once, what the answer tells ext_proc.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from extauthz.core.context import Context
@@ -30,7 +31,10 @@ class Effects:
     links: bool = False
 
 
-NONE = Effects()
+# Every combination, built once: a Check looks its effects up instead of allocating them.
+_ALL = {(sse, *flags): Effects(sse, *flags) for sse in ("", "expect", "inject")
+        for flags in itertools.product((False, True), repeat=4)}
+NONE = _ALL["", False, False, False, False]
 
 
 def effects_of(d: Decision, ctx: Context) -> Effects:
@@ -40,13 +44,13 @@ def effects_of(d: Decision, ctx: Context) -> Effects:
             sse = "expect"
         elif not d.wire_allowed and d.ids and d.reason is not Reason.SESSION_HIJACK:
             sse = "inject"
-    caller = d.caller
+    if d.caller is None:
+        return _ALL[sse, False, False, False, False]
     if not d.allowed:
-        return Effects(sse, score=caller is not None) if sse or caller is not None else NONE
-    single_call = not d.legacy_sse and len(d.ids) == 1 and bool(d.name) and caller is not None
-    return Effects(sse, bool(d.session_id) and caller is not None, caller is not None,
-                   caller is not None and d.method in BY_OBSERVED_METHOD,
-                   single_call and d.method == "tools/call" and ctx.links is not None)
+        return _ALL[sse, False, True, False, False]
+    return _ALL[sse, bool(d.session_id), True, d.method in BY_OBSERVED_METHOD,
+                d.method == "tools/call" and ctx.links is not None and not d.legacy_sse and len(d.ids) == 1
+                and bool(d.name)]
 
 
 def answer_plan(d: Decision, ctx: Context, *, end_session: bool, observed: bool, await_result: bool) -> AnswerPlan:
