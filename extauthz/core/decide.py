@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import urllib.parse
 import zlib
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 from extauthz.core.context import Context
@@ -37,8 +36,7 @@ from extauthz.sessions.registry import valid_session_id
 __all__ = ["Context", "Denial", "decide", "decide_message"]
 
 
-@dataclass(frozen=True, slots=True)
-class Denial:
+class Denial(NamedTuple):
     """The verdict that ends the pipeline."""
 
     reason: Reason

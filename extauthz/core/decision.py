@@ -2,8 +2,8 @@
 
 `Verdict` answers one JSON-RPC message; `Decision` answers the HTTP request (a message, a batch, a
 GET or a DELETE); `AnswerPlan` is what ext_proc must learn or observe from the response. A
-`Decision` is a NamedTuple, not a frozen dataclass: it has 27 fields, and a frozen dataclass pays
-one `object.__setattr__` per field (bench/README.md "Decision records").
+They are NamedTuples, not frozen dataclasses: several are built per Check, and a frozen dataclass
+pays one `object.__setattr__` per field (bench/README.md "Decision records").
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 from extauthz.core.reasons import Reason
@@ -28,9 +27,8 @@ def new_decision_id() -> str:
     return f"{int(time.time() * 1000):012x}{_PROCESS}{next(_counter) & 0xFFFFFFFF:08x}"
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The answer for one JSON-RPC message."""
+class Verdict(NamedTuple):
+    """The answer for one JSON-RPC message (a NamedTuple: one is built per message)."""
 
     reason: Reason
     detail: str = ""

@@ -11,7 +11,7 @@ from extauthz.core.reasons import Reason
 from extauthz.identity.caller import Caller
 from extauthz.mcp import headers as mcp_headers
 from extauthz.mcp.jsonrpc import Message
-from extauthz.mcp.kinds import BY_CAPABILITY_METHOD, Kind
+from extauthz.mcp.kinds import BY_CAPABILITY_METHOD, PROMPTS, RESOURCE_TEMPLATES, RESOURCES, TOOLS, Kind
 from extauthz.mcp.methods import ALLOWED_PARAMS, FREE_METHODS, NOTIFICATIONS
 from extauthz.mcp.names import name_problem, uri_problem
 from extauthz.sessions.visibility import shown
@@ -38,9 +38,9 @@ def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
     if not allowed_params.issuperset(m.params):
         extra = m.params.keys() - allowed_params
         return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
-    if kind is Kind.TOOLS:
+    if kind is TOOLS:
         return _tool_call(m, server, caller, ctx, headers, seen)
-    if kind is Kind.PROMPTS:
+    if kind is PROMPTS:
         return _prompt_get(m, server, caller, ctx, seen)
     return _resource(m.params.get(kind.key_field), server, caller, ctx, seen, linked)
 
@@ -95,16 +95,17 @@ def _named(name: Any, kind: Kind, server: Any, caller: Caller | None, ctx: Conte
 
 
 def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verdict:
-    if rule.constraints and (c := rule.failed_constraint(args, caller)) is not None:
-        return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
-                       rule.rule_id, name)
+    for c in rule.constraints:
+        if not c.check(args, caller):
+            return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
+                           rule.rule_id, name)
     return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
 
 
 def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str],
                seen: Any = None) -> Verdict:
     name: Any = m.params.get("name")
-    denied, tool, rule = _named(name, Kind.TOOLS, server, caller, ctx, seen)
+    denied, tool, rule = _named(name, TOOLS, server, caller, ctx, seen)
     if denied is not None:
         return denied
     args = m.params.get("arguments", {})
@@ -124,7 +125,7 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
 
 def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
     name: Any = m.params.get("name")
-    denied, prompt, rule = _named(name, Kind.PROMPTS, server, caller, ctx, seen)
+    denied, prompt, rule = _named(name, PROMPTS, server, caller, ctx, seen)
     if denied is not None:
         return denied
     args = m.params.get("arguments", {})
@@ -160,17 +161,17 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: 
     if not known:
         # A resource link a tool returned to this session (caller) need not be listed.
         if linked is None or not ctx.links.granted(linked, uri):
-            if (v := _unknown(ctx, Kind.RESOURCES.label, uri)) is not None:
+            if (v := _unknown(ctx, RESOURCES.label, uri)) is not None:
                 return v
     else:
-        key, kind = (uri, Kind.RESOURCES) if template is None else (template.uri_template, Kind.RESOURCE_TEMPLATES)
+        key, kind = (uri, RESOURCES) if template is None else (template.uri_template, RESOURCE_TEMPLATES)
         if (v := _quarantined(spec, kind, key)) is not None:
             return v
         if (v := _unseen(seen, kind, key, kind.label)) is not None:
             return v
-    rule = server.rule_for(Kind.RESOURCES.rule_kind, uri)
+    rule = server.rule_for(RESOURCES.rule_kind, uri)
     if rule is None and template is not None:
-        rule = server.rule_for(Kind.RESOURCES.rule_kind, template.uri_template)
+        rule = server.rule_for(RESOURCES.rule_kind, template.uri_template)
     if not _permitted(rule, caller):
         return Verdict(Reason.NOT_ALLOWED, f"resource {uri[:200]!r} is not allowed for this caller",
                        rule.rule_id if rule else "", uri)
@@ -209,7 +210,7 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
         # Completing a prompt argument happens before it has a value: the prompt must be known and
         # allowed and the argument declared; required arguments are not required yet.
         name: Any = ref.get("name")
-        denied, prompt, rule = _named(name, Kind.PROMPTS, server, caller, ctx, seen)
+        denied, prompt, rule = _named(name, PROMPTS, server, caller, ctx, seen)
         if denied is not None:
             return denied
         if prompt is not None and arg["name"] not in prompt.arguments:
@@ -221,11 +222,11 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
             return Verdict(Reason.MALFORMED_REQUEST, problem)
         spec = ctx.specs.get(server.name)
         if spec is None or uri not in spec.templates:
-            if (v := _unknown(ctx, Kind.RESOURCE_TEMPLATES.label, uri)) is not None:
+            if (v := _unknown(ctx, RESOURCE_TEMPLATES.label, uri)) is not None:
                 return v
-        elif (v := _unseen(seen, Kind.RESOURCE_TEMPLATES, uri, Kind.RESOURCE_TEMPLATES.label)) is not None:
+        elif (v := _unseen(seen, RESOURCE_TEMPLATES, uri, RESOURCE_TEMPLATES.label)) is not None:
             return v
-        rule = server.rule_for(Kind.RESOURCES.rule_kind, uri)
+        rule = server.rule_for(RESOURCES.rule_kind, uri)
         if not _permitted(rule, caller):
             return Verdict(Reason.NOT_ALLOWED, "resource template not allowed for this caller",
                            rule.rule_id if rule else "", uri)

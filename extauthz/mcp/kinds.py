@@ -10,7 +10,6 @@ a `Kind` compares and hashes as its string, but write `.value` where it becomes 
 from __future__ import annotations
 
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Literal
 
 RuleKind = Literal["tool", "resource", "prompt"]
@@ -44,17 +43,22 @@ class Kind(StrEnum):
 # The spec kinds as plain strings, in this order (lists, counts and reports follow it).
 KIND_NAMES: tuple[str, ...] = tuple(k.value for k in Kind)
 
+# Lookups by method: plain dicts, which nothing writes to (a MappingProxyType lookup costs about
+# twice as much, and these are read on every Check).
 # list method -> the kind its result lists ("tools/list" -> TOOLS)
-BY_LIST_METHOD: MappingProxyType[str, Kind] = MappingProxyType({k.list_method: k for k in Kind})
+BY_LIST_METHOD: dict[str, Kind] = {k.list_method: k for k in Kind}
 
 # Requests that name one capability -> its kind (subscriptions name a resource like a read).
-BY_CAPABILITY_METHOD: MappingProxyType[str, Kind] = MappingProxyType({
+BY_CAPABILITY_METHOD: dict[str, Kind] = {
     "tools/call": Kind.TOOLS, "prompts/get": Kind.PROMPTS, "resources/read": Kind.RESOURCES,
-    "resources/subscribe": Kind.RESOURCES, "resources/unsubscribe": Kind.RESOURCES})
+    "resources/subscribe": Kind.RESOURCES, "resources/unsubscribe": Kind.RESOURCES}
 
 # Calls whose results are observed (sampled): response size and sensitive-data counts, never values.
-BY_OBSERVED_METHOD: MappingProxyType[str, Kind] = MappingProxyType({
-    k.call_method: k for k in (Kind.TOOLS, Kind.RESOURCES, Kind.PROMPTS)})
+BY_OBSERVED_METHOD: dict[str, Kind] = {k.call_method: k for k in (Kind.TOOLS, Kind.RESOURCES, Kind.PROMPTS)}
+
+# The members as module constants for the Check path: `Kind.TOOLS` is a lookup through the enum's
+# metaclass (~0.25 µs a read on Python 3.11).
+TOOLS, RESOURCES, RESOURCE_TEMPLATES, PROMPTS = Kind.TOOLS, Kind.RESOURCES, Kind.RESOURCE_TEMPLATES, Kind.PROMPTS
 
 _BY_ANY_NAME = {**{k.value: k for k in Kind}, **{k.singular: k for k in Kind}, "template": Kind.RESOURCE_TEMPLATES}
 

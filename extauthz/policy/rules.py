@@ -140,9 +140,3 @@ class Rule:
     rule_id: str = ""
     sensitive: bool = False        # use of it is data extraction (risk: extract stage)
 
-    def failed_constraint(self, arguments: object, caller: Caller | None) -> Constraint | None:
-        """The first constraint that fails, or None when all hold."""
-        for constraint in self.constraints:
-            if not constraint.check(arguments, caller):
-                return constraint
-        return None
