@@ -296,7 +296,7 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
         return Checked(verdicts, (), name, rule, arguments), Denial(
             Reason.PAYLOAD_TOO_LARGE, f"a batch may carry at most {MAX_ENTRIES} list, initialize and "
             f"server/discover requests ({len(learn)} here)", _status(shape, deny_status))
-    return Checked(verdicts, tuple(learn), name, rule, arguments), None
+    return Checked(verdicts, tuple(learn) if learn else (), name, rule, arguments), None
 
 
 def _requested_name(messages: list[Message]) -> str:
