@@ -15,21 +15,24 @@ import logging
 import time
 import zlib
 from collections import OrderedDict, deque
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 import orjson
 
 from extauthz.core.answers import denial_body
-from extauthz.core.decide import Context, decide
+from extauthz.core.decide import Context, attributed_caller, decide
 from extauthz.core.decision import NO_PLAN, Decision, new_decision_id
-from extauthz.core.plan import NONE as NO_EFFECTS, Effects, answer_plan, effects_of
+from extauthz.core.plan import NONE as NO_EFFECTS
+from extauthz.core.plan import Effects, answer_plan, effects_of
 from extauthz.core.reasons import Reason
 from extauthz.decisionlog import DecisionLog
 from extauthz.identity.caller import Caller
-from extauthz.identity.sources import BadIdentity, resolve_caller
+from extauthz.identity.sources import resolve_caller
 from extauthz.inventory.observation import Observer
 from extauthz.inventory.sensitivity import assess
 from extauthz.inventory.store import Inventory
+from extauthz.mcp.kinds import Kind
 from extauthz.mcp.request import HttpRequest
 from extauthz.metrics import Metrics
 from extauthz.policy.holder import PolicyHolder
@@ -42,7 +45,6 @@ from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.links import LinkGrants
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
-from extauthz.mcp.kinds import Kind
 from extauthz.specs.learn import Learner, View
 from extauthz.specs.listfilter import FAILURES
 from extauthz.specs.store import DriftEvent, SpecStore
@@ -291,7 +293,7 @@ class App:
         except Exception as e:      # a bug must never become an allow
             log.exception("decision failed; denying")
             d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
-                         status=400, form="bare", caller=_best_effort_caller(http, ctx))
+                         status=400, form="bare", caller=attributed_caller(http, ctx.policy.identity))
             fault = True
         if d.claim:
             return d                # the transport awaits the claim and decides again (confirm_claim)
@@ -471,17 +473,6 @@ def _signature(d: Decision, http: HttpRequest | None) -> int:
             extra = http.body
     # crc32, not hash(): str hashes are salted per process, and replicas compare signatures
     return zlib.crc32(repr((d.server, d.method, d.name, d.reason.value, d.detail, extra)).encode())
-
-
-def _best_effort_caller(http: HttpRequest, ctx: Context) -> Caller | None:
-    """Who sent a request that was denied before identity was read (only to attribute it)."""
-    try:
-        return resolve_caller(http, ctx.policy.identity)
-    except BadIdentity:
-        return None
-    except Exception:  # noqa: BLE001 - attribution must never turn a decided Check into an error
-        log.exception("could not attribute a denied request to a caller")
-        return None
 
 
 def load_app(policy_path: str | None, *, background_log: bool = True) -> App:

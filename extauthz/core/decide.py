@@ -14,9 +14,11 @@ bookkeeping, risk, sampling, the answer plan) is planned in extauthz.core.plan. 
 from __future__ import annotations
 
 import gzip
+import logging
 import urllib.parse
 import zlib
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from extauthz.core.context import Context
 from extauthz.core.decision import Decision, Learn, Verdict, new_decision_id
@@ -33,7 +35,8 @@ from extauthz.mcp.methods import BATCH_VERSIONS, LEARN_METHODS
 from extauthz.mcp.request import HttpRequest
 from extauthz.sessions.registry import valid_session_id
 
-__all__ = ["Context", "Denial", "decide", "decide_message"]
+__all__ = ["Context", "Denial", "attributed_caller", "decide", "decide_message"]
+log = logging.getLogger("extauthz")
 
 
 class Denial(NamedTuple):
@@ -199,10 +202,17 @@ def _identify(http: HttpRequest, policy: Any) -> Caller | None | Denial:
 
 
 def _attributed(http: HttpRequest, ctx: Context) -> Caller | None:
+    return attributed_caller(http, ctx.policy.identity)
+
+
+def attributed_caller(http: HttpRequest, identity: Any) -> Caller | None:
     """Who sent a request denied before identity was read (only to attribute the denial)."""
     try:
-        return resolve_caller(http, ctx.policy.identity)
-    except Exception:  # noqa: BLE001 - a bad identity, or any error: attribution never decides
+        return resolve_caller(http, identity)
+    except BadIdentity:
+        return None
+    except Exception:  # noqa: BLE001 - attribution must never turn a decided Check into an error
+        log.exception("could not attribute a denied request to a caller")
         return None
 
 

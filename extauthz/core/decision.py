@@ -11,7 +11,8 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from extauthz.core.reasons import Reason
 from extauthz.identity.caller import Caller

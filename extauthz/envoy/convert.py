@@ -15,8 +15,8 @@ from google.rpc import status_pb2
 
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
-from extauthz.mcp.request import HttpRequest
 from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER, encode_learn_header, end_mark, stream_mark
+from extauthz.mcp.request import HttpRequest
 
 PARTIAL_HEADER = "x-envoy-auth-partial-body"
 REASON_HEADER = "x-mcp-extauthz-reason"

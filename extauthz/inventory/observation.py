@@ -15,15 +15,16 @@ Checks far longer than the scan itself (bench/through_envoy.py: the added p99 at
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from extauthz.core.decision import Decision
 from extauthz.decisionlog import DecisionLog
 from extauthz.inventory.classify import scan_response
 from extauthz.inventory.store import Inventory
+from extauthz.mcp.kinds import BY_OBSERVED_METHOD
 from extauthz.risk.engine import RiskEngine
 from extauthz.risk.stages import EXTRACT
-from extauthz.mcp.kinds import BY_OBSERVED_METHOD
 from extauthz.specs.learn import LearnEntry
 
 FIRST = 3                  # sampled: the first calls of each capability ...

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any, Iterable, Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import orjson
 

@@ -37,7 +37,7 @@ import orjson
 from extauthz.mcp.headers import SESSION_HEADER
 from extauthz.mcp.kinds import BY_LIST_METHOD, BY_OBSERVED_METHOD, Kind
 from extauthz.mcp.learnheader import (LEARN_HEADER, MAX_ENTRIES, MAX_HEADER_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS,
-                                      OBSERVE_HEADER, STREAM_MARK, id_digest, inline_id)
+                                      STREAM_MARK, id_digest, inline_id)
 from extauthz.mcp.methods import LEARN_METHODS
 from extauthz.mcp.rewrite import BodyRewriter
 from extauthz.mcp.sse import SseParser
