@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from extauthz.core.context import Context
-from extauthz.core.decision import Decision, Learn, Verdict, new_decision_id
+from extauthz.core.decision import NO_PLAN, Decision, Learn, Verdict, new, new_decision_id
 from extauthz.core.questions import decide_message
 from extauthz.core.reasons import Reason
 from extauthz.identity.caller import Caller
@@ -123,14 +123,15 @@ def _decision(http: HttpRequest, ctx: Context, server: str, shape: Shape, caller
     policy = ctx.policy
     version = http.headers.get("mcp-protocol-version", "")
     if denied is None:
-        return Decision(new_decision_id(), Reason.ALLOWED, "", 200, server, shape.method, checked.name,
-                        checked.rule, caller, session.sid, http.method, shape.form, shape.ids, checked.verdicts,
-                        checked.learn, session.learn_stream, session.resumed, session.legacy_sse, policy.monitor,
-                        version, "", None, checked.arguments, session.claim)
-    return Decision(new_decision_id(), denied.reason, denied.detail, denied.status, server, shape.method,
-                    checked.name or denied.name, checked.rule, caller, session.sid, http.method, shape.form, shape.ids,
-                    checked.verdicts, (), session.learn_stream, session.resumed, session.legacy_sse, policy.monitor,
-                    version, denied.www_authenticate, denied.code, checked.arguments, session.claim)
+        return new(Decision, (new_decision_id(), Reason.ALLOWED, "", 200, server, shape.method, checked.name,
+                              checked.rule, caller, session.sid, http.method, shape.form, shape.ids, checked.verdicts,
+                              checked.learn, session.learn_stream, session.resumed, session.legacy_sse, policy.monitor,
+                              version, "", None, checked.arguments, session.claim, NO_PLAN, None, 0.0))
+    return new(Decision, (new_decision_id(), denied.reason, denied.detail, denied.status, server, shape.method,
+                          checked.name or denied.name, checked.rule, caller, session.sid, http.method, shape.form,
+                          shape.ids, checked.verdicts, (), session.learn_stream, session.resumed, session.legacy_sse,
+                          policy.monitor, version, denied.www_authenticate, denied.code, checked.arguments,
+                          session.claim, NO_PLAN, None, 0.0))
 
 
 def _status(shape: Shape, deny_status: int) -> int:
@@ -177,7 +178,7 @@ def _shape(parsed: ParsedBody) -> Shape:
         first = parsed.messages[0]
         if parsed.batch:
             return Shape("batch", [m.id for m in parsed.messages])
-        return Shape("single" if first.kind == "request" else "bare", [first.id], first.method)
+        return new(Shape, ("single" if first.kind == "request" else "bare", [first.id], first.method))
     if parsed.ids:
         return Shape("batch" if parsed.batch else "single", parsed.ids)
     return BARE
@@ -291,7 +292,7 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
         verdicts.append(v)
         if v.allowed:
             if m.method in LEARN_METHODS and m.kind == "request":
-                learn.append(Learn(m.id, m.method, "cursor" not in m.params))
+                learn.append(new(Learn, (m.id, m.method, "cursor" not in m.params)))
         elif first_denial is None:
             first_denial = v
         if len(messages) == 1:
@@ -306,7 +307,7 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
         return Checked(verdicts, (), name, rule, arguments), Denial(
             Reason.PAYLOAD_TOO_LARGE, f"a batch may carry at most {MAX_ENTRIES} list, initialize and "
             f"server/discover requests ({len(learn)} here)", _status(shape, deny_status))
-    return Checked(verdicts, tuple(learn) if learn else (), name, rule, arguments), None
+    return new(Checked, (verdicts, tuple(learn) if learn else (), name, rule, arguments)), None
 
 
 def _requested_name(messages: list[Message]) -> str:

@@ -18,7 +18,9 @@ from extauthz.core.reasons import Reason
 from extauthz.identity.caller import Caller
 
 _PROCESS = os.urandom(6).hex()
-_new = tuple.__new__
+# The hot constructions call tuple.__new__ (C) with the fields in order: half the cost of a
+# NamedTuple's generated __new__ (a Python function).
+new = tuple.__new__
 _counter = itertools.count()
 
 
@@ -133,7 +135,7 @@ class Decision(NamedTuple):
                  latency: float) -> Decision:
         """The decision as answered: who it is attributed to, its plan, its audit data."""
         # the tuple rebuilt from slices: ~0.5 µs, where _replace takes ~1.5 µs
-        return _new(Decision, self[:8] + (caller,) + self[9:24] + (plan, alert, latency))
+        return new(Decision, self[:8] + (caller,) + self[9:24] + (plan, alert, latency))
 
     def settled(self, detail: str, rule: str) -> Decision:
         """A claim that could not be settled: the same deny, saying why, waiting on nothing."""

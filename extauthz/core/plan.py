@@ -16,7 +16,7 @@ import itertools
 from dataclasses import dataclass
 
 from extauthz.core.context import Context
-from extauthz.core.decision import NO_PLAN, AnswerPlan, Decision, Learn, Observe
+from extauthz.core.decision import NO_PLAN, AnswerPlan, Decision, Learn, Observe, new
 from extauthz.core.reasons import Reason
 from extauthz.mcp.kinds import BY_LIST_METHOD, BY_OBSERVED_METHOD
 from extauthz.specs.listfilter import view_ref
@@ -72,4 +72,4 @@ def answer_plan(d: Decision, ctx: Context, *, end_session: bool, observed: bool,
     entries: tuple[Learn | Observe, ...] = learn
     if observed:
         entries = (*learn, Observe(d.ids[0], d.method, d.name))
-    return AnswerPlan(entries, d.learn_stream, view, end_session, await_result)
+    return new(AnswerPlan, (entries, d.learn_stream, view, end_session, await_result))

@@ -350,3 +350,12 @@ def test_other_denials_keep_a_terse_message(app, body):
     d = app.check(http(body))
     err = orjson.loads(denial_body(d))["error"]
     assert not d.allowed and ":" not in err["message"] and d.detail and d.detail not in err["message"]
+
+
+@pytest.mark.parametrize("case_id,kwargs,reason,status", CASES, ids=[c[0] for c in CASES])
+def test_every_decision_is_whole(app, case_id, kwargs, reason, status):
+    # Decisions are built by tuple.__new__ with the fields in order: each field must be where its name says
+    from extauthz.core.decision import AnswerPlan, Decision
+    d = app.check(http(**kwargs))
+    assert len(d) == len(Decision._fields) and d.reason is reason and type(d.plan) is AnswerPlan
+    assert isinstance(d.http_method, str) and d.form in ("single", "batch", "bare") and isinstance(d.latency, float)
