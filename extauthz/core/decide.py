@@ -95,15 +95,13 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
             deny_status if shape.form != "bare" else 403))
 
     # Parse first (a body that isn't JSON-RPC gets 400 whoever sent it).
-    shape, parsed = _parse(http, ctx, deny_status)
-    if type(parsed) is Denial:
-        return _decision(http, ctx, label, shape, _attributed(http, ctx), NO_SESSION, _UNCHECKED, parsed)
-    messages: list[Message] = parsed        # type: ignore[assignment]
+    shape, messages = _parse(http, ctx, deny_status)
+    if isinstance(messages, Denial):
+        return _decision(http, ctx, label, shape, _attributed(http, ctx), NO_SESSION, _UNCHECKED, messages)
 
-    caller = _identify(http, policy)
-    if type(caller) is Denial:
-        return _decision(http, ctx, label, shape, None, NO_SESSION, _UNCHECKED, caller)
-    who: Caller | None = caller             # type: ignore[assignment]
+    who = _identify(http, policy)
+    if isinstance(who, Denial):
+        return _decision(http, ctx, label, shape, None, NO_SESSION, _UNCHECKED, who)
 
     if (denied := _gate(http, ctx, who, messages, shape, deny_status)) is not None:
         return _decision(http, ctx, label, shape, who, NO_SESSION, _UNCHECKED, denied)
