@@ -15,6 +15,7 @@ from extauthz.mcp.kinds import BY_CAPABILITY_METHOD, PROMPTS, RESOURCE_TEMPLATES
 from extauthz.mcp.methods import ALLOWED_PARAMS, FREE_METHODS, NOTIFICATIONS
 from extauthz.mcp.names import name_problem, uri_problem
 from extauthz.sessions.visibility import shown
+from extauthz.specs.validators import Invalid
 
 
 def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
@@ -114,8 +115,8 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
     if tool is not None:
         strict = ctx.policy.strictness_of(server, rule) == "strict"
         compiled = ctx.validators.get(tool.input_schema, strict, tool.schema_hash)
-        if isinstance(compiled, str):
-            return Verdict(Reason.SCHEMA_VIOLATION, compiled, rule.rule_id, name)
+        if isinstance(compiled, Invalid):
+            return Verdict(Reason.SCHEMA_VIOLATION, compiled.reason, rule.rule_id, name)
         if not compiled.is_valid(args):
             return Verdict(Reason.SCHEMA_VIOLATION, compiled.first_error(args) or "invalid", rule.rule_id, name)
         if (mismatch := mcp_headers.param_mismatch(headers, tool, args)) is not None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from extauthz.core.decision import Decision
 from extauthz.decisionlog import DecisionLog
-from extauthz.inventory.classify import scan_response
+from extauthz.detect.responses import scan_response
 from extauthz.inventory.store import Inventory
 from extauthz.mcp.kinds import BY_OBSERVED_METHOD
 from extauthz.risk.engine import RiskEngine

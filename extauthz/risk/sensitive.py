@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from extauthz.core.decision import Decision
-from extauthz.inventory.classify import classify_capability
+from extauthz.detect.capability import classify_capability
 from extauthz.mcp.kinds import BY_OBSERVED_METHOD, Kind
 from extauthz.specs.store import SpecStore
 
