@@ -214,8 +214,8 @@ def admin_server(app: Any, host: str, port: int, actors: ActorSource | None = No
     import contextlib
 
     import uvicorn
-    server = uvicorn.Server(uvicorn.Config(build_admin(app, actors), host=host, port=port, log_level="warning",
-                                           access_log=False, lifespan="off"))
-    server.capture_signals = contextlib.nullcontext   # type: ignore[method-assign] # uvicorn >= 0.29
-    server.install_signal_handlers = lambda: None     # type: ignore[method-assign] # older uvicorn
+    server: Any = uvicorn.Server(uvicorn.Config(build_admin(app, actors), host=host, port=port,
+                                                log_level="warning", access_log=False, lifespan="off"))
+    server.capture_signals = contextlib.nullcontext       # uvicorn >= 0.29 (Any: it differs by version)
+    server.install_signal_handlers = lambda: None         # older uvicorn
     return server

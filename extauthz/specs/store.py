@@ -50,7 +50,7 @@ class SpecStore:
     def __init__(self, on_drift: Callable[[DriftEvent], None] | None = None,
                  screen: Callable[[str, Any], str | None] | None = None) -> None:
         self._specs: OrderedDict[str, ServerSpec] = OrderedDict()
-        self._pending: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, str, str], dict[int, Any]] = OrderedDict()   # items by id()
         self._on_drift = on_drift
         # Gets every change another replica must also make (a change record's wire form); set by
         # the transport. Changes from elsewhere come in through `apply` and are not re-published.
@@ -270,7 +270,7 @@ class SpecStore:
 
 def _key(kind: str, entry: Any) -> str:
     if kind == "resources":
-        return entry.uri
+        return str(entry.uri)
     if kind == "resourceTemplates":
-        return entry.uri_template
-    return entry.name
+        return str(entry.uri_template)
+    return str(entry.name)
