@@ -294,12 +294,16 @@ class App:
         if d.claim:
             return d                # the transport awaits the claim and decides again (confirm_claim)
         done: tuple[bool, bool, bool, dict[str, Any] | None] = (False, False, False, None)
-        plan = NO_PLAN
         try:
             done = self._effects(d, ctx, effects_of(d, ctx), fault, http)
-            plan = answer_plan(d, ctx, end_session=done[0], observed=done[1], await_result=done[2])
         except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
             log.exception("session/risk bookkeeping failed; the decision stands")
+        try:
+            plan = answer_plan(d, ctx, end_session=done[0], observed=done[1], await_result=done[2])
+        except Exception as e:  # an answer whose lists could not be filtered must not go out: deny
+            log.exception("answer plan failed; denying")
+            d, plan = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
+                               status=400, form="bare", caller=d.caller), NO_PLAN
         d = d.answered(d.caller, plan, done[3], time.perf_counter() - t0)
         self._enqueue(d, http)
         return d

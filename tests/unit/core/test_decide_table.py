@@ -359,3 +359,15 @@ def test_every_decision_is_whole(app, case_id, kwargs, reason, status):
     d = app.check(http(**kwargs))
     assert len(d) == len(Decision._fields) and d.reason is reason and type(d.plan) is AnswerPlan
     assert isinstance(d.http_method, str) and d.form in ("single", "batch", "bare") and isinstance(d.latency, float)
+
+
+def test_an_answer_that_cannot_be_planned_is_denied(app, monkeypatch):
+    # e.g. the caller's view cannot be computed: a list answered unfiltered would be a fail-open
+    import extauthz.app as app_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(app_module, "answer_plan", broken)
+    d = app.check(http(rpc("tools/list")))
+    assert d.reason is R.MALFORMED_REQUEST and d.status == 400 and not d.plan.entries
+    assert d.caller is not None and d.detail == "internal error: RuntimeError"
