@@ -5,8 +5,9 @@
 * one stderr line per gen1/gen2 collection, `extauthz-bench-gc gen<N> <ms> ms` (gen0 returns at
   once: it runs too often to log, and the service paces it itself); `gc_pauses` reads them back;
 * with `BENCH_HIDE_MODULES=hiredis` (comma-separated names), those modules cannot be imported, so
-  redis-py falls back to its pure-Python reply parser; the launcher checks that it did and says so
-  on stderr (`extauthz-bench-hidden ...`), which the bench looks for in the log.
+  redis-py falls back to its pure-Python reply parser; with that or `--redis`, the launcher writes
+  which parser redis-py chose to stderr (`extauthz-bench-redis-parser hiredis=True|False`), which
+  the bench checks in the log.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 HIDE_ENV = "BENCH_HIDE_MODULES"
-HIDDEN_LINE = b"extauthz-bench-hidden"
+PARSER_LINE = b"extauthz-bench-redis-parser"
 
 
 class _Hide(importlib.abc.MetaPathFinder):
@@ -69,12 +70,12 @@ def main() -> int:
     hidden = {n.strip() for n in os.environ.get(HIDE_ENV, "").split(",") if n.strip()}
     if hidden:
         sys.meta_path.insert(0, _Hide(hidden))
-        if "hiredis" in hidden:
-            import redis.utils
-            sys.stderr.write(f"extauthz-bench-hidden {','.join(sorted(hidden))} "
-                             f"(redis.utils.HIREDIS_AVAILABLE={redis.utils.HIREDIS_AVAILABLE})\n")
-            if redis.utils.HIREDIS_AVAILABLE:
-                raise SystemExit("bench error: hiredis still importable")
+    if hidden or "--redis" in sys.argv:
+        import redis.utils          # what redis-py decided: its C parser only when hiredis imports
+        sys.stderr.write(f"{PARSER_LINE.decode()} hiredis={redis.utils.HIREDIS_AVAILABLE} "
+                         f"hidden={','.join(sorted(hidden)) or '-'}\n")
+        if "hiredis" in hidden and redis.utils.HIREDIS_AVAILABLE:
+            raise SystemExit("bench error: hiredis still importable")
     gc.callbacks.append(_gc)
     sys.argv[0] = "extauthz"
     from extauthz.cli import main as cli_main
