@@ -1,6 +1,8 @@
 """Start `extauthz` with a hook that times its gen1/gen2 collections (a bench probe, not shipped).
 
     python bench/gc_probe.py serve --policy ...      # exactly `python -m extauthz.cli serve ...`, plus:
+    BENCH_HIDE_MODULES=hiredis python bench/gc_probe.py --run bench/shared_state.py --quick
+                                                     # another bench script, with modules hidden, no GC log
 
 * one stderr line per gen1/gen2 collection, `extauthz-bench-gc gen<N> <ms> ms` (gen0 returns at
   once: it runs too often to log, and the service paces it itself); `gc_pauses` reads them back;
@@ -16,6 +18,7 @@ import gc
 import importlib.abc
 import os
 import re
+import runpy
 import sys
 import time
 from pathlib import Path
@@ -64,18 +67,24 @@ def gc_pauses(log: Path, offset: int) -> tuple[dict[int, list[float]], int]:
 
 def main() -> int:
     # Run as a script, bench/ is sys.path[0]: its common.py, sessions.py, memory.py ... must not
-    # shadow anything the service imports.
+    # shadow anything the service imports (another bench script gets it back).
     here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    script = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "--run" else None
     hidden = {n.strip() for n in os.environ.get(HIDE_ENV, "").split(",") if n.strip()}
     if hidden:
         sys.meta_path.insert(0, _Hide(hidden))
     if hidden or "--redis" in sys.argv:
-        import redis.utils          # what redis-py decided: its C parser only when hiredis imports
+        import redis.utils  # what redis-py decided: its C parser only when hiredis imports
         sys.stderr.write(f"{PARSER_LINE.decode()} hiredis={redis.utils.HIREDIS_AVAILABLE} "
                          f"hidden={','.join(sorted(hidden)) or '-'}\n")
         if "hiredis" in hidden and redis.utils.HIREDIS_AVAILABLE:
             raise SystemExit("bench error: hiredis still importable")
+    if script is not None:
+        sys.argv[:] = sys.argv[2:]
+        sys.path.insert(0, str(Path(script).resolve().parent))
+        runpy.run_path(script, run_name="__main__")
+        return 0
     gc.callbacks.append(_gc)
     sys.argv[0] = "extauthz"
     from extauthz.cli import main as cli_main

@@ -129,7 +129,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pin", default="none", help="as through_envoy.py --pin (pinning.py)")
     ap.add_argument("--no-hiredis-row", action="store_true", help="no P target (redis-py without hiredis)")
     ap.add_argument("--retries", type=int, default=2,
-                    help=f"repeat a run during which other processes used more than {DISTURBED:.0%} of a core")
+                    help=f"repeat a run during which other processes used more than {DISTURBED:.0%}% of a core")
     ap.add_argument("--max-wait", type=float, default=60.0,
                     help="before each run, wait up to this many seconds for other processes to go quiet")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
