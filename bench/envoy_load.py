@@ -306,7 +306,7 @@ class OpenLoop:
                 res.lat_ns.append(now - sched)
             else:
                 res.failed += 1
-                key = re.sub(r"\d{3,}", "N", error)[:200]
+                key = re.sub(r"(?<!HTTP )\d{3,}", "N", error)[:200]      # ids vary, the status stays
                 res.errors[key] = res.errors.get(key, 0) + 1
         if self.next_i >= self.n_total and self.outstanding == 0 and self.done is not None and not self.done.done():
             self.done.set_result(None)

@@ -4,6 +4,7 @@ added over plain Envoy (A), Envoy's own ext_authz timing, CPU per request, then 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 
 import common as C
@@ -94,7 +95,8 @@ def report(results: list[LoadResult], targets: list[Target], rate: int, repeated
     errors: dict[str, int] = {}
     for res in results:
         for e, n in res.errors.items():
-            key = f"{res.target} {res.extra.get('kind')}: {e}"
+            reason = re.search(r'"reason":"(\w+)"', e)       # the service's denial, without its decision id
+            key = f"{res.target} {res.extra.get('kind')}: " + (f"{e[:8]} {reason.group(1)}" if reason else e)
             errors[key] = errors.get(key, 0) + n
     for e, n in sorted(errors.items(), key=lambda kv: -kv[1])[:6]:
         print(f"  failed: {n} x {e[:220]}")
