@@ -4,6 +4,7 @@ the transport floor N - A and the service's share B - N, CPU per request, and En
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import common as C
 from envoy_load import LoadResult
@@ -15,7 +16,7 @@ def report(results: list[LoadResult], rates: list[int], targets: list[Target], s
     def pct(values: list[int], q: float, scale: float = 1e3) -> float:
         return C.percentile(values, q) / scale
 
-    rows = []
+    rows: list[list[Any]] = []
     pooled: dict[tuple[str, int], list[int]] = {}
     for rate in rates:
         for t in targets:
