@@ -15,7 +15,7 @@ import yaml
 from envoy_load import LoadResult
 
 from extauthz.demo.envoy_config import render
-from extauthz.inventory.classify import classify_capability
+from extauthz.detect.capability import classify_capability
 
 ACCESS_LOG_FORMAT = ("%RESPONSE_CODE% %COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)% "
                      "%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)% %COMMON_DURATION(US_TX_BEG:US_RX_END:us)% "
