@@ -21,6 +21,7 @@ from extauthz import __version__
 from extauthz.admin import actor_page
 from extauthz.admin.actor_view import Filters, build
 from extauthz.admin.actors import ActorSource, Hit, LocalActors
+from extauthz.admin.actors_shared import SharedActors
 from extauthz.admin.page import HEADERS as PAGE_HEADERS
 from extauthz.admin.page import render as render_page
 from extauthz.app import App
@@ -53,6 +54,8 @@ def build_admin(app: App, actors: ActorSource | None = None) -> Starlette:
         if app.shared is not None and hasattr(app.shared, "status"):
             st = app.shared.status()
             body["sharedState"] = st
+            if isinstance(source, SharedActors):     # the actor log's queue, writes and drops
+                body["actorLog"] = source.log.status()
             if not st.get("connected"):
                 body["status"], body["degraded"] = "degraded", ["shared state unreachable: new sessions follow "
                                                               "sessions.sharedStateDown"]
@@ -98,10 +101,14 @@ def build_admin(app: App, actors: ActorSource | None = None) -> Starlette:
         caller with that subject."""
         ident = request.path_params["caller"]
         found = app.risk.find(ident)
-        if not found:
+        body: dict[str, Any] = {"caller": ident, "callers": [app.risk.timeline(st) for st in found],
+                                "events": [e for st in found for e in app.risk.timeline(st)["timeline"]]}
+        if isinstance(source, SharedActors):     # --redis: and what the other replicas decided
+            names = list(dict.fromkeys([st.caller for st in found] + await source.callers_named(ident)))
+            body["events"], body["partial"] = await source.timeline_events(names, body["events"])
+        if not found and not body["events"]:
             return JSONResponse({"error": f"no timeline for caller {ident!r}"}, status_code=404)
-        return JSONResponse({"caller": ident, "callers": [app.risk.timeline(st) for st in found],
-                             "events": [e for st in found for e in app.risk.timeline(st)["timeline"]]})
+        return JSONResponse(body)
 
     async def actor_view(request: Request, query: str) -> tuple[Any, list[Hit], Response | None]:
         try:
@@ -207,8 +214,8 @@ def admin_server(app: Any, host: str, port: int, actors: ActorSource | None = No
     import contextlib
 
     import uvicorn
-    server = uvicorn.Server(uvicorn.Config(build_admin(app, actors), host=host, port=port, log_level="warning",
-                                           access_log=False, lifespan="off"))
-    server.capture_signals = contextlib.nullcontext   # type: ignore[method-assign] # uvicorn >= 0.29
-    server.install_signal_handlers = lambda: None     # type: ignore[method-assign] # older uvicorn
+    server: Any = uvicorn.Server(uvicorn.Config(build_admin(app, actors), host=host, port=port,
+                                                log_level="warning", access_log=False, lifespan="off"))
+    server.capture_signals = contextlib.nullcontext       # uvicorn >= 0.29 (Any: it differs by version)
+    server.install_signal_handlers = lambda: None         # older uvicorn
     return server

@@ -15,7 +15,7 @@ from extauthz.detect.hidden import hidden_instructions, hold_reason, scan
 __all__ = ["Assessment", "Assessor", "Published", "descriptions", "judge"]
 
 MAX_CACHED = 20000
-MAX_TEXTS = 256         # model-read strings looked at per entry (real servers: at most 65, firecrawl_scrape)
+MAX_TEXTS = 256         # model-read strings looked at per entry (docs/detection.md: real servers use 65 at most)
 
 
 class Published(Protocol):

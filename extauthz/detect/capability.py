@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from extauthz.detect.values import ValueMatcher
-from extauthz.schemawalk import subschemas
 from extauthz.detect.vocabulary import MAX_TEXT, path_hits, term_hits
+from extauthz.schemawalk import subschemas
 
 __all__ = ["Finding", "categories", "classify_capability"]
 

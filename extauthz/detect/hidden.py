@@ -220,7 +220,12 @@ def scan(text: str) -> tuple[Finding, ...]:
         plural = kind if kind.endswith("s") else kind + "s"
         out.extend(_phrases(unicodedata.normalize("NFKC", plain).casefold(), None, plural))
     seen: set[str] = set()
-    return tuple(f for f in out if not (f.flag in seen or seen.add(f.flag)))
+    kept: list[Finding] = []
+    for f in out:
+        if f.flag not in seen:
+            seen.add(f.flag)
+            kept.append(f)
+    return tuple(kept)
 
 
 def _at(where: str, f: Finding) -> str:
