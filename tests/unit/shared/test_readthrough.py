@@ -56,7 +56,7 @@ async def test_a_spec_another_replica_wrote_is_read_through_and_the_call_allowed
         assert b.specs.get("crm").tools.get("open_tool") is None          # the feed did not bring it
         req = http(OPEN, headers={"mcp-session-id": "S1"})
         pending = b.check(req)
-        assert pending.recheck == "spec" and not pending.allowed          # never an allow before the read
+        assert pending.recheck[0] == ("spec", "crm") and not pending.allowed          # never an allow before the read
         d = await b.confirm_claim(req, pending)
         assert d.allowed, d.detail
         assert b.shared.readthrough.counts["found"] == 1
@@ -79,7 +79,7 @@ async def test_a_list_another_replica_showed_the_session_is_read_through(redis_s
         await written(a)
         req = http(SEARCH, headers={"mcp-session-id": "S1"})
         pending = b.check(req)
-        assert pending.recheck == "vis" and "never listed" in pending.detail
+        assert pending.recheck == (("vis", "crm", "s:S1"), ("vis", "crm", "c:" + alice)) and "never listed" in pending.detail
         d = await b.confirm_claim(req, pending)
         assert d.allowed, d.detail
         assert b.shared.readthrough.counts == {"found": 1, "nothing": 0, "down": 0}
