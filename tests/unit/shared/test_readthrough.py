@@ -70,7 +70,7 @@ async def test_a_spec_another_replica_wrote_is_read_through_and_the_call_allowed
 async def test_a_list_another_replica_showed_the_session_is_read_through(redis_server: RedisProcess) -> None:
     a, b = await replica(redis_server), await replica(redis_server)
     try:
-        alice = SUPPORT["iss"] + "|alice|"
+        alice = SUPPORT["iss"] + "|alice|agent"
         a.visibility.listed("crm", "S1", alice, "tools", ["lookup_customer"])
         await written(a)
         assert (await check(b, LOOKUP)).allowed                             # claimed on B, with that list
