@@ -329,8 +329,8 @@ class App:
         """What to read before an `unknown_capability` deny that the Redis feed's lag may explain
         stands (extauthz.shared.readthrough); empty: nothing not read a moment ago, or Redis away."""
         rt = getattr(self.shared, "readthrough", None)
-        if rt is None or d.server.startswith("shadow:"):
-            return ()                   # without --redis: nothing changes
+        if rt is None or d.monitor or d.server.startswith("shadow:"):
+            return ()                   # without --redis (or in monitor mode, answered allowed): as before
         unseen = d.detail.endswith(UNSEEN)
         keys = rt.keys(d.server, d.session_id, d.caller.key if d.caller is not None else "", unseen=unseen,
                        visibility=bool(ctx.policy.sessions.visibility_binding))

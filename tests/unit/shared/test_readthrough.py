@@ -24,9 +24,10 @@ WITHOUT_OPEN = [t for t in TOOLS if t["name"] != "open_tool"]
 
 
 def pause_feed(app: App) -> None:
-    """Stop this replica's feed reader: what the others write reaches it only by reading through."""
+    """This replica's feed reader applies nothing more: what the others write reaches it only by
+    reading through (a cancelled reader may swallow the cancellation mid-command: RedisShared)."""
     shared: RedisShared = app.shared
-    shared._tasks[1].cancel()
+    shared._apply = lambda msg: None  # type: ignore[method-assign]
 
 
 async def written(app: App) -> None:
@@ -63,6 +64,11 @@ async def test_a_spec_another_replica_wrote_is_read_through_and_the_call_allowed
         assert b.risk.score(d.caller.key) == 0                              # the honest call scored nothing
         assert (await check(b, OPEN)).allowed                               # known now: decided locally
         assert sum(b.shared.readthrough.counts.values()) == 1
+        b.metrics.watch_shared(b.shared.status)
+        from prometheus_client import generate_latest
+        text = generate_latest(b.metrics.registry).decode()
+        assert 'mcp_extauthz_shared_readthrough_total{outcome="found"} 1.0' in text
+        assert 'mcp_extauthz_shared_readthrough_total{outcome="nothing"} 0.0' in text
     finally:
         await close(a, b)
 
