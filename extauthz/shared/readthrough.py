@@ -145,9 +145,12 @@ class ReadThrough:
         s, specs = self.shared, self.shared.app.specs
         pattern = "[" + _glob_escape(orjson.dumps(server).decode()) + ",*"
         pattern = "\\" + pattern            # the field's leading '[' literally
+        before, generation = s.pending_own(server), s.published[server]
         approved, spec_fields, held = await s.r.eval(_SCAN, 3, s._k("approved"), s._k("spec"), s._k("quarantine"),
                                                      pattern)
-        pending = s.pending_own(server)
+        if s.published[server] != generation:
+            return False            # changed here meanwhile: what was read may be older; the deny stands
+        pending = before | s.pending_own(server)
         local = specs.get(server)
         changes: list[Approved | SpecLearned] = []
         for f, digest in _pairs(approved):            # approvals before snapshots, as at load
@@ -173,9 +176,12 @@ class ReadThrough:
 
     async def _vis(self, server: str, part: str) -> bool:
         s, vis = self.shared, self.shared.app.visibility
+        before, generation = s.pending_own(server), s.published[server]
         got = await s.r.hgetall(s._vis(server, part))
+        if s.published[server] != generation:
+            return False
         sid, caller = (part[2:], "") if part.startswith("s:") else ("", part[2:])
-        pending = s.pending_own(server)
+        pending = before | s.pending_own(server)
         current = vis.view(server, sid, caller)
         mine = current[0] if sid else current[1]
         found = False

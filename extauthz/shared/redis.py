@@ -26,7 +26,7 @@ import asyncio
 import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
@@ -51,6 +51,7 @@ READ_BATCH = 500
 REFRESH_EVERY = 10.0           # seconds between batched PEXPIREs of sessions touched here
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 MAX_RESTORED_CALLERS = 100_000
+_OWN_OPS = frozenset({"spec", "approve", "visible"})    # what a read-through must not overwrite
 
 # First claim wins; a claim of a live session returns its owner and refreshes its expiry.
 _CLAIM = """
@@ -79,6 +80,7 @@ class RedisShared:
         self.p = cfg.prefix
         self.outbox: deque[tuple[str, dict[str, Any]]] = deque()
         self.inflight: list[tuple[str, dict[str, Any]]] = []    # the batch being written
+        self.published: Counter[str] = Counter()    # own spec/approval/list changes per server (read-through)
         self._wake = asyncio.Event()
         self.last_id = "0-0"
         self.connected = False
@@ -133,6 +135,8 @@ class RedisShared:
             self.writes_dropped += 1
             return
         self.outbox.append((op, payload))
+        if op in _OWN_OPS:
+            self.published[str(payload.get("server", ""))] += 1
         self._wake.set()
 
     async def _write(self) -> None:
@@ -227,7 +231,7 @@ class RedisShared:
         """(op, kind) of this replica's writes about `server` not yet in Redis (queued or being
         written): there, what Redis holds may be older than what this replica knows."""
         return {(op, str(p.get("kind", ""))) for op, p in (*self.outbox, *self.inflight)
-                if p.get("server") == server and op in ("spec", "approve", "visible")}
+                if p.get("server") == server and op in _OWN_OPS}
 
     # -- connection, load, republish ---------------------------------------------------------------------
     async def start(self) -> None:

@@ -143,6 +143,24 @@ async def test_redis_down_the_deny_stands(redis_server: RedisProcess) -> None:
         await close(a, b)
 
 
+async def test_a_change_of_ours_not_yet_written_is_not_undone_by_the_older_copy_in_redis(
+        redis_server: RedisProcess) -> None:
+    b = await replica(redis_server, learned=False)
+    try:
+        learn(b, TOOLS)
+        assert (await check(b, OPEN)).allowed
+        await written(b)                    # Redis holds B's list, with open_tool
+        b.shared._wake = asyncio.Event()    # B's writer waits on the old event: B's next writes stay queued
+        learn(b, WITHOUT_OPEN)              # the same viewer's newer list, without open_tool
+        assert ("spec", "tools") in b.shared.pending_own("crm")
+        d = await check(b, OPEN)            # Redis still holds the older list, with open_tool
+        assert d.reason is Reason.UNKNOWN_CAPABILITY, d.detail
+        assert b.specs.get("crm").tools.get("open_tool") is None
+        assert b.shared.readthrough.counts["found"] == 0
+    finally:
+        await close(b)
+
+
 async def test_a_known_capability_never_waits(redis_server: RedisProcess) -> None:
     a, b = await lagging_pair(redis_server)
     try:
