@@ -4,7 +4,8 @@ methods and shadow servers collapse into one value so an attacker cannot explode
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -53,7 +54,7 @@ class _CheckCollector:
         yield c
         h = HistogramMetricFamily("mcp_extauthz_check_duration_seconds", "Time spent deciding one Check")
         cumulative, acc = [], 0
-        for le, n in zip([*map(str, BUCKETS), "+Inf"], self.bucket_counts):
+        for le, n in zip([*map(str, BUCKETS), "+Inf"], self.bucket_counts, strict=True):
             acc += n
             cumulative.append((le, acc))
         h.add_metric([], cumulative, self.total)

@@ -94,7 +94,7 @@ def replay_main(policy_path: str, traffic_path: str, out=None) -> int:
     clock = ReplayClock(time.time())
     app = replay_app(policy_path, clock)
     try:
-        f = open(traffic_path, "rb")
+        f = open(traffic_path, "rb")  # noqa: SIM115 (the `with f:` below closes it; only open's error is reported here)
     except OSError as e:
         print(f"cannot read {traffic_path}: {e}", file=sys.stderr)
         return 1

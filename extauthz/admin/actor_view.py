@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 STAGES = ("recon", "probe", "extract")
 VERDICTS = ("allow", "deny")
@@ -32,7 +33,7 @@ def _wall(value: Any) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     try:
-        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return 0.0
 
@@ -253,7 +254,8 @@ def build(facts: Mapping[str, Any], filters: Filters = Filters(), now: float | N
     alert_views = tuple(Alert(i, float(a.get("time", 0.0)), str(a.get("summary", "")), tuple(a.get("sessions") or ()),
                               float(a.get("points", 0.0)),
                               tuple(AlertStep(stage, e["decisionId"], e.get("sessionId", ""), e.get("reason", ""),
-                                              e.get("method", ""), e.get("name", ""), _wall(e.get("time")), e["decisionId"] in on_page)
+                                              e.get("method", ""), e.get("name", ""), _wall(e.get("time")),
+                                              e["decisionId"] in on_page)
                                     for stage, e in st))
                         for i, a, st in alerts)
 

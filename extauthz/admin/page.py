@@ -13,8 +13,9 @@ import base64
 import hashlib
 import html
 import unicodedata
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 MAX_DESCRIPTION = 240
@@ -104,7 +105,7 @@ def _when(iso: str | None, now: datetime) -> Safe:
     if not iso:
         return tag("span", "never", class_="mut")
     try:
-        t = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        t = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     except ValueError:
         return esc(iso)
     s = max(0, int((now - t).total_seconds()))
@@ -227,7 +228,7 @@ def _caller_href(caller: str) -> str:
 
 def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
     """The whole page for an inventory document (`build_view`)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     summary = view.get("summary", {})
     policy = view.get("policy") or {}
     servers = view.get("servers", [])

@@ -53,7 +53,6 @@ import sys
 import textwrap
 
 from extauthz.demo.envoy_config import (
-    checked_common,
     DEMO_JWKS,
     LEARN_HEADER,
     STRIPPED_CLIENT_HEADERS,
@@ -61,6 +60,7 @@ from extauthz.demo.envoy_config import (
     _duration,
     _host,
     _port,
+    checked_common,
 )
 from extauthz.demo.tokens import AUDIENCE, ISSUER
 

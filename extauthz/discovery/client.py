@@ -316,9 +316,9 @@ def _explain(e: BaseException, seen: _Seen, url: str, timeout: float) -> str:
         if isinstance(x, (httpx2.TransportError, OSError, TimeoutError)):
             leaf = x
             break
-    if isinstance(leaf, TimeoutError) or isinstance(leaf, httpx2.TimeoutException):
+    if isinstance(leaf, (TimeoutError, httpx2.TimeoutException)):
         return f"{url}: no complete answer within {timeout:g}s"
-    if isinstance(leaf, httpx2.ConnectError) or isinstance(leaf, OSError):
+    if isinstance(leaf, (httpx2.ConnectError, OSError)):
         cause = str(leaf) or type(leaf).__name__
         return f"cannot connect to {url}: {cause}"
     if isinstance(leaf, httpx2.TransportError):

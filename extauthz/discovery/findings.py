@@ -13,7 +13,8 @@ Capabilities without findings are left out.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from extauthz.specs.model import KINDS
 

@@ -5,12 +5,12 @@ still what the service learns and enforces against."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from extauthz.identity.caller import Caller
 from extauthz.policy.rules import RULE_KIND
 from extauthz.specs.model import KEY_FIELD
-
 
 
 def visible_to(server: Any, caller: Caller | None,

@@ -18,7 +18,7 @@ come from MCP servers and must not be able to inject YAML or break out of a comm
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from extauthz.policy.globs import is_glob
@@ -199,7 +199,7 @@ def suggest_policy(inv: dict[str, Any], *, source: str = "") -> str:
     """The suggested policy YAML for an inventory document."""
     policy = inv.get("policy") or {}
     config = dict(policy.get("config") or {})
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     out = [
         "# mcp-extauthz policy suggested from observed use by `extauthz suggest-policy`",
         f"# from {comment(source or 'an inventory document')} at {now}; inventory generated "

@@ -16,7 +16,8 @@ Calibrated on the traces in tests/corpus/risk (bench/risk_calibration.py prints 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from extauthz.risk.stages import PROBE, RECON
 

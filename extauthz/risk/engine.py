@@ -20,13 +20,24 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from extauthz.risk import chain as chains
 from extauthz.risk.forgive import Corrections
-from extauthz.risk.stages import (CHAIN_POINTS, CORRECTABLE, EXTRACT, LIST_BURST_POINTS, LIST_METHODS, ORDER,
-                                  PROBE, RECON, USE_METHODS, VOLUME_POINTS)
+from extauthz.risk.stages import (
+    CHAIN_POINTS,
+    CORRECTABLE,
+    EXTRACT,
+    LIST_BURST_POINTS,
+    LIST_METHODS,
+    ORDER,
+    PROBE,
+    RECON,
+    USE_METHODS,
+    VOLUME_POINTS,
+)
 
 CHAIN_WINDOW = chains.CHAIN_WINDOW
 EVIDENCE_PER_STAGE = 5         # events per stage an alert reports
@@ -317,7 +328,8 @@ class RiskEngine:
         (re)started worker is sent, so it does not start the minute from zero."""
         minute = int(self.clock.time() // 60)
         return {"minute": minute,
-                "calls": {c: st.rate_count for c, st in self._callers.items() if st.rate_minute == minute and st.rate_count},
+                "calls": {c: st.rate_count for c, st in self._callers.items()
+                          if st.rate_minute == minute and st.rate_count},
                 "uses": {c: st.volume_count for c, st in self._callers.items()
                          if st.volume_minute == minute and st.volume_count}}
 

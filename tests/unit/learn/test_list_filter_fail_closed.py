@@ -6,7 +6,8 @@ resolves from what Envoy forwards. Whatever cannot be filtered is shown empty an
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import orjson

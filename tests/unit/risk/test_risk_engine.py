@@ -9,15 +9,29 @@ import pytest
 
 from extauthz.core.reasons import Reason
 from extauthz.risk.chain import CHAIN_MIN_POINTS, ESCALATE_AFTER, ESCALATE_MAX, ESCALATE_STEP, LONG_WINDOW
-from extauthz.risk.engine import CHAIN_WINDOW, EVIDENCE_PER_STAGE, MAX_ALERTS_PER_CALLER, MAX_SESSIONS_PER_CALLER, RiskEngine
-from extauthz.risk.stages import (CHAIN_POINTS, DENIAL_STAGE, EXTRACT, LIST_METHODS, PROBE, RECON, USE_METHODS,
-                                  VOLUME_POINTS, stage_of)
+from extauthz.risk.engine import (
+    CHAIN_WINDOW,
+    EVIDENCE_PER_STAGE,
+    MAX_ALERTS_PER_CALLER,
+    MAX_SESSIONS_PER_CALLER,
+    RiskEngine,
+)
+from extauthz.risk.stages import (
+    CHAIN_POINTS,
+    DENIAL_STAGE,
+    EXTRACT,
+    LIST_METHODS,
+    PROBE,
+    RECON,
+    USE_METHODS,
+    VOLUME_POINTS,
+    stage_of,
+)
+
+from .conftest import Clock
 
 ALICE = "https://issuer|alice|agent"
 BOB = "https://issuer|bob|agent"
-
-
-from .conftest import Clock
 
 
 @pytest.fixture
@@ -484,7 +498,7 @@ def test_published_payload_replays_into_another_engine(eng, published, clock):
     rec(eng, PROBE, 8, reason="schema_violation", name="lookup", session="s2")
     rec(eng, None, 0, reason="allowed", name="lookup", session="s2")       # corrects it
     rec(eng, EXTRACT, 0, session="s3")
-    for op, m in published:
+    for _op, m in published:
         other.record(m["caller"], decision_id=m["decisionId"], session_id=m["sessionId"], server=m["server"],
                      method=m["method"], name=m["name"], reason=m["reason"], stage=m["stage"],
                      points=float(m["points"]), replicated=True, at=m["time"], forgives=m.get("forgives", ()))
