@@ -128,13 +128,13 @@ class Metrics:
                  sessions_refused: Callable[[], int] = lambda: 0) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.checks = _CheckCollector()
-        r.register(self.checks)  # type: ignore[arg-type]
+        r.register(self.checks)
         self.list_filter_failures = _FilterFailureCollector()
-        r.register(self.list_filter_failures)  # type: ignore[arg-type]
+        r.register(self.list_filter_failures)
         self.drift = Counter("mcp_extauthz_spec_drift", "Spec drift events", ["server"], registry=r)
         self.sessions_active = Gauge("mcp_extauthz_sessions_active", "Tracked MCP sessions", registry=r)
         self.sessions_active.set_function(lambda: float(sessions()))
-        r.register(_CountCollector(  # type: ignore[arg-type]
+        r.register(_CountCollector(
             "mcp_extauthz_session_claims_refused",
             "New MCP session bindings refused (rate_limited): sessions.maxSessions live bindings exist",
             sessions_refused))
@@ -145,15 +145,15 @@ class Metrics:
         # plain ints: a worker reports them in its stats, the supervisor of --workers shows their sum
         self.risk_blocks = _Tally("mcp_extauthz_risk_blocks", "Requests denied by the risk score")
         self.risk_alerts = _Tally("mcp_extauthz_risk_alerts", "Attack chains (recon -> probe -> extract) detected")
-        r.register(self.risk_blocks)  # type: ignore[arg-type]
-        r.register(self.risk_alerts)  # type: ignore[arg-type]
+        r.register(self.risk_blocks)
+        r.register(self.risk_alerts)
         self.build_info = Gauge("mcp_extauthz_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
-        r.register(_SpecCollector(specs))  # type: ignore[arg-type]
+        r.register(_SpecCollector(specs))
         self._labels: dict[tuple[str, str, bool, str], tuple[str, str, str, str]] = {}
 
     def watch_shared(self, status: Callable[[], dict[str, Any]]) -> None:
-        self.registry.register(_SharedCollector(status))  # type: ignore[arg-type]
+        self.registry.register(_SharedCollector(status))
 
     def observe(self, server: str, method: str, allowed: bool, reason: str, seconds: float) -> None:
         key = (server, method, allowed, reason)

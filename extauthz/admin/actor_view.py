@@ -203,15 +203,15 @@ def build(facts: Mapping[str, Any], filters: Filters = Filters(), now: float | N
     alerts = []
     alert_points: dict[str, float] = {}
     for i, a in enumerate(risk.get("alerts") or [], 1):
-        steps = []
+        evidence = []
         for stage in STAGES:
             for e in a.get("stages", {}).get(stage) or []:
                 marks.setdefault(e["decisionId"], []).append(f"alert {i}: {stage}")
-                steps.append((stage, e))
-        if steps:
-            last = steps[-1][1]["decisionId"]
+                evidence.append((stage, e))
+        if evidence:
+            last = evidence[-1][1]["decisionId"]
             alert_points[last] = alert_points.get(last, 0.0) + float(a.get("points", 0.0))
-        alerts.append((i, a, steps))
+        alerts.append((i, a, evidence))
 
     # One row per decision id: the risk timeline (stage, points) joined with the decision-log
     # ring (user session, detail, monitor, worker).

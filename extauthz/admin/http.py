@@ -208,6 +208,6 @@ def admin_server(app: Any, host: str, port: int, actors: ActorSource | None = No
     import uvicorn
     server = uvicorn.Server(uvicorn.Config(build_admin(app, actors), host=host, port=port, log_level="warning",
                                            access_log=False, lifespan="off"))
-    server.capture_signals = contextlib.nullcontext   # type: ignore[method-assign] # uvicorn >= 0.29
-    server.install_signal_handlers = lambda: None     # type: ignore[method-assign] # older uvicorn
+    server.capture_signals = contextlib.nullcontext   # type: ignore[method-assign,assignment] # uvicorn >= 0.29
+    server.install_signal_handlers = lambda: None     # type: ignore[attr-defined] # older uvicorn
     return server

@@ -11,6 +11,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlencode
@@ -28,7 +29,7 @@ def _who(caller: str) -> str:
     return parts[1] if len(parts) == 3 else caller
 
 
-def _table(rows: list[tuple[str, ...]], out: TextIO, indent: str = "  ") -> None:
+def _table(rows: Sequence[tuple[str, ...]], out: TextIO, indent: str = "  ") -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print(indent + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)).rstrip(), file=out)
@@ -53,7 +54,7 @@ def print_actor(v: dict[str, Any], out: TextIO) -> None:
     for a in v["alerts"]:
         print(file=out)
         print(f"ALERT {a['index']}  {_t(a['time'])}  +{a['points']:g}  {s(a['summary'], 0)}", file=out)
-        rows = [("STEP", "STAGE", "TIME", "SESSION", "REASON", "CALL", "DECISION")]
+        rows: list[tuple[str, ...]] = [("STEP", "STAGE", "TIME", "SESSION", "REASON", "CALL", "DECISION")]
         rows += [(str(n), st["stage"], _t(st["time"]), s(st["session_id"] or "-"), st["reason"],
                   s(f"{st['method']} {st['name']}".strip() or "-"),
                   st["decision_id"] + ("" if st["on_page"] else " (no longer kept)"))

@@ -25,7 +25,7 @@ async def connect(url: str, token: str | None, mode: str = "legacy",
         h["Authorization"] = f"Bearer {token}"
     async with (
         create_mcp_http_client(headers=h, timeout=httpx2.Timeout(30, read=60)) as http,
-        Client(streamable_http_client(url, http_client=http), mode=mode, cache=None) as client,  # type: ignore[arg-type]
+        Client(streamable_http_client(url, http_client=http), mode=mode, cache=None) as client,
     ):
         yield client
 

@@ -177,7 +177,7 @@ async def _via_streamable(url: str, headers: dict[str, str], timeout: float, see
 
     async with _http_client(headers, timeout, seen) as http:
         transport = streamable_http_client(url, http_client=http)      # DELETEs the session on close
-        async with Client(transport, mode=mode, cache=None, client_info=_client_info(),  # type: ignore[arg-type]
+        async with Client(transport, mode=mode, cache=None, client_info=_client_info(),
                           read_timeout_seconds=timeout) as client:
             snap = await _collect(client, url, "streamable-http", max_pages, max_items)
         snap.stateful = seen.session
@@ -198,7 +198,7 @@ async def _via_sse(url: str, headers: dict[str, str], timeout: float, seen: _See
 
     transport = sse_client(url, headers=headers, timeout=timeout, sse_read_timeout=timeout,
                            httpx_client_factory=factory)
-    async with Client(transport, mode="legacy", cache=None, client_info=_client_info(),  # type: ignore[arg-type]
+    async with Client(transport, mode="legacy", cache=None, client_info=_client_info(),
                       read_timeout_seconds=timeout) as client:
         snap = await _collect(client, url, "sse", max_pages, max_items)
     snap.stateful = True

@@ -128,10 +128,10 @@ class ServerSeen:
         for src, dst in ((o["authorities"], self.authorities), (o["paths"], self.paths), (o["versions"], self.versions)):
             for v in src:
                 _bounded_add(dst, str(v))
-        for src, dst in ((o["methods"], self.methods), (o["reasons"], self.reasons)):
-            for k, n in src.items():
-                if k in dst or len(dst) < MAX_METHODS:
-                    dst[k] = dst.get(k, 0) + int(n)
+        for got, counts in ((o["methods"], self.methods), (o["reasons"], self.reasons)):
+            for k, n in got.items():
+                if k in counts or len(counts) < MAX_METHODS:
+                    counts[k] = counts.get(k, 0) + int(n)
         for k, t in sorted(o["callers"].items(), key=lambda kv: kv[1]):
             if t >= self.callers.get(k, 0.0):
                 _touch_recent(self.callers, k, t, MAX_CALLERS_PER_SERVER)
@@ -248,7 +248,7 @@ class Inventory:
         c = d.caller
         # Everything the record depends on: identical decisions within one flush are recorded once,
         # with their count (at 1,000 Checks/s most are repeats of a few shapes).
-        key = (d.server, d.method, d.name, d.reason, c.key if c is not None else "",
+        key: tuple[Any, ...] = (d.server, d.method, d.name, d.reason, c.key if c is not None else "",
                c.groups if c is not None else None, d.protocol_version, http.method, http.authority, http.path)
         pending = self._pending
         try:

@@ -16,6 +16,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any, Literal
 
+from extauthz.mcp import jsonrpc
+
 from .authority import parse_authority
 from .errors import PolicyError, PolicyIssue
 from .globs import Matcher, compile_glob, is_glob
@@ -86,7 +88,7 @@ class ServerPolicy:
         key = (kind, name)
         hit = self._resolved.get(key, _UNRESOLVED)
         if hit is not _UNRESOLVED:
-            return hit  # type: ignore[no-any-return]
+            return hit  # type: ignore[return-value]  # not the sentinel: a Rule or None
         rule = self._exact.get(key)
         if rule is None:
             for matcher, candidate in self._globs.get(kind, ()):
@@ -155,11 +157,8 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
-    max_body_bytes: int = 262144
-    max_depth: int = 32
-    max_string_bytes: int = 65536
-    max_array_items: int = 10000
+class Limits(jsonrpc.Limits):
+    """The parser's size limits (a subclass, so the parser takes it as is) and the encodings to decode."""
     decode: frozenset[str] = frozenset()
 
 
@@ -295,9 +294,9 @@ def _server(doc: dict[str, Any], base_dir: str) -> ServerPolicy:
 def _source(doc: dict[str, Any]) -> IdentitySource:
     ((kind, body),) = doc.items()
     if kind == "jwtMetadata":
-        return IdentitySource(kind, filter=body.get("filter", "envoy.filters.http.jwt_authn"), key=body["key"])
+        return IdentitySource("jwtMetadata", filter=body.get("filter", "envoy.filters.http.jwt_authn"), key=body["key"])
     if kind == "header":
-        return IdentitySource(kind, name=body["name"].lower(), encoding=body.get("encoding", "base64url-json"))
+        return IdentitySource("header", name=body["name"].lower(), encoding=body.get("encoding", "base64url-json"))
     return IdentitySource("mtls")
 
 

@@ -133,7 +133,7 @@ def _server_block(s: dict[str, Any]) -> list[str]:
     lines = [f"  - name: {yq(s['server'])}"]
     info = s.get("serverInfo") or {}
     if info.get("name"):
-        lines.insert(0, f"  # {comment(info.get('name'))} {comment(info.get('version', ''))}".rstrip())
+        lines.insert(0, f"  # {comment(info['name'])} {comment(info.get('version', ''))}".rstrip())
     lines.append(f"    match: {flow(pol['match'])}")
     for key in ("upstream", "specFile", "schemaStrictness"):
         if pol.get(key):

@@ -50,7 +50,7 @@ def links_in(result: Any) -> list[str]:
     for item in content:
         if type(item) is dict and item.get("type") == "resource_link":
             uri = item.get("uri")
-            if uri_problem(uri) is None and uri not in out:
+            if type(uri) is str and uri_problem(uri) is None and uri not in out:
                 out.append(uri)
                 if len(out) >= MAX_PER_RESULT:
                     break

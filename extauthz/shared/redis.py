@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -197,7 +197,8 @@ class RedisShared:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                got = await self.r.xread({self._feed: self.last_id}, count=READ_BATCH, block=1000)
+                got = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",  # RESP2 shape
+                           await self.r.xread({self._feed: self.last_id}, count=READ_BATCH, block=1000))
             except (RedisError, OSError) as e:
                 self._down(e)
                 continue

@@ -112,8 +112,9 @@ class ServerSpec:
     approved: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> digest an operator approved
 
     def table(self, kind: str) -> dict[str, Any]:
-        return {"tools": self.tools, "resources": self.resources,
-                "resourceTemplates": self.templates, "prompts": self.prompts}[kind]
+        tables: dict[str, dict[str, Any]] = {"tools": self.tools, "resources": self.resources,
+                                             "resourceTemplates": self.templates, "prompts": self.prompts}
+        return tables[kind]
 
     def template_for(self, uri: str) -> TemplateSpec | None:
         for t in self.templates.values():

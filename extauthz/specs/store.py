@@ -33,7 +33,7 @@ class SpecStore:
 
     def __init__(self, on_drift: Callable[[DriftEvent], None] | None = None) -> None:
         self._specs: OrderedDict[str, ServerSpec] = OrderedDict()
-        self._pending: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, str, str], dict[int, Any]] = OrderedDict()
         self._on_drift = on_drift
         # Called with (op, payload) for every change another replica must also make; set by the
         # workers bus. Replicated changes are applied with `replicated=True` and not re-published.

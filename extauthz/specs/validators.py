@@ -40,7 +40,7 @@ _MODERN = ("https://json-schema.org/draft/2020-12/schema", "https://json-schema.
 try:   # compiled (Rust) validator: ~100x faster on the allow path; verdicts proven equal to
     import jsonschema_rs  # jsonschema's on a generated corpus (tests/unit/specs/test_differential.py)
 except ImportError:  # pragma: no cover - optional speed-up
-    jsonschema_rs = None
+    jsonschema_rs = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +231,7 @@ class ValidatorCache:
             patterns = [jsonschema_ecma.PATTERNS.compile(p) for p in jsonschema_ecma.patterns_in(schema)]
             if cls not in checkers:
                 checkers[cls] = jsonschema_ecma.format_checker(cls)
-            cls.check_schema(schema, format_checker=checkers[cls])
+            cls.check_schema(schema, format_checker=checkers[cls])  # type: ignore[call-arg]  # stubs lack it
             effective = close_schema(schema) if strict else schema
             reference = cls(effective)
         except PatternError as e:

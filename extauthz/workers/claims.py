@@ -120,7 +120,8 @@ class ClaimAuthority:
             self.sessions.keep_alive((sid,))
             return {"op": "claimed", "rid": rid, "owner": owner, "ended": False}, None
         meta = {k: str(msg.get(k) or "") for k in ("user_session", "client_id", "protocol_version")}
-        if self.sessions.touch(sid, caller, server, **meta) is None:
+        if self.sessions.touch(sid, caller, server, user_session=meta["user_session"], client_id=meta["client_id"],
+                               protocol_version=meta["protocol_version"]) is None:
             return {"op": "claimed", "rid": rid, "error": "sessions.maxSessions live sessions are bound"}, None
         binding = {"op": "session", "sid": sid, "caller": caller, "server": server, **meta}
         return {"op": "claimed", "rid": rid, "owner": caller, "ended": False}, binding
