@@ -4,11 +4,11 @@ methods and shadow servers collapse into one value so an attacker cannot explode
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from extauthz import __version__
 from extauthz.mcp.methods import CAPABILITY_METHODS, FREE_METHODS, NOTIFICATIONS
@@ -21,7 +21,7 @@ class _SpecCollector:
     def __init__(self, specs: Callable[[], Iterable[Any]]) -> None:
         self._specs = specs
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         g = GaugeMetricFamily("mcp_extauthz_spec_capabilities", "Capabilities in each server's spec",
                               labels=["server", "kind"])
         for spec in self._specs():
@@ -46,7 +46,7 @@ class _CheckCollector:
         self.total = 0.0
         self.count = 0
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterator[Metric]:
         c = CounterMetricFamily("mcp_extauthz_decisions", "Check decisions",
                                 labels=["server", "method", "decision", "reason"])
         for labels, n in list(self.decisions.items()):
@@ -67,7 +67,7 @@ class _SharedCollector:
     def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
         self._status = status
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterator[Metric]:
         st = self._status()
         yield GaugeMetricFamily("mcp_extauthz_shared_state_connected", "1 while the shared store (Redis) answers",
                                 value=1.0 if st.get("connected") else 0.0)
@@ -91,7 +91,7 @@ class _FilterFailureCollector:
     def inc(self, reason: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterator[Metric]:
         c = CounterMetricFamily("mcp_extauthz_list_filter_failures",
                                 "List responses that could not be filtered for their caller (shown empty)",
                                 labels=["reason"])

@@ -42,7 +42,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (bind to port 0, read it back, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -99,7 +100,7 @@ class _Proc:
     argv: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
-    popen: subprocess.Popen | None = None
+    popen: subprocess.Popen[bytes] | None = None
 
     def start(self, cwd: str | None = None) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
@@ -246,7 +247,7 @@ class Stack:
     def log_tail(self, name: str, lines: int = 40) -> str:
         return "\n".join(self.logs().get(name, "").splitlines()[-lines:])
 
-    def process(self, name: str) -> subprocess.Popen | None:
+    def process(self, name: str) -> subprocess.Popen[bytes] | None:
         p = self._procs.get(name)
         return p.popen if p else None
 

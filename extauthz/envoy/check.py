@@ -6,6 +6,7 @@ spec kind the store lacks first awaits that discovery, bounded (extauthz.discove
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
@@ -24,7 +25,8 @@ class AuthorizationServicer:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    async def Check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext) -> bytes:
+    async def Check(self, request: external_auth_pb2.CheckRequest,
+                    context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest, bytes]) -> bytes:
         try:
             http = to_http_request(request)
         except Exception:       # never hand the verdict to Envoy's failure mode: deny
@@ -45,7 +47,7 @@ class AuthorizationServicer:
         return encode_check_response(d)
 
 
-def _time_remaining(context: grpc.aio.ServicerContext) -> float | None:
+def _time_remaining(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     """Seconds left before Envoy's ext_authz timeout (its gRPC deadline), or None without one."""
     try:
         left = context.time_remaining()

@@ -78,7 +78,8 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
         self.streams_active = 0
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
+                      context: grpc.aio.ServicerContext[pb.ProcessingRequest, pb.ProcessingResponse],
+                      ) -> AsyncIterator[pb.ProcessingResponse]:
         exchange: Exchange | None = None
         self.streams_active += 1
         try:

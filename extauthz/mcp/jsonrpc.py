@@ -33,12 +33,15 @@ class Limits:
     max_array_items: int = 10000
 
 
+RequestId = str | int    # what `_message` accepts: JSON-RPC also allows null and fractions, MCP does not
+
+
 @dataclass(slots=True)
 class Message:
     """One JSON-RPC message. `kind` is request | notification | response."""
 
     kind: str
-    id: Any
+    id: RequestId | None
     method: str
     params: dict[str, Any]
     raw: dict[str, Any]
@@ -50,7 +53,7 @@ class ParsedBody:
     batch: bool
     error: Reason | None = None
     detail: str = ""
-    ids: list[Any] | None = None    # ids that could still be read unambiguously on an error
+    ids: list[RequestId | None] | None = None    # ids that could still be read unambiguously on an error
 
 
 class BodyError(Exception):
@@ -189,7 +192,7 @@ def _message(obj: Any) -> Message:
     raise BodyError(Reason.MALFORMED_REQUEST, "not a JSON-RPC request, notification or response")
 
 
-def _readable_id(obj: Any) -> Any:
+def _readable_id(obj: Any) -> RequestId | None:
     if type(obj) is dict:
         mid = obj.get("id")
         if type(mid) is str or type(mid) is int:
