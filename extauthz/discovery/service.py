@@ -40,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from extauthz.mcp.request import HttpRequest
 from extauthz.specs.model import KINDS
 
 log = logging.getLogger("extauthz.discovery")
@@ -260,7 +261,7 @@ class Discoverer:
                  ", ".join(counts) or "no lists")
 
     # -- the Check path --------------------------------------------------------------------------
-    async def before_check(self, http: Any, time_remaining: float | None = None) -> None:
+    async def before_check(self, http: HttpRequest, time_remaining: float | None = None) -> None:
         """Called by Check only while `waiting` is not empty. Returns once the spec this request
         needs is there, or could not be had within the bound. Never raises (but a cancelled Check
         is cancelled)."""
@@ -282,7 +283,7 @@ class Discoverer:
         except Exception:  # noqa: BLE001 - the run logs its own failure
             pass
 
-    def _miss(self, http: Any, time_remaining: float | None) -> tuple[asyncio.Task[bool] | None, float]:
+    def _miss(self, http: HttpRequest, time_remaining: float | None) -> tuple[asyncio.Task[bool] | None, float]:
         ctx = self.app.ctx
         if ctx is None or http.method != "POST":
             return None, 0.0
