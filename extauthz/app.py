@@ -41,8 +41,8 @@ from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.links import LinkGrants
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
-from extauthz.specs.learn import LIST_KINDS, OBSERVE_METHODS, Learner
-from extauthz.specs.listfilter import FAILURES, View, view_ref
+from extauthz.specs.learn import LIST_KINDS, OBSERVE_METHODS, Learner, View
+from extauthz.specs.listfilter import FAILURES, view_ref
 from extauthz.specs.store import DriftEvent, SpecStore
 from extauthz.specs.validators import ValidatorCache
 

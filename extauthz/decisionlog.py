@@ -8,8 +8,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import orjson
 

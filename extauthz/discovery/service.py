@@ -34,13 +34,11 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import orjson
 
-from extauthz.mcp.request import HttpRequest
 from extauthz.specs.model import KINDS
 
 log = logging.getLogger("extauthz.discovery")
@@ -255,13 +253,13 @@ class Discoverer:
             info["supportedVersions"] = snap.supported_versions
         # Last, so another worker that sees this mark already has the lists (same ordered relay).
         info[INFO_KEY] = {"url": st.upstream, "transport": snap.transport, "protocolVersion": snap.protocol_version,
-                          "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+                          "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         store.note_info(st.name, info)
         log.info("discovered %s at %s (%s): %s", st.name, st.upstream, snap.protocol_version,
                  ", ".join(counts) or "no lists")
 
     # -- the Check path --------------------------------------------------------------------------
-    async def before_check(self, http: HttpRequest, time_remaining: float | None = None) -> None:
+    async def before_check(self, http: Any, time_remaining: float | None = None) -> None:
         """Called by Check only while `waiting` is not empty. Returns once the spec this request
         needs is there, or could not be had within the bound. Never raises (but a cancelled Check
         is cancelled)."""
@@ -283,7 +281,7 @@ class Discoverer:
         except Exception:  # noqa: BLE001 - the run logs its own failure
             pass
 
-    def _miss(self, http: HttpRequest, time_remaining: float | None) -> tuple[asyncio.Task[bool] | None, float]:
+    def _miss(self, http: Any, time_remaining: float | None) -> tuple[asyncio.Task[bool] | None, float]:
         ctx = self.app.ctx
         if ctx is None or http.method != "POST":
             return None, 0.0

@@ -251,12 +251,7 @@ def scan(text: str) -> tuple[Finding, ...]:
         plural = kind if kind.endswith("s") else kind + "s"
         out.extend(_phrases(unicodedata.normalize("NFKC", plain).casefold(), None, plural))
     seen: set[str] = set()
-    unique = []
-    for f in out:
-        if f.flag not in seen:
-            seen.add(f.flag)
-            unique.append(f)
-    return tuple(unique)
+    return tuple(f for f in out if not (f.flag in seen or seen.add(f.flag)))
 
 
 def _at(where: str, f: Finding) -> str:

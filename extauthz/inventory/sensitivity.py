@@ -54,7 +54,7 @@ def assess(inv: Any, kind: str, entry: Any) -> dict[str, Any]:
     None} for a spec entry (ToolSpec, ResourceSpec, TemplateSpec, PromptSpec), cached on
     `inv.classified`. `hidden` lists every hidden-instruction finding (the inventory shows them);
     `hold` is set only when they corroborate each other enough to hold the entry at first sight."""
-    cache: dict[str, dict[str, Any]] = inv.classified
+    cache: dict[str, Any] = inv.classified
     hit = cache.get(entry.digest)
     if hit is not None:
         return hit

@@ -53,7 +53,7 @@ class ParsedBody:
     batch: bool
     error: Reason | None = None
     detail: str = ""
-    ids: list[RequestId | None] | None = None    # ids that could still be read unambiguously on an error
+    ids: list[Any] | None = None    # ids that could still be read unambiguously on an error
 
 
 class BodyError(Exception):

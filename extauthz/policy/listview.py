@@ -5,19 +5,16 @@ still what the service learns and enforces against."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from extauthz.identity.caller import Caller
 from extauthz.policy.rules import RULE_KIND
 from extauthz.specs.model import KEY_FIELD
 
-if TYPE_CHECKING:
-    from extauthz.policy.model import ServerPolicy
 
 
-def visible_to(server: ServerPolicy, caller: Caller | None,
-               quarantine: Callable[[], Container[tuple[str, str]]] | None = None) -> Callable[[str, Any], bool]:
+def visible_to(server: Any, caller: Caller | None,
+               quarantine: Callable[[], Any] | None = None) -> Callable[[str, Any], bool]:
     """keep(kind, item) for one server policy and caller; unknown kinds and odd items are dropped,
     and so is what `quarantine()` holds ((kind, key) -> why). It is asked per item, not once: the
     response being filtered may itself be what quarantined a capability (first contact with a

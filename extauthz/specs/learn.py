@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from extauthz.mcp.rewrite import BodyRewriter, Rewriter
+from extauthz.mcp.rewrite import BodyRewriter
 from extauthz.mcp.sse import SseParser
 from extauthz.specs.listfilter import (FINGERPRINT_CHARS, View, ViewRef, blank, filtered, fingerprint,
                                        list_kind_of, unreadable_body)
@@ -369,7 +369,7 @@ class Exchange:
         # Why this caller's lists cannot be filtered (extauthz.specs.listfilter.FAILURES): every
         # list in the response is then shown empty.
         self.failure = failure
-        self.rewriter: Rewriter | None = None         # set when this caller's lists are filtered
+        self.rewriter: BodyRewriter | None = None     # set when this caller's lists are filtered
         self._keep: Callable[[str, Any], bool] | None = None
         self._list_ids: dict[tuple[str, str | int], str] = {}
         self.server = server

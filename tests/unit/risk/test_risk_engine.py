@@ -498,7 +498,7 @@ def test_published_payload_replays_into_another_engine(eng, published, clock):
     rec(eng, PROBE, 8, reason="schema_violation", name="lookup", session="s2")
     rec(eng, None, 0, reason="allowed", name="lookup", session="s2")       # corrects it
     rec(eng, EXTRACT, 0, session="s3")
-    for _op, m in published:
+    for op, m in published:
         other.record(m["caller"], decision_id=m["decisionId"], session_id=m["sessionId"], server=m["server"],
                      method=m["method"], name=m["name"], reason=m["reason"], stage=m["stage"],
                      points=float(m["points"]), replicated=True, at=m["time"], forgives=m.get("forgives", ()))

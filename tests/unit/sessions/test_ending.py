@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import grpc
 import pytest
@@ -22,7 +21,7 @@ from extauthz.core.reasons import Reason
 from extauthz.envoy.process import ExternalProcessorServicer, add_to_server
 from extauthz.envoy.wire import encode_check_response
 from extauthz.sessions.ending import decode_end_mark, end_mark, outcome_of
-from extauthz.specs.learn import LEARN_HEADER, MAX_SESSION_ID_CHARS, OBSERVE_HEADER
+from extauthz.specs.learn import LEARN_HEADER, OBSERVE_HEADER, MAX_SESSION_ID_CHARS
 from extauthz.workers.bus import apply_change
 
 from ..core.conftest import SUPPORT, http, learn
