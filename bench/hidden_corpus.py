@@ -4,7 +4,7 @@
 
 tests/corpus/real_servers.json: real servers' published lists (benign). tests/corpus/poisoning.json:
 attacks in the published tool-poisoning styles, and hard negatives (benign). Each entry (one tool,
-prompt, resource or template) is judged as the gateway judges it (`inventory.sensitivity.judge`):
+prompt, resource or template) is judged as the gateway judges it (`detect.assess.judge`):
 "hold" (quarantined at first sight), "flag" (inventory finding only) or nothing. Printed: hold and
 flag-or-hold precision/recall, false holds and flags on the benign sets, and per attack style.
 `-v` lists every benign entry flagged and every attack missed.
@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from extauthz.inventory.sensitivity import descriptions, judge  # noqa: E402
+from extauthz.detect.assess import descriptions, judge  # noqa: E402
 
 CORPUS = ROOT / "tests" / "corpus"
 

@@ -84,7 +84,7 @@ import yaml
 import common as C
 from extauthz.demo.envoy_config import render
 from extauthz.demo.tokens import TokenIssuer
-from extauthz.inventory.classify import classify_capability
+from extauthz.detect.capability import classify_capability
 
 MARKER = b"bench-echo"            # in every answer of bench/upstream_echo.py (and only there)
 

@@ -24,10 +24,10 @@ from extauthz.core.decide import Context, decide
 from extauthz.core.decision import Decision, new_decision_id
 from extauthz.core.reasons import Reason
 from extauthz.decisionlog import DecisionLog
+from extauthz.detect.assess import Assessor
 from extauthz.identity.caller import Caller
 from extauthz.identity.sources import BadIdentity, resolve_caller
 from extauthz.inventory.observation import Observer
-from extauthz.inventory.sensitivity import assess
 from extauthz.inventory.store import Inventory
 from extauthz.mcp.request import HttpRequest
 from extauthz.metrics import Metrics
@@ -55,17 +55,15 @@ log = logging.getLogger("extauthz")
 class App:
     def __init__(self, policy_path: str | None, *, decision_out: IO[bytes] | None = None,
                  background_log: bool = False, clock: Clock | None = None) -> None:
-        self.specs = SpecStore(on_drift=self._on_drift)
-        self.specs.screen = self._screen
+        self.specs = SpecStore(on_drift=self._on_drift, screen=self._screen)
         self.sessions = SessionRegistry()
         self.validators = ValidatorCache()
         self.inventory = Inventory()
+        self.assessor = Assessor()          # shared by the inventory view and the quarantine screen
         self.visibility = Visibility()
-        self.risk = RiskEngine(clock=clock)       # clock: simulated time in replay and calibration
-        self.risk.on_alert = self._on_alert
+        self.risk = RiskEngine(clock=clock, on_alert=self._on_alert)   # clock: simulated time in replay, calibration
         self.sensitive = SensitiveUse(self.specs)
         self.own_faults = OwnFaults(self.specs, self.validators)
-        self.discovery: Any = None      # extauthz.discovery: set by `serve` when servers have an upstream
         # extauthz.shared: where session owners and learned state are shared (Redis, or the
         # --workers supervisor); None for one process on its own
         self.shared: Any = None
@@ -73,16 +71,12 @@ class App:
         self.decisions = DecisionLog(decision_out, background=background_log)
         self.observer = Observer(self.inventory, self.risk, self.decisions, lambda: self.ctx)
         self.learner = Learner(self.specs, lambda: self.ctx.policy.defaults.on_drift if self.ctx else "quarantine",
-                               on_session=self._on_session)
-        self.learner.list_view = self._list_view
-        self.learner.resolve_view = self._caller_view
-        self.learner.filtering = self._filters_lists
-        self.learner.on_filter_failure = self._on_filter_failure
-        self.learner.on_listed = self.visibility.listed_page
+                               on_session=self._on_session, list_view=self._list_view,
+                               resolve_view=self._caller_view, filtering=self._filters_lists,
+                               on_filter_failure=self._on_filter_failure, on_listed=self.visibility.listed_page,
+                               on_result=self._on_result, on_session_end=self._on_session_end)
         self.links = LinkGrants()
         self._link_only: OrderedDict[tuple[str, str, str, Any], None] = OrderedDict()   # read for links only
-        self.learner.on_result = self._on_result
-        self.learner.on_session_end = self._on_session_end
         self.ctx: Context | None = None
         self.draining = False
         self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
@@ -151,13 +145,15 @@ class App:
             d.rule = "sessions.sharedStateDown"
             self._enqueue(d, http)
             return d
+        from extauthz.shared.changes import SessionBound, SessionEnded
         if ended:                       # reserved to its former owner: decided like any ended id here
-            self.sessions.end(d.claim, caller=owner, replicated=True)
+            self.sessions.apply(SessionEnded(d.claim, owner))
             return self._decided_again(http)
-        mine = owner == caller.key      # won (or already held): the other replicas hear of it on the feed
-        self.sessions.touch(d.claim, owner, d.server, user_session=caller.user_session if mine else "",
-                            client_id=caller.client_id if mine else "", protocol_version=d.protocol_version,
-                            replicated=not mine)
+        if owner == caller.key:         # won (or already held): the other replicas hear of it on the feed
+            self.sessions.touch(d.claim, owner, d.server, user_session=caller.user_session,
+                                client_id=caller.client_id, protocol_version=d.protocol_version)
+        else:                           # somebody else's: known here, not news for anybody
+            self.sessions.apply(SessionBound(d.claim, owner, d.server, protocol_version=d.protocol_version))
         return self._decided_again(http)
 
     def _decided_again(self, http: HttpRequest) -> Decision:
@@ -249,13 +245,13 @@ class App:
 
     def _screen(self, kind: str, entry: Any) -> str | None:
         """defaults.hiddenInstructions: quarantine: a capability whose published text carries
-        high-confidence hidden instructions (inventory/hidden.py `hold_reason`) is held until an
+        high-confidence hidden instructions (detect/hidden.py `hold_reason`) is held until an
         operator approves it, and filtered lists no longer show it, so the text never reaches an
         agent through us. Weaker findings are only flagged in the inventory."""
         ctx = self.ctx
         if ctx is None or ctx.policy.defaults.hidden_instructions != "quarantine":
             return None
-        why = assess(self.inventory, kind, entry)["hold"]
+        why = self.assessor.assess(kind, entry).hold
         key = getattr(entry, "uri", None) or getattr(entry, "uri_template", None) or entry.name
         what = {"resourceTemplates": "resource template"}.get(kind, kind[:-1])
         return f"hidden instructions in {what} {key[:80]!r}: {why}"[:300] if why else None

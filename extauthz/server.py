@@ -68,13 +68,13 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     if shared is not None:
         app.use_shared(shared)
         await shared.start()            # ready once the shared state is loaded (App.ready)
-    app.discovery = Discoverer.from_env(app, scheduled=worker_fd is None or worker_index == 0)
+    discovery = Discoverer.from_env(app, scheduled=worker_fd is None or worker_index == 0)
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
         ("grpc.max_send_message_length", 16 * 1024 * 1024),
         ("grpc.so_reuseport", 1 if worker_fd is not None else 0),
     ])
-    check.add_to_server(check.AuthorizationServicer(app), server)
+    check.add_to_server(check.AuthorizationServicer(app, discovery), server)
     process.add_to_server(process.ExternalProcessorServicer(app.learner), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -100,8 +100,8 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     if bus is not None:
         bus_task = asyncio.create_task(bus.run())
         bus_task.add_done_callback(lambda _: stop.set())
-    discovery_task = asyncio.create_task(app.discovery.run(wait_for_bus=worker_fd is not None and shared is None))
-    lease_task = asyncio.create_task(_discovery_lease(app, shared)) if shared is not None else None
+    discovery_task = asyncio.create_task(discovery.run(wait_for_bus=worker_fd is not None and shared is None))
+    lease_task = asyncio.create_task(_discovery_lease(discovery, shared)) if shared is not None else None
     log.info("serving gRPC on %s:%d%s", host, grpc_port,
              f", admin on {host}:{admin_port}" if admin_port else f" (worker {worker_index})")
 
@@ -125,7 +125,7 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     for t in (watch_task, sweep_task, settle_task, bus_task, discovery_task, lease_task):
         if t:
             t.cancel()
-    await app.discovery.close()
+    await discovery.close()
     if shared is not None:
         await shared.close()
     if admin is not None and admin_task is not None:
@@ -134,12 +134,12 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     log.info("stopped")
 
 
-async def _discovery_lease(app: App, shared: Any, every: float = 10.0) -> None:
+async def _discovery_lease(discovery: Discoverer, shared: Any, every: float = 10.0) -> None:
     """Scheduled discovery runs on the one replica holding the lease (on-miss discovery stays
     local); a replica that dies loses it within 3 renewals."""
-    wanted = app.discovery.scheduled
+    wanted = discovery.scheduled
     while wanted:
-        app.discovery.scheduled = await shared.hold_lease("discovery", 3 * every)
+        discovery.scheduled = await shared.hold_lease("discovery", 3 * every)
         await asyncio.sleep(every)
 
 

@@ -25,6 +25,7 @@ from extauthz.admin.page import HEADERS as PAGE_HEADERS
 from extauthz.admin.page import render as render_page
 from extauthz.app import App
 from extauthz.inventory.store import spec_kind
+from extauthz.inventory.view import build_view
 
 if TYPE_CHECKING:
     import uvicorn
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 def inventory(app: App) -> dict[str, Any]:
     """The inventory document (`extauthz.inventory.view`): servers, capabilities, coverage,
     sensitivity, usage, quarantine, drift, callers."""
-    return app.inventory.snapshot(app)
+    return build_view(app.inventory, app.specs, app.ctx.policy if app.ctx else None, app.holder.path, app.assessor)
 
 
 async def resolve(actors: ActorSource, query: str) -> tuple[str, list[Hit]]:

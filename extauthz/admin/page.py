@@ -2,8 +2,8 @@
 
 Server-rendered from the same document as `/v1/inventory`, no scripts, no external assets (the
 pod has no internet). Capability names, descriptions and server info come from MCP servers and
-are attacker-controlled: every value goes through `esc` (the only way text reaches the page is
-`tag`, which escapes whatever is not already markup it built), and the response's
+are attacker-controlled: every value goes through markupsafe's `escape` (the only way text
+reaches the page is `tag`, which escapes whatever is not already `Markup` it built), and the response's
 Content-Security-Policy allows no script at all and only this page's own stylesheet.
 """
 
@@ -11,31 +11,27 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from markupsafe import Markup, escape
+
 MAX_DESCRIPTION = 240
 _VOID = frozenset({"meta", "br", "hr", "link"})
 
 
-class Safe(str):
-    """Markup built here (never text from the inventory)."""
+Child = Any     # str (escaped), Markup (kept), None (dropped), or an iterable of those
 
 
-Child = Any     # str (escaped), Safe (kept), None (dropped), or an iterable of those
+def esc(value: Any) -> Markup:
+    """`value` escaped (Markup kept as it is); None is empty."""
+    return escape("" if value is None else value)
 
 
-def esc(value: Any) -> Safe:
-    if isinstance(value, Safe):
-        return value
-    return Safe(html.escape("" if value is None else str(value), quote=True))
-
-
-def _flat(children: Iterable[Child]) -> Iterable[Safe]:
+def _flat(children: Iterable[Child]) -> Iterable[Markup]:
     for c in children:
         if c is None or c is False:
             continue
@@ -45,13 +41,13 @@ def _flat(children: Iterable[Child]) -> Iterable[Safe]:
             yield esc(c)
 
 
-def tag(name: str, *children: Child, **attrs: Any) -> Safe:
+def tag(name: str, *children: Child, **attrs: Any) -> Markup:
     """`tag("td", "x", class_="n")` -> <td class="n">x</td>; attribute values are escaped too."""
     a = "".join(f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items()
                 if v is not None and v is not False)
     if name in _VOID:
-        return Safe(f"<{name}{a}>")
-    return Safe(f"<{name}{a}>{''.join(_flat(children))}</{name}>")
+        return Markup(f"<{name}{a}>")
+    return Markup(f"<{name}{a}>{''.join(_flat(children))}</{name}>")
 
 
 def visible(text: str) -> str:
@@ -101,7 +97,7 @@ _SENSITIVE_COLOUR = {"secret": "red", "credentials": "red", "pii": "pur", "finan
 _KIND = {"tools": "tool", "resources": "resource", "resourceTemplates": "template", "prompts": "prompt"}
 
 
-def _when(iso: str | None, now: datetime) -> Safe:
+def _when(iso: str | None, now: datetime) -> Markup:
     if not iso:
         return tag("span", "never", class_="mut")
     try:
@@ -113,11 +109,11 @@ def _when(iso: str | None, now: datetime) -> Safe:
     return tag("span", f"{ago} ago", title=iso)
 
 
-def _badge(text: str, colour: str = "gry", title: str | None = None) -> Safe:
+def _badge(text: str, colour: str = "gry", title: str | None = None) -> Markup:
     return tag("span", text, class_=f"b {colour}", title=title)
 
 
-def _sensitivity(cap: dict[str, Any]) -> list[Safe]:
+def _sensitivity(cap: dict[str, Any]) -> list[Markup]:
     out = [_badge(c, _SENSITIVE_COLOUR.get(c.split(".", 1)[0], "amb"),
                   "; ".join(f"{f['type']} in {f['where']}" for f in cap.get("findings", []) if f["category"] == c) or None)
            for c in cap.get("sensitivity") or []]
@@ -128,7 +124,7 @@ def _sensitivity(cap: dict[str, Any]) -> list[Safe]:
     return out
 
 
-def _annotations(cap: dict[str, Any]) -> list[Safe]:
+def _annotations(cap: dict[str, Any]) -> list[Markup]:
     ann = cap.get("annotations") or {}
     out = []
     if ann.get("destructiveHint") is True:
@@ -152,7 +148,7 @@ def _allow_text(allow: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _coverage(cap: dict[str, Any]) -> Safe:
+def _coverage(cap: dict[str, Any]) -> Markup:
     rule = cap.get("rule")
     if not rule:
         return _badge("UNCOVERED", "red", "no policy rule: denied to everyone")
@@ -160,22 +156,22 @@ def _coverage(cap: dict[str, Any]) -> Safe:
     return tag("span", tag("code", rule["id"]), " ", tag("span", _allow_text(rule["allow"]) + extra, class_="mut"))
 
 
-def _callers(usage: dict[str, Any] | None) -> Safe:
+def _callers(usage: dict[str, Any] | None) -> Markup:
     if not usage or not usage.get("callers"):
         return tag("span", "-", class_="mut")
     items = [tag("div", c["subject"], " ", tag("span", ", ".join(c["groups"]) or "no groups", class_="mut"))
              for c in usage["callers"][:5]]
     more = len(usage["callers"]) - 5
-    return Safe("".join(items) + (tag("div", f"+{more} more", class_="mut") if more > 0 else ""))
+    return Markup("").join(items) + (tag("div", f"+{more} more", class_="mut") if more > 0 else "")
 
 
-def _description(text: str) -> Safe:
+def _description(text: str) -> Markup:
     text = visible(text or "")
     short = text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 1] + "\u2026"
     return tag("div", short, class_="desc", title=text if short != text else None)
 
 
-def _cap_rows(server: dict[str, Any], now: datetime) -> list[Safe]:
+def _cap_rows(server: dict[str, Any], now: datetime) -> list[Markup]:
     rows = []
     for kind in ("tools", "resources", "resourceTemplates", "prompts"):
         for cap in server.get(kind) or []:
@@ -207,7 +203,7 @@ def _cap_rows(server: dict[str, Any], now: datetime) -> list[Safe]:
     return rows
 
 
-def _risk_cell(r: dict[str, Any] | None) -> Safe:
+def _risk_cell(r: dict[str, Any] | None) -> Markup:
     if r is None:
         return esc("0")
     if r["blocked"]:
@@ -215,7 +211,7 @@ def _risk_cell(r: dict[str, Any] | None) -> Safe:
     return _badge(f"{r['score']:.0f}", "amb") if r["alerts"] else esc(f"{r['score']:.0f}")
 
 
-def _table(headers: list[str], rows: list[Safe], empty: str, **attrs: Any) -> Safe:
+def _table(headers: list[str], rows: list[Markup], empty: str, **attrs: Any) -> Markup:
     if not rows:
         return tag("p", empty, class_="empty")
     return tag("table", tag("thead", tag("tr", [tag("th", h) for h in headers])), tag("tbody", rows), **attrs)
@@ -233,7 +229,7 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
     policy = view.get("policy") or {}
     servers = view.get("servers", [])
 
-    def card(n: Any, label: str, level: str | None = None, anchor: str | None = None) -> Safe:
+    def card(n: Any, label: str, level: str | None = None, anchor: str | None = None) -> Markup:
         body = [tag("b", str(n)), tag("span", label)]
         return tag("a" if anchor else "div", body, class_=f"card {level or ''}".strip(), href=anchor)
 
@@ -250,7 +246,7 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
         card(summary.get("callers", 0), "callers"),
     ], class_="cards")
 
-    alerts: list[Safe] = []
+    alerts: list[Markup] = []
     for q in view.get("quarantined", []):
         alerts.append(tag("div", tag("b", "Quarantined: "), tag("code", f"{q['server']} {q['kind']} {q['name']}"),
                           " ", tag("span", q.get("why", ""), class_="mut"),
@@ -347,7 +343,7 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
                    for c in view.get("callers", [])[:100]]
 
     head = [tag("meta", charset="utf-8"), tag("title", "MCP inventory \u2014 mcp-extauthz"),
-            Safe(f"<style>{CSS}</style>")]
+            Markup(f"<style>{CSS}</style>")]
     if refresh:
         head.append(tag("meta", http_equiv="refresh", content=str(int(refresh))))
     body = [
@@ -370,4 +366,4 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
                 _table(["subject", "client", "groups", "issuer", "last seen", "allowed", "denied", "risk"], caller_rows,
                        "no authenticated callers yet"), id="callers")),
     ]
-    return "<!doctype html>" + tag("html", tag("head", head), tag("body", body), lang="en")
+    return str(Markup("<!doctype html>") + tag("html", tag("head", head), tag("body", body), lang="en"))

@@ -27,7 +27,7 @@ from extauthz.sessions.registry import SessionRegistry, valid_session_id
 from extauthz.sessions.visibility import Visibility, shown
 from extauthz.specs.learn import MAX_ENTRIES
 from extauthz.specs.store import SpecStore
-from extauthz.specs.validators import ValidatorCache
+from extauthz.specs.validators import Invalid, ValidatorCache
 
 SESSION_HEADER = "mcp-session-id"
 
@@ -357,8 +357,8 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
     if tool is not None:
         strict = ctx.policy.strictness_of(server, rule) == "strict"
         compiled = ctx.validators.get(tool.input_schema, strict, tool.schema_hash)
-        if type(compiled) is str:
-            return Verdict(Reason.SCHEMA_VIOLATION, compiled, rule.rule_id, name)
+        if isinstance(compiled, Invalid):
+            return Verdict(Reason.SCHEMA_VIOLATION, compiled.reason, rule.rule_id, name)
         if not compiled.is_valid(args):
             return Verdict(Reason.SCHEMA_VIOLATION, compiled.first_error(args) or "invalid", rule.rule_id, name)
         if (mismatch := mcp_headers.param_mismatch(headers, tool, args)) is not None:

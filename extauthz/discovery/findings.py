@@ -1,7 +1,7 @@
 """Sensitive-data findings and hidden-instruction flags for a discovered spec.
 
-The judgement is the inventory's (`extauthz.inventory.classify.classify_capability` and
-`extauthz.inventory.hidden.hidden_instructions`); this module only walks the published entries
+The judgement is the inventory's (`extauthz.detect.capability.classify_capability` and
+`extauthz.detect.hidden.hidden_instructions`); this module only walks the published entries
 and lays the answers out per capability:
 
     {"tools": {"lookup_customer": {"sensitive": [{"category", "type", "where"}, ...],
@@ -73,8 +73,8 @@ def _schema_texts(node: Any, path: str) -> Iterator[tuple[str, str]]:
 
 def findings(lists: dict[str, list[dict[str, Any]]], instructions: str | None = None) -> dict[str, Any]:
     """Findings per kind and capability name (see the module docstring)."""
-    from extauthz.inventory.classify import classify_capability
-    from extauthz.inventory.hidden import hidden_instructions
+    from extauthz.detect.capability import classify_capability
+    from extauthz.detect.hidden import hidden_instructions
 
     out: dict[str, Any] = {}
     for kind in KINDS:

@@ -12,6 +12,7 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2
 
 from extauthz.app import App
+from extauthz.discovery.service import Discoverer
 from extauthz.core.decision import Decision, new_decision_id
 from extauthz.core.reasons import Reason
 from extauthz.envoy.convert import to_http_request
@@ -22,8 +23,9 @@ SERVICE = "envoy.service.auth.v3.Authorization"
 
 
 class AuthorizationServicer:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, discovery: Discoverer | None = None) -> None:
         self.app = app
+        self.discovery = discovery      # None: no active discovery (nothing to wait for)
 
     async def Check(self, request: external_auth_pb2.CheckRequest,
                     context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest, bytes]) -> bytes:
@@ -34,7 +36,7 @@ class AuthorizationServicer:
             d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "unreadable request", status=400, form="bare")
             self.app.decisions.emit(d)
             return encode_check_response(d)
-        disc = self.app.discovery
+        disc = self.discovery
         if disc is not None and disc.waiting:       # empty once every upstream was discovered
             await disc.before_check(http, _time_remaining(context))
         d = self.app.check(http)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from extauthz.core.decision import Decision
 from extauthz.decisionlog import DecisionLog
-from extauthz.inventory.classify import scan_response
+from extauthz.detect.responses import scan_response
 from extauthz.inventory.store import Inventory
 from extauthz.risk.engine import RiskEngine
 from extauthz.risk.stages import EXTRACT

@@ -1,39 +1,6 @@
-"""Inventory state fed from the Check path (cheap, O(1) per decision), ext_proc and drift events.
-
-`record(d, http)` runs on every Check: a handful of dict updates on records that already exist
-(a new server, caller or capability allocates one small record), no I/O, no parsing: under 2 µs
-for a `tools/call` on a 2-core CI machine (timeit), next to ~26 µs for the whole `App.check`.
-Everything here is bounded; what a bound drops is the least recently used record:
-
-=================================  ======  =====================================================
-what                               bound   measured per record (CPython 3.11, tracemalloc)
-=================================  ======  =====================================================
-policy servers seen                  512   ~1.4 KB (+ up to 8 authorities/paths/versions)
-shadow servers (not in the policy)   256   same; kept apart so sprayed Host headers cannot push
-                                           real servers out
-capability usage records           10000   ~1.0 KB with one caller, +~40 B per further caller
-                                           slot (20 max: ~1.7 KB); caller keys are the caller
-                                           table's strings, shared, not copied
-unlisted names (probes)             1000   same shape; `unknown_capability` / malformed names
-                                           land here, so a name spray cannot evict real usage
-resource URIs per server             256   concrete URIs read (templates are folded in views);
-                                           past it, new URIs are counted under one record
-callers                            10000   ~0.6 KB (key, issuer, subject, client id, groups)
-drift events                         256   ~0.2 KB
-=================================  ======  =====================================================
-
-Worst case with every bound full is ~30 MB; a service with 20 servers of 50 tools used by a few
-hundred callers holds about 1-2 MB. The per-record numbers are checked by
-`tests/unit/inventory/test_inventory_store.py::test_memory_per_record_is_bounded`.
-
-Views (`extauthz.inventory.view`) join this with the learned specs and the policy; that work is
-done per admin request, never per Check.
-
-`--workers N`: each worker's inventory is an accumulator that `drain()` empties into the 1-second
-stats tick; the supervisor `merge()`s every tick into its own inventory, which its admin port
-serves. Drift needs no shipping: the supervisor applies every relayed list snapshot to its own
-spec store, which detects the same drift and calls `record_drift` there.
-"""
+"""Inventory state fed from the Check path (O(1) per decision, no I/O), ext_proc and drift events.
+Every table is bounded and drops its least recently used record; the bounds, what each record
+costs and how `--workers` merges worker inventories: docs/inventory.md."""
 
 from __future__ import annotations
 
@@ -232,8 +199,6 @@ class Inventory:
         self.drift: deque[DriftRecord] = deque(maxlen=MAX_DRIFT)
         self.evicted = 0          # records dropped by a bound (shown in views: "the view is partial")
         self.errors = 0           # decisions that could not be recorded (a bug: see the log)
-        # View caches keyed by a published entry's digest (classification, hidden instructions).
-        self.classified: dict[str, Any] = {}
         self._pending: dict[tuple[Any, ...], list[Any]] = {}     # key -> [count, decision, request]
         self.policy_doc_cache: tuple[str, dict[str, Any] | None] | None = None
 
@@ -430,6 +395,10 @@ class Inventory:
         self.usage, self.probes, self.callers = OrderedDict(), OrderedDict(), OrderedDict()
         return out
 
+    def apply(self, change: Any) -> None:
+        """A worker's InventoryDelta (extauthz.shared.changes): added into this inventory."""
+        self.merge(change.delta)
+
     def merge(self, delta: dict[str, Any] | None) -> None:
         """Add a worker's `drain()` into this inventory (the supervisor's)."""
         if not delta:
@@ -461,10 +430,3 @@ class Inventory:
             rec.last = max(rec.last, o["last"])
             rec.allowed += o["allowed"]
             rec.denied += o["denied"]
-
-    # -- views ------------------------------------------------------------------------------------
-    def snapshot(self, app: Any) -> dict[str, Any]:
-        """The whole inventory view (`/v1/inventory`): this store joined with specs and policy."""
-        from extauthz.inventory.view import build_view
-        self.flush()
-        return build_view(self, app)

@@ -11,11 +11,13 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any, Iterable
 
-from extauthz.inventory.sensitivity import assess, response_categories, text_flags
+from extauthz.detect.assess import Assessor, response_categories
 from extauthz.inventory.store import MAX_CALLERS_PER_CAPABILITY, Inventory, Usage
 from extauthz.policy.errors import PolicyError
 from extauthz.policy.load import canonical_json, load_policy_document, parse_policy_bytes, resolve_policy_path
+from extauthz.policy.model import Policy
 from extauthz.policy.rules import RULE_KIND
+from extauthz.specs.store import SpecStore
 
 MAX_VIEW_CALLERS = 500
 MAX_SAMPLE_URIS = 5
@@ -53,25 +55,25 @@ def rule_doc(rule: Any) -> dict[str, Any]:
                               for c in rule.constraints]
     if rule.schema_strictness:
         doc["schemaStrictness"] = rule.schema_strictness
-    if getattr(rule, "sensitive", False):
+    if rule.sensitive:
         doc["sensitive"] = True
     return doc
 
 
-def running_document(app: Any, policy: Any, inv: Inventory) -> dict[str, Any] | None:
-    """The running policy as its validated, defaults-filled document (read again from its file and
-    kept only when it hashes to the running policy's digest). Cached per policy digest."""
+def running_document(policy_path: str, policy: Policy, inv: Inventory) -> dict[str, Any] | None:
+    """The running policy as its validated, defaults-filled document (read again from
+    `policy_path`, or the packaged default for "<embedded>", and kept only when it hashes to the
+    running policy's digest). Cached per policy digest."""
     cached = inv.policy_doc_cache
     if cached is not None and cached[0] == policy.digest:
         return cached[1]
     doc: dict[str, Any] | None = None
     try:
-        holder_path = getattr(getattr(app, "holder", None), "path", "<embedded>")
-        if holder_path == "<embedded>":
+        if policy_path == "<embedded>":
             package = resources.files("extauthz.policy")
             doc = parse_policy_bytes(package.joinpath("default.yaml").read_bytes(), "default.yaml", str(package))
         else:
-            doc = load_policy_document(resolve_policy_path(holder_path))
+            doc = load_policy_document(resolve_policy_path(policy_path))
         if hashlib.sha256(canonical_json(doc)).hexdigest() != policy.digest:
             doc = None          # edited since (or broken): don't describe a policy that isn't running
     except (PolicyError, OSError, ValueError):
@@ -80,12 +82,12 @@ def running_document(app: Any, policy: Any, inv: Inventory) -> dict[str, Any] | 
     return doc
 
 
-def policy_doc(app: Any, policy: Any, inv: Inventory) -> dict[str, Any] | None:
+def policy_doc(policy_path: str, policy: Policy | None, inv: Inventory) -> dict[str, Any] | None:
     """The running policy's settings and server matches (never `admin.token`), so a suggested
     policy can keep everything but the rules."""
     if policy is None:
         return None
-    doc = running_document(app, policy, inv)
+    doc = running_document(policy_path, policy, inv)
     out: dict[str, Any] = {"digest": policy.digest, "source": policy.source, "mode": policy.mode,
                            "adminToken": bool(policy.admin_token)}
     if doc is not None:
@@ -164,8 +166,11 @@ def usage_doc(u: Usage | None, inv: Inventory) -> dict[str, Any] | None:
 
 
 # -- the view -------------------------------------------------------------------------------------
-def build_view(inv: Inventory, app: Any) -> dict[str, Any]:
-    policy = app.ctx.policy if getattr(app, "ctx", None) else None
+def build_view(inv: Inventory, specs: SpecStore, policy: Policy | None, policy_path: str,
+               assessor: Assessor) -> dict[str, Any]:
+    """The inventory joined with the learned `specs` and the running `policy` (None: no policy
+    loaded; `policy_path` is where it was read from, "<embedded>" for the default)."""
+    inv.flush()
     now = time.time()
     by_server: dict[str, dict[tuple[str, str], Usage]] = {}
     for (server, kind, name), u in inv.usage.items():
@@ -174,7 +179,7 @@ def build_view(inv: Inventory, app: Any) -> dict[str, Any]:
     for (server, kind, name), u in inv.probes.items():
         probes.setdefault(server, {})[(kind, name)] = u
 
-    names: list[str] = [s.server for s in app.specs.servers()]
+    names: list[str] = [s.server for s in specs.servers()]
     seen = set(names)
     for sp in (policy.servers if policy else ()):
         if sp.name not in seen:
@@ -188,7 +193,7 @@ def build_view(inv: Inventory, app: Any) -> dict[str, Any]:
 
     servers, uncovered, quarantined, warnings = [], [], [], []
     for name in names:
-        entry = _server_view(name, inv, app, policy, by_server.get(name, {}), probes.get(name, {}))
+        entry = _server_view(name, inv, specs, assessor, policy, by_server.get(name, {}), probes.get(name, {}))
         servers.append(entry)
         for kind in ("tools", "resources", "resourceTemplates", "prompts"):
             for cap in entry.get(kind, ()):
@@ -206,7 +211,7 @@ def build_view(inv: Inventory, app: Any) -> dict[str, Any]:
     drift = [{**r.to_json(), "time": iso(r.time)} for r in reversed(inv.drift)]
     return {
         "generatedAt": iso(now),
-        "policy": policy_doc(app, policy, inv),
+        "policy": policy_doc(policy_path, policy, inv),
         "summary": {
             "servers": sum(1 for s in servers if not s["shadow"]),
             "shadowServers": sum(1 for s in servers if s["shadow"]),
@@ -226,9 +231,9 @@ def build_view(inv: Inventory, app: Any) -> dict[str, Any]:
     }
 
 
-def _server_view(name: str, inv: Inventory, app: Any, policy: Any, used: dict[tuple[str, str], Usage],
-                 probed: dict[tuple[str, str], Usage]) -> dict[str, Any]:
-    spec = app.specs.get(name)
+def _server_view(name: str, inv: Inventory, specs: SpecStore, assessor: Assessor, policy: Policy | None,
+                 used: dict[tuple[str, str], Usage], probed: dict[tuple[str, str], Usage]) -> dict[str, Any]:
+    spec = specs.get(name)
     sp = policy.server_by_name(name) if policy else None
     shadow = name.startswith("shadow:")
     seen = inv.shadow.get(name) if shadow else inv.servers.get(name)
@@ -242,7 +247,7 @@ def _server_view(name: str, inv: Inventory, app: Any, policy: Any, used: dict[tu
         "info": info, "serverInfo": info.get("serverInfo") if isinstance(info.get("serverInfo"), dict) else None,
         "protocolVersions": versions,
         "policy": server_policy_doc(sp) if sp else None,
-        "instructionFlags": text_flags(inv, info.get("instructions")),
+        "instructionFlags": assessor.text_flags(info.get("instructions")),
         "traffic": None,
     }
     if seen is not None:
@@ -260,12 +265,13 @@ def _server_view(name: str, inv: Inventory, app: Any, policy: Any, used: dict[tu
 
     def common(kind: str, key: str, entry: Any) -> dict[str, Any]:
         r = rule(kind, key)
-        a = assess(inv, kind, entry)
+        a = assessor.assess(kind, entry)
         q = spec.quarantined.get((kind, key)) if spec else None
         return {"covered": r is not None, "rule": rule_doc(r) if r is not None else None,
                 "source": spec.sources.get((kind, key), "traffic") if spec else "traffic",
-                "quarantined": q, "sensitivity": a["sensitivity"], "findings": a["findings"],
-                "hiddenInstructions": a["hidden"]}
+                "quarantined": q, "sensitivity": list(a.sensitivity),
+                "findings": [{"category": f.category, "type": f.type, "where": f.where} for f in a.findings],
+                "hiddenInstructions": list(a.hidden)}
 
     taken: set[tuple[str, str]] = set()
     tools, resources, templates, prompts = [], [], [], []

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from extauthz.risk import chain as chains
+from extauthz.shared.changes import RateCounts, RiskEvent, RiskScore, Sink, emit
 from extauthz.risk.forgive import Corrections
 from extauthz.risk.stages import (
     CHAIN_POINTS,
@@ -52,6 +53,15 @@ LIST_BURST_PAIRS = 12          # ... within the window is a burst (an IDE reconn
 class Clock(Protocol):
     def monotonic(self) -> float: ...
     def time(self) -> float: ...
+
+
+class RiskStore(Protocol):
+    """The seam: per-caller risk as the Check path and the transports use it."""
+    on_change: Sink | None
+
+    def score(self, caller: str) -> float: ...
+    def report_counts(self) -> list[dict[str, Any]]: ...
+    def apply(self, change: RiskEvent | RiskScore | RateCounts) -> None: ...
 
 
 class SystemClock:
@@ -160,7 +170,7 @@ def _bump(counts: dict[str, int], key: str, cap: int) -> None:
 class RiskEngine:
     def __init__(self, *, block_at: float = 100.0, decay_per_minute: float = 1.0, enabled: bool = True,
                  volume_per_minute: int = 600, timeline: int = 32, max_callers: int = 10_000,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, on_alert: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self._callers: OrderedDict[str, CallerRisk] = OrderedDict()
         self.configure(block_at=block_at, decay_per_minute=decay_per_minute, enabled=enabled,
@@ -168,14 +178,14 @@ class RiskEngine:
         self.calls_per_minute = 0         # risk.callsPerMinute (0: no limit)
         self.alerts_total = 0
         self.blocks_total = 0
-        self.on_alert: Callable[[dict[str, Any]], None] | None = None
+        self.on_alert = on_alert
         # A chain completed by an event another replica relayed is that replica's alert to log and
         # count (the supervisor of --workers shows the sum of its workers' counts), so relayed
         # completions are not announced unless this is set.
         self.announce_replicated = False
         self.on_block: Callable[[str], None] | None = None
         # (op, payload) for other replicas: scored, forgiving and chain events only (the workers bus)
-        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
+        self.on_change: Sink | None = None
         # calls and sensitive uses counted here and not yet reported to the other replicas
         self._out = _Unreported(-1)
         self._out_full: list[_Unreported] = []        # a minute that ended before its report went out
@@ -214,15 +224,36 @@ class RiskEngine:
         return f"more than {limit} requests this minute"
 
     def record(self, caller: str, *, decision_id: str, session_id: str, server: str, method: str, name: str,
-               reason: str, stage: str | None, points: float, replicated: bool = False,
-               at: float | None = None, signature: int | None = None,
-               forgives: list[str] | tuple[str, ...] = (), volume_minute: int | None = None) -> dict[str, Any] | None:
+               reason: str, stage: str | None, points: float, at: float | None = None,
+               signature: int | None = None) -> dict[str, Any] | None:
         """Append one decision to the caller's timeline and score it. Returns an alert if this event
         completed an attack chain. `signature` identifies a denial (what was asked and why it was
         refused): the same denial again scores nothing (a retry loop is not a probe), a different
-        one scores in full, escalated past the caller's usual share of denials. A relayed event
-        (`replicated`) carries its final points, the decision ids it `forgives` and, when its points
-        include the volume points of a minute, that `volume_minute`."""
+        one scores in full, escalated past the caller's usual share of denials. A scored, forgiving
+        or chain event is published as a RiskEvent."""
+        return self._record(caller, decision_id, session_id, server, method, name, reason, stage, points,
+                            at, signature, (), None, relayed=False)
+
+    def apply(self, change: RiskEvent | RiskScore | RateCounts) -> dict[str, Any] | None:
+        """What another replica decided or counted, applied as sent (never published again). A
+        RiskEvent carries its final points, the decision ids it `forgives` and, when its points
+        include the volume points of a minute, that `volume_minute`; returns the alert it completed."""
+        if isinstance(change, RiskEvent):
+            c = change
+            return self._record(c.caller, c.decision_id, c.session_id, c.server, c.method, c.name, c.reason,
+                                c.stage, c.points, c.time, c.signature, c.forgives, c.volume_minute, relayed=True)
+        if isinstance(change, RiskScore):
+            self.restore(change.caller, change.score)
+        elif isinstance(change, RateCounts):
+            self.add_counts(change.minute, change.calls, change.uses, totals=change.totals)
+        else:
+            raise TypeError(f"not a risk change: {change!r}")
+        return None
+
+    def _record(self, caller: str, decision_id: str, session_id: str, server: str, method: str, name: str,
+                reason: str, stage: str | None, points: float, at: float | None, signature: int | None,
+                forgives: tuple[str, ...] | list[str], volume_minute: int | None, *,
+                relayed: bool) -> dict[str, Any] | None:
         now = self.clock.monotonic()
         wall = self.clock.time() if at is None else at
         st = self._state(caller, now)
@@ -233,7 +264,7 @@ class RiskEngine:
                 st.scored[signature] = None
                 if len(st.scored) > MAX_SIGNATURES:
                     st.scored.popitem(last=False)
-        if points > 0 and not replicated and stage in (RECON, PROBE):
+        if points > 0 and not relayed and stage in (RECON, PROBE):
             points = round(points * chains.escalation(st.evidence, wall), 2)
         st.events += 1
         ev = Event(wall, decision_id, session_id, server, method, name, reason, stage, points, st.events)
@@ -241,7 +272,7 @@ class RiskEngine:
         minute = int(self.clock.time() // 60)      # wall clock: the same minute on every replica
         if _new_minute(minute, st.rate_minute):
             st.rate_minute, st.rate_count = minute, 0
-        if not replicated:                # a relayed event's call was counted where it was made
+        if not relayed:                # a relayed event's call was counted where it was made
             st.rate_count += 1
             if self.calls_per_minute:
                 self._unreported(minute).call(caller, self.max_callers)
@@ -252,7 +283,7 @@ class RiskEngine:
             if len(st.sessions) > MAX_SESSIONS_PER_CALLER:
                 st.sessions.popitem(last=False)
         refund = 0.0
-        if replicated:
+        if relayed:
             refund = self._forgive_ids(st, forgives, decision_id)
         elif reason == "allowed" and method in USE_METHODS:
             refund = self._corrected(st, ev, wall)
@@ -271,14 +302,14 @@ class RiskEngine:
         changed = ev.points > 0.0 or bool(ev.forgives)
         volume = False
         if ev.stage == EXTRACT:
-            if not replicated:                         # relayed uses arrive counted (add_counts)
+            if not relayed:                         # relayed uses arrive counted (add_counts)
                 volume = self._volume(st, ev, wall)
                 changed |= volume
             elif volume_minute is not None:
                 if st.volume_scored == volume_minute:  # both scored that minute before hearing of
                     ev.points = max(0.0, round(ev.points - VOLUME_POINTS, 2))   # each other: once
                 st.volume_scored = max(st.volume_scored, volume_minute)
-            alert = self._chain(st, ev, wall, announce=not replicated or self.announce_replicated)
+            alert = self._chain(st, ev, wall, announce=not relayed or self.announce_replicated)
             changed |= alert is not None
         if refund:
             self._add(st, -refund, now)
@@ -286,9 +317,10 @@ class RiskEngine:
             self._add(st, ev.points, now)
         if alert is not None:
             self._add(st, CHAIN_POINTS, now)
-        if changed and self.on_change is not None and not replicated:
-            extra = {"volumeMinute": st.volume_scored} if volume else {}
-            self.on_change("risk", {"caller": caller, **ev.as_json(), "signature": signature, **extra})
+        if changed and not relayed:
+            emit(self.on_change, RiskEvent(caller, round(ev.at, 3), ev.decision_id, ev.session_id, ev.server, ev.method,
+                                           ev.name, ev.reason, ev.stage, ev.points, signature, tuple(ev.forgives),
+                                           ev.forgiven_by or None, st.volume_scored if volume else None))
         return alert
 
     # -- global counts: what the other replicas counted (risk.callsPerMinute, risk.volumePerMinute) ---

@@ -21,7 +21,7 @@ from typing import Any
 from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
 from extauthz.specs.store import SpecStore
-from extauthz.specs.validators import ValidatorCache
+from extauthz.specs.validators import Invalid, ValidatorCache
 
 MAX_CACHED = 10_000
 _EXPRESSION = re.compile(r"\{([^}]*)\}")
@@ -52,7 +52,7 @@ class OwnFaults:
             return False
         sp = ctx.policy.server_by_name(d.server)
         strict = ctx.policy.strictness_for(sp, d.name) == "strict"
-        return type(self.validators.get(tool.input_schema, strict, tool.schema_hash)) is str
+        return isinstance(self.validators.get(tool.input_schema, strict, tool.schema_hash), Invalid)
 
     def _template_prefixes(self, server: str) -> tuple[str, ...]:
         if self._version != self.specs.version:

@@ -24,9 +24,11 @@ REPORT_EVERY = 0.25       # seconds: the overshoot bound's interval; an idle rep
 
 
 async def report_counts(engine: RiskEngine, publish: Callable[[str, dict[str, Any]], None],
-                        connected: Callable[[], bool] = lambda: True, every: float = REPORT_EVERY) -> None:
+                        connected: Callable[[], bool] = lambda: True, every: float = REPORT_EVERY,
+                        dropped: Callable[[int], None] | None = None) -> None:
     """Publish this process's counts until cancelled. While the feed is down the counts are
-    dropped, not queued: a report is worth something only within its minute."""
+    dropped, not queued (a report is worth something only within its minute), and counted
+    (`dropped(n)`: the shared_writes_dropped_total metric)."""
     while True:
         await asyncio.sleep(every)
         try:
@@ -34,5 +36,7 @@ async def report_counts(engine: RiskEngine, publish: Callable[[str, dict[str, An
             if connected():
                 for rec in records:
                     publish("rate", rec)
+            elif records and dropped is not None:
+                dropped(len(records))
         except Exception:  # noqa: BLE001 - a failed report must not end the reports
             log.exception("rate report failed")

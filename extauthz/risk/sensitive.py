@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from extauthz.core.decision import Decision
-from extauthz.inventory.classify import classify_capability
+from extauthz.detect.capability import classify_capability
 from extauthz.policy.rules import RULE_KIND
 from extauthz.specs.learn import OBSERVE_METHODS
 from extauthz.specs.store import SpecStore

@@ -20,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from extauthz.mcp.names import uri_problem
+from extauthz.shared.changes import LinkGranted, Sink, emit
 
 MAX_PER_PARTITION = 256
 MAX_GRANTS = 200_000
@@ -57,6 +58,15 @@ def links_in(result: Any) -> list[str]:
     return out
 
 
+class Links(Protocol):
+    """The seam: resource links granted per (server, session, caller), as Check and transports use it."""
+    on_change: Sink | None
+
+    def grant(self, server: str, session_id: str, caller: str, uris: list[str], *, tool: str = "") -> None: ...
+    def view(self, server: str, session_id: str, caller: str) -> dict[bytes, float] | None: ...
+    def apply(self, change: LinkGranted) -> None: ...
+
+
 class LinkGrants:
     def __init__(self, *, ttl: float = TTL_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl, self.clock = ttl, clock
@@ -64,7 +74,7 @@ class LinkGrants:
         self._total = 0
         self._tools: dict[tuple[str, str], int] = {}      # (server, tool) -> link-free results, or _LINKS
         # (op, payload) for other workers (set by the workers bus)
-        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
+        self.on_change: Sink | None = None
 
     def __len__(self) -> int:
         return self._total
@@ -95,11 +105,22 @@ class LinkGrants:
         return uris
 
     # -- grants ---------------------------------------------------------------------------------
-    def grant(self, server: str, session_id: str, caller: str, uris: list[str], *, tool: str = "",
-              replicated: bool = False) -> None:
+    def grant(self, server: str, session_id: str, caller: str, uris: list[str], *, tool: str = "") -> None:
+        """Links a tool returned here: granted, and published."""
+        if self._grant(server, session_id, caller, uris, tool, relayed=False):
+            emit(self.on_change, LinkGranted(server, session_id, caller, tuple(uris), tool))
+
+    def apply(self, change: LinkGranted) -> None:
+        """A grant made elsewhere (not published again); its tool is known to return links."""
+        if not isinstance(change, LinkGranted):
+            raise TypeError(f"not a link change: {change!r}")
+        self._grant(change.server, change.sid, change.caller, list(change.uris), change.tool, relayed=True)
+
+    def _grant(self, server: str, session_id: str, caller: str, uris: list[str], tool: str, *,
+               relayed: bool) -> bool:
         if not caller or caller == "-":
-            return                                  # nobody to bind the link to
-        if tool and replicated:
+            return False                            # nobody to bind the link to
+        if tool and relayed:
             key = (server, tool)
             if key in self._tools or len(self._tools) < MAX_TOOLS:
                 self._tools[key] = _LINKS
@@ -123,9 +144,7 @@ class LinkGrants:
         while self._total > MAX_GRANTS and self._grants:
             _, dropped = self._grants.popitem(last=False)
             self._total -= len(dropped)
-        if self.on_change is not None and not replicated:
-            self.on_change("link", {"server": server, "sid": session_id, "caller": caller, "uris": uris,
-                                    "tool": tool})
+        return True
 
     def view(self, server: str, session_id: str, caller: str) -> dict[bytes, float] | None:
         """This partition's grants, or None (Check path: one dict lookup)."""

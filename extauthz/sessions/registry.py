@@ -17,7 +17,9 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Protocol
+
+from extauthz.shared.changes import SessionBound, SessionEnded, Sink, emit
 
 _SESSION_ID = re.compile(r"^[\x21-\x7e]{1,256}$")   # the spec: visible ASCII only
 
@@ -40,6 +42,17 @@ def valid_session_id(value: str) -> bool:
     return _SESSION_ID.match(value) is not None
 
 
+class SessionOwners(Protocol):
+    """The seam: who owns each session id, as the Check path and the transports use it."""
+    on_change: Sink | None
+
+    def owner(self, session_id: str) -> str | None: ...
+    def touch(self, session_id: str, caller: str, server: str, *, user_session: str = "",
+              client_id: str = "", protocol_version: str = "", path: str = "") -> SessionInfo | None: ...
+    def end(self, session_id: str, *, caller: str = "") -> SessionInfo | None: ...
+    def apply(self, change: SessionBound | SessionEnded) -> None: ...
+
+
 class SessionRegistry:
     """Bounded, idle-expiring map of session id -> owner, least recently used first."""
 
@@ -51,7 +64,7 @@ class SessionRegistry:
         # session id -> (when its end was confirmed, its former owner; None: nobody's)
         self._ended: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
         # (op, payload) for bindings other replicas must know; set by the workers bus.
-        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
+        self.on_change: Sink | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -121,29 +134,42 @@ class SessionRegistry:
         return False
 
     def touch(self, session_id: str, caller: str, server: str, *, user_session: str = "",
-              client_id: str = "", protocol_version: str = "", path: str = "",
-              replicated: bool = False) -> SessionInfo | None:
+              client_id: str = "", protocol_version: str = "", path: str = "") -> SessionInfo | None:
         """Bind (or refresh) `session_id` for `caller`; None when a new binding has no room or the
-        id has ended. A binding another worker made (`replicated`) is always kept: it had room."""
+        id has ended. A new binding is published."""
+        return self._bind(session_id, caller, server, user_session, client_id, protocol_version, path, relayed=False)
+
+    def apply(self, change: SessionBound | SessionEnded) -> None:
+        """A binding another process made is always kept (it had room, the claim authority or Redis
+        confirmed it); an end is applied as sent. Neither is published again."""
+        if isinstance(change, SessionBound):
+            self._bind(change.sid, change.caller, change.server, change.user_session, change.client_id,
+                       change.protocol_version, change.path, relayed=True)
+        elif isinstance(change, SessionEnded):
+            self._end(change.sid, change.caller, relayed=True)
+        else:
+            raise TypeError(f"not a session change: {change!r}")
+
+    def _bind(self, session_id: str, caller: str, server: str, user_session: str, client_id: str,
+              protocol_version: str, path: str, *, relayed: bool) -> SessionInfo | None:
         now = time.monotonic()
         info = self._by_id.get(session_id)
         if info is None or info.caller != caller:
             gone = self._ended_entry(session_id) if info is None else None
-            if gone is not None and not replicated:
+            if gone is not None and not relayed:
                 if gone[1] == caller:       # its former owner still uses it: keep it reserved
                     self._ended[session_id] = (now, caller)
                     self._ended.move_to_end(session_id)
                 return None
-            if info is None and not replicated and not self.has_room(session_id):
+            if info is None and not relayed and not self.has_room(session_id):
                 return None
             info = SessionInfo(session_id, caller, server, user_session, client_id, protocol_version, now, now,
                                path=path)
             self._by_id[session_id] = info
             self._by_id.move_to_end(session_id)
-            if self.on_change is not None and not replicated:
-                self.on_change("session", {"sid": session_id, "caller": caller, "server": server,
-                                           "user_session": user_session, "client_id": client_id,
-                                           "protocol_version": protocol_version, "path": path})
+            if not relayed:
+                emit(self.on_change, SessionBound(session_id, caller, server, user_session, client_id,
+                                                  protocol_version, path))
         else:
             self._by_id.move_to_end(session_id)
             if not info.path and path:
@@ -154,17 +180,20 @@ class SessionRegistry:
             info.protocol_version = protocol_version
         return info
 
-    def end(self, session_id: str, *, caller: str = "", replicated: bool = False) -> SessionInfo | None:
+    def end(self, session_id: str, *, caller: str = "") -> SessionInfo | None:
         """The server confirmed the session is gone: forget the binding, keep the id reserved to
         its former owner (`caller` when this replica never saw the binding), tell the others."""
+        return self._end(session_id, caller, relayed=False)
+
+    def _end(self, session_id: str, caller: str, *, relayed: bool) -> SessionInfo | None:
         info = self._by_id.pop(session_id, None)
         owner = info.caller if info is not None else (caller or None)
         self._ended[session_id] = (time.monotonic(), owner)
         self._ended.move_to_end(session_id)
         while len(self._ended) > self.max_sessions:
             self._ended.popitem(last=False)     # the oldest dead id: unreserved (the server still says 404)
-        if info is not None and self.on_change is not None and not replicated:
-            self.on_change("end", {"sid": session_id, "server": info.server, "caller": owner})
+        if info is not None and not relayed:
+            emit(self.on_change, SessionEnded(session_id, owner or "", info.server))
         return info
 
     def _ended_entry(self, session_id: str) -> tuple[float, str | None] | None:

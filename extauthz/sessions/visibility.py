@@ -16,11 +16,23 @@ kind it listed, not a copy of the list. Bounded by `max_partitions` (oldest firs
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Protocol
+
+from extauthz.shared.changes import Listed, SessionEnded, Sink, emit
 
 MAX_PARTITIONS = 200_000
 MAX_PENDING = 4096
 MAX_NAMES = 20_000          # per kind and snapshot, like the spec store
+
+
+class VisibilityStore(Protocol):
+    """The seam: what each session and caller was listed, as the Check path and transports use it."""
+    on_change: Sink | None
+
+    def listed(self, server: str, session_id: str, caller: str, kind: str, names: Any) -> None: ...
+    def view(self, server: str, session_id: str, caller: str) -> tuple[dict[str, frozenset[str]] | None,
+                                                                    dict[str, frozenset[str]] | None]: ...
+    def apply(self, change: Listed | SessionEnded) -> None: ...
 
 
 class Visibility:
@@ -31,7 +43,7 @@ class Visibility:
         self._interned: dict[frozenset[str], frozenset[str]] = {}
         self.max_partitions = max_partitions
         # (op, payload) for other replicas (set by the workers bus)
-        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
+        self.on_change: Sink | None = None
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -58,9 +70,22 @@ class Visibility:
         del self._pending[pkey]
         self.listed(server, session_id, caller, kind, acc)
 
-    def listed(self, server: str, session_id: str, caller: str, kind: str, names: Any, *,
-               replicated: bool = False) -> None:
-        """A complete snapshot: it becomes this session's and this caller's view of `kind`."""
+    def listed(self, server: str, session_id: str, caller: str, kind: str, names: Any) -> None:
+        """A complete snapshot: it becomes this session's and this caller's view of `kind`; published."""
+        names = self._listed(server, session_id, caller, kind, names)
+        emit(self.on_change, Listed(server, session_id, caller, kind, tuple(sorted(names))))
+
+    def apply(self, change: Listed | SessionEnded) -> None:
+        """Another process's snapshot (applied, not published again), or a confirmed end."""
+        if isinstance(change, Listed):
+            self._listed(change.server, change.sid, change.caller, change.kind, change.names)
+        elif isinstance(change, SessionEnded):
+            if change.server:
+                self.end_session(change.server, change.sid)
+        else:
+            raise TypeError(f"not a visibility change: {change!r}")
+
+    def _listed(self, server: str, session_id: str, caller: str, kind: str, names: Any) -> frozenset[str]:
         names = frozenset(names)
         names = self._interned.setdefault(names, names)
         if len(self._interned) > 4 * self.max_partitions:
@@ -75,9 +100,7 @@ class Visibility:
             else:
                 self._seen.move_to_end(key)
             view[kind] = names
-        if self.on_change is not None and not replicated:
-            self.on_change("visible", {"server": server, "sid": session_id, "caller": caller, "kind": kind,
-                                       "names": sorted(names)})
+        return names
 
     def view(self, server: str, session_id: str, caller: str) -> tuple[dict[str, frozenset[str]] | None,
                                                                     dict[str, frozenset[str]] | None]:

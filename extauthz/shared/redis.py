@@ -35,6 +35,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from extauthz.risk.report import report_counts
+from extauthz.shared.changes import (Approved, Change, InfoNoted, Listed, Quarantined, RateCounts, RiskEvent,
+                                     RiskScore, SessionBound, SessionEnded, SpecLearned, apply_to, decode)
 from extauthz.shared.config import RedisConfig
 
 if TYPE_CHECKING:
@@ -116,7 +118,7 @@ class RedisShared:
         self.claims += 1
         rec = orjson.loads(got)
         for kind, names in (vis or {}).items():
-            self.app.visibility.listed(server, sid, "", _s(kind), orjson.loads(names), replicated=True)
+            self.app.visibility.apply(Listed(server, sid, "", _s(kind), tuple(orjson.loads(names))))
         return str(rec["c"]), bool(rec.get("e"))
 
     # -- write behind ----------------------------------------------------------------------------------
@@ -141,7 +143,7 @@ class RedisShared:
                 try:
                     async with self.r.pipeline(transaction=False) as pipe:
                         for op, payload in batch:
-                            self._durable(pipe, op, payload)
+                            self._durable(pipe, _record(op, payload))
                             pipe.xadd(self._feed, {"o": self.replica, "m": orjson.dumps({"op": op, **payload})},
                                       maxlen=FEED_MAXLEN, approximate=True)
                         await pipe.execute()
@@ -150,44 +152,41 @@ class RedisShared:
                     self._down(e)
                     break
 
-    def _durable(self, pipe: Any, op: str, m: dict[str, Any]) -> None:
+    def _durable(self, pipe: Any, c: Change | None) -> None:
         """What a replica that starts later must find (the feed alone may have been trimmed)."""
         ttl = max(1, int(self.app.sessions.idle_ttl))
-        if op == "spec":
-            pipe.hset(self._k("spec"), _field(m["server"], m["kind"], m.get("viewer", ""), m.get("source", "traffic")),
-                      orjson.dumps(m["items"]))
-        elif op == "info":
-            spec = self.app.specs.get(m["server"])
-            pipe.hset(self._k("info"), m["server"], orjson.dumps(spec.info if spec is not None else m["info"]))
-        elif op == "quarantine":
-            pipe.hset(self._k("quarantine"), _field(m["server"], m["kind"], m["name"]), m["why"])
-        elif op == "approve":
-            f = _field(m["server"], m["kind"], m["name"])
+        if isinstance(c, SpecLearned):
+            pipe.hset(self._k("spec"), _field(c.server, c.kind, c.viewer, c.source), orjson.dumps(list(c.items)))
+        elif isinstance(c, InfoNoted):
+            spec = self.app.specs.get(c.server)
+            pipe.hset(self._k("info"), c.server, orjson.dumps(spec.info if spec is not None else c.info))
+        elif isinstance(c, Quarantined):
+            pipe.hset(self._k("quarantine"), _field(c.server, c.kind, c.name), c.why)
+        elif isinstance(c, Approved):
+            f = _field(c.server, c.kind, c.name)
             pipe.hdel(self._k("quarantine"), f)
-            pipe.hset(self._k("approved"), f, m.get("digest", ""))
-        elif op == "session":
-            meta = {"u": m.get("user_session", ""), "i": m.get("client_id", ""), "v": m.get("protocol_version", "")}
-            pipe.set(self._sess(m["sid"]), orjson.dumps({"c": m["caller"], "s": m["server"], **meta}),
-                     px=ttl * 1000, nx=True)
-        elif op == "end":       # kept, marked ended: the id stays its former owner's for the TTL
-            pipe.set(self._sess(m["sid"]), orjson.dumps({"c": m.get("caller") or "", "s": m.get("server", ""), "e": 1}),
-                     px=ttl * 1000)
-        elif op == "visible":
-            for part in ((f"s:{m['sid']}",) if m.get("sid") else ()) + ((f"c:{m['caller']}",) if m.get("caller") else ()):
-                key = self._vis(m["server"], part)
-                pipe.hset(key, m["kind"], orjson.dumps(m["names"]))
+            pipe.hset(self._k("approved"), f, c.digest)
+        elif isinstance(c, SessionBound):
+            meta = {"u": c.user_session, "i": c.client_id, "v": c.protocol_version}
+            pipe.set(self._sess(c.sid), orjson.dumps({"c": c.caller, "s": c.server, **meta}), px=ttl * 1000, nx=True)
+        elif isinstance(c, SessionEnded):   # kept, marked ended: the id stays its former owner's for the TTL
+            pipe.set(self._sess(c.sid), orjson.dumps({"c": c.caller, "s": c.server, "e": 1}), px=ttl * 1000)
+        elif isinstance(c, Listed):
+            for part in ((f"s:{c.sid}",) if c.sid else ()) + ((f"c:{c.caller}",) if c.caller else ()):
+                key = self._vis(c.server, part)
+                pipe.hset(key, c.kind, orjson.dumps(list(c.names)))
                 pipe.expire(key, ttl)
-        elif op == "rate":      # the minute's global counts, for a replica that starts mid-minute
-            key = self._k("rate", str(int(m["minute"])))
-            for prefix, counts in (("c:", m.get("calls") or {}), ("u:", m.get("uses") or {})):
+        elif isinstance(c, RateCounts):     # the minute's global counts, for a replica that starts mid-minute
+            key = self._k("rate", str(c.minute))
+            for prefix, counts in (("c:", c.calls), ("u:", c.uses)):
                 for caller, n in counts.items():
                     pipe.hincrby(key, prefix + caller, int(n))
             pipe.expire(key, 120)
-        elif op == "risk":
-            score = self.app.risk.score(m["caller"])
+        elif isinstance(c, (RiskEvent, RiskScore)):
+            score = self.app.risk.score(c.caller)
             if score > 0:
                 decay = max(self.app.risk.decay, 1e-6)
-                pipe.set(self._k("risk", m["caller"]), orjson.dumps({"score": score, "at": time.time()}),
+                pipe.set(self._k("risk", c.caller), orjson.dumps({"score": score, "at": time.time()}),
                          ex=max(60, min(int(score / decay * 60) + 60, 30 * 86400)))
 
     # -- read ahead ------------------------------------------------------------------------------------
@@ -216,15 +215,19 @@ class RedisShared:
                     self.lag = max(0.0, time.time() - int(self.last_id.split("-")[0]) / 1000)
 
     def _apply(self, msg: dict[str, Any]) -> None:
-        from extauthz.workers.bus import apply_change
-        apply_change(self.app, msg)
+        apply_to(self.app, decode(msg))
 
     # -- connection, load, republish ---------------------------------------------------------------------
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._connect_loop()), asyncio.create_task(self._read()),
                        asyncio.create_task(self._write()), asyncio.create_task(self._refresh())]
         if not self.observer:       # calls and sensitive uses counted here, for the global limits
-            self._tasks.append(asyncio.create_task(report_counts(self.app.risk, self.publish, lambda: self.connected)))
+            self._tasks.append(asyncio.create_task(report_counts(self.app.risk, self.publish, lambda: self.connected,
+                                                                 dropped=self._dropped)))
+
+    def _dropped(self, n: int) -> None:
+        """Writes given up rather than replayed (rate reports made while Redis was away)."""
+        self.writes_dropped += n
 
     async def close(self) -> None:
         self._closed = True
@@ -291,22 +294,21 @@ class RedisShared:
         app = self.app
         for f, digest in (await self.r.hgetall(self._k("approved"))).items():
             server, kind, name = orjson.loads(f)
-            app.specs.note_approval(server, kind, name, _s(digest))
+            app.specs.apply(Approved(server, kind, name, _s(digest)))
         for server, info in (await self.r.hgetall(self._k("info"))).items():
-            app.specs.note_info(_s(server), orjson.loads(info), replicated=True)
+            app.specs.apply(InfoNoted(_s(server), orjson.loads(info)))
         for f, items in (await self.r.hgetall(self._k("spec"))).items():
             server, kind, viewer, source = orjson.loads(f)
-            app.specs.apply_page(server, kind, orjson.loads(items), first=True, last=True, partition="replica",
-                                 on_drift="accept", replicated=True, source=source, viewer=viewer or "replica")
+            app.specs.apply(SpecLearned(server, kind, tuple(orjson.loads(items)), "accept", source, viewer or "replica"))
         for f, why in (await self.r.hgetall(self._k("quarantine"))).items():
             server, kind, name = orjson.loads(f)
-            app.specs.hold(server, kind, name, _s(why))
+            app.specs.apply(Quarantined(server, kind, name, _s(why)))
         n = 0
         async for key in self.r.scan_iter(match=self._k("vis", "*"), count=1000):
             server, part = _s(key)[len(self._k("vis", "")):].split("|", 1)
             for kind, names in (await self.r.hgetall(key)).items():
                 sid, caller = (part[2:], "") if part.startswith("s:") else ("", part[2:])
-                app.visibility.listed(server, sid, caller, _s(kind), orjson.loads(names), replicated=True)
+                app.visibility.apply(Listed(server, sid, caller, _s(kind), tuple(orjson.loads(names))))
             n += 1
             if n >= app.visibility.max_partitions:
                 break
@@ -316,7 +318,7 @@ class RedisShared:
         for f, v in (await self.r.hgetall(self._k("rate", str(minute)))).items():
             kind, caller = _s(f).split(":", 1)
             (calls if kind == "c" else uses)[caller] = int(v)
-        app.risk.add_counts(minute, calls, uses, totals=True)
+        app.risk.apply(RateCounts(minute, calls, uses, totals=True))
         n = 0
         async for key in self.r.scan_iter(match=self._k("risk", "*"), count=1000):
             raw = await self.r.get(key)
@@ -324,7 +326,7 @@ class RedisShared:
                 rec = orjson.loads(raw)
                 left = float(rec["score"]) - app.risk.decay * (time.time() - float(rec["at"])) / 60.0
                 if left > 0:
-                    app.risk.restore(_s(key)[len(self._k("risk", "")):], left)
+                    app.risk.apply(RiskScore(_s(key)[len(self._k("risk", "")):], left))
             n += 1
             if n >= MAX_RESTORED_CALLERS:
                 break
@@ -332,16 +334,13 @@ class RedisShared:
     async def _republish(self) -> None:
         """Redis lost its data: every replica writes back what it holds (the same records a
         restarted worker is sent), sessions with SET NX so a live claim is never overwritten."""
-        from extauthz.workers.supervisor import catch_up_messages
+        from extauthz.workers.supervisor import catch_up
         count = 0
         async with self.r.pipeline(transaction=False) as pipe:
-            for msg in catch_up_messages(self.app):
-                op = msg.pop("op")
-                if op == "rate":        # every replica holds the global count: written back R times
+            for change in catch_up(self.app):
+                if isinstance(change, RateCounts):  # every replica holds the global count: written back R times
                     continue
-                if op == "riskscore":
-                    op, msg = "risk", {"caller": msg["caller"]}
-                self._durable(pipe, op, msg)
+                self._durable(pipe, change)        # approvals with their digests, holds, sessions (NX), ...
                 count += 1
             await pipe.execute()
         log.warning("shared state was empty: republished %d records", count)
@@ -407,6 +406,14 @@ def _client(cfg: RedisConfig) -> aioredis.Redis:
         kw.update(ssl_ca_certs=cfg.ca_file, ssl_certfile=cfg.cert_file, ssl_keyfile=cfg.key_file,
                   ssl_cert_reqs="required")
     return aioredis.from_url(cfg.url, **kw)
+
+
+def _record(op: str, payload: dict[str, Any]) -> Change | None:
+    """The record a queued write stands for (None: nothing durable, e.g. a stream hint)."""
+    try:
+        return decode({"op": op, **payload})
+    except ValueError:
+        return None
 
 
 def _field(*parts: str) -> bytes:

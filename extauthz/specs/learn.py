@@ -39,6 +39,7 @@ import orjson
 
 from extauthz.mcp.rewrite import BodyRewriter
 from extauthz.mcp.sse import SseParser
+from extauthz.shared.changes import StreamExpected, StreamInjected
 from extauthz.specs.listfilter import (FINGERPRINT_CHARS, View, ViewRef, blank, filtered, fingerprint,
                                        list_kind_of, unreadable_body)
 from extauthz.specs.model import KEY_FIELD
@@ -223,6 +224,13 @@ class Learner:
 
     def __init__(self, store: SpecStore, on_drift_mode: Callable[[], str], *,
                  on_session: Callable[[str, str, str], None] | None = None,
+                 list_view: Callable[[str, View], Callable[[str, Any], bool] | None] | None = None,
+                 resolve_view: Callable[[Any], View] | None = None,
+                 filtering: Callable[[str], bool] | None = None,
+                 on_filter_failure: Callable[[str, str], None] | None = None,
+                 on_listed: Callable[..., None] | None = None,
+                 on_result: Callable[..., None] | None = None,
+                 on_session_end: Callable[[str, str, str], None] | None = None,
                  max_body_bytes: int = MAX_BODY_BYTES, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self.store = store
         self.on_drift_mode = on_drift_mode
@@ -235,23 +243,23 @@ class Learner:
         self.stream_inject: OrderedDict[tuple[str, str], bytearray] = OrderedDict()
         self.max_body_bytes = max_body_bytes
         self.max_event_bytes = max_event_bytes
-        # Hooks set by the app (each may be None; failures are logged, never raised):
+        # The app's hooks (each may be None; failures are logged, never raised):
         # list_view(server, view) -> keep(kind, item) | None: filter lists for that caller;
         # on_listed(server, session_id, caller, kind, keys, first, last): what this session was shown;
         # on_result(server, caller, session_id, entry, result | None, size): an observed call's result.
-        self.list_view: Callable[[str, View], Callable[[str, Any], bool] | None] | None = None
-        self.on_listed: Callable[..., None] | None = None
-        self.on_result: Callable[..., None] | None = None
+        self.list_view = list_view
+        self.on_listed = on_listed
+        self.on_result = on_result
         # Filtering fails closed (extauthz.specs.listfilter): resolve_view(identity) -> View, the
         # caller of the request ext_proc sees (raises when it cannot be told); filtering(server) ->
         # whether lists on that server are filtered at all (asked when the learn header is
         # unreadable); on_filter_failure(server, reason): one list shown empty, or one body replaced.
-        self.resolve_view: Callable[[Any], View] | None = None
-        self.filtering: Callable[[str], bool] | None = None
-        self.on_filter_failure: Callable[[str, str], None] | None = None
+        self.resolve_view = resolve_view
+        self.filtering = filtering
+        self.on_filter_failure = on_filter_failure
         # on_session_end(server, session_id, outcome): the server's answer to an owner's DELETE
         # (extauthz.sessions.ending); outcome "ended" | "not_found" | "refused".
-        self.on_session_end: Callable[[str, str, str], None] | None = None
+        self.on_session_end = on_session_end
 
     def expect(self, server: str, session_id: str, entries: list[list[Any]]) -> None:
         """Remember learnable requests of a 2024-11-05 session until its SSE stream answers them."""
@@ -265,6 +273,15 @@ class Learner:
             k = _id_key(rid)
             if k is not None and method in LEARNABLE_METHODS and len(pending) < MAX_ENTRIES:
                 pending[k] = LearnEntry(rid, method, bool(first))
+
+    def apply(self, change: StreamExpected | StreamInjected) -> None:
+        """A 2024-11-05 POST decided by another process, or its denial, for a stream served here."""
+        if isinstance(change, StreamExpected):
+            self.expect(change.server, change.sid, [list(e) for e in change.entries])
+        elif isinstance(change, StreamInjected):
+            self.inject(change.server, change.sid, base64.b64decode(change.event, validate=True))
+        else:
+            raise TypeError(f"not a stream change: {change!r}")
 
     def inject(self, server: str, session_id: str, event: bytes) -> None:
         """Queue a whole SSE event for the 2024-11-05 stream of this session (bounded)."""

@@ -1,13 +1,15 @@
-"""Learned and pinned specs, per server. Bounded in memory; a Redis-backed store can slot in later
-behind the same methods (`get`, `apply_page`, `note_info`, `pin`)."""
+"""Learned and pinned specs, per server, bounded in memory. What another process must also know
+(completed snapshots, server info, holds, approvals with their digests) leaves through `on_change`
+as change records (extauthz.shared.changes) and arrives through `apply`."""
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
+from extauthz.shared.changes import Approved, InfoNoted, Quarantined, Sink, SpecLearned, emit
 from extauthz.specs.model import PARSERS, KINDS, ServerSpec
 
 log = logging.getLogger("extauthz.specs")
@@ -27,21 +29,35 @@ class DriftEvent:
     quarantined: bool
 
 
+class Specs(Protocol):
+    """The seam: what the Check path, the learner and the transports use of a spec store."""
+    on_change: Sink | None
+
+    def get(self, server: str) -> ServerSpec | None: ...
+    def servers(self) -> list[ServerSpec]: ...
+    def apply_page(self, server: str, kind: str, items: list[Any], *, first: bool, last: bool,
+                   partition: str = "", on_drift: str = "quarantine", source: str = "traffic",
+                   viewer: str | None = None) -> list[DriftEvent]: ...
+    def approve(self, server: str, kind: str, name: str) -> bool: ...
+    def apply(self, change: SpecLearned | InfoNoted | Approved | Quarantined) -> None: ...
+
+
 class SpecStore:
     """What each server published. A list request without a cursor starts a new snapshot for that
     (server, kind, partition); pages merge; the snapshot replaces the kind when the last page lands."""
 
-    def __init__(self, on_drift: Callable[[DriftEvent], None] | None = None) -> None:
+    def __init__(self, on_drift: Callable[[DriftEvent], None] | None = None,
+                 screen: Callable[[str, Any], str | None] | None = None) -> None:
         self._specs: OrderedDict[str, ServerSpec] = OrderedDict()
         self._pending: OrderedDict[tuple[str, str, str], dict[int, Any]] = OrderedDict()
         self._on_drift = on_drift
-        # Called with (op, payload) for every change another replica must also make; set by the
-        # workers bus. Replicated changes are applied with `replicated=True` and not re-published.
-        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
+        # Gets every change another replica must also make (a change record's wire form); set by
+        # the transport. Changes from elsewhere come in through `apply` and are not re-published.
+        self.on_change: Sink | None = None
         self.version = 0      # bumped on every change: cheap staleness check for caches
-        # screen(kind, entry) -> why it must be held (quarantined) before first use, or None: set by
-        # the app (defaults.hiddenInstructions: quarantine). Not applied to pinned specs.
-        self.screen: Callable[[str, Any], str | None] | None = None
+        # screen(kind, entry) -> why it must be held (quarantined) before first use, or None (the
+        # app's defaults.hiddenInstructions: quarantine). Not applied to pinned specs.
+        self.screen = screen
 
     def get(self, server: str) -> ServerSpec | None:
         return self._specs.get(server)
@@ -57,11 +73,27 @@ class SpecStore:
                 self._specs.popitem(last=False)
         return spec
 
-    def note_info(self, server: str, info: dict[str, Any], *, replicated: bool = False) -> None:
+    def note_info(self, server: str, info: dict[str, Any]) -> None:
         """Remember serverInfo / protocolVersion / capabilities from initialize or server/discover."""
         self._spec(server).info.update(info)
-        if self.on_change is not None and not replicated:
-            self.on_change("info", {"server": server, "info": info})
+        emit(self.on_change, InfoNoted(server, info))
+
+    def apply(self, change: SpecLearned | InfoNoted | Approved | Quarantined) -> None:
+        """A change another replica made (or catch-up): applied as sent, not published again."""
+        if isinstance(change, SpecLearned):
+            self._complete(change.server, change.kind, list(change.items), on_drift=change.on_drift,
+                           source=change.source, viewer=change.viewer, relayed=True)
+        elif isinstance(change, InfoNoted):
+            self._spec(change.server).info.update(change.info)
+        elif isinstance(change, Approved):
+            if change.digest:          # for the digest approved, never whatever this process holds
+                self.note_approval(change.server, change.kind, change.name, change.digest)
+            else:
+                self._release(change.server, change.kind, change.name)
+        elif isinstance(change, Quarantined):
+            self.hold(change.server, change.kind, change.name, change.why)
+        else:
+            raise TypeError(f"not a spec change: {change!r}")
 
     def pin(self, server: str, snapshot: dict[str, Any]) -> None:
         """Install an operator-supplied snapshot. Pinned specs are authoritative: learning never
@@ -74,7 +106,7 @@ class SpecStore:
         self.version += 1
 
     def apply_page(self, server: str, kind: str, items: list[Any], *, first: bool, last: bool,
-                   partition: str = "", on_drift: str = "quarantine", replicated: bool = False,
+                   partition: str = "", on_drift: str = "quarantine",
                    source: str = "traffic", viewer: str | None = None) -> list[DriftEvent]:
         """Merge one page of a `*/list` result. Returns drift events once the snapshot completes.
         `source` says where the list came from (traffic over ext_proc, or active discovery);
@@ -100,15 +132,27 @@ class SpecStore:
         if not last:
             return []
         del self._pending[key]
-        snapshot = list(acc.values())
-        if self.on_change is not None and not replicated:
-            self.on_change("spec", {"server": server, "kind": kind, "items": snapshot, "on_drift": on_drift,
-                                    "source": source, "viewer": partition if viewer is None else viewer})
+        return self._complete(server, kind, list(acc.values()), on_drift=on_drift, source=source,
+                              viewer=partition if viewer is None else viewer, relayed=False)
+
+    def _complete(self, server: str, kind: str, snapshot: list[Any], *, on_drift: str, source: str,
+                  viewer: str, relayed: bool) -> list[DriftEvent]:
+        if kind not in PARSERS:
+            return []
+        if not relayed:
+            emit(self.on_change, SpecLearned(server, kind, tuple(snapshot), on_drift, source, viewer))
         spec = self._spec(server)
         if spec.pinned:
             return self._compare_to_pin(spec, kind, snapshot)
+        held = dict(spec.quarantined) if not relayed and self.on_change is not None else None
         events = self._replace(spec, kind, snapshot, on_drift=on_drift, initial=False, source=source,
-                               viewer=partition if viewer is None else viewer)
+                               viewer=viewer)
+        if held is not None:
+            # A hold made here (drift, a screen finding) is a record of its own, after the snapshot:
+            # a replica that loads the snapshot later (with on_drift accept) still holds it.
+            for (k, name), why in spec.quarantined.items():
+                if held.get((k, name)) != why:
+                    emit(self.on_change, Quarantined(server, k, name, why))
         self.version += 1
         return events
 
@@ -187,18 +231,22 @@ class SpecStore:
                 self._on_drift(ev)
         return events
 
-    def approve(self, server: str, kind: str, name: str, *, replicated: bool = False) -> bool:
+    def approve(self, server: str, kind: str, name: str) -> bool:
         """Release a quarantined capability. The approval holds for what it approved (this digest):
         the same entry listed again is not screened again; a new change is."""
+        ok = self._release(server, kind, name)
+        if ok:
+            spec = self._specs.get(server)
+            emit(self.on_change, Approved(server, kind, name, spec.approved.get((kind, name), "") if spec else ""))
+        return ok
+
+    def _release(self, server: str, kind: str, name: str) -> bool:
         spec = self._specs.get(server)
         ok = bool(spec and spec.quarantined.pop((kind, name), None) is not None)
         if ok and spec is not None:
             entry = spec.table(kind).get(name)
             if entry is not None:
                 spec.approved[(kind, name)] = entry.digest
-        if ok and self.on_change is not None and not replicated:
-            self.on_change("approve", {"server": server, "kind": kind, "name": name,
-                                       "digest": spec.approved.get((kind, name), "") if spec else ""})
         return ok
 
     def note_approval(self, server: str, kind: str, name: str, digest: str) -> None:

@@ -22,6 +22,7 @@ import jsonschema
 from jsonschema import validators as js_validators
 from jsonschema.exceptions import SchemaError
 
+from extauthz.schemawalk import subschemas
 from extauthz.specs import jsonschema_ecma
 from extauthz.specs.model import canonical_hash
 from extauthz.specs.patterns import PatternError
@@ -29,11 +30,6 @@ from extauthz.specs.patterns import PatternError
 jsonschema_ecma.install()   # JSON Schema patterns are ECMA-262, for the reference validator too
 
 _COMPOSE = ("allOf", "anyOf", "oneOf")
-_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-_SCHEMA_ONE = ("additionalProperties", "unevaluatedProperties", "items", "additionalItems",
-               "unevaluatedItems", "contains", "propertyNames", "not", "if", "then", "else",
-               "contentSchema")
-_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 _MODERN = ("https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2019-09/schema")
 
 
@@ -75,6 +71,16 @@ class CompiledSchema:
         return f"{where}: {err.message}"[:300]
 
 
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A published schema that cannot be used: every call through it is denied, saying why."""
+
+    reason: str
+
+
+Compiled = CompiledSchema | Invalid
+
+
 def _draft_of(schema: dict[str, Any]) -> str:
     uri = schema.get("$schema")
     return uri.rstrip("#") if isinstance(uri, str) else "https://json-schema.org/draft/2020-12/schema"
@@ -82,26 +88,9 @@ def _draft_of(schema: dict[str, Any]) -> str:
 
 def _subschemas(node: dict[str, Any]) -> Iterator[tuple[dict[str, Any], bool]]:
     """Yield (child schema, is_composition_branch)."""
-    for key in _SCHEMA_MAPS:
-        v = node.get(key)
-        if isinstance(v, dict):
-            for sub in v.values():
-                if isinstance(sub, dict):
-                    yield sub, False
-    for key in _SCHEMA_ONE:
-        v = node.get(key)
-        if isinstance(v, dict):
-            yield v, False
-        elif key == "items" and isinstance(v, list):
-            for sub in v:
-                if isinstance(sub, dict):
-                    yield sub, False
-    for key in _SCHEMA_LISTS:
-        v = node.get(key)
-        if isinstance(v, list):
-            for sub in v:
-                if isinstance(sub, dict):
-                    yield sub, _partial(node, key)
+    for key, _, sub in subschemas(node):
+        if isinstance(sub, dict):
+            yield sub, _partial(node, key)
 
 
 def _partial(parent: dict[str, Any], key: str) -> bool:
@@ -201,7 +190,7 @@ class ValidatorCache:
     """Compiled validators keyed by (schema hash, strict). Bounded; compiling costs ~60x validating."""
 
     def __init__(self, max_entries: int = 20000, *, fast: bool = True) -> None:
-        self._cache: dict[tuple[str, bool], CompiledSchema | str] = {}
+        self._cache: dict[tuple[str, bool], Compiled] = {}
         self._checkers: dict[type, jsonschema.FormatChecker] = {}
         self._max = max_entries
         self._fast = fast and jsonschema_rs is not None
@@ -210,8 +199,8 @@ class ValidatorCache:
     def size(self) -> int:
         return len(self._cache)
 
-    def get(self, schema: dict[str, Any], strict: bool, schema_hash: str | None = None) -> CompiledSchema | str:
-        """A compiled validator, or a string saying why the published schema is unusable."""
+    def get(self, schema: dict[str, Any], strict: bool, schema_hash: str | None = None) -> Compiled:
+        """A compiled validator, or `Invalid` saying why the published schema is unusable."""
         h = schema_hash or canonical_hash(schema)
         key = (h, strict)
         hit = self._cache.get(key)
@@ -225,7 +214,7 @@ class ValidatorCache:
 
     @staticmethod
     def _compile(schema: dict[str, Any], strict: bool, h: str, fast: bool,
-                 checkers: dict[type, jsonschema.FormatChecker]) -> CompiledSchema | str:
+                 checkers: dict[type, jsonschema.FormatChecker]) -> Compiled:
         try:
             cls = js_validators.validator_for(schema, default=jsonschema.Draft202012Validator)
             patterns = [jsonschema_ecma.PATTERNS.compile(p) for p in jsonschema_ecma.patterns_in(schema)]
@@ -235,16 +224,16 @@ class ValidatorCache:
             effective = close_schema(schema) if strict else schema
             reference = cls(effective)
         except PatternError as e:
-            return f"unusable input schema: pattern {e}"
+            return Invalid(f"unusable input schema: pattern {e}")
         except (SchemaError, RecursionError, TypeError, ValueError) as e:
-            return f"unusable input schema: {str(e).splitlines()[0][:200]}"
+            return Invalid(f"unusable input schema: {str(e).splitlines()[0][:200]}")
         fast_validator = _fast_validator(effective) if fast and not _has_ref_cycle(effective) else None
         if fast_validator is None:   # the reference decides every call: its matchers are built now
             try:
                 for p in patterns:
                     p.engine()
             except PatternError as e:
-                return f"unusable input schema: pattern {e}"
+                return Invalid(f"unusable input schema: pattern {e}")
         return CompiledSchema(reference, h, strict, fast_validator)
 
 

@@ -1,9 +1,10 @@
 """The worker side of `serve --workers N`: what one worker learns, every worker knows.
 
 Each worker is a full service process on the shared gRPC port (SO_REUSEPORT). Learned state that
-decides requests (completed list snapshots, server info, quarantine approvals, session bindings)
-is published to the supervisor over a socketpair as JSON lines and relayed to every other worker;
-applying a relayed change never re-publishes it. Writes go into the transport's buffer (no await,
+decides requests (completed list snapshots, server info, holds and approvals, session bindings)
+is published to the supervisor over a socketpair as JSON lines, the wire form of the change records
+(extauthz.shared.changes), and relayed to every other worker, which applies them through each
+store's `apply` (never re-published): the same records and the same apply as on Redis. Writes go into the transport's buffer (no await,
 no I/O wait on the hot path). Every second the worker also reports its Check counters, new
 decision records and what its inventory recorded since the last report (drained), so the
 supervisor's admin port shows the whole service, and the session ids it used (the supervisor is the
@@ -15,7 +16,6 @@ risk blocks and alerts included. Every 250 ms it reports the calls and sensitive
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import socket
@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from extauthz.app import App
+from extauthz.shared.changes import apply_to, decode
 from extauthz.workers.claims import MAX_TOUCHED, BusClaims
 from extauthz.risk.report import report_counts
 from extauthz.workers.query import answer
@@ -123,51 +124,6 @@ class WorkerBus:
 
 
 def apply_change(app: App, msg: dict[str, Any]) -> None:
-    """Apply a change another worker made (or the supervisor's catch-up on start); never re-published."""
-    op = msg.get("op")
-    if op == "spec":
-        app.specs.apply_page(msg["server"], msg["kind"], msg["items"], first=True, last=True,
-                             partition="replica", on_drift=msg.get("on_drift", "quarantine"), replicated=True,
-                             source=msg.get("source", "traffic"), viewer=msg.get("viewer", "replica"))
-    elif op == "info":
-        app.specs.note_info(msg["server"], msg["info"], replicated=True)
-    elif op == "approve":         # for the digest approved, never whatever this process holds
-        if msg.get("digest"):
-            app.specs.note_approval(msg["server"], msg["kind"], msg["name"], msg["digest"])
-        else:
-            app.specs.approve(msg["server"], msg["kind"], msg["name"], replicated=True)
-    elif op == "approved":        # catch-up, sent before the snapshots
-        app.specs.note_approval(msg["server"], msg["kind"], msg["name"], msg["digest"])
-    elif op == "session":
-        app.sessions.touch(msg["sid"], msg["caller"], msg["server"], user_session=msg.get("user_session", ""),
-                           client_id=msg.get("client_id", ""), protocol_version=msg.get("protocol_version", ""),
-                           path=msg.get("path", ""), replicated=True)
-    elif op == "end":        # the server confirmed the session ended (seen by one worker's ext_proc)
-        app.sessions.end(msg["sid"], caller=str(msg.get("caller", "")), replicated=True)
-        if isinstance(msg.get("server"), str):
-            app.visibility.end_session(msg["server"], msg["sid"])
-    elif op == "link":       # resource links a tool returned to a session (extauthz.sessions.links)
-        app.links.grant(msg["server"], msg["sid"], msg["caller"], msg["uris"], tool=msg.get("tool", ""),
-                        replicated=True)
-    elif op == "visible":
-        app.visibility.listed(msg["server"], msg["sid"], msg["caller"], msg["kind"], msg["names"], replicated=True)
-    elif op == "riskscore":  # catch-up only: a restarted worker must not forget who is risky
-        app.risk.restore(msg["caller"], float(msg["score"]))
-    elif op == "risk":       # scored and chain events only: benign traffic is not relayed
-        app.risk.record(msg["caller"], decision_id=msg["decisionId"], session_id=msg["sessionId"],
-                        server=msg["server"], method=msg["method"], name=msg["name"], reason=msg["reason"],
-                        stage=msg["stage"], points=float(msg["points"]), replicated=True, at=msg["time"],
-                        signature=msg.get("signature"), forgives=msg.get("forgives") or (),
-                        volume_minute=msg.get("volumeMinute"))
-    elif op == "rate":       # another replica's calls and sensitive uses since its last report
-        calls, uses = msg.get("calls") or {}, msg.get("uses") or {}
-        if not isinstance(calls, dict) or not isinstance(uses, dict):
-            raise ValueError("rate counts must be objects")
-        app.risk.add_counts(int(msg["minute"]), calls, uses, totals=bool(msg.get("totals")))
-    elif op == "expect":     # a 2024-11-05 POST decided elsewhere: its result may come on our stream
-        if isinstance(msg["entries"], list):
-            app.learner.expect(str(msg["server"]), str(msg["sid"]), msg["entries"])
-    elif op == "inject":     # ... and a denial of one, for the stream wherever it is served
-        app.learner.inject(str(msg["server"]), str(msg["sid"]), base64.b64decode(msg["event"], validate=True))
-    elif op == "quarantine":      # catch-up only: a restarted worker must not forget a quarantine
-        app.specs.hold(msg["server"], msg["kind"], msg["name"], msg["why"])
+    """Apply a change another worker made (or the supervisor's catch-up on start), as its record
+    through the owning store's `apply`; never re-published. Raises ValueError when it does not fit."""
+    apply_to(app, decode(msg))

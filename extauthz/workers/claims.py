@@ -22,6 +22,7 @@ import itertools
 from typing import Any, Callable
 
 from extauthz.sessions.registry import SessionRegistry
+from extauthz.shared.changes import SessionBound
 from extauthz.shared.redis import SharedUnavailable
 
 CLAIM_TIMEOUT = 2.0        # seconds a Check waits for the supervisor's answer before it is denied
@@ -145,10 +146,10 @@ class ClaimAuthority:
             return False, {"op": "session", "sid": sid, "caller": owner, "server": info.server,
                            "user_session": info.user_session, "client_id": info.client_id,
                            "protocol_version": info.protocol_version, "path": info.path}
-        self.sessions.touch(sid, caller, str(msg.get("server") or ""), user_session=str(msg.get("user_session") or ""),
-                            client_id=str(msg.get("client_id") or ""),
-                            protocol_version=str(msg.get("protocol_version") or ""), path=str(msg.get("path") or ""),
-                            replicated=True)      # the worker had room for it
+        self.sessions.apply(SessionBound(     # the worker had room for it
+            sid, caller, str(msg.get("server") or ""), user_session=str(msg.get("user_session") or ""),
+            client_id=str(msg.get("client_id") or ""), protocol_version=str(msg.get("protocol_version") or ""),
+            path=str(msg.get("path") or "")))
         return owner is None, None
 
     def keep_alive(self, touched: Any) -> None:

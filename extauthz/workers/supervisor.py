@@ -28,14 +28,16 @@ from typing import Any
 import orjson
 
 from extauthz.app import App
+from extauthz.shared.changes import (Approved, Change, InfoNoted, InventoryDelta, Listed, Quarantined, RateCounts,
+                                     RiskScore, SessionBound, SessionEnded, SpecLearned)
 from extauthz.specs.model import KINDS
 from extauthz.workers.bus import apply_change
 from extauthz.workers.claims import ClaimAuthority
 from extauthz.workers.query import WorkerActors
 
 log = logging.getLogger("extauthz.workers")
-RELAYED = frozenset({"spec", "info", "approve", "session", "end", "visible", "risk", "link", "expect", "inject",
-                     "rate"})
+RELAYED = frozenset({"spec", "info", "approve", "quarantine", "session", "end", "visible", "risk", "link",
+                     "expect", "inject", "rate"})
 
 
 @dataclass
@@ -148,7 +150,9 @@ class Supervisor:
     def _stats(self, w: Worker, msg: dict[str, Any]) -> None:
         w.stats, w.ready = msg, bool(msg.get("ready"))
         self.authority.keep_alive(msg.pop("touched", None))   # used there: alive here
-        self.app.inventory.merge(msg.pop("inventory", None))     # usage since the worker's last tick
+        delta = msg.pop("inventory", None)                       # usage since the worker's last tick
+        if delta:
+            self.app.inventory.apply(InventoryDelta(delta))
         for rec in msg.get("recent", []):
             rec["worker"] = msg.get("worker")
             self.app.decisions.recent.append(rec)
@@ -228,17 +232,22 @@ class Supervisor:
 
 
 def catch_up_messages(app: App) -> list[dict[str, Any]]:
+    """`catch_up(app)` in its wire form: what a restarted worker is sent."""
+    return [c.encode() for c in catch_up(app)]
+
+
+def catch_up(app: App) -> list[Change]:
     """What this process holds that another must know, as change records: approvals (with the digest
     approved) before the snapshots they apply to, then snapshots, holds, sessions, risk scores, and
     this minute's rate counts.
     A restarted worker is sent them; a Redis that came back empty is written them."""
-    out: list[dict[str, Any]] = []
+    out: list[Change] = []
     for spec in app.specs.servers():
         for (kind, name), digest in spec.approved.items():
-            out.append({"op": "approved", "server": spec.server, "kind": kind, "name": name, "digest": digest})
+            out.append(Approved(spec.server, kind, name, digest))
     for spec in app.specs.servers():
         if spec.info:
-            out.append({"op": "info", "server": spec.server, "info": spec.info})
+            out.append(InfoNoted(spec.server, spec.info))
         if spec.pinned:
             continue
         for kind in KINDS:
@@ -246,27 +255,24 @@ def catch_up_messages(app: App) -> list[dict[str, Any]]:
             for key, e in spec.table(kind).items():
                 by_source.setdefault(spec.sources.get((kind, key), "traffic"), []).append(e.raw)
             for source, items in by_source.items():
-                out.append({"op": "spec", "server": spec.server, "kind": kind, "items": items, "on_drift": "accept",
-                            "source": source, "viewer": f"catch-up:{source}"})
+                out.append(SpecLearned(spec.server, kind, tuple(items), "accept", source, f"catch-up:{source}"))
         for (kind, name), why in spec.quarantined.items():
-            out.append({"op": "quarantine", "server": spec.server, "kind": kind, "name": name, "why": why})
+            out.append(Quarantined(spec.server, kind, name, why))
     for s in app.sessions.snapshot(limit=app.sessions.max_sessions):
-        out.append({"op": "session", "sid": s.session_id, "caller": s.caller, "server": s.server,
-                    "user_session": s.user_session, "client_id": s.client_id,
-                    "protocol_version": s.protocol_version, "path": s.path})
+        out.append(SessionBound(s.session_id, s.caller, s.server, s.user_session, s.client_id, s.protocol_version,
+                                s.path))
     for sid, owner in app.sessions.ended_ids():
-        out.append({"op": "end", "sid": sid, "caller": owner})
+        out.append(SessionEnded(sid, owner or ""))
     for server, part, kind, names in app.visibility.snapshots():
         sid, caller = (part[2:], "") if part.startswith("s:") else ("", part[2:])
-        out.append({"op": "visible", "server": server, "sid": sid, "caller": caller, "kind": kind,
-                    "names": sorted(names)})
+        out.append(Listed(server, sid, caller, kind, tuple(sorted(names))))
     for st in app.risk.callers(limit=app.risk.max_callers):
         score = app.risk.score(st.caller)
         if score > 0:
-            out.append({"op": "riskscore", "caller": st.caller, "score": score})
+            out.append(RiskScore(st.caller, score))
     counts = app.risk.minute_counts()        # this minute's calls so far, for the global limits
     if counts["calls"] or counts["uses"]:
-        out.append({"op": "rate", **counts, "totals": True})
+        out.append(RateCounts(counts["minute"], counts["calls"], counts["uses"], totals=True))
     return out
 
 

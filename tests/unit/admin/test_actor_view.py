@@ -22,6 +22,7 @@ from extauthz.admin.investigate_cli import print_actor
 from extauthz.app import App
 from extauthz.decisionlog import RecentDecisions
 from extauthz.mcp.request import HttpRequest
+from extauthz.shared.changes import RiskEvent
 
 POLICY = Path(__file__).parent.parent / "risk" / "policy.yaml"
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}}
@@ -239,8 +240,8 @@ def test_merge_of_two_workers_dedupes_and_names_a_missing_one(tmp_path):
     a = check(one, "nope_1", who=claims("eve", "u1"), session="s1")
     b = check(two, "open_tool", {"q": "x"}, who=claims("eve", "u1"), session="s1")
     # worker two got worker one's scored event relayed (as the bus does)
-    two.risk.record(EVE, decision_id=a.decision_id, session_id="s1", server="crm", method="tools/call",
-                    name="nope_1", reason="unknown_capability", stage="recon", points=6.0, replicated=True)
+    two.risk.apply(RiskEvent(EVE, two.risk.clock.time(), a.decision_id, "s1", "crm", "tools/call", "nope_1",
+                             "unknown_capability", "recon", 6.0))
     facts = merge([gather(one, EVE, 0), gather(two, EVE, 1)], ["worker 2"])
     v = build(facts)
     assert [(s.decision_id, s.worker) for s in v.steps] == [(a.decision_id, 0), (b.decision_id, 1)]
@@ -292,8 +293,8 @@ def test_merged_workers_keep_the_copy_that_knows_of_the_correction(tmp_path):
     eve = claims("eve", "u1")
     slip = check(one, "open_tool", {"q": 5}, who=eve, session="s1").decision_id
     # worker two got the mistake relayed before worker one saw the correction
-    two.risk.record(EVE, decision_id=slip, session_id="s1", server="crm", method="tools/call", name="open_tool",
-                    reason="schema_violation", stage="probe", points=8.0, replicated=True)
+    two.risk.apply(RiskEvent(EVE, two.risk.clock.time(), slip, "s1", "crm", "tools/call", "open_tool",
+                             "schema_violation", "probe", 8.0))
     fixed = check(one, "open_tool", {"q": "5"}, who=eve, session="s1").decision_id
     for parts in ([gather(two, EVE, 1), gather(one, EVE, 0)], [gather(one, EVE, 0), gather(two, EVE, 1)]):
         (step,) = [s for s in build(merge(parts)).steps if s.decision_id == slip]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from extauthz.admin.http import inventory
 from extauthz.app import App
 from extauthz.policy.check import check_policy_main
 from extauthz.policy.model import load_policy
@@ -81,7 +82,7 @@ def app_with(path: Path, tools: list = TOOLS) -> App:
 
 
 def suggest(app: App, tmp_path: Path) -> tuple[str, Path]:
-    text = suggest_policy(app.inventory.snapshot(app), source="unit test")
+    text = suggest_policy(inventory(app), source="unit test")
     out = tmp_path / "suggested.yaml"
     out.write_text(text)
     return text, out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
-from extauthz.admin.http import build_admin
+from extauthz.admin.http import build_admin, inventory
 from extauthz.app import App
 
 from ..core.conftest import ADMIN, HERE, PROMPTS, RESOURCES, TEMPLATES, TOOLS, call, http
@@ -54,7 +54,7 @@ def test_usage_coverage_and_callers_from_real_decisions(tmp_path):
     assert app.check(http(call("export_customers", {}), claims=ADMIN)).allowed
     assert not app.check(http(call("export_customers", {}))).allowed
     assert not app.check(http(call("not_published", {}))).allowed
-    view = app.inventory.snapshot(app)
+    view = inventory(app)
     crm = view["servers"][0]
     assert crm["server"] == "crm" and crm["covered"] and not crm["shadow"]
     assert crm["serverInfo"] == {"name": "demo-crm", "version": "1.0"}
@@ -85,7 +85,7 @@ def test_usage_coverage_and_callers_from_real_decisions(tmp_path):
 def test_sensitivity_and_hidden_instructions_of_published_entries(tmp_path):
     poisoned = [dict(t, description=POISON) if t["name"] == "lookup_customer" else t for t in TOOLS + EXTRA_TOOLS]
     app = make_app(tmp_path, poisoned)
-    view = app.inventory.snapshot(app)
+    view = inventory(app)
     contact = tool(view, "customer_contact")
     assert contact["sensitivity"] == ["pii"]
     assert {(f["type"], f["where"]) for f in contact["findings"]} == {
@@ -101,9 +101,10 @@ def test_sensitivity_and_hidden_instructions_of_published_entries(tmp_path):
     assert warned == {("tools", "lookup_customer"), ("tools", "delete_everything"), ("server", "instructions")}
     assert view["summary"]["hiddenInstructions"] == 3 and view["summary"]["sensitive"] >= 1
     # Classified once per published entry (cached by digest), not per view.
-    cached = dict(app.inventory.classified)
-    app.inventory.snapshot(app)
-    assert app.inventory.classified == cached
+    cached = app.assessor.size
+    assert cached > 0
+    inventory(app)
+    assert app.assessor.size == cached
 
 
 def test_concrete_uris_fold_into_their_template(tmp_path):
@@ -111,7 +112,7 @@ def test_concrete_uris_fold_into_their_template(tmp_path):
     for cid in ("c-100", "c-200", "c-100"):
         app.check(http(read(f"crm://customers/{cid}")))
     assert not app.check(http(read("crm://reports/summary"))).allowed     # admin only
-    view = app.inventory.snapshot(app)
+    view = inventory(app)
     crm = view["servers"][0]
     (tpl,) = crm["resourceTemplates"]
     assert tpl["uriTemplate"] == "crm://customers/{customer_id}" and tpl["covered"]
@@ -124,14 +125,14 @@ def test_concrete_uris_fold_into_their_template(tmp_path):
 def test_responses_counts_show_as_response_sensitivity(tmp_path):
     app = make_app(tmp_path)
     app.inventory.record_response("crm", "tools", "lookup_customer", {"pii.email": 2}, 300)
-    resp = tool(app.inventory.snapshot(app), "lookup_customer")["usage"]["responses"]
+    resp = tool(inventory(app), "lookup_customer")["usage"]["responses"]
     assert resp == {"count": 1, "bytes": 300, "findings": {"pii.email": 2}, "sensitivity": ["pii"]}
 
 
 def test_shadow_servers_are_inventoried(tmp_path):
     app = make_app(tmp_path)
     app.check(http(call("x", {}), authority="shadow.internal:8443", path="/tools/mcp?x=1"))
-    view = app.inventory.snapshot(app)
+    view = inventory(app)
     shadow = view["servers"][-1]
     assert shadow["server"] == "shadow:shadow.internal:8443/tools/mcp" and shadow["shadow"] and not shadow["covered"]
     assert shadow["traffic"]["authorities"] == ["shadow.internal:8443"]
@@ -145,7 +146,7 @@ def test_drift_quarantine_and_approval_in_the_view(tmp_path):
     changed = [dict(t, description="changed") if t["name"] == "lookup_customer" else t for t in TOOLS + EXTRA_TOOLS]
     app.specs.apply_page("crm", "tools", changed, first=True, last=True, on_drift="quarantine")
     assert app.check(http(call("lookup_customer", {"customer_id": "c-100"}))).reason.value == "quarantined"
-    view = app.inventory.snapshot(app)
+    view = inventory(app)
     assert tool(view, "lookup_customer")["quarantined"].startswith("changed from ")
     assert {"server": "crm", "kind": "tools", "name": "lookup_customer",
             "why": tool(view, "lookup_customer")["quarantined"]} in view["quarantined"]
@@ -170,13 +171,13 @@ def test_drift_quarantine_and_approval_in_the_view(tmp_path):
 
 def test_policy_settings_come_from_the_running_document_only(tmp_path):
     app = make_app(tmp_path, extra="admin: {token: s3cret}\n")
-    view = app.inventory.snapshot(app)
+    view = inventory(app)
     assert view["policy"]["complete"] and view["policy"]["adminToken"] is True
     assert "admin" not in view["policy"]["config"] and "s3cret" not in str(view)
     # Edited on disk but not (yet) reloaded: the view does not pretend the edit is running.
     app.inventory.policy_doc_cache = None
     (tmp_path / "policy.yaml").write_text((tmp_path / "policy.yaml").read_text().replace("maxDepth: 8", "maxDepth: 9"))
-    view = app.inventory.snapshot(app)
+    view = inventory(app)
     assert not view["policy"]["complete"] and view["policy"]["config"]["limits"]["maxDepth"] == 8
 
 
@@ -186,6 +187,6 @@ def test_supervisor_style_view_from_merged_worker_reports(tmp_path):
     worker.check(http(call("lookup_customer", {"customer_id": "c-100"})))
     worker.check(http(call("export_customers", {}), claims=ADMIN))
     supervisor.inventory.merge(worker.inventory.drain())
-    view = supervisor.inventory.snapshot(supervisor)
+    view = inventory(supervisor)
     assert tool(view, "lookup_customer")["usage"]["callers"][0]["subject"] == "alice"
     assert tool(view, "export_customers")["usage"]["usedBy"]["groups"] == ["admin"]

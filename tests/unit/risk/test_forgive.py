@@ -9,6 +9,7 @@ import pytest
 from extauthz.risk import forgive
 from extauthz.risk.engine import LIST_BURST_PAIRS, LIST_BURST_WINDOW, RiskEngine
 from extauthz.risk.stages import LIST_BURST_POINTS, PROBE, RECON
+from extauthz.shared.changes import RiskEvent, decode
 
 ALICE = "https://issuer|alice|agent"
 
@@ -124,15 +125,12 @@ def test_forgiveness_is_relayed_to_other_replicas(eng, clock):
     rec(eng, "allowed")
     assert [bool(m.get("forgives")) for m in published] == [False, True]
     for m in published:
-        other.record(ALICE, decision_id=m["decisionId"], session_id=m["sessionId"], server=m["server"],
-                     method=m["method"], name=m["name"], reason=m["reason"], stage=m["stage"],
-                     points=float(m["points"]), replicated=True, at=m["time"], forgives=m.get("forgives", ()))
+        other.apply(decode({"op": "risk", **m}))
     assert other.score(ALICE) == pytest.approx(0, abs=0.1)
 
 
 def test_a_correction_on_another_replica_forgives_a_relayed_mistake(eng, clock):
-    eng.record(ALICE, decision_id="m1", session_id="s1", server="crm", method="tools/call", name="search",
-               reason="schema_violation", stage=PROBE, points=8, replicated=True, at=clock.now)
+    eng.apply(RiskEvent(ALICE, clock.now, "m1", "s1", "crm", "tools/call", "search", "schema_violation", PROBE, 8))
     clock.now += 3
     rec(eng, "allowed")
     assert eng.score(ALICE) == pytest.approx(0, abs=0.1)

@@ -9,6 +9,7 @@ import pytest
 
 from extauthz.risk.engine import RiskEngine
 from extauthz.risk.stages import EXTRACT, VOLUME_POINTS
+from extauthz.shared.changes import RiskEvent
 from extauthz.workers.bus import apply_change
 
 from .conftest import Clock
@@ -139,7 +140,7 @@ def test_two_replicas_crossing_the_limit_at_once_score_the_minute_once(clock: Cl
 
 def test_a_relayed_use_is_not_counted_again(clock: Clock) -> None:
     a, b = engines(2, volume_per_minute=100)
-    rec(b, EXTRACT, replicated=True, at=clock.wall)
+    b.apply(RiskEvent(ALICE, clock.wall, "relayed-1", "s1", "crm", "tools/call", "n", "allowed", EXTRACT, 0.0))
     assert b.get(ALICE).volume_count == 0 and b.get(ALICE).rate_count == 0
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from extauthz.shared.changes import RiskEvent, decode
 from extauthz.core.reasons import Reason
 from extauthz.risk.chain import CHAIN_MIN_POINTS, ESCALATE_AFTER, ESCALATE_MAX, ESCALATE_STEP, LONG_WINDOW
 from extauthz.risk.engine import (
@@ -383,7 +384,7 @@ def test_a_slow_probe_under_the_decay_is_blocked(eng, clock):
 def test_replicated_points_are_not_escalated_again(eng):
     for i in range(ESCALATE_AFTER + 8):
         rec(eng, PROBE, 8, name=f"p{i}")
-    rec(eng, PROBE, 8, name="relayed", replicated=True)
+    eng.apply(RiskEvent(ALICE, eng.clock.time(), "relayed-1", "s1", "crm", "tools/call", "relayed", "x", PROBE, 8))
     assert eng.get(ALICE).timeline[-1].points == 8
 
 
@@ -485,8 +486,7 @@ def test_plain_extracts_are_published_only_when_they_complete_a_chain(eng, publi
 
 
 def test_replicated_records_score_but_are_not_published(eng, published):
-    eng.record(ALICE, decision_id="d1", session_id="s1", server="crm", method="tools/call", name="x",
-               reason="not_allowed", stage=PROBE, points=8, replicated=True, at=123.0)
+    eng.apply(RiskEvent(ALICE, 123.0, "d1", "s1", "crm", "tools/call", "x", "not_allowed", PROBE, 8))
     assert published == []
     assert eng.score(ALICE) == pytest.approx(8)
     assert eng.get(ALICE).timeline[-1].at == 123.0
@@ -499,9 +499,7 @@ def test_published_payload_replays_into_another_engine(eng, published, clock):
     rec(eng, None, 0, reason="allowed", name="lookup", session="s2")       # corrects it
     rec(eng, EXTRACT, 0, session="s3")
     for op, m in published:
-        other.record(m["caller"], decision_id=m["decisionId"], session_id=m["sessionId"], server=m["server"],
-                     method=m["method"], name=m["name"], reason=m["reason"], stage=m["stage"],
-                     points=float(m["points"]), replicated=True, at=m["time"], forgives=m.get("forgives", ()))
+        other.apply(decode({"op": op, **m}))
     assert other.score(ALICE) == pytest.approx(eng.score(ALICE))
     assert other.score(ALICE) == pytest.approx(36 + CHAIN_POINTS)        # the mistake forgiven there too
     assert other.alerts_total == 1

@@ -16,6 +16,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from extauthz.shared.changes import Listed
 from extauthz.app import App
 from extauthz.core.reasons import Reason
 from extauthz.envoy.process import ExternalProcessorServicer, add_to_server
@@ -229,7 +230,7 @@ def test_an_end_reaches_every_worker_with_its_visibility(app):
     app.visibility.listed("crm", SID, "https://issuer|alice|agent", "tools", ["lookup_customer"])
     for m in sent:
         apply_change(other, m)
-    other.visibility.listed("crm", SID, "https://issuer|alice|agent", "tools", ["lookup_customer"], replicated=True)
+    other.visibility.apply(Listed("crm", SID, "https://issuer|alice|agent", "tools", ("lookup_customer",)))
     assert other.sessions.get(SID) is not None and other.sessions.get(SID).path == "/mcp"
     sent.clear()
     app.learner.on_session_end("crm", SID, "ended")

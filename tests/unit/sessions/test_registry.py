@@ -8,6 +8,7 @@ from pathlib import Path
 from extauthz.app import App
 from extauthz.core.reasons import Reason
 from extauthz.sessions.registry import SessionRegistry
+from extauthz.shared.changes import SessionBound
 
 from ..core.conftest import SUPPORT, http, learn
 from ..core.test_decide_table import rpc
@@ -50,7 +51,8 @@ def test_bindings_idle_past_the_ttl_make_room_least_recently_used_first():
 def test_a_binding_another_worker_made_is_kept_even_when_full():
     reg = SessionRegistry(max_sessions=1, idle_ttl=60)
     reg.touch("mine", ALICE, "crm")
-    assert reg.touch("theirs", MALLORY, "crm", replicated=True) is not None
+    reg.apply(SessionBound("theirs", MALLORY, "crm"))
+    assert reg.get("theirs") is not None
     assert not reg.owner_ok("theirs", ALICE) and len(reg) == 2
 
 

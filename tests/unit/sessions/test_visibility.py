@@ -8,6 +8,7 @@ import pytest
 
 import extauthz.sessions.visibility as vis_mod
 from extauthz.sessions.visibility import Visibility, shown
+from extauthz.shared.changes import Listed, decode
 
 ALICE = "https://issuer|alice|agent"
 BOB = "https://issuer|bob|agent"
@@ -209,13 +210,13 @@ def test_on_change_publishes_complete_snapshots(vis):
 def test_replicated_snapshot_is_applied_but_not_published(vis):
     events: list[Any] = []
     vis.on_change = lambda op, payload: events.append(op)
-    vis.listed("crm", "s1", ALICE, "tools", ["a"], replicated=True)
+    vis.apply(Listed("crm", "s1", ALICE, "tools", ("a",)))
     assert events == []
     assert shown(vis.view("crm", "s1", ALICE), "tools", "a") is True
 
 
 def test_published_payload_round_trips_through_listed():
     a, b = Visibility(), Visibility()
-    a.on_change = lambda op, m: b.listed(m["server"], m["sid"], m["caller"], m["kind"], m["names"], replicated=True)
+    a.on_change = lambda op, m: b.apply(decode({"op": op, **m}))
     a.listed("crm", "s1", ALICE, "resources", ["crm://x", "crm://y"])
     assert b.view("crm", "s1", ALICE) == a.view("crm", "s1", ALICE)

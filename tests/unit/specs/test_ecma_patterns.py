@@ -22,7 +22,7 @@ import pytest
 
 from extauthz.specs import patterns as patterns_mod
 from extauthz.specs.patterns import PatternCompiler, PatternError
-from extauthz.specs.validators import ValidatorCache
+from extauthz.specs.validators import CompiledSchema, Invalid, ValidatorCache
 
 CORPUS = json.loads((Path(__file__).parent / "data" / "ecma_patterns.json").read_text(encoding="utf-8"))
 ENTRIES: list[dict[str, Any]] = CORPUS["patterns"]
@@ -90,7 +90,7 @@ def test_both_validators_give_the_ecma_verdict(strict: bool, draft: dict[str, st
                               "properties": {"v": {"type": "string", "pattern": entry["pattern"]}}}, strict)
         as_key = cache.get({**draft, "type": "object", "patternProperties": {entry["pattern"]: {"const": 1}},
                             "additionalProperties": False}, strict)
-        assert not isinstance(as_value, str) and not isinstance(as_key, str), entry["pattern"]
+        assert isinstance(as_value, CompiledSchema) and isinstance(as_key, CompiledSchema), entry["pattern"]
         assert as_value.fast is not None and as_key.fast is not None
         for s, want in _strings(entry):
             for compiled, instance in ((as_value, {"v": s}), (as_key, {s: 1})):
@@ -106,7 +106,7 @@ def test_unevaluated_properties_read_pattern_properties_as_ecma() -> None:
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "allOf": [
         {"patternProperties": {r"^\p{Lu}": {"type": "integer"}}}], "unevaluatedProperties": False}
     compiled = ValidatorCache().get(schema, strict=False)
-    assert not isinstance(compiled, str)
+    assert isinstance(compiled, CompiledSchema)
     for instance, want in (({"Émile": 1}, True), ({"émile": 1}, False), ({"Émile": "x"}, False)):
         assert (compiled.is_valid(instance), compiled.validator.is_valid(instance)) == (want, want)
 
@@ -114,7 +114,7 @@ def test_unevaluated_properties_read_pattern_properties_as_ecma() -> None:
 def test_pattern_properties_spelled_alike_for_the_engine_keep_both_subschemas() -> None:
     schema = {"type": "object", "patternProperties": {r"^\x41": {"type": "integer"}, r"^\u0041": {"minimum": 5}}}
     compiled = ValidatorCache().get(schema, strict=True)
-    assert not isinstance(compiled, str) and compiled.fast is not None
+    assert isinstance(compiled, CompiledSchema) and compiled.fast is not None
     for instance, want in (({"A": 7}, True), ({"A": "x"}, False), ({"A": 2}, False), ({"B": "x"}, True)):
         assert (compiled.is_valid(instance), compiled.validator.is_valid(instance)) == (want, want)
 
@@ -124,11 +124,12 @@ def test_a_ref_into_an_unknown_keyword_reads_its_pattern_as_ecma_too() -> None:
               "components": {"word": {"type": "string", "pattern": r"^(\w)\1*!$"}},
               "x-ui": {"pattern": r"(?P<not>ecma)"}}           # no schema refers here: not a pattern
     compiled = ValidatorCache().get(schema, strict=True)
-    assert not isinstance(compiled, str) and compiled.fast is not None
+    assert isinstance(compiled, CompiledSchema) and compiled.fast is not None
     for value, want in (("aa!", True), ("éé!", False), ("ab!", False)):
         assert (compiled.is_valid({"n": value}), compiled.validator.is_valid({"n": value})) == (want, want)
     schema["components"]["word"]["pattern"] = r"(?i)^abc$"      # the engine would take it; ECMA does not
-    assert ValidatorCache().get(schema, strict=True).startswith("unusable input schema: pattern '(?i)^abc$'")
+    unusable = ValidatorCache().get(schema, strict=True)
+    assert isinstance(unusable, Invalid) and unusable.reason.startswith("unusable input schema: pattern '(?i)^abc$'")
 
 
 def test_invalid_patterns_make_the_schema_unusable_with_the_reason() -> None:
@@ -137,14 +138,15 @@ def test_invalid_patterns_make_the_schema_unusable_with_the_reason() -> None:
         for schema in ({"type": "string", "pattern": entry["pattern"]},
                        {"type": "object", "patternProperties": {entry["pattern"]: True}}):
             got = cache.get(schema, strict=True)
-            assert isinstance(got, str), entry["pattern"]
-            assert got.startswith("unusable input schema: pattern ") and "not an ECMA-262 regular expression" in got
+            assert isinstance(got, Invalid), entry["pattern"]
+            assert got.reason.startswith("unusable input schema: pattern ") \
+                and "not an ECMA-262 regular expression" in got.reason
 
 
 def test_the_issue_pattern_allows_international_names_and_explains_a_denial() -> None:
     compiled = ValidatorCache().get({"type": "object", "properties": {"name": {"type": "string", "pattern": ISSUE}},
                                      "required": ["name"]}, strict=True)
-    assert not isinstance(compiled, str)
+    assert isinstance(compiled, CompiledSchema)
     for name in ("Zoë O'Neil", "李小龙", "José-María Nuñez", "Σωκράτης"):
         assert compiled.first_error({"name": name}) is None
     err = compiled.first_error({"name": "x1"})
@@ -187,7 +189,7 @@ def test_evil_patterns_are_bounded_and_fail_closed() -> None:
     evil = "a" * 65536 + "!"
     for pattern in (r"^(a+)+$", r"^(a|aa)+\1$", r"^(?=(a+)+$)a"):
         compiled = cache.get({"type": "object", "properties": {"v": {"type": "string", "pattern": pattern}}}, True)
-        assert not isinstance(compiled, str)
+        assert isinstance(compiled, CompiledSchema)
         assert compiled.is_valid({"v": evil}) is False
         assert compiled.validator.is_valid({"v": evil}) is False
         assert compiled.first_error({"v": evil}) is not None
@@ -199,7 +201,7 @@ def test_patterns_compile_once_never_per_call(monkeypatch: pytest.MonkeyPatch) -
     schema = {"type": "object", "properties": {"name": {"type": "string", "pattern": r"^[\p{L} .'-]{1,79}$"},
                                                "tag": {"type": "string", "pattern": r"\bxy?\b"}}}
     compiled = ValidatorCache().get(schema, strict=True)
-    assert not isinstance(compiled, str) and compiled.fast is not None
+    assert isinstance(compiled, CompiledSchema) and compiled.fast is not None
     built: list[Any] = []
     real = patterns_mod.jsonschema_rs.validator_for
 
@@ -229,7 +231,7 @@ def test_schemas_the_reference_decides_build_their_matchers_up_front(monkeypatch
                                                                "next": {"$ref": "#/$defs/n"}}}},
               "$ref": "#/$defs/n"}
     compiled = ValidatorCache().get(cyclic, strict=True)
-    assert not isinstance(compiled, str) and compiled.fast is None       # a $ref cycle: jsonschema decides
+    assert isinstance(compiled, CompiledSchema) and compiled.fast is None       # a $ref cycle: jsonschema decides
 
     def no_compiling(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("compiled a pattern on the call path")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from extauthz.admin.http import inventory
 from extauthz.app import App
 from extauthz.core.reasons import Reason
 from extauthz.specs.learn import View
@@ -66,7 +67,7 @@ def test_a_single_weak_finding_is_flagged_not_held(tmp_path):
         app = _app(tmp_path)                # first sight each time (a later change would be drift)
         app.specs.apply_page("crm", "tools", _tools(desc), first=True, last=True)
         assert _lookup(app) is Reason.ALLOWED and not app.specs.get("crm").quarantined
-        tool = next(t for t in app.inventory.snapshot(app)["servers"][0]["tools"] if t["name"] == "lookup_customer")
+        tool = next(t for t in inventory(app)["servers"][0]["tools"] if t["name"] == "lookup_customer")
         assert tool["hiddenInstructions"] == flags and tool["quarantined"] is None
 
 
@@ -85,7 +86,7 @@ def test_flag_mode_only_flags(tmp_path):
     app = _app(tmp_path, "flag")
     app.specs.apply_page("crm", "tools", _tools(POISON), first=True, last=True)
     assert _lookup(app) is Reason.ALLOWED
-    view = app.inventory.snapshot(app)
+    view = inventory(app)
     tool = next(t for t in view["servers"][0]["tools"] if t["name"] == "lookup_customer")
     assert tool["hiddenInstructions"] and tool["quarantined"] is None
 

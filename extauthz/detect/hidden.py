@@ -1,37 +1,6 @@
-"""Findings in published text that could carry a tool-poisoning or rug-pull payload, and which of
-them are strong enough to hold a capability at first sight.
-
-`scan(text)` looks at what an MCP server publishes for the model to read (tool and prompt
-descriptions, argument descriptions, server instructions) and returns frozen `Finding`s by position;
-`hold_reason(findings)` says whether they corroborate each other enough to hold. One cue is a flag
-(the inventory shows it); a hold needs either a carrier that only exists to hide text, or two
-independent cues. Measured on tests/corpus (real servers' lists and published poisoning styles) by
-bench/hidden_corpus.py: a detector that holds honest tools gets the gateway removed.
-
-Cues, each with a `cls`:
-* ``invisible``: Unicode format characters (`Cf`) and Default_Ignorable_Code_Point (via the `regex`
-  module), control characters other than tab/CR/LF (ANSI escapes hide text in a terminal), line and
-  paragraph separators. Emoji sequences (ZWJ between symbols, VS15/16 after a symbol, subdivision
-  flags' tag characters) are not cues. Runs that encode text are *smuggling* and hold alone: Unicode
-  tag characters (ASCII smuggling), variation selectors used as bytes (emoji smuggling), long
-  zero-width runs (binary steganography). Decoded tag/selector text is scanned for phrases too.
-* ``markup``: text that renders hidden or out of band: ``<IMPORTANT>``/``<system>``-style blocks,
-  HTML and markdown comments, CSS that hides text, a whitespace run that pushes text out of view,
-  chat-template tokens (``<|im_start|>``, ``[INST]``) that switch roles out of band.
-* ``override`` (strong): ignore-previous-instructions (holds alone unless quoted, as a detector's
-  own description would), "you are now", requests to reveal the model's system prompt.
-* ``conceal`` (strong): keep an action from the user ("do not tell the user", "do not mention this").
-* ``secret`` (strong): sensitive files (~/.ssh, id_rsa, mcp.json, .env, cloud credentials).
-* ``exfil`` (strong): exfiltrate; content smuggled through a parameter ("pass its content as
-  'sidenote'"); the conversation sent along.
-* ``redirect`` (strong): messages or payments re-routed to another recipient.
-* ``shadow``, ``coerce``, ``confirm`` (weak): instructions about other tools, "otherwise it will not
-  work", "without asking for confirmation"; real servers write these for honest reasons.
-
-Hand-written (the `regex` module supplies the Unicode property): the payload shapes are specific to
-prompt injection and no maintained, dependency-light library covers them. Homoglyphs are out of
-scope. Bounded: at most `MAX_SCAN` characters are examined, and a finding says so when cut.
-"""
+"""Findings in published text that could carry a tool-poisoning or rug-pull payload (`scan`), and
+which of them corroborate each other enough to hold a capability at first sight (`hold_reason`).
+The cue classes and how they were measured: docs/detection.md."""
 
 from __future__ import annotations
 
@@ -42,7 +11,7 @@ from typing import Iterable
 
 import regex
 
-from extauthz.inventory.hidden_phrases import PHRASES
+from extauthz.detect.phrases import PHRASES
 
 __all__ = ["Finding", "scan", "hold_reason", "hidden_instructions", "MAX_SCAN", "STRONG"]
 
@@ -57,7 +26,7 @@ CARRIERS = frozenset({"invisible", "markup"})
 @dataclass(frozen=True, slots=True)
 class Finding:
     at: int             # character position in the text (-1: in decoded hidden text)
-    cls: str            # cue class (see the module docstring)
+    cls: str            # cue class (docs/detection.md)
     label: str          # what was found, never the server's text
     flag: str           # the human-readable flag, with its position
     smuggling: bool = False     # a carrier that only exists to hide text: holds alone

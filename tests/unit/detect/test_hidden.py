@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from extauthz.inventory.hidden import MAX_RUN_FLAGS, MAX_SCAN, hidden_instructions
+from extauthz.detect.hidden import MAX_RUN_FLAGS, MAX_SCAN, hidden_instructions
 
 
 def _tags(text: str) -> str:

@@ -1,4 +1,4 @@
-"""The instruction-like phrases `hidden.py` looks for, each with its cue class (see hidden.py).
+"""The instruction-like phrases `hidden.py` looks for, each with its cue class (docs/detection.md).
 
 Matched on text with hidden characters removed, NFKC-folded and lower-cased. Strong classes
 (override, conceal, secret, exfil, redirect) name what attacks ask for; weak ones (shadow, coerce,

@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from extauthz.inventory.classify import Finding, categories, classify_capability, scan, scan_response
+from extauthz.detect.capability import Finding, categories, classify_capability
+from extauthz.detect.responses import scan, scan_response
 
 
 def _jwt() -> str:
