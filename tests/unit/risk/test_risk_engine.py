@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from extauthz.shared.changes import RiskEvent, decode
 from extauthz.core.reasons import Reason
 from extauthz.risk.chain import CHAIN_MIN_POINTS, ESCALATE_AFTER, ESCALATE_MAX, ESCALATE_STEP, LONG_WINDOW
 from extauthz.risk.engine import (
@@ -28,6 +27,7 @@ from extauthz.risk.stages import (
     VOLUME_POINTS,
     stage_of,
 )
+from extauthz.shared.changes import RiskEvent, decode
 
 from .conftest import Clock
 
