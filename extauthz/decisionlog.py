@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import orjson
 
@@ -125,6 +125,9 @@ class DecisionLog:
         self._out = out if out is not None else sys.stdout.buffer
         self.recent = RecentDecisions(keep)
         self.emitted = 0          # records ever emitted: lets the workers bus ship only new ones
+        # also handed each record (the shared actor log, --redis); runs where decisions are
+        # recorded, after their answers went out (App.record_pending), never on the Check path
+        self.tap: Callable[[dict[str, Any]], None] | None = None
         self.dropped = 0
         self._pending: deque[bytes] = deque()
         self._max_pending = max_pending
@@ -139,7 +142,10 @@ class DecisionLog:
         try:
             rec = record(d)
             self.emitted += 1
-            return self._write(rec, keep=True)
+            self._write(rec, keep=True)
+            if self.tap is not None:
+                self.tap(rec)
+            return rec
         except Exception:       # logging must never change a verdict
             return None
 

@@ -19,6 +19,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from extauthz.admin.actors import LocalActors
+from extauthz.admin.actors_shared import with_shared_log
 from extauthz.admin.http import admin_server
 from extauthz.app import App
 from extauthz.discovery.service import Discoverer
@@ -68,6 +70,7 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
     if shared is not None:
         app.use_shared(shared)
         await shared.start()            # ready once the shared state is loaded (App.ready)
+    actors, actor_log = with_shared_log(app, LocalActors(app), shared, write=True)
     discovery = Discoverer.from_env(app, scheduled=worker_fd is None or worker_index == 0)
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -90,7 +93,7 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
 
     admin = admin_task = None
     if admin_port:
-        admin = admin_server(app, host, admin_port)
+        admin = admin_server(app, host, admin_port, actors)
         admin_task = asyncio.create_task(admin.serve())
     watch_task = asyncio.create_task(app.holder.watch()) if app.holder.path != "<embedded>" else None
     sweep_task = asyncio.create_task(_sweep(app))
@@ -126,6 +129,8 @@ async def serve(app: App, *, host: str = "0.0.0.0", grpc_port: int = 9191, admin
         if t:
             t.cancel()
     await discovery.close()
+    if actor_log is not None:
+        await actor_log.close()
     if shared is not None:
         await shared.close()
     if admin is not None and admin_task is not None:

@@ -165,7 +165,7 @@ def _step_row(s: Step, v: ActorView) -> Markup:
              h("td", h("code", s.reason), h("div", s.detail[:200], class_="desc") if s.detail else None),
              h("td", _stage(s.stage), f" +{s.points:g}" if s.points else None,
                [h("div", _badge(c, "red")) for c in s.chain], _forgiveness(s)),
-             h("td", "-" if s.worker is None else str(s.worker), class_="num"),
+             h("td", str(s.worker) if s.worker is not None else s.replica or "-", class_="num"),
              h("td", h("a", h("code", s.decision_id), href=f"#d-{s.decision_id}"), class_="id"),
              id=f"d-{s.decision_id}", class_=cls, data_stage=s.stage or "none", data_verdict=s.verdict)
 
@@ -200,6 +200,9 @@ def render(v: ActorView) -> str:
               f"decision log{per}. This caller made ", h("b", str(total)), f" decisions in total ({b.allowed} allowed, "
               f"{b.denied} denied); ", h("b", str(b.kept)), " are kept, ", h("b", str(b.shown)),
               " shown with these filters." + (" Older ones are counted in the totals only." if total > b.kept else ""),
+              h("div", "Over every replica (Redis): the last ", h("b", str(b.shared)), " decisions of each caller, "
+                "whichever replica made them.") if b.shared else None,
+              h("div", h("b", "Partial: "), b.partial, class_="alert") if b.partial else None,
               [h("div", h("b", "Incomplete: "), f"{m} did not answer; its decisions are missing.", class_="alert")
                for m in b.missing], class_="bound")
 

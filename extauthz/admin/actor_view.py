@@ -93,6 +93,7 @@ class Step:
     # it counts nowhere in `score`; `forgiven_by` names the allowed call that corrected it.
     forgiven_by: str = ""
     forgives: tuple[str, ...] = ()   # the mistakes this allowed call corrected
+    replica: str = ""       # the replica that decided it, when read from the shared actor log (--redis)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,8 @@ class Bounds:
     allowed: int            # totals from the inventory: every decision, beyond any ring
     denied: int
     missing: tuple[str, ...]   # processes that did not answer (their decisions are not here)
+    shared: int = 0         # with --redis: decisions per caller kept over every replica (0: none)
+    partial: str = ""       # why other replicas' decisions may be missing ("" when they are not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +238,8 @@ def build(facts: Mapping[str, Any], filters: Filters = Filters(), now: float | N
                          stage=(e or {}).get("stage"), points=float((e or {}).get("points", 0.0)),
                          worker=worker, chain=tuple(marks.get(did, ())), on_timeline=e is not None,
                          forgiven_by=str((e or {}).get("forgivenBy", "")),
-                         forgives=tuple(str(x) for x in (e or {}).get("forgives") or ())))
+                         forgives=tuple(str(x) for x in (e or {}).get("forgives") or ()),
+                         replica=str((r or {}).get("replica", "")) if worker is None else ""))
     rows.sort(key=lambda x: (x["time"], x["decision_id"]))
     total = 0.0
     steps = []
@@ -270,7 +274,8 @@ def build(facts: Mapping[str, Any], filters: Filters = Filters(), now: float | N
                       decision_ring=int((facts.get("decisionRing") or {}).get("keep", 0)),
                       processes=int((facts.get("decisionRing") or {}).get("processes", 1)), kept=len(steps),
                       shown=len(shown), recorded=int(risk.get("events", 0)), allowed=int(ident.get("allowed", 0)),
-                      denied=int(ident.get("denied", 0)), missing=tuple(facts.get("missing") or ())),
+                      denied=int(ident.get("denied", 0)), missing=tuple(facts.get("missing") or ()),
+                      shared=int((facts.get("shared") or {}).get("keep", 0)), partial=str(facts.get("partial") or "")),
         filters=filters, generated=now)
 
 

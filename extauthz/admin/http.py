@@ -21,6 +21,7 @@ from extauthz import __version__
 from extauthz.admin import actor_page
 from extauthz.admin.actor_view import Filters, build
 from extauthz.admin.actors import ActorSource, Hit, LocalActors
+from extauthz.admin.actors_shared import SharedActors
 from extauthz.admin.page import HEADERS as PAGE_HEADERS
 from extauthz.admin.page import render as render_page
 from extauthz.app import App
@@ -57,6 +58,8 @@ def build_admin(app: App, actors: ActorSource | None = None) -> Starlette:
         if app.shared is not None and hasattr(app.shared, "status"):
             st = app.shared.status()
             body["sharedState"] = st
+            if isinstance(source, SharedActors):     # the actor log's queue, writes and drops
+                body["actorLog"] = source.log.status()
             if not st.get("connected"):
                 body["status"], body["degraded"] = "degraded", ["shared state unreachable: new sessions follow "
                                                               "sessions.sharedStateDown"]
@@ -102,10 +105,14 @@ def build_admin(app: App, actors: ActorSource | None = None) -> Starlette:
         caller with that subject."""
         ident = request.path_params["caller"]
         found = app.risk.find(ident)
-        if not found:
+        body: dict[str, Any] = {"caller": ident, "callers": [app.risk.timeline(st) for st in found],
+                                "events": [e for st in found for e in app.risk.timeline(st)["timeline"]]}
+        if isinstance(source, SharedActors):     # --redis: and what the other replicas decided
+            names = list(dict.fromkeys([st.caller for st in found] + await source.callers_named(ident)))
+            body["events"], body["partial"] = await source.timeline_events(names, body["events"])
+        if not found and not body["events"]:
             return JSONResponse({"error": f"no timeline for caller {ident!r}"}, status_code=404)
-        return JSONResponse({"caller": ident, "callers": [app.risk.timeline(st) for st in found],
-                             "events": [e for st in found for e in app.risk.timeline(st)["timeline"]]})
+        return JSONResponse(body)
 
     async def actor_view(request: Request, query: str) -> tuple[Any, list[Hit], Response | None]:
         try:

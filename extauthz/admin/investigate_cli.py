@@ -48,6 +48,10 @@ def print_actor(v: dict[str, Any], out: TextIO) -> None:
     per = f" per process ({b['processes']} processes)" if b["processes"] > 1 else ""
     print(f"  kept: last {b['timeline_length']} decisions per caller (risk timeline) and last {b['decision_ring']} "
           f"of the service (decision log){per}; {b['kept']} kept for this actor, {b['shown']} shown", file=out)
+    if b.get("shared"):
+        print(f"  over every replica (Redis): last {b['shared']} decisions per caller", file=out)
+    if b.get("partial"):
+        print(f"  PARTIAL: {s(b['partial'], 0)}", file=out)
     for m in b["missing"]:
         print(f"  INCOMPLETE: {s(m, 0)} did not answer; its decisions are missing", file=out)
 
@@ -95,7 +99,8 @@ def print_actor(v: dict[str, Any], out: TextIO) -> None:
                      st["reason"], (st["stage"] or "-") + (f" +{st['points']:g}" if st["points"] else "")
                      + (f" forgiven by {st['forgiven_by']}" if st.get("forgiven_by") else "")
                      + (f" corrects {', '.join(st['forgives'])}" if st.get("forgives") else ""),
-                     ", ".join(st["chain"]) or "-", "-" if st["worker"] is None else str(st["worker"]),
+                     ", ".join(st["chain"]) or "-",
+                     str(st["worker"]) if st["worker"] is not None else s(st.get("replica") or "-", 24),
                      st["decision_id"] + ("  <== " if st["decision_id"] == hit else "")))
     _table(rows, out)
 

@@ -199,7 +199,9 @@ class Supervisor:
         for w in self.workers:
             await self._start(w)
         from extauthz.admin.http import admin_server
-        admin = admin_server(self.app, admin_host, admin_port, self.actors)
+        from extauthz.admin.actors_shared import with_shared_log
+        actors, _ = with_shared_log(self.app, self.actors, self.shared, write=False)   # every replica's decisions
+        admin = admin_server(self.app, admin_host, admin_port, actors)
         admin_task = asyncio.create_task(admin.serve())
         watch_task = asyncio.create_task(self.app.holder.watch())
         children = asyncio.create_task(self._watch_children())

@@ -102,6 +102,8 @@ def test_an_approval_on_one_replica_holds_on_the_other_and_after_it_restarts(rep
     async def learn_drift() -> None:
         async with connect(stack.url, token) as c:
             await c.list_tools()
+            for port in ports:                          # the spec reaches the other replica over the feed
+                await asyncio.to_thread(until, port, "allowed", f"learned-{port}")
             seen["before"] = await attempt(lambda: c.call_tool("lookup_customer", {"customer_id": "c-100"}))
             replicas["desc"].write_text(POISON)        # the server changes the published tool
             await c.list_tools()                        # ... and the client lists again: drift is learned

@@ -68,31 +68,34 @@ def decisions(admin: str) -> list[dict[str, Any]]:
 def test_a_spec_learned_through_one_replica_decides_calls_on_the_other(replicas):
     stack = replicas["stack"]
     token = stack.tokens.mint("sally", groups=["support"], customer_ids=["c-100"])
-
-    async def run() -> list[bool]:
-        async with connect(stack.url, token) as c:
-            await c.list_tools()            # learned on whichever replica streamed it
-            out = []
-            for _ in range(24):
-                res = await c.call_tool("lookup_customer", {"customer_id": "c-100"})
-                out.append(not res.is_error)
-            return out
-    assert all(asyncio.run(run()))
-    # Which replica Envoy picks for a Check depends on how many ext_proc streams its round robin
-    # opened in between (load changes that): each replica is asked directly instead, waiting for
-    # the feed to bring the spec (eventually consistent), then every call is decided from it.
     lookup = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
               "params": {"name": "lookup_customer", "arguments": {"customer_id": "c-100"}}}
     ghost = {**lookup, "params": {"name": "no_such_tool", "arguments": {}}}
-    for port in (replicas["a_grpc"], replicas["b_grpc"]):
-        deadline = time.monotonic() + 15
-        n = 0
+
+    def learned_by(port: int) -> None:
+        """Ask one replica directly until the feed has brought it the spec (eventually consistent:
+        which replica Envoy picks for a Check depends on how many ext_proc streams its round robin
+        opened in between, so the test chooses the replica, not the load balancer)."""
+        deadline, n = time.monotonic() + 15, 0
         while (got := _check(port, "sally-direct", f"spec-{port}-{n}", lookup)) != "allowed":
             assert time.monotonic() < deadline, f"replica on {port} never learned the spec: {got}"
             n += 1
             time.sleep(0.1)
-        assert [_check(port, "sally-direct", f"spec-{port}-{n}", lookup) for _ in range(5)] == ["allowed"] * 5
-        assert _check(port, "sally-direct", f"spec-{port}-{n}", ghost) == "unknown_capability"
+
+    async def run() -> list[bool]:
+        async with connect(stack.url, token) as c:
+            await c.list_tools()            # learned on whichever replica streamed it
+            for port in (replicas["a_grpc"], replicas["b_grpc"]):
+                await asyncio.to_thread(learned_by, port)
+            out = []
+            for _ in range(24):             # through Envoy, whichever replica decides
+                res = await c.call_tool("lookup_customer", {"customer_id": "c-100"})
+                out.append(not res.is_error)
+            return out
+    assert all(asyncio.run(run()))
+    for port in (replicas["a_grpc"], replicas["b_grpc"]):      # each replica decides from the spec
+        assert [_check(port, "sally-direct", f"spec-{port}-ok", lookup) for _ in range(5)] == ["allowed"] * 5
+        assert _check(port, "sally-direct", f"spec-{port}-ok", ghost) == "unknown_capability"
 
 
 def test_a_stolen_session_id_is_hijack_on_both_replicas_and_the_owner_keeps_working(replicas):
