@@ -8,7 +8,8 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import IO, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 
 import orjson
 

@@ -162,10 +162,9 @@ GC_PACER = GcPacer()
 
 def settle(app: App) -> None:
     """Collect once, then freeze what survived (policy, specs, compiled validators) out of the
-    cyclic collector's sight. Without it, a full collection walks that state every few seconds
-    under load and stalls the loop for tens of milliseconds (bench/through_envoy.py showed it as
-    the p99 tail); with it, full collections only walk what changed since. From then on the
-    collector is paced after each recorded batch."""
+    cyclic collector's sight, so that full collections walk only what changed since instead of
+    stalling the loop on all of it (bench/README.md, "Garbage collection inside the service").
+    From then on the collector is paced after each recorded batch."""
     gc.collect()
     gc.freeze()
     GC_PACER.install()

@@ -218,8 +218,9 @@ def admin_server(app: App, host: str, port: int, actors: ActorSource | None = No
     import contextlib
 
     import uvicorn
-    server = uvicorn.Server(uvicorn.Config(build_admin(app, actors), host=host, port=port, log_level="warning",
-                                           access_log=False, lifespan="off"))
-    server.capture_signals = contextlib.nullcontext   # type: ignore[method-assign,assignment] # uvicorn >= 0.29
-    server.install_signal_handlers = lambda: None     # type: ignore[attr-defined] # older uvicorn
+    server = uvicorn.Server(uvicorn.Config(build_admin(app, actors), host=host, port=port,
+                                           log_level="warning", access_log=False, lifespan="off"))
+    hooks: Any = server                                  # Any: the signal hooks differ by uvicorn version
+    hooks.capture_signals = contextlib.nullcontext       # uvicorn >= 0.29
+    hooks.install_signal_handlers = lambda: None         # older uvicorn
     return server

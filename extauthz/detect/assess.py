@@ -5,8 +5,9 @@ shows an `Assessment`; the quarantine screen holds an entry on its `hold`."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from extauthz.detect.capability import Finding, categories, classify_capability
 from extauthz.detect.hidden import Finding as HiddenFinding
@@ -15,7 +16,7 @@ from extauthz.detect.hidden import hidden_instructions, hold_reason, scan
 __all__ = ["Assessment", "Assessor", "Published", "descriptions", "judge"]
 
 MAX_CACHED = 20000
-MAX_TEXTS = 256         # model-read strings looked at per entry (real servers: at most 65, firecrawl_scrape)
+MAX_TEXTS = 256         # model-read strings looked at per entry (docs/detection.md: real servers use 65 at most)
 
 
 class Published(Protocol):

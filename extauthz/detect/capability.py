@@ -4,12 +4,13 @@ descriptions, URIs, schema property names and `format`, prompt arguments). Total
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from extauthz.detect.values import ValueMatcher
-from extauthz.schemawalk import subschemas
 from extauthz.detect.vocabulary import MAX_TEXT, path_hits, term_hits
+from extauthz.schemawalk import subschemas
 
 __all__ = ["Finding", "categories", "classify_capability"]
 

@@ -12,9 +12,9 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2
 
 from extauthz.app import App
-from extauthz.discovery.service import Discoverer
 from extauthz.core.decision import Decision, new_decision_id
 from extauthz.core.reasons import Reason
+from extauthz.discovery.service import Discoverer
 from extauthz.envoy.convert import to_http_request
 from extauthz.envoy.wire import encode_check_response
 

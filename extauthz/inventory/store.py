@@ -92,11 +92,14 @@ class ServerSeen:
         self.requests += o["requests"]
         self.allowed += o["allowed"]
         self.denied += o["denied"]
-        for src, dst in ((o["authorities"], self.authorities), (o["paths"], self.paths), (o["versions"], self.versions)):
+        seen: tuple[tuple[Any, dict[str, None]], ...] = (
+            (o["authorities"], self.authorities), (o["paths"], self.paths), (o["versions"], self.versions))
+        for src, dst in seen:
             for v in src:
                 _bounded_add(dst, str(v))
-        for got, counts in ((o["methods"], self.methods), (o["reasons"], self.reasons)):
-            for k, n in got.items():
+        counted: tuple[tuple[Any, dict[str, int]], ...] = ((o["methods"], self.methods), (o["reasons"], self.reasons))
+        for src, counts in counted:
+            for k, n in src.items():
                 if k in counts or len(counts) < MAX_METHODS:
                     counts[k] = counts.get(k, 0) + int(n)
         for k, t in sorted(o["callers"].items(), key=lambda kv: kv[1]):
@@ -214,7 +217,8 @@ class Inventory:
         # Everything the record depends on: identical decisions within one flush are recorded once,
         # with their count (at 1,000 Checks/s most are repeats of a few shapes).
         key: tuple[Any, ...] = (d.server, d.method, d.name, d.reason, c.key if c is not None else "",
-               c.groups if c is not None else None, d.protocol_version, http.method, http.authority, http.path)
+                                c.groups if c is not None else None, d.protocol_version, http.method,
+                                http.authority, http.path)
         pending = self._pending
         try:
             hit = pending.get(key)

@@ -314,9 +314,10 @@ def _server_view(name: str, inv: Inventory, specs: SpecStore, assessor: Assessor
     for (kind, key), u in [*used.items(), *probed.items()]:
         if (kind, key) in taken:
             continue
-        r = rule(kind, key) if key else None
+        found = rule(kind, key) if key else None
         unlisted.append({"kind": kind, "name": key if key else "(more URIs than the inventory keeps)",
-                         "overflow": not key, "covered": r is not None, "rule": rule_doc(r) if r is not None else None,
+                         "overflow": not key, "covered": found is not None,
+                         "rule": rule_doc(found) if found is not None else None,
                          "usage": usage_doc(u, inv)})
     out.update({
         "tools": tools, "resources": resources, "resourceTemplates": templates, "prompts": prompts,

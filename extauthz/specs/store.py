@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from extauthz.shared.changes import Approved, InfoNoted, Quarantined, Sink, SpecLearned, emit
-from extauthz.specs.model import PARSERS, KINDS, ServerSpec
+from extauthz.specs.model import KINDS, PARSERS, ServerSpec
 
 log = logging.getLogger("extauthz.specs")
 
@@ -49,7 +49,7 @@ class SpecStore:
     def __init__(self, on_drift: Callable[[DriftEvent], None] | None = None,
                  screen: Callable[[str, Any], str | None] | None = None) -> None:
         self._specs: OrderedDict[str, ServerSpec] = OrderedDict()
-        self._pending: OrderedDict[tuple[str, str, str], dict[int, Any]] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, str, str], dict[int, Any]] = OrderedDict()   # items by id()
         self._on_drift = on_drift
         # Gets every change another replica must also make (a change record's wire form); set by
         # the transport. Changes from elsewhere come in through `apply` and are not re-published.
@@ -269,7 +269,7 @@ class SpecStore:
 
 def _key(kind: str, entry: Any) -> str:
     if kind == "resources":
-        return entry.uri
+        return str(entry.uri)
     if kind == "resourceTemplates":
-        return entry.uri_template
-    return entry.name
+        return str(entry.uri_template)
+    return str(entry.name)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 from jsonschema import validators as js_validators
@@ -220,7 +221,7 @@ class ValidatorCache:
             patterns = [jsonschema_ecma.PATTERNS.compile(p) for p in jsonschema_ecma.patterns_in(schema)]
             if cls not in checkers:
                 checkers[cls] = jsonschema_ecma.format_checker(cls)
-            cls.check_schema(schema, format_checker=checkers[cls])  # type: ignore[call-arg]  # stubs lack it
+            cls.check_schema(schema, format_checker=checkers[cls])  # type: ignore[call-arg]  # jsonschema >= 4.5
             effective = close_schema(schema) if strict else schema
             reference = cls(effective)
         except PatternError as e:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import regex
 
-from extauthz.detect.hidden import hidden_instructions, hold_reason, scan
 from extauthz.detect.assess import judge
+from extauthz.detect.hidden import hidden_instructions, hold_reason, scan
 
 CORPUS = Path(__file__).parents[2] / "corpus"
 REAL = json.loads((CORPUS / "real_servers.json").read_text())

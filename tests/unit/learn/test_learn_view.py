@@ -55,20 +55,15 @@ def hooks() -> Hooks:
 
 @pytest.fixture
 def learner(store: SpecStore, hooks: Hooks) -> Learner:
-    lr = Learner(store, lambda: "quarantine")
-
     def list_view(server: str, view: View) -> Callable[[str, Any], bool]:
         hooks.views.append((server, view))
         return keep_no_export
 
-    lr.list_view = list_view
-
     def on_listed(server, session_id, caller, kind, keys, *, first, last):   # Visibility.listed_page's shape
         hooks.listed.append((server, session_id, caller, kind, keys, first, last))
 
-    lr.on_listed = on_listed
-    lr.on_result = lambda *a: hooks.results.append(a)
-    return lr
+    return Learner(store, lambda: "quarantine", list_view=list_view, on_listed=on_listed,
+                   on_result=lambda *a: hooks.results.append(a))
 
 
 def start(learner: Learner, entries: list[tuple[Any, str, Any]], view: View | None = VIEW, *,
@@ -438,11 +433,10 @@ def test_failing_on_listed_hook_does_not_stop_learning(learner, store):
 
 
 def test_visibility_listed_page_accepts_the_on_listed_call(store):
-    """The app wires `learner.on_listed = visibility.listed_page` (extauthz/app.py): the hook's
+    """The app wires `Learner(on_listed=visibility.listed_page)` (extauthz/app.py): the hook's
     call must fit that method, or no session's visibility is ever recorded."""
     vis = Visibility()
-    lr = Learner(store, lambda: "quarantine")
-    lr.on_listed = vis.listed_page
+    lr = Learner(store, lambda: "quarantine", on_listed=vis.listed_page)
     for rid, names, cursor, first in [(1, ALL_TOOLS[:2], "c", True), (2, ALL_TOOLS[2:3], None, False)]:
         ex = lr.exchange("crm", "iss|alice|agent", "sess-1", encode_learn_header([(rid, "tools/list", first)]))
         pump(ex, orjson.dumps(tools_page(rid, names, cursor)))
@@ -486,8 +480,7 @@ def test_on_result_for_each_observed_call_in_a_batch(learner, hooks):
 
 
 def test_on_result_none_when_json_body_too_large(store, hooks):
-    lr = Learner(store, lambda: "quarantine", max_body_bytes=64)
-    lr.on_result = lambda *a: hooks.results.append(a)
+    lr = Learner(store, lambda: "quarantine", max_body_bytes=64, on_result=lambda *a: hooks.results.append(a))
     ex = lr.exchange("crm", "caller", "s9", encode_learn_header([(1, "tools/call", "big")]))
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "x" * 200}]}})
     pump(ex, body, chunk=40)
