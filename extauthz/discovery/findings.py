@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from extauthz.specs.model import KINDS
+from extauthz.mcp.kinds import KIND_NAMES as KINDS
 
 MAX_TEXTS_PER_ENTRY = 512           # description strings walked per entry (schemas can be huge)
 
