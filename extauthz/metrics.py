@@ -14,8 +14,8 @@ from extauthz import __version__
 from extauthz.mcp.kinds import BY_CAPABILITY_METHOD, KIND_NAMES
 from extauthz.mcp.methods import FREE_METHODS, NOTIFICATIONS
 
-_KNOWN_METHODS = frozenset({*BY_CAPABILITY_METHOD, *FREE_METHODS, *NOTIFICATIONS, "completion/complete", "subscriptions/listen",
-                            "GET", "DELETE", ""})
+_KNOWN_METHODS = frozenset({*BY_CAPABILITY_METHOD, *FREE_METHODS, *NOTIFICATIONS, "completion/complete",
+                            "subscriptions/listen", "GET", "DELETE", ""})
 
 
 class _SpecCollector:
@@ -73,7 +73,8 @@ class _SharedCollector:
         yield GaugeMetricFamily("mcp_extauthz_shared_state_connected", "1 while the shared store (Redis) answers",
                                 value=1.0 if st.get("connected") else 0.0)
         yield GaugeMetricFamily("mcp_extauthz_shared_state_lag_seconds",
-                                "Age of the newest change-feed entry applied here", value=float(st.get("lagSeconds", 0)))
+                                "Age of the newest change-feed entry applied here",
+                                value=float(st.get("lagSeconds", 0)))
         yield CounterMetricFamily("mcp_extauthz_shared_claims_denied",
                                   "First requests of a session denied because its owner could not be confirmed",
                                   value=float(st.get("claimsDenied", 0)))

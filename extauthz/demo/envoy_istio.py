@@ -54,7 +54,6 @@ import textwrap
 
 from extauthz.demo.envoy_config import (
     DEMO_JWKS,
-    LEARN_HEADER,
     STRIPPED_CLIENT_HEADERS,
     _cluster_type,
     _duration,
@@ -63,6 +62,7 @@ from extauthz.demo.envoy_config import (
     checked_common,
 )
 from extauthz.demo.tokens import AUDIENCE, ISSUER
+from extauthz.mcp.learnheader import LEARN_HEADER
 
 __all__ = ["PAYLOAD_HEADER", "STRIP_MODES", "render", "main"]
 

@@ -17,12 +17,13 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from extauthz.mcp import jsonrpc
+from extauthz.mcp.kinds import RuleKind
 
 from .authority import parse_authority
 from .errors import PolicyError, PolicyIssue
 from .globs import Matcher, compile_glob, is_glob
 from .load import canonical_json, load_policy_document, parse_policy_bytes, resolve_policy_path
-from .rules import Allow, Constraint, Rule, RuleKind
+from .rules import Allow, Constraint, Rule
 
 __all__ = [
     "Allow", "Audit", "Constraint", "Defaults", "Identity", "IdentitySource", "Limits", "Policy",

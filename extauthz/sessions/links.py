@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from extauthz.mcp.names import uri_problem
 from extauthz.shared.changes import LinkGranted, Sink, emit

@@ -12,7 +12,6 @@ import orjson
 from extauthz.specs.templates import UriMatcher, compile_template
 
 
-
 def canonical_hash(value: Any) -> str:
     """Content hash of a JSON value, independent of key order (validators are cached by it)."""
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
