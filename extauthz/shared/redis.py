@@ -27,7 +27,8 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -35,8 +36,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from extauthz.risk.report import report_counts
-from extauthz.shared.changes import (Approved, Change, InfoNoted, Listed, Quarantined, RateCounts, RiskEvent,
-                                     RiskScore, SessionBound, SessionEnded, SpecLearned, apply_to, decode)
+from extauthz.shared.changes import (
+    Approved,
+    Change,
+    InfoNoted,
+    Listed,
+    Quarantined,
+    RateCounts,
+    RiskEvent,
+    RiskScore,
+    SessionBound,
+    SessionEnded,
+    SpecLearned,
+    apply_to,
+    decode,
+)
 from extauthz.shared.config import RedisConfig
 from extauthz.shared.readthrough import ReadThrough
 
@@ -117,7 +131,7 @@ class RedisShared:
                 if attempt == 2:
                     self._down(e)
                     raise SharedUnavailable(str(e) or type(e).__name__) from e
-            except (RedisError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, RedisError, OSError) as e:
                 self._down(e)
                 raise SharedUnavailable(str(e) or type(e).__name__) from e
         self.claims += 1
@@ -205,7 +219,8 @@ class RedisShared:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                got = await self.r.xread({self._feed: self.last_id}, count=READ_BATCH, block=1000)
+                got = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",  # RESP2 shape
+                           await self.r.xread({self._feed: self.last_id}, count=READ_BATCH, block=1000))
             except (RedisError, OSError) as e:
                 self._down(e)
                 continue
@@ -270,7 +285,7 @@ class RedisShared:
                 await asyncio.sleep(0.2)
                 try:
                     await asyncio.wait_for(self.r.ping(), 1.0)   # a dead server shows here, not only on use
-                except (RedisError, OSError, asyncio.TimeoutError) as e:
+                except (TimeoutError, RedisError, OSError) as e:
                     self._down(e)
                 continue
             try:
@@ -282,7 +297,7 @@ class RedisShared:
                     self.on_state(True)
                 self.loaded.set()
                 self._wake.set()                       # replay what queued while away
-            except (RedisError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, RedisError, OSError) as e:
                 self._down(e)
                 await asyncio.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
                 attempt += 1
@@ -315,7 +330,8 @@ class RedisShared:
             app.specs.apply(InfoNoted(_s(server), orjson.loads(info)))
         for f, items in (await self.r.hgetall(self._k("spec"))).items():
             server, kind, viewer, source = orjson.loads(f)
-            app.specs.apply(SpecLearned(server, kind, tuple(orjson.loads(items)), "accept", source, viewer or "replica"))
+            app.specs.apply(SpecLearned(server, kind, tuple(orjson.loads(items)), "accept", source,
+                                        viewer or "replica"))
         for f, why in (await self.r.hgetall(self._k("quarantine"))).items():
             server, kind, name = orjson.loads(f)
             app.specs.apply(Quarantined(server, kind, name, _s(why)))
