@@ -22,10 +22,10 @@ import orjson
 
 from extauthz.core.answers import denial_body
 from extauthz.core.decide import Context, attributed_caller, decide
-from extauthz.core.questions import UNSEEN
 from extauthz.core.decision import NO_PLAN, Decision, new_decision_id
 from extauthz.core.plan import NONE as NO_EFFECTS
 from extauthz.core.plan import Effects, answer_plan, effects_of
+from extauthz.core.questions import UNSEEN
 from extauthz.core.reasons import Reason
 from extauthz.decisionlog import DecisionLog
 from extauthz.detect.assess import Assessor

@@ -110,7 +110,7 @@ class ReadThrough:
             tasks.append(t)
         try:
             got = await asyncio.wait_for(asyncio.gather(*map(asyncio.shield, tasks)), self.shared.cfg.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             got = ["down"]
         outcome = "down" if "down" in got else "found" if "found" in got else "nothing"
         if started:
@@ -129,7 +129,7 @@ class ReadThrough:
                 found = await asyncio.wait_for(self._spec(key[1]), s.cfg.timeout)
             else:
                 found = await asyncio.wait_for(self._vis(key[1], key[2]), s.cfg.timeout)
-        except (RedisError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, RedisError, OSError) as e:
             s._down(e)
             return "down"
         except (ValueError, TypeError, KeyError) as e:      # a record that does not fit: nothing applied
@@ -203,7 +203,7 @@ def _parts(sid: str, caller: str) -> list[str]:
 
 def _pairs(flat: Any) -> list[tuple[Any, Any]]:
     flat = list(flat or ())
-    return list(zip(flat[0::2], flat[1::2]))
+    return list(zip(flat[0::2], flat[1::2], strict=False))   # an odd tail (never sent) is dropped
 
 
 def _glob_escape(s: str) -> str:
