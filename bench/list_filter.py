@@ -19,7 +19,7 @@ import orjson
 from extauthz.app import App
 from extauthz.envoy.convert import to_check_response
 from extauthz.mcp.request import HttpRequest
-from extauthz.specs.learn import LEARN_HEADER
+from extauthz.mcp.learnheader import LEARN_HEADER
 
 JWT_NS = "envoy.filters.http.jwt_authn"
 GROUPS_200 = ["support"] + [f"CN=grp-{i:03d}-engineering-platform-team,OU=Security Groups,OU=Corp,DC=emea,DC=example,DC=com"

@@ -15,20 +15,24 @@ import logging
 import time
 import zlib
 from collections import OrderedDict, deque
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 import orjson
 
 from extauthz.core.answers import denial_body
-from extauthz.core.decide import Context, decide
-from extauthz.core.decision import Decision, new_decision_id
+from extauthz.core.decide import Context, attributed_caller, decide
+from extauthz.core.decision import NO_PLAN, Decision, new_decision_id
+from extauthz.core.plan import NONE as NO_EFFECTS
+from extauthz.core.plan import Effects, answer_plan, effects_of
 from extauthz.core.reasons import Reason
 from extauthz.decisionlog import DecisionLog
 from extauthz.detect.assess import Assessor
 from extauthz.identity.caller import Caller
-from extauthz.identity.sources import BadIdentity, resolve_caller
+from extauthz.identity.sources import resolve_caller
 from extauthz.inventory.observation import Observer
 from extauthz.inventory.store import Inventory
+from extauthz.mcp.kinds import Kind
 from extauthz.mcp.request import HttpRequest
 from extauthz.metrics import Metrics
 from extauthz.policy.holder import PolicyHolder
@@ -41,8 +45,8 @@ from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.links import LinkGrants
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
-from extauthz.specs.learn import LIST_KINDS, OBSERVE_METHODS, Learner, View
-from extauthz.specs.listfilter import FAILURES, view_ref
+from extauthz.specs.learn import Learner, View
+from extauthz.specs.listfilter import FAILURES
 from extauthz.specs.store import DriftEvent, SpecStore
 from extauthz.specs.validators import ValidatorCache
 
@@ -140,9 +144,8 @@ class App:
                                     client_id=caller.client_id, protocol_version=d.protocol_version)
                 return self._decided_again(http)
             self.shared.claims_denied += 1
-            d.claim = ""
-            d.detail = f"shared state unavailable, so this session's owner cannot be confirmed ({e})"[:300]
-            d.rule = "sessions.sharedStateDown"
+            d = d.settled(f"shared state unavailable, so this session's owner cannot be confirmed ({e})"[:300],
+                          "sessions.sharedStateDown")
             self._enqueue(d, http)
             return d
         from extauthz.shared.changes import SessionBound, SessionEnded
@@ -159,7 +162,7 @@ class App:
     def _decided_again(self, http: HttpRequest) -> Decision:
         d = self.check(http)
         if d.claim:                    # idle past the TTL in between: never an allow without an owner
-            d.claim = ""
+            d = d.settled(d.detail, d.rule)
             self._enqueue(d, http)
         return d
 
@@ -253,8 +256,7 @@ class App:
             return None
         why = self.assessor.assess(kind, entry).hold
         key = getattr(entry, "uri", None) or getattr(entry, "uri_template", None) or entry.name
-        what = {"resourceTemplates": "resource template"}.get(kind, kind[:-1])
-        return f"hidden instructions in {what} {key[:80]!r}: {why}"[:300] if why else None
+        return f"hidden instructions in {Kind(kind).label} {key[:80]!r}: {why}"[:300] if why else None
 
     def _on_drift(self, ev: DriftEvent) -> None:
         self.metrics.drift.labels(ev.server).inc()
@@ -271,34 +273,67 @@ class App:
 
     # -- the Check path -------------------------------------------------------------------------
     def check(self, http: HttpRequest) -> Decision:
-        """Decide, then record. Never raises: an internal error is a deny (fail closed)."""
+        """Decide, run the decision's effects, plan the answer, record. Never raises: an internal
+        error is a deny (fail closed)."""
         ctx = self.ctx
         t0 = time.perf_counter()
         self.last_check = time.monotonic()
         if ctx is None:
             d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
-        else:
-            fault = False               # the denial is ours, not the caller's: it never scores
-            try:
-                d = decide(http, ctx)
-            except Exception as e:      # a bug must never become an allow
-                log.exception("decision failed; denying")
-                d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
-                             status=400, form="bare")
-                fault = True
-            if d.claim:
-                return d                # the transport awaits the claim and decides again (confirm_claim)
-            try:
-                self._after(d, ctx, http.path)
-                if d.caller is None and not d.allowed and d.reason is not Reason.UNAUTHENTICATED:
-                    d.caller = _best_effort_caller(http, ctx)     # denied before identity: still attribute it
-                if d.caller is not None:
-                    self._score(d, ctx, fault, http)
-            except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
-                log.exception("session/risk bookkeeping failed; the decision stands")
-        d.latency = time.perf_counter() - t0
+            d = d.answered(None, NO_PLAN, None, time.perf_counter() - t0)
+            self._enqueue(d, http)
+            return d
+        fault = False               # the denial is ours, not the caller's: it never scores
+        try:
+            d = decide(http, ctx)
+        except Exception as e:      # a bug must never become an allow
+            log.exception("decision failed; denying")
+            d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
+                         status=400, form="bare", caller=attributed_caller(http, ctx.policy.identity))
+            fault = True
+        if d.claim:
+            return d                # the transport awaits the claim and decides again (confirm_claim)
+        done: tuple[bool, bool, bool, dict[str, Any] | None] = (False, False, False, None)
+        try:
+            done = self._effects(d, ctx, effects_of(d, ctx), fault, http)
+        except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
+            log.exception("session/risk bookkeeping failed; the decision stands")
+        try:
+            plan = answer_plan(d, ctx, end_session=done[0], observed=done[1], await_result=done[2])
+        except Exception as e:  # an answer whose lists could not be filtered must not go out: deny
+            log.exception("answer plan failed; denying")
+            d, plan = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
+                               status=400, form="bare", caller=d.caller), NO_PLAN
+        d = d.answered(d.caller, plan, done[3], time.perf_counter() - t0)
         self._enqueue(d, http)
         return d
+
+    def _effects(self, d: Decision, ctx: Context, fx: Effects, fault: bool,
+                 http: HttpRequest) -> tuple[bool, bool, bool, dict[str, Any] | None]:
+        """Run the effects `effects_of` planned, in its order: (end_session, observed,
+        await_result, the risk alert the decision completed)."""
+        if fx is NO_EFFECTS:
+            return False, False, False, None
+        end_session = sampled = await_result = False
+        alert = None
+        if fx.sse:
+            self._legacy_sse(d, fx.sse)
+        if fx.session:
+            end_session = self._touch_session(d, http.path)
+        if fx.score:
+            alert = self._score(d, ctx, fault, http)
+        if fx.observe:
+            sampled = self.observer.sample(d, ctx)
+        if fx.links and self.links.wants(d.server, d.name):
+            # Its result is read on the learn route (Envoy waits for us), so the link is granted
+            # before the client can ask for it (extauthz.sessions.links).
+            await_result = True
+            if not sampled:
+                assert d.caller is not None
+                self._link_only[(d.server, d.session_id, d.caller.key, _id(d.ids[0]))] = None
+                if len(self._link_only) > MAX_LINK_ONLY:     # results that never came (errors, resets)
+                    self._link_only.popitem(last=False)
+        return end_session, sampled or await_result, await_result, alert
 
     def _enqueue(self, d: Decision, http: HttpRequest) -> None:
         q = self._unrecorded
@@ -358,52 +393,40 @@ class App:
             except Exception:  # noqa: BLE001 - a decision already answered stays answered
                 log.exception("recording a decision failed")
 
-    def _after(self, d: Decision, ctx: Context, path: str = "") -> None:
-        """Session bookkeeping for allowed requests (sessions are bound on first use)."""
-        if d.legacy_sse:
-            # The stream may be served by another worker or replica: what it needs goes there too
-            # (extauthz.workers.bus apply_change "expect"/"inject"); a list it carries before the
-            # entries arrive is still filtered by its shape, only not learned from.
-            if d.learn and d.wire_allowed:
-                self.learner.expect(d.server, d.session_id, d.learn)   # the result comes on the stream
-                self._share("expect", {"server": d.server, "sid": d.session_id, "entries": d.learn})
-                d.learn = []
-            elif not d.wire_allowed and d.ids and d.reason is not Reason.SESSION_HIJACK:
-                # The 2024-11-05 client reads answers only from its event stream: put it there too
-                # (never into a stream that belongs to somebody else).
-                event = b"event: message\r\ndata: " + denial_body(d) + b"\r\n\r\n"
-                self.learner.inject(d.server, d.session_id, event)
-                self._share("inject", {"server": d.server, "sid": d.session_id,
-                                       "event": base64.b64encode(event).decode("ascii")})
-        if d.allowed and (d.learn or d.learn_stream or d.resumed):
-            self._mark_learn(d, ctx)
-        if not d.allowed or not d.session_id or d.caller is None:
+    def _legacy_sse(self, d: Decision, op: str) -> None:
+        """A 2024-11-05 POST: the stream may be served by another worker or replica, so what it
+        needs goes there too (extauthz.workers.bus apply_change "expect"/"inject"); a list it
+        carries before the entries arrive is still filtered by its shape, only not learned from."""
+        if op == "expect":
+            self.learner.expect(d.server, d.session_id, d.learn)   # the result comes on the stream
+            self._share("expect", {"server": d.server, "sid": d.session_id, "entries": [list(e) for e in d.learn]})
             return
+        # The 2024-11-05 client reads answers only from its event stream: put it there too (never
+        # into a stream that belongs to somebody else: effects_of leaves session_hijack out).
+        event = b"event: message\r\ndata: " + denial_body(d) + b"\r\n\r\n"
+        self.learner.inject(d.server, d.session_id, event)
+        self._share("inject", {"server": d.server, "sid": d.session_id,
+                               "event": base64.b64encode(event).decode("ascii")})
+
+    def _touch_session(self, d: Decision, path: str) -> bool:
+        """Sessions are bound on first use. True for an owner's DELETE where the session was used:
+        ext_proc then sees whether the server ended it."""
         c = d.caller
+        assert c is not None
         endpoint = path.split("?", 1)[0]
         delete = d.http_method == "DELETE"
         info = self.sessions.touch(d.session_id, c.key, d.server, user_session=c.user_session, client_id=c.client_id,
                                    protocol_version=d.protocol_version, path="" if delete else endpoint)
-        if delete and info is not None and info.caller == c.key and info.path in ("", endpoint):
-            # Not ended here: the server may refuse (405, a redirect). ext_proc sees its answer and
-            # only a confirmation ends the binding (extauthz.sessions.ending). A DELETE elsewhere
-            # than where the session was used cannot confirm anything about it: nothing is marked.
-            d.end_session = True
+        # Not ended here: the server may refuse (405, a redirect), and only its confirmation ends
+        # the binding (extauthz.sessions.ending). A DELETE elsewhere than where the session was used
+        # cannot confirm anything about it: nothing is marked.
+        return delete and info is not None and info.caller == c.key and info.path in ("", endpoint)
 
     def _share(self, op: str, payload: dict[str, Any]) -> None:
         if self.shared is not None:
             self.shared.publish(op, payload)
 
-    def _mark_learn(self, d: Decision, ctx: Context) -> None:
-        """Filtered lists need to know who is asking (ext_proc shares no state with Check): the
-        fingerprint of the caller's view, which ext_proc resolves again from what Envoy forwards
-        (extauthz.specs.listfilter); an anonymous caller (unauthenticated: allow) is filtered too."""
-        policy = ctx.policy
-        if policy.defaults.filter_lists and not policy.monitor and not d.server.startswith("shadow:") \
-                and (d.learn_stream or d.resumed or any(e[1] in LIST_KINDS for e in d.learn)):
-            d.view = view_ref(d.caller)
-
-    def _score(self, d: Decision, ctx: Context, fault: bool = False, http: HttpRequest | None = None) -> None:
+    def _score(self, d: Decision, ctx: Context, fault: bool, http: HttpRequest) -> dict[str, Any] | None:
         """Every decision goes on its caller's timeline; evidence of an attack stage is scored,
         unless the denial may be the product's own doing (extauthz.risk.faults)."""
         c = d.caller
@@ -414,28 +437,9 @@ class App:
             stage, points = None, 0.0
         if d.reason is Reason.RISK_BLOCKED:
             self.metrics.risk_blocks.inc()
-        alert = self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
-                                 method=d.method, name=d.name, reason=d.reason.value, stage=stage, points=points,
-                                 signature=_signature(d, http) if points else None)
-        if alert is not None:
-            d.alert = alert
-        if d.allowed and d.method in OBSERVE_METHODS:
-            sampled = self.observer.mark(d, ctx)
-            if d.method == "tools/call":
-                self._await_links(d, ctx, sampled)
-
-    def _await_links(self, d: Decision, ctx: Context, sampled: bool) -> None:
-        """A tool that may return resource links: its result is read on the learn route (Envoy waits
-        for us), so the link is granted before the client can ask for it (extauthz.sessions.links)."""
-        if ctx.links is None or d.legacy_sse or len(d.ids) != 1 or not d.name or d.caller is None \
-                or not self.links.wants(d.server, d.name):
-            return
-        d.await_result = True
-        if not sampled:
-            d.learn.append([d.ids[0], d.method, d.name])
-            self._link_only[(d.server, d.session_id, d.caller.key, _id(d.ids[0]))] = None
-            if len(self._link_only) > MAX_LINK_ONLY:     # results that never came (errors, resets)
-                self._link_only.popitem(last=False)
+        return self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
+                                method=d.method, name=d.name, reason=d.reason.value, stage=stage, points=points,
+                                signature=_signature(d, http) if points else None)
 
     def _on_result(self, server: str, caller: str, session_id: str, entry: Any, result: Any, size: int) -> None:
         """An observed call's result (the learner's hook): its resource links, then (unless it was
@@ -469,17 +473,6 @@ def _signature(d: Decision, http: HttpRequest | None) -> int:
             extra = http.body
     # crc32, not hash(): str hashes are salted per process, and replicas compare signatures
     return zlib.crc32(repr((d.server, d.method, d.name, d.reason.value, d.detail, extra)).encode())
-
-
-def _best_effort_caller(http: HttpRequest, ctx: Context) -> Caller | None:
-    """Who sent a request that was denied before identity was read (only to attribute it)."""
-    try:
-        return resolve_caller(http, ctx.policy.identity)
-    except BadIdentity:
-        return None
-    except Exception:  # noqa: BLE001 - attribution must never turn a decided Check into an error
-        log.exception("could not attribute a denied request to a caller")
-        return None
 
 
 def load_app(policy_path: str | None, *, background_log: bool = True) -> App:

@@ -10,9 +10,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from extauthz import __version__
-from extauthz.mcp.methods import CAPABILITY_METHODS, FREE_METHODS, NOTIFICATIONS
+from extauthz.mcp.kinds import BY_CAPABILITY_METHOD, KIND_NAMES
+from extauthz.mcp.methods import FREE_METHODS, NOTIFICATIONS
 
-_KNOWN_METHODS = frozenset({*CAPABILITY_METHODS, *FREE_METHODS, *NOTIFICATIONS, "completion/complete", "subscriptions/listen",
+_KNOWN_METHODS = frozenset({*BY_CAPABILITY_METHOD, *FREE_METHODS, *NOTIFICATIONS, "completion/complete", "subscriptions/listen",
                             "GET", "DELETE", ""})
 
 
@@ -24,7 +25,7 @@ class _SpecCollector:
         g = GaugeMetricFamily("mcp_extauthz_spec_capabilities", "Capabilities in each server's spec",
                               labels=["server", "kind"])
         for spec in self._specs():
-            for kind in ("tools", "resources", "resourceTemplates", "prompts"):
+            for kind in KIND_NAMES:
                 g.add_metric([spec.server, kind], len(spec.table(kind)))
         yield g
 

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any, TextIO
 
-from extauthz.inventory.store import spec_kind
+from extauthz.mcp.kinds import KIND_NAMES, spec_kind
 
 CELL = 48
 _KIND = {"tools": "tool", "resources": "resource", "resourceTemplates": "template", "prompts": "prompt"}
@@ -84,7 +84,7 @@ def print_table(inv: dict[str, Any], out: TextIO, server: str | None = None) -> 
     rows = [("SERVER", "KIND", "NAME", "SENSITIVITY", "COVERAGE", "STATE", "SOURCE", "CALLERS", "LAST USE",
              "ALLOWED", "DENIED")]
     for s in servers:
-        for kind in ("tools", "resources", "resourceTemplates", "prompts"):
+        for kind in KIND_NAMES:
             for cap in s.get(kind) or []:
                 name = cap.get("name") if kind in ("tools", "prompts") else cap.get("uri") or cap.get("uriTemplate")
                 usage = cap.get("usage") or {}

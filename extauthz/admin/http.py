@@ -25,8 +25,8 @@ from extauthz.admin.actors_shared import SharedActors
 from extauthz.admin.page import HEADERS as PAGE_HEADERS
 from extauthz.admin.page import render as render_page
 from extauthz.app import App
-from extauthz.inventory.store import spec_kind
 from extauthz.inventory.view import build_view
+from extauthz.mcp.kinds import spec_kind
 
 
 def inventory(app: App) -> dict[str, Any]:

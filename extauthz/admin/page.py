@@ -18,6 +18,8 @@ from urllib.parse import quote
 
 from markupsafe import Markup, escape
 
+from extauthz.mcp.kinds import KIND_NAMES
+
 MAX_DESCRIPTION = 240
 _VOID = frozenset({"meta", "br", "hr", "link"})
 
@@ -172,7 +174,7 @@ def _description(text: str) -> Markup:
 
 def _cap_rows(server: dict[str, Any], now: datetime) -> list[Markup]:
     rows = []
-    for kind in ("tools", "resources", "resourceTemplates", "prompts"):
+    for kind in KIND_NAMES:
         for cap in server.get(kind) or []:
             key = cap.get("name") if kind in ("tools", "prompts") else cap.get("uri") or cap.get("uriTemplate")
             usage = cap.get("usage")
@@ -253,7 +255,7 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
                               tag("code", f"extauthz approve --admin URL --token T {q['server']} {q['kind']} {q['name']}")),
                           class_="alert"))
     by_key = {(s["server"], k, c.get("name") or c.get("uri") or c.get("uriTemplate")): c
-              for s in servers for k in ("tools", "resources", "resourceTemplates", "prompts") for c in s.get(k) or []}
+              for s in servers for k in KIND_NAMES for c in s.get(k) or []}
     for w in view.get("hiddenInstructions", []):
         if w["kind"] == "server":
             info = next((s.get("info") or {} for s in servers if s["server"] == w["server"]), {})

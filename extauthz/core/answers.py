@@ -9,7 +9,8 @@ import orjson
 from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
 
-# JSON-RPC codes: the spec's where one fits, else one server-defined code for policy denials.
+# JSON-RPC codes: the spec's where one fits, else one server-defined code for policy denials (a
+# body that is not JSON at all carries its own, extauthz.mcp.jsonrpc.PARSE_ERROR, in Decision.code).
 _CODES = {
     Reason.MALFORMED_REQUEST: -32600,
     Reason.UNKNOWN_METHOD: -32601,
@@ -50,8 +51,9 @@ def message_for(reason: Reason, detail: str) -> str:
     return base
 
 
-def _error(mid: Any, reason: Reason, decision_id: str, detail: str) -> dict[str, Any]:
-    code = -32700 if detail.startswith("invalid JSON") else _CODES.get(reason, POLICY_DENIED)
+def _error(mid: Any, reason: Reason, decision_id: str, detail: str, code: int | None = None) -> dict[str, Any]:
+    if code is None:
+        code = _CODES.get(reason, POLICY_DENIED)
     data: dict[str, Any] = {"reason": reason.value, "decisionId": decision_id}
     if detail and reason not in (Reason.UNAUTHENTICATED,):
         data["detail"] = detail
@@ -69,7 +71,7 @@ def denial_body(d: Decision) -> bytes:
             reason = v.reason if v is not None and not v.allowed else d.reason
             detail = v.detail if v is not None and not v.allowed else (
                 d.detail if v is None else f"batch refused: {d.reason.value}")
-            out.append(_error(mid, reason, d.decision_id, detail))
+            out.append(_error(mid, reason, d.decision_id, detail, d.code if v is None else None))
         return orjson.dumps(out)
     mid = d.ids[0] if d.form == "single" and d.ids else None
-    return orjson.dumps(_error(mid, d.reason, d.decision_id, d.detail))
+    return orjson.dumps(_error(mid, d.reason, d.decision_id, d.detail, d.code))

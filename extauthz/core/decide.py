@@ -1,197 +1,311 @@
-"""The decision core: pure functions from plain request data to a Decision.
+"""The decision core: a pure pipeline from plain request data to one Decision.
 
-Pipeline (each phase may end it): parse -> identity -> session -> for every JSON-RPC message:
-(1) is it part of the server's published spec, (2) may this caller use it with these values,
-(3) do the arguments match the published schema. No gRPC types, no I/O.
+Phases, in order, each returning its part or a `Denial` that ends the pipeline:
+  route      which policy server (or shadow traffic)
+  parse      the JSON-RPC messages, and the answer's shape (form, ids) a denial needs
+  identify   the caller
+  gate       a caller the risk engine blocks or rate-limits
+  session    the MCP session and its binding to the caller
+  arguments  the three questions for every message (extauthz.core.questions)
+Every exit builds the Decision in one place (`_decision`). What happens after it (session
+bookkeeping, risk, sampling, the answer plan) is planned in extauthz.core.plan. No gRPC, no I/O.
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
 import urllib.parse
 import zlib
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-from extauthz.core.decision import ALLOW, Decision, Verdict, new_decision_id
+from extauthz.core.context import Context
+from extauthz.core.decision import NO_PLAN, Decision, Learn, Verdict, new, new_decision_id
+from extauthz.core.questions import decide_message
 from extauthz.core.reasons import Reason
 from extauthz.identity.caller import Caller
 from extauthz.identity.sources import BadIdentity, resolve_caller
 from extauthz.mcp import headers as mcp_headers
-from extauthz.mcp.jsonrpc import Limits, Message, parse_body
-from extauthz.mcp.methods import (ALLOWED_PARAMS, BATCH_VERSIONS, CAPABILITY_METHODS, FREE_METHODS,
-                                  LEARN_METHODS, NOTIFICATIONS)
-from extauthz.mcp.names import name_problem, uri_problem
+from extauthz.mcp.headers import SESSION_HEADER
+from extauthz.mcp.jsonrpc import Limits, Message, ParsedBody, parse_body
+from extauthz.mcp.kinds import BY_CAPABILITY_METHOD
+from extauthz.mcp.learnheader import MAX_ENTRIES
+from extauthz.mcp.methods import BATCH_VERSIONS, LEARN_METHODS
 from extauthz.mcp.request import HttpRequest
-from extauthz.sessions.registry import SessionRegistry, valid_session_id
-from extauthz.sessions.visibility import Visibility, shown
-from extauthz.specs.learn import MAX_ENTRIES
-from extauthz.specs.store import SpecStore
-from extauthz.specs.validators import Invalid, ValidatorCache
+from extauthz.sessions.registry import valid_session_id
 
-SESSION_HEADER = "mcp-session-id"
+__all__ = ["Context", "Denial", "attributed_caller", "decide", "decide_message"]
+log = logging.getLogger("extauthz")
 
 
-@dataclass(slots=True)
-class Context:
-    """Everything a decision reads. Swapped whole on a policy reload."""
+class Denial(NamedTuple):
+    """The verdict that ends the pipeline."""
 
-    policy: Any                 # extauthz.policy.model.Policy
-    specs: SpecStore
-    sessions: SessionRegistry
-    validators: ValidatorCache
-    limits: Limits              # the policy's limits (same fields as extauthz.mcp.jsonrpc.Limits)
-    visibility: Visibility | None = None   # what each session was listed (sessions.visibilityBinding)
-    risk: Any = None            # extauthz.risk.engine.RiskEngine: per-caller score (risk.enabled)
-    links: Any = None           # extauthz.sessions.links.LinkGrants: resource links returned to a session
-    shared_claims: bool = False  # session owners live in a shared store (--redis, --workers)
+    reason: Reason
+    detail: str
+    status: int                     # HTTP status on the wire
+    name: str = ""                  # what the request named, when known before its message is decided
+    www_authenticate: str = ""
+    code: int | None = None         # a JSON-RPC code other than the reason's (a parse error)
 
 
-def _deny(d: Decision, reason: Reason, detail: str, status: int) -> Decision:
-    d.reason, d.detail, d.status = reason, detail, status
-    return d
+class Shape(NamedTuple):
+    """How a denial answers this body: one error per batch element, one error with the request's
+    id, or a bare error (notification, or no id that can be read unambiguously)."""
+
+    form: str
+    ids: Sequence[Any]
+    method: str = ""                # the single message's method
+
+
+class Session(NamedTuple):
+    sid: str = ""
+    legacy_sse: bool = False        # a 2024-11-05 POST: session in the query, result on the stream
+    learn_stream: bool = False      # a 2024-11-05 GET event stream: learn the results it carries
+    resumed: bool = False           # a GET resuming a stream: the server replays what it sent
+    claim: str = ""                 # a session id whose owner the shared store must confirm
+
+
+class Checked(NamedTuple):
+    verdicts: Sequence[Verdict]
+    learn: tuple[Learn, ...]
+    name: str
+    rule: str
+    arguments: Any
+
+
+NOT_PARSED = Shape("single", ())
+BARE = Shape("bare", ())
+NO_SESSION = Session()
+STREAM = Session(learn_stream=True)
+_UNCHECKED = Checked((), (), "", "", None)
 
 
 def decide(http: HttpRequest, ctx: Context) -> Decision:
     policy = ctx.policy
-    d = Decision(new_decision_id(), Reason.ALLOWED, monitor=policy.monitor,
-                 http_method=http.method)
-    d.protocol_version = http.headers.get("mcp-protocol-version", "")
     deny_status = policy.defaults.deny_status
-
     server = policy.server_for(http.authority, http.path)
-    d.server = server.name if server is not None else f"shadow:{http.authority}{http.path.split('?', 1)[0]}"
+    label = server.name if server is not None else f"shadow:{http.authority}{http.path.split('?', 1)[0]}"
+
     if server is None and policy.defaults.unknown_server == "deny":
-        _read_ids(http, d, ctx.limits)
-        return _deny(d, Reason.UNKNOWN_SERVER, "no policy server matches this authority and path",
-                     deny_status if d.form != "bare" else 403)
+        shape = _read_shape(http, ctx.limits)
+        return _decision(http, ctx, label, shape, _attributed(http, ctx), NO_SESSION, _UNCHECKED, Denial(
+            Reason.UNKNOWN_SERVER, "no policy server matches this authority and path",
+            deny_status if shape.form != "bare" else 403))
 
     # Parse first (a body that isn't JSON-RPC gets 400 whoever sent it).
-    messages: list[Message] = []
-    if http.method == "POST":
-        if http.partial:
-            return _deny(d, Reason.PARTIAL_BODY, "Envoy forwarded a truncated body", 400)
-        ctype = http.headers.get("content-type", "")
-        if ctype != "application/json" and ctype.split(";", 1)[0].strip().lower() != "application/json":
-            return _deny(d, Reason.MALFORMED_REQUEST, "an MCP POST must be application/json", 400)
-        body, problem = _decoded_body(http, policy, ctx.limits)
-        if problem is not None:
-            return _deny(d, problem[0], problem[1], 413 if problem[0] is Reason.PAYLOAD_TOO_LARGE else 400)
-        parsed = parse_body(body, ctx.limits)
-        if parsed.error is not None:
-            _answer_shape(d, parsed)
-            status = 400
-            if parsed.error is Reason.PAYLOAD_TOO_LARGE:
-                status = deny_status if d.ids else 413
-            return _deny(d, parsed.error, parsed.detail, status)
-        messages = parsed.messages
-        _answer_shape(d, parsed)
-        if parsed.batch:
-            ids = [i for i in d.ids if i is not None]
-            if len(ids) != len(set(ids)):
-                return _deny(d, Reason.MALFORMED_REQUEST, "duplicate ids in a batch", 400)
-        if (messages[0].kind == "response" if len(messages) == 1 else any(m.kind == "response" for m in messages)) \
-                and not http.headers.get(SESSION_HEADER):
-            return _deny(d, Reason.MALFORMED_REQUEST, "a JSON-RPC response outside an MCP session", deny_status)
-        if parsed.batch and d.protocol_version and d.protocol_version not in BATCH_VERSIONS \
-                and d.protocol_version != "2024-11-05":
-            return _deny(d, Reason.MALFORMED_REQUEST, f"JSON-RPC batches are not part of {d.protocol_version}",
-                         deny_status)
-        if not parsed.batch:
-            d.method = messages[0].method
-    elif http.method in ("GET", "DELETE"):
-        d.form, d.method = "bare", http.method
-    else:
-        d.form = "bare"
-        return _deny(d, Reason.MALFORMED_REQUEST, f"HTTP {http.method} is not an MCP request", 400)
+    shape, messages = _parse(http, ctx, deny_status)
+    if isinstance(messages, Denial):
+        return _decision(http, ctx, label, shape, _attributed(http, ctx), NO_SESSION, _UNCHECKED, messages)
 
-    # Identity.
+    who = _identify(http, policy)
+    if isinstance(who, Denial):
+        return _decision(http, ctx, label, shape, None, NO_SESSION, _UNCHECKED, who)
+
+    if (denied := _gate(http, ctx, who, messages, shape, deny_status)) is not None:
+        return _decision(http, ctx, label, shape, who, NO_SESSION, _UNCHECKED, denied)
+
+    session, denied = _session(http, ctx, who, shape, deny_status)
+    if denied is not None or http.method != "POST" or server is None:
+        # (shadow traffic, allowed by policy: parsed and logged, not enforced)
+        return _decision(http, ctx, label, shape, who, session, _UNCHECKED, denied)
+
+    checked, denied = _arguments(http, ctx, server, who, session.sid, messages, shape, deny_status)
+    return _decision(http, ctx, label, shape, who, session, checked, denied)
+
+
+def _decision(http: HttpRequest, ctx: Context, server: str, shape: Shape, caller: Caller | None, session: Session,
+              checked: Checked, denied: Denial | None) -> Decision:
+    """The one place a Decision is built (positionally: see extauthz.core.decision)."""
+    policy = ctx.policy
+    version = http.headers.get("mcp-protocol-version", "")
+    if denied is None:
+        return new(Decision, (new_decision_id(), Reason.ALLOWED, "", 200, server, shape.method, checked.name,
+                              checked.rule, caller, session.sid, http.method, shape.form, shape.ids, checked.verdicts,
+                              checked.learn, session.learn_stream, session.resumed, session.legacy_sse, policy.monitor,
+                              version, "", None, checked.arguments, session.claim, NO_PLAN, None, 0.0))
+    return new(Decision, (new_decision_id(), denied.reason, denied.detail, denied.status, server, shape.method,
+                          checked.name or denied.name, checked.rule, caller, session.sid, http.method, shape.form,
+                          shape.ids, checked.verdicts, (), session.learn_stream, session.resumed, session.legacy_sse,
+                          policy.monitor, version, denied.www_authenticate, denied.code, checked.arguments,
+                          session.claim, NO_PLAN, None, 0.0))
+
+
+def _status(shape: Shape, deny_status: int) -> int:
+    return 403 if shape.form == "bare" else deny_status
+
+
+# -- parse ------------------------------------------------------------------------------------------
+def _parse(http: HttpRequest, ctx: Context, deny_status: int) -> tuple[Shape, list[Message] | Denial]:
+    if http.method in ("GET", "DELETE"):
+        return Shape("bare", (), http.method), []
+    if http.method != "POST":
+        return BARE, Denial(Reason.MALFORMED_REQUEST, f"HTTP {http.method} is not an MCP request", 400)
+    if http.partial:
+        return NOT_PARSED, Denial(Reason.PARTIAL_BODY, "Envoy forwarded a truncated body", 400)
+    ctype = http.headers.get("content-type", "")
+    if ctype != "application/json" and ctype.split(";", 1)[0].strip().lower() != "application/json":
+        return NOT_PARSED, Denial(Reason.MALFORMED_REQUEST, "an MCP POST must be application/json", 400)
+    body, problem = _decoded_body(http, ctx.policy, ctx.limits)
+    if problem is not None:
+        return NOT_PARSED, Denial(problem[0], problem[1], 413 if problem[0] is Reason.PAYLOAD_TOO_LARGE else 400)
+    parsed = parse_body(body, ctx.limits)
+    shape = _shape(parsed)
+    if parsed.error is not None:
+        status = 400
+        if parsed.error is Reason.PAYLOAD_TOO_LARGE:
+            status = deny_status if shape.ids else 413
+        return shape, Denial(parsed.error, parsed.detail, status, code=parsed.code)
+    messages = parsed.messages
+    if parsed.batch:
+        ids = [i for i in shape.ids if i is not None]
+        if len(ids) != len(set(ids)):
+            return shape, Denial(Reason.MALFORMED_REQUEST, "duplicate ids in a batch", 400)
+    if (messages[0].kind == "response" if len(messages) == 1 else any(m.kind == "response" for m in messages)) \
+            and not http.headers.get(SESSION_HEADER):
+        return shape, Denial(Reason.MALFORMED_REQUEST, "a JSON-RPC response outside an MCP session", deny_status)
+    version = http.headers.get("mcp-protocol-version", "")
+    if parsed.batch and version and version not in BATCH_VERSIONS and version != "2024-11-05":
+        return shape, Denial(Reason.MALFORMED_REQUEST, f"JSON-RPC batches are not part of {version}", deny_status)
+    return shape, messages
+
+
+def _shape(parsed: ParsedBody) -> Shape:
+    if parsed.messages:
+        first = parsed.messages[0]
+        if parsed.batch:
+            return Shape("batch", [m.id for m in parsed.messages])
+        return new(Shape, ("single" if first.kind == "request" else "bare", [first.id], first.method))
+    if parsed.ids:
+        return Shape("batch" if parsed.batch else "single", parsed.ids)
+    return BARE
+
+
+def _read_shape(http: HttpRequest, limits: Limits) -> Shape:
+    """Best effort: which ids to answer when denying before the real parse."""
+    if http.method != "POST" or http.partial or len(http.body) > limits.max_body_bytes:
+        return BARE
+    return _shape(parse_body(http.body, limits))
+
+
+# -- identify, gate ---------------------------------------------------------------------------------
+def _identify(http: HttpRequest, policy: Any) -> Caller | None | Denial:
     try:
         caller = resolve_caller(http, policy.identity)
     except BadIdentity as e:
-        d.www_authenticate = 'Bearer realm="mcp", error="invalid_token"'
-        return _deny(d, Reason.UNAUTHENTICATED, str(e), 401)
-    d.caller = caller
+        return Denial(Reason.UNAUTHENTICATED, str(e), 401, www_authenticate='Bearer realm="mcp", error="invalid_token"')
     if caller is None and policy.defaults.unauthenticated == "deny":
-        d.www_authenticate = 'Bearer realm="mcp"'
-        return _deny(d, Reason.UNAUTHENTICATED, "no identity", 401)
-    # (a blocked caller may still end its sessions: DELETE only releases state, and the session
-    # binding below still stops it ending anybody else's)
-    if caller is not None and ctx.risk is not None and http.method != "DELETE":
-        if why := ctx.risk.blocked(caller.key):
-            d.name = _requested_name(messages)
-            return _deny(d, Reason.RISK_BLOCKED, why, _status(d, deny_status))
-        if why := ctx.risk.limited(caller.key):
-            d.name = _requested_name(messages)
-            return _deny(d, Reason.RATE_LIMITED, why, _status(d, deny_status))
+        return Denial(Reason.UNAUTHENTICATED, "no identity", 401, www_authenticate='Bearer realm="mcp"')
+    return caller
 
-    # MCP session: a bearer secret bound to the caller who first used it. The 2024-11-05
-    # HTTP+SSE transport carries it in the POST's query (`?session_id=`) instead of a header.
+
+def _attributed(http: HttpRequest, ctx: Context) -> Caller | None:
+    return attributed_caller(http, ctx.policy.identity)
+
+
+def attributed_caller(http: HttpRequest, identity: Any) -> Caller | None:
+    """Who sent a request denied before identity was read (only to attribute the denial)."""
+    try:
+        return resolve_caller(http, identity)
+    except BadIdentity:
+        return None
+    except Exception:  # noqa: BLE001 - attribution must never turn a decided Check into an error
+        log.exception("could not attribute a denied request to a caller")
+        return None
+
+
+def _gate(http: HttpRequest, ctx: Context, caller: Caller | None, messages: list[Message], shape: Shape,
+          deny_status: int) -> Denial | None:
+    # (a blocked caller may still end its sessions: DELETE only releases state, and the session
+    # binding still stops it ending anybody else's)
+    if caller is None or ctx.risk is None or http.method == "DELETE":
+        return None
+    if why := ctx.risk.blocked(caller.key):
+        return Denial(Reason.RISK_BLOCKED, why, _status(shape, deny_status), _requested_name(messages))
+    if why := ctx.risk.limited(caller.key):
+        return Denial(Reason.RATE_LIMITED, why, _status(shape, deny_status), _requested_name(messages))
+    return None
+
+
+# -- session ----------------------------------------------------------------------------------------
+def _session(http: HttpRequest, ctx: Context, caller: Caller | None, shape: Shape,
+             deny_status: int) -> tuple[Session, Denial | None]:
+    """A bearer secret bound to the caller who first used it. The 2024-11-05 HTTP+SSE transport
+    carries it in the POST's query (`?session_id=`) instead of a header."""
     sid = http.headers.get(SESSION_HEADER, "")
+    legacy_sse = False
     if not sid and "?" in http.path:
         sid = _query_session(http.path)
-        d.legacy_sse = bool(sid) and http.method == "POST"
-    elif not sid and http.method == "GET":
-        d.learn_stream = True           # a 2024-11-05 event stream: learn the results it carries
-    if sid:
-        if not valid_session_id(sid) or "," in sid:     # Envoy joins repeated headers with commas
-            return _deny(d, Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(d, deny_status))
-        d.session_id = sid
-        # Resuming a stream (streamable HTTP): the server replays what it sent on it, lists included.
-        d.resumed = http.method == "GET" and bool(http.headers.get("last-event-id"))
-        if policy.sessions.bind_to_caller:
-            if caller is not None and ctx.shared_claims and ctx.sessions.owner(sid) is None \
-                    and not ctx.sessions.ended(sid):
-                # Never seen here: whoever holds it elsewhere owns it. Denied until the claim says.
-                d.claim = sid
-                return _deny(d, Reason.NOT_ALLOWED, "the session's owner is not confirmed", _status(d, deny_status))
-            # (an anonymous request, where the policy lets them in, never rides a bound session)
-            if not ctx.sessions.owner_ok(sid, caller.key if caller is not None else ""):
-                return _deny(d, Reason.SESSION_HIJACK, "session belongs to another caller", _status(d, deny_status))
-            if caller is not None and not ctx.sessions.has_room(sid):
-                # never make room by dropping a live binding: that would free its id for anyone
-                return _deny(d, Reason.RATE_LIMITED, "sessions.maxSessions live sessions are bound: no room for "
-                             "another", _status(d, deny_status))
-    if http.method != "POST":
-        return d
-    if server is None:
-        return d          # shadow traffic, allowed by policy: parsed and logged, not enforced
+        legacy_sse = bool(sid) and http.method == "POST"
+    elif not sid:
+        return (STREAM if http.method == "GET" else NO_SESSION), None
+    if not sid:
+        return NO_SESSION, None
+    if not valid_session_id(sid) or "," in sid:     # Envoy joins repeated headers with commas
+        return Session(legacy_sse=legacy_sse), Denial(
+            Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(shape, deny_status))
+    # Resuming a stream (streamable HTTP): the server replays what it sent on it, lists included.
+    resumed = http.method == "GET" and bool(http.headers.get("last-event-id"))
+    session = Session(sid, legacy_sse, False, resumed)
+    if not ctx.policy.sessions.bind_to_caller:
+        return session, None
+    sessions = ctx.sessions
+    if caller is not None and ctx.shared_claims and sessions.owner(sid) is None and not sessions.ended(sid):
+        # Never seen here: whoever holds it elsewhere owns it. Denied until the claim says.
+        return Session(sid, legacy_sse, False, resumed, sid), Denial(
+            Reason.NOT_ALLOWED, "the session's owner is not confirmed", _status(shape, deny_status))
+    # (an anonymous request, where the policy lets them in, never rides a bound session)
+    if not sessions.owner_ok(sid, caller.key if caller is not None else ""):
+        return session, Denial(Reason.SESSION_HIJACK, "session belongs to another caller", _status(shape, deny_status))
+    if caller is not None and not sessions.has_room(sid):
+        # never make room by dropping a live binding: that would free its id for anyone
+        return session, Denial(Reason.RATE_LIMITED, "sessions.maxSessions live sessions are bound: no room for "
+                               "another", _status(shape, deny_status))
+    return session, None
 
+
+# -- arguments --------------------------------------------------------------------------------------
+def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | None, sid: str,
+               messages: list[Message], shape: Shape, deny_status: int) -> tuple[Checked, Denial | None]:
     # 2026-07-28 routing headers must agree with the body (only one message per request there).
     if len(messages) == 1:
-        mismatch = mcp_headers.routing_mismatch(http.headers, messages[0])
-        if mismatch:
-            return _deny(d, Reason.HEADER_MISMATCH, mismatch, _status(d, deny_status))
+        if mismatch := mcp_headers.routing_mismatch(http.headers, messages[0]):
+            return _UNCHECKED, Denial(Reason.HEADER_MISMATCH, mismatch, _status(shape, deny_status))
     elif any(h.startswith("mcp-method") or h.startswith("mcp-name") for h in http.headers):
-        return _deny(d, Reason.HEADER_MISMATCH, "routing headers on a batch", _status(d, deny_status))
-
+        return _UNCHECKED, Denial(Reason.HEADER_MISMATCH, "routing headers on a batch", _status(shape, deny_status))
+    policy = ctx.policy
+    key = caller.key if caller is not None else ""
     seen = None
     if ctx.visibility is not None and policy.sessions.visibility_binding:
-        seen = ctx.visibility.view(server.name, sid, caller.key if caller is not None else "")
-    linked = ctx.links.view(server.name, sid, caller.key if caller is not None else "") \
-        if ctx.links is not None else None
+        seen = ctx.visibility.view(server.name, sid, key)
+    linked = ctx.links.view(server.name, sid, key) if ctx.links is not None else None
+    verdicts: list[Verdict] = []
+    learn: list[Learn] = []
     first_denial: Verdict | None = None
+    name = rule = ""
+    arguments = None
     for m in messages:
         v = decide_message(m, server, caller, ctx, http.headers, seen, linked)
-        d.verdicts.append(v)
+        verdicts.append(v)
         if v.allowed:
             if m.method in LEARN_METHODS and m.kind == "request":
-                d.learn.append([m.id, m.method, "cursor" not in m.params])
+                learn.append(new(Learn, (m.id, m.method, "cursor" not in m.params)))
         elif first_denial is None:
             first_denial = v
         if len(messages) == 1:
-            d.name, d.rule = v.name, v.rule
+            name, rule = v.name, v.rule
             if policy.audit.log_arguments and m.method in ("tools/call", "prompts/get"):
-                d.arguments = m.params.get("arguments")
+                arguments = m.params.get("arguments")
     if first_denial is not None:
-        d.learn = []
-        return _deny(d, first_denial.reason, first_denial.detail, _status(d, deny_status))
-    if len(d.learn) > MAX_ENTRIES:
+        return Checked(verdicts, (), name, rule, arguments), Denial(
+            first_denial.reason, first_denial.detail, _status(shape, deny_status))
+    if len(learn) > MAX_ENTRIES:
         # More than the learn header carries: its lists could be neither learned nor filtered.
-        n, d.learn = len(d.learn), []
-        return _deny(d, Reason.PAYLOAD_TOO_LARGE, f"a batch may carry at most {MAX_ENTRIES} list, initialize "
-                     f"and server/discover requests ({n} here)", _status(d, deny_status))
-    return d
+        return Checked(verdicts, (), name, rule, arguments), Denial(
+            Reason.PAYLOAD_TOO_LARGE, f"a batch may carry at most {MAX_ENTRIES} list, initialize and "
+            f"server/discover requests ({len(learn)} here)", _status(shape, deny_status))
+    return new(Checked, (verdicts, tuple(learn) if learn else (), name, rule, arguments)), None
 
 
 def _requested_name(messages: list[Message]) -> str:
@@ -199,8 +313,8 @@ def _requested_name(messages: list[Message]) -> str:
     decided before the message itself is (risk_blocked, rate_limited)."""
     if len(messages) != 1:
         return ""
-    cap = CAPABILITY_METHODS.get(messages[0].method)
-    value = messages[0].params.get(cap[1]) if cap is not None else None
+    kind = BY_CAPABILITY_METHOD.get(messages[0].method)
+    value = messages[0].params.get(kind.key_field) if kind is not None else None
     return value[:200] if type(value) is str else ""
 
 
@@ -209,33 +323,6 @@ def _query_session(path: str) -> str:
     if len(values) > 1:
         return ",".join(values)         # repeated: refused below like a repeated header
     return values[0] if values else ""
-
-
-def _status(d: Decision, deny_status: int) -> int:
-    return 403 if d.form == "bare" else deny_status
-
-
-def _read_ids(http: HttpRequest, d: Decision, limits: Limits) -> None:
-    """Best effort: which ids to answer when denying before the real parse."""
-    if http.method != "POST" or http.partial or len(http.body) > limits.max_body_bytes:
-        d.form = "bare"
-        return
-    parsed = parse_body(http.body, limits)
-    _answer_shape(d, parsed)
-    if parsed.messages and not parsed.batch:
-        d.method = parsed.messages[0].method
-
-
-def _answer_shape(d: Decision, parsed: Any) -> None:
-    """How a denial answers this body: one error per batch element, one error with the request's
-    id, or a bare error (notification, or no id that can be read unambiguously)."""
-    if parsed.messages:
-        d.form = "batch" if parsed.batch else ("single" if parsed.messages[0].kind == "request" else "bare")
-        d.ids = [m.id for m in parsed.messages]
-    elif parsed.ids:
-        d.form, d.ids = ("batch" if parsed.batch else "single"), parsed.ids
-    else:
-        d.form, d.ids = "bare", []
 
 
 def _decoded_body(http: HttpRequest, policy: Any, limits: Limits) -> tuple[bytes, tuple[Reason, str] | None]:
@@ -259,219 +346,3 @@ def _decoded_body(http: HttpRequest, policy: Any, limits: Limits) -> tuple[bytes
         return b"", (Reason.MALFORMED_REQUEST, f"bad gzip body: {e}")
 
 
-def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
-                   headers: dict[str, str], seen: Any = None, linked: Any = None) -> Verdict:
-    """The three questions for one JSON-RPC message."""
-    if m.kind == "response":
-        return ALLOW              # the client answering a server request (sampling, elicitation)
-    method = m.method
-    if method in FREE_METHODS:
-        return ALLOW
-    if m.kind == "notification":
-        return ALLOW if method in NOTIFICATIONS else Verdict(Reason.UNKNOWN_METHOD, f"unknown notification {method!r}")
-    cap = CAPABILITY_METHODS.get(method)
-    if cap is None:
-        if method == "completion/complete":
-            return _completion(m, server, caller, ctx, seen)
-        if method == "subscriptions/listen":
-            return _listen(m, server, caller, ctx, seen, linked)
-        return Verdict(Reason.UNKNOWN_METHOD, f"unknown method {method[:100]!r}")
-    allowed_params = ALLOWED_PARAMS[method]
-    if not allowed_params.issuperset(m.params):
-        extra = m.params.keys() - allowed_params
-        return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
-    kind, key = cap
-    if kind == "tools":
-        return _tool_call(m, server, caller, ctx, headers, seen)
-    if kind == "prompts":
-        return _prompt_get(m, server, caller, ctx, seen)
-    return _resource(m.params.get(key), server, caller, ctx, seen, linked)
-
-
-def _permitted(rule: Any, caller: Caller | None) -> bool:
-    return rule is not None and rule.allow.permits(caller)
-
-
-def _quarantined(spec: Any, kind: str, name: str) -> Verdict | None:
-    why = spec.quarantined.get((kind, name))
-    # `why` is what held it (a change since approval, or the first-sight screen): say that, not a guess
-    return Verdict(Reason.QUARANTINED, f"{kind[:-1]} {name!r} is quarantined: {why}", name=name) if why else None
-
-
-def _unknown(ctx: Context, what: str, name: str) -> Verdict | None:
-    if ctx.policy.defaults.unknown_capability == "deny":
-        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {name[:200]!r} is not in the server's published spec",
-                       name=name)
-    return None
-
-
-def _unseen(seen: Any, kind: str, key: str, what: str) -> Verdict | None:
-    """sessions.visibilityBinding: the server publishes this, but never listed it to this session
-    (or, without a session, to this caller). Compared with what the server listed, not with what
-    filterLists showed, so a capability the policy forbids stays `not_allowed`."""
-    if seen is not None and shown(seen, kind, key) is False:
-        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {key[:200]!r} was never listed to this session", name=key)
-    return None
-
-
-def _named(name: Any, kind: str, server: Any, caller: Caller | None, ctx: Context,
-           seen: Any = None) -> tuple[Verdict | None, Any, Any]:
-    """Questions 1 and 2 for a tool or prompt named in the request: (denial or None, spec entry, rule).
-
-    A clean name, listed by the server (unless the policy lets unknown capabilities through), not
-    quarantined, and a rule that permits this caller."""
-    if (problem := name_problem(name)) is not None:
-        return Verdict(Reason.MALFORMED_REQUEST, problem), None, None
-    spec = ctx.specs.get(server.name)
-    entry = spec.table(kind).get(name) if spec is not None else None
-    what = kind[:-1]
-    if entry is None:
-        if (v := _unknown(ctx, what, name)) is not None:
-            return v, None, None
-    elif (v := _quarantined(spec, kind, name)) is not None or (v := _unseen(seen, kind, name, what)) is not None:
-        return v, None, None
-    rule = server.rule_for(what, name)
-    if not _permitted(rule, caller):
-        return Verdict(Reason.NOT_ALLOWED, f"{what} {name!r} is not allowed for this caller",
-                       rule.rule_id if rule else "", name), None, None
-    return None, entry, rule
-
-
-def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verdict:
-    for c in rule.constraints:
-        if not c.check(args, caller):
-            return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
-                           rule.rule_id, name)
-    return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
-
-
-def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str],
-               seen: Any = None) -> Verdict:
-    name = m.params.get("name")
-    denied, tool, rule = _named(name, "tools", server, caller, ctx, seen)
-    if denied is not None:
-        return denied
-    args = m.params.get("arguments", {})
-    if type(args) is not dict:
-        return Verdict(Reason.SCHEMA_VIOLATION, "arguments must be an object", rule.rule_id, name)
-    if tool is not None:
-        strict = ctx.policy.strictness_of(server, rule) == "strict"
-        compiled = ctx.validators.get(tool.input_schema, strict, tool.schema_hash)
-        if isinstance(compiled, Invalid):
-            return Verdict(Reason.SCHEMA_VIOLATION, compiled.reason, rule.rule_id, name)
-        if not compiled.is_valid(args):
-            return Verdict(Reason.SCHEMA_VIOLATION, compiled.first_error(args) or "invalid", rule.rule_id, name)
-        if (mismatch := mcp_headers.param_mismatch(headers, tool, args)) is not None:
-            return Verdict(Reason.HEADER_MISMATCH, mismatch, rule.rule_id, name)
-    return _constraints(rule, args, caller, name)
-
-
-def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
-    name = m.params.get("name")
-    denied, prompt, rule = _named(name, "prompts", server, caller, ctx, seen)
-    if denied is not None:
-        return denied
-    args = m.params.get("arguments", {})
-    if args is None:
-        args = {}
-    if type(args) is not dict or any(type(v) is not str for v in args.values()):
-        return Verdict(Reason.SCHEMA_VIOLATION, "prompt arguments must be an object of strings", rule.rule_id, name)
-    if prompt is not None:
-        undeclared = args.keys() - prompt.arguments.keys()
-        if undeclared:
-            return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared prompt argument {sorted(undeclared)[0][:100]!r}",
-                           rule.rule_id, name)
-        missing = [a for a, req in prompt.arguments.items() if req and a not in args]
-        if missing:
-            return Verdict(Reason.SCHEMA_VIOLATION, f"missing required prompt argument {missing[0]!r}",
-                           rule.rule_id, name)
-        lim = ctx.limits.max_string_bytes
-        if any(len(v) > lim for v in args.values()):
-            return Verdict(Reason.PAYLOAD_TOO_LARGE, "prompt argument too long", rule.rule_id, name)
-    return _constraints(rule, args, caller, name)
-
-
-def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: Any = None,
-              linked: Any = None) -> Verdict:
-    if (problem := uri_problem(uri)) is not None:
-        return Verdict(Reason.MALFORMED_REQUEST, problem)
-    spec = ctx.specs.get(server.name)
-    template = None
-    known = spec is not None and uri in spec.resources
-    if spec is not None and not known:
-        template = spec.template_for(uri)
-        known = template is not None
-    if not known:
-        # A resource link a tool returned to this session (caller) need not be listed.
-        if linked is None or not ctx.links.granted(linked, uri):
-            if (v := _unknown(ctx, "resource", uri)) is not None:
-                return v
-    else:
-        key, kind = (uri, "resources") if template is None else (template.uri_template, "resourceTemplates")
-        if (v := _quarantined(spec, kind, key)) is not None:
-            return v
-        if (v := _unseen(seen, kind, key, "resource" if template is None else "resource template")) is not None:
-            return v
-    rule = server.rule_for("resource", uri)
-    if rule is None and template is not None:
-        rule = server.rule_for("resource", template.uri_template)
-    if not _permitted(rule, caller):
-        return Verdict(Reason.NOT_ALLOWED, f"resource {uri[:200]!r} is not allowed for this caller",
-                       rule.rule_id if rule else "", uri)
-    return Verdict(Reason.ALLOWED, "", rule.rule_id, uri)
-
-
-def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None,
-            linked: Any = None) -> Verdict:
-    """2026-07-28 `subscriptions/listen`: the notification stream. Resource subscriptions in it
-    replace `resources/subscribe`, so each URI must pass exactly what a subscribe would."""
-    extra = m.params.keys() - ALLOWED_PARAMS["subscriptions/listen"]
-    if extra:
-        return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
-    wanted = m.params.get("notifications")
-    if type(wanted) is not dict:
-        return Verdict(Reason.SCHEMA_VIOLATION, "subscriptions/listen needs a notifications object")
-    uris = wanted.get("resourceSubscriptions", [])
-    if type(uris) is not list:
-        return Verdict(Reason.SCHEMA_VIOLATION, "resourceSubscriptions must be a list of URIs")
-    for uri in uris:
-        v = _resource(uri, server, caller, ctx, seen, linked)
-        if not v.allowed:
-            return v
-    return ALLOW
-
-
-def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
-    extra = m.params.keys() - ALLOWED_PARAMS["completion/complete"]
-    if extra:
-        return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
-    ref, arg = m.params.get("ref"), m.params.get("argument")
-    if type(ref) is not dict or type(arg) is not dict or type(arg.get("name")) is not str \
-            or type(arg.get("value")) is not str:
-        return Verdict(Reason.SCHEMA_VIOLATION, "completion needs ref and argument {name, value}")
-    if ref.get("type") == "ref/prompt":
-        # Completing a prompt argument happens before it has a value: the prompt must be known and
-        # allowed and the argument declared; required arguments are not required yet.
-        name = ref.get("name")
-        denied, prompt, rule = _named(name, "prompts", server, caller, ctx, seen)
-        if denied is not None:
-            return denied
-        if prompt is not None and arg["name"] not in prompt.arguments:
-            return Verdict(Reason.SCHEMA_VIOLATION, "completion for an undeclared prompt argument", rule.rule_id, name)
-        return Verdict(Reason.ALLOWED, "", rule.rule_id, name)
-    if ref.get("type") == "ref/resource":
-        uri = ref.get("uri")
-        if (problem := uri_problem(uri)) is not None:
-            return Verdict(Reason.MALFORMED_REQUEST, problem)
-        spec = ctx.specs.get(server.name)
-        if spec is None or uri not in spec.templates:
-            if (v := _unknown(ctx, "resource template", uri)) is not None:
-                return v
-        elif (v := _unseen(seen, "resourceTemplates", uri, "resource template")) is not None:
-            return v
-        rule = server.rule_for("resource", uri)
-        if not _permitted(rule, caller):
-            return Verdict(Reason.NOT_ALLOWED, "resource template not allowed for this caller",
-                           rule.rule_id if rule else "", uri)
-        return Verdict(Reason.ALLOWED, "", rule.rule_id, uri)
-    return Verdict(Reason.SCHEMA_VIOLATION, "unknown completion ref type")

@@ -22,15 +22,13 @@ import sys
 import textwrap
 
 from extauthz.demo.tokens import AUDIENCE, ISSUER
+from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER
 
-#: Request header the ext_authz service adds (non-empty) to requests whose responses it learns from
-#: (initialize, server/discover, */list). Its presence selects the route with ext_proc enabled.
-LEARN_HEADER = "x-mcp-extauthz-learn"
-
-#: Request header the ext_authz service adds to calls whose results it only observes (sampled
-#: tools/call, resources/read, prompts/get: sizes and sensitive-data counts). Its presence selects
-#: the route with the second, observability-mode ext_proc filter: Envoy never waits for it.
-OBSERVE_HEADER = "x-mcp-extauthz-observe"
+#: LEARN_HEADER: the ext_authz service adds it (non-empty) to requests whose responses it learns
+#: from (initialize, server/discover, */list). Its presence selects the route with ext_proc enabled.
+#: OBSERVE_HEADER: added to calls whose results it only observes (sampled tools/call,
+#: resources/read, prompts/get: sizes and sensitive-data counts). Its presence selects the route
+#: with the second, observability-mode ext_proc filter: Envoy never waits for it.
 
 #: Request headers that only Envoy or the ext_authz service may set: any copy the client sends is
 #: dropped before route selection and before any filter runs.

@@ -32,18 +32,14 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from extauthz.mcp.kinds import Kind
+
 log = logging.getLogger("extauthz.discovery")
 
-__all__ = ["DiscoveryError", "Snapshot", "discover", "LIST_METHODS", "MAX_PAGES", "MAX_ITEMS"]
+__all__ = ["DiscoveryError", "Snapshot", "discover", "MAX_PAGES", "MAX_ITEMS"]
 
 MAX_PAGES = 100
 MAX_ITEMS = 10000
-LIST_METHODS = {           # spec kind -> the list method that publishes it
-    "tools": "tools/list",
-    "resources": "resources/list",
-    "resourceTemplates": "resources/templates/list",
-    "prompts": "prompts/list",
-}
 ANNOUNCED_BY = {"tools": "tools", "resources": "resources", "resourceTemplates": "resources", "prompts": "prompts"}
 CLIENT_NAME = "extauthz-discover"
 
@@ -214,7 +210,8 @@ async def _collect(client: Any, url: str, transport: str, max_pages: int, max_it
         supported = list(session.discover_result.supported_versions)
     snap = Snapshot(url=url, transport=transport, protocol_version=client.protocol_version, server_info=info,
                     capabilities=caps, instructions=client.instructions, supported_versions=supported)
-    for kind, method in LIST_METHODS.items():
+    for k in Kind:
+        kind, method = k.value, k.list_method
         if caps.get(ANNOUNCED_BY[kind]) is None:
             continue
         items, truncated, error = await _list_all(session, kind, method, max_pages, max_items)

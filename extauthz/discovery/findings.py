@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from extauthz.specs.model import KINDS
+from extauthz.mcp.kinds import KIND_NAMES as KINDS
 
 MAX_TEXTS_PER_ENTRY = 512           # description strings walked per entry (schemas can be huge)
 

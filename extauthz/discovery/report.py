@@ -8,7 +8,7 @@ from typing import Any
 
 from extauthz.discovery.client import Snapshot
 from extauthz.discovery.findings import entry_key
-from extauthz.specs.model import KINDS
+from extauthz.mcp.kinds import KIND_NAMES as KINDS
 
 KIND_LABELS = {"tools": ("tool", "tools"), "resources": ("resource", "resources"),
                "resourceTemplates": ("resource template", "resource templates"), "prompts": ("prompt", "prompts")}

@@ -39,7 +39,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
-from extauthz.specs.model import KINDS
+from extauthz.mcp.kinds import KIND_NAMES as KINDS
 
 log = logging.getLogger("extauthz.discovery")
 

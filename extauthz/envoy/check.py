@@ -43,7 +43,6 @@ class AuthorizationServicer:
                 d = await self.app.confirm_claim(http, d)
             except Exception:  # noqa: BLE001 - the pending decision is a deny: answer it
                 log.exception("claim failed; denying")
-                d.claim = ""
         return encode_check_response(d)
 
 

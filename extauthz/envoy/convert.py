@@ -15,16 +15,11 @@ from google.rpc import status_pb2
 
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import Decision
+from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER, encode_learn_header, end_mark, stream_mark
 from extauthz.mcp.request import HttpRequest
-from extauthz.sessions.ending import end_mark
-from extauthz.specs.learn import OBSERVE_HEADER, encode_learn_header, observe_only, stream_mark
 
 PARTIAL_HEADER = "x-envoy-auth-partial-body"
-LEARN_HEADER = "x-mcp-extauthz-learn"
 REASON_HEADER = "x-mcp-extauthz-reason"
-# Headers we own upstream: always overwritten or removed, so a client can never forge them.
-OWNED_HEADERS = ("x-mcp-server", "x-mcp-method", "x-mcp-name", "x-mcp-caller", "x-mcp-decision-id", LEARN_HEADER,
-                 "x-mcp-extauthz-observe")
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK = status_pb2.Status(code=0)
 _DENIED = status_pb2.Status(code=7)
@@ -89,7 +84,6 @@ def to_http_request(req: external_auth_pb2.CheckRequest) -> HttpRequest:
         body=body,
         partial=headers.get(PARTIAL_HEADER) == "true",
         peer_principal=attrs.source.principal,
-        request_id=headers.get("x-request-id", ""),
         metadata=metadata,
     )
 
@@ -125,13 +119,15 @@ def to_check_response(d: Decision) -> external_auth_pb2.CheckResponse:
             headers.append(_hvo("x-mcp-name", d.name.encode("unicode_escape").decode("ascii")[:1024]))
         else:
             remove.append("x-mcp-name")
-        if d.learn and observe_only(d.learn) and d.view is None and not d.await_result:
-            headers.append(_hvo(OBSERVE_HEADER, encode_learn_header(d.learn)))
+        plan = d.plan
+        if plan.observe_only:
+            headers.append(_hvo(OBSERVE_HEADER, encode_learn_header(plan.entries)))
             remove.append(LEARN_HEADER)
-        elif d.learn or d.learn_stream or d.view is not None:      # a resumed stream: a view, no entries
-            headers.append(_hvo(LEARN_HEADER, stream_mark(d.view) if d.learn_stream else encode_learn_header(d.learn, d.view)))
+        elif plan.learns:           # a resumed stream: a view, no entries
+            headers.append(_hvo(LEARN_HEADER, stream_mark(plan.view) if plan.stream
+                                else encode_learn_header(plan.entries, plan.view)))
             remove.append(OBSERVE_HEADER)
-        elif d.end_session:
+        elif plan.end_session:
             headers.append(_hvo(LEARN_HEADER, end_mark(d.session_id)))
             remove.append(OBSERVE_HEADER)
         else:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -23,8 +24,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from extauthz.envoy.convert import metadata_dict
-from extauthz.sessions.ending import END_MARK, end_exchange
-from extauthz.specs.learn import LEARN_HEADER, OBSERVE_HEADER, Exchange, Learner, StreamExchange
+from extauthz.mcp.headers import SESSION_HEADER
+from extauthz.mcp.learnheader import END_MARK, LEARN_HEADER, OBSERVE_HEADER
+from extauthz.sessions.ending import end_exchange
+from extauthz.specs.learn import Exchange, Learner, StreamExchange
 
 log = logging.getLogger("extauthz.envoy.process")
 
@@ -32,7 +35,6 @@ __all__ = ["ExternalProcessorServicer", "add_to_server", "headers_to_dict"]
 
 SERVER_HEADER = "x-mcp-server"
 CALLER_HEADER = "x-mcp-caller"
-SESSION_HEADER = "mcp-session-id"
 
 # Built once: protobuf messages are immutable once serialized, and these never vary.
 _STRIP_LEARN = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse(

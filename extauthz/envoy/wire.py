@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from extauthz.core.answers import denial_body
-from extauthz.core.decision import Decision
-from extauthz.envoy.convert import LEARN_HEADER, REASON_HEADER
-from extauthz.sessions.ending import end_mark
-from extauthz.specs.learn import OBSERVE_HEADER, encode_learn_header, observe_only, stream_mark
+from extauthz.core.decision import NO_PLAN, Decision
+from extauthz.envoy.convert import REASON_HEADER
+from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER, encode_learn_header, end_mark, stream_mark
 
 _OVERWRITE = 2          # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -125,8 +124,7 @@ def _template(d: Decision) -> tuple[bytes, bytes, bytes] | None:
 
 
 def encode_check_response(d: Decision) -> bytes:
-    if d.wire_allowed and not d.learn and not d.learn_stream and d.view is None and not d.end_session \
-            and len(d.decision_id) == _ID_LEN:
+    if d.wire_allowed and d.plan is NO_PLAN and len(d.decision_id) == _ID_LEN:
         c = d.caller
         key = (d.server, d.method, d.name, c.key if c is not None else None, d.reason, d.monitor)
         t = _templates.get(key, False)
@@ -150,13 +148,15 @@ def _encode(d: Decision, decision_id: str) -> bytes:
             ok += _memo_entry("x-mcp-name", d.name.encode("unicode_escape").decode("ascii")[:1024])
         else:
             remove += _str(5, "x-mcp-name")
-        if d.learn and observe_only(d.learn) and d.view is None and not d.await_result:
-            ok += _header(2, OBSERVE_HEADER, encode_learn_header(d.learn))
+        plan = d.plan
+        if plan.observe_only:
+            ok += _header(2, OBSERVE_HEADER, encode_learn_header(plan.entries))
             remove += _REMOVE_LEARN
-        elif d.learn or d.learn_stream or d.view is not None:      # a resumed stream: a view, no entries
-            ok += _header(2, LEARN_HEADER, stream_mark(d.view) if d.learn_stream else encode_learn_header(d.learn, d.view))
+        elif plan.learns:           # a resumed stream: a view, no entries
+            ok += _header(2, LEARN_HEADER, stream_mark(plan.view) if plan.stream
+                          else encode_learn_header(plan.entries, plan.view))
             remove += _REMOVE_OBSERVE
-        elif d.end_session:
+        elif plan.end_session:
             ok += _header(2, LEARN_HEADER, end_mark(d.session_id))
             remove += _REMOVE_OBSERVE
         else:

@@ -15,15 +15,17 @@ Checks far longer than the scan itself (bench/through_envoy.py: the added p99 at
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from extauthz.core.decision import Decision
 from extauthz.decisionlog import DecisionLog
 from extauthz.detect.responses import scan_response
 from extauthz.inventory.store import Inventory
+from extauthz.mcp.kinds import BY_OBSERVED_METHOD
 from extauthz.risk.engine import RiskEngine
 from extauthz.risk.stages import EXTRACT
-from extauthz.specs.learn import OBSERVE_METHODS, LearnEntry
+from extauthz.specs.learn import LearnEntry
 
 FIRST = 3                  # sampled: the first calls of each capability ...
 EVERY = 200                # ... then 1 in this many ...
@@ -41,8 +43,8 @@ class Observer:
         self._counts: dict[tuple[str, str], int] = {}
         self._budget = [0, 0, 0]            # [second, sampled, risky] observed in that second
 
-    def mark(self, d: Decision, ctx: Any) -> bool:
-        """Add an observe entry to an allowed call's learn entries if it is to be observed."""
+    def sample(self, d: Decision, ctx: Any) -> bool:
+        """Whether an allowed call's result is to be observed (its answer plan then says so)."""
         mode = ctx.policy.audit.observe_responses
         if mode == "off" or d.legacy_sse or len(d.ids) != 1 or not d.name or d.caller is None:
             return False
@@ -63,7 +65,6 @@ class Observer:
             if budget[slot] >= (RISKY_PER_SECOND if risky else PER_SECOND):
                 return False
             budget[slot] += 1
-        d.learn.append([d.ids[0], d.method, d.name])
         return True
 
     def on_result(self, server: str, caller: str, session_id: str, entry: LearnEntry,
@@ -71,7 +72,7 @@ class Observer:
         """An observed call's result (the learner's hook): counted in the inventory; a large or
         sensitive one is extraction evidence on the caller's timeline."""
         findings = scan_response(result, max_bytes=SCAN_BYTES) if result is not None else {}
-        self.inventory.record_response(server, OBSERVE_METHODS[entry.method], entry.name, findings, size)
+        self.inventory.record_response(server, BY_OBSERVED_METHOD[entry.method].value, entry.name, findings, size)
         ctx = self._ctx()
         if not caller or caller == "-" or ctx is None:
             return

@@ -12,6 +12,7 @@ from typing import Any
 
 from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
+from extauthz.mcp.kinds import BY_CAPABILITY_METHOD, spec_kind
 from extauthz.mcp.request import HttpRequest
 from extauthz.specs.store import DriftEvent
 
@@ -32,17 +33,7 @@ MAX_METHODS = 32
 MAX_DRIFT = 256
 MAX_NAME = 256                 # longer names (attacker-chosen) are kept truncated
 
-# Methods that name one capability -> the spec kind ("tools", "prompts", "resources").
-KIND_OF = {"tools/call": "tools", "prompts/get": "prompts", "resources/read": "resources",
-           "resources/subscribe": "resources", "resources/unsubscribe": "resources"}
-_SINGULAR = {"tool": "tools", "prompt": "prompts", "resource": "resources", "resourceTemplate": "resourceTemplates",
-             "template": "resourceTemplates"}
 _PROBE_REASONS = frozenset({Reason.UNKNOWN_CAPABILITY, Reason.MALFORMED_REQUEST})
-
-
-def spec_kind(kind: str) -> str:
-    """'tool' / 'tools' -> 'tools' (the spec store's kinds)."""
-    return _SINGULAR.get(kind, kind)
 
 
 def _clip(text: str) -> str:
@@ -292,9 +283,10 @@ class Inventory:
                 rec.denied += n
             key = rec.key           # the caller table's string: usage records share it
             _touch_recent(s.callers, key, now, MAX_CALLERS_PER_SERVER)
-        kind = KIND_OF.get(method)
-        if kind is None or not d.name or type(d.name) is not str:
+        k = BY_CAPABILITY_METHOD.get(method)
+        if k is None or not d.name or type(d.name) is not str:
             return
+        kind = k.value
         u = self._usage((name, kind, _clip(d.name)), now, probe=d.reason in _PROBE_REASONS)
         u.last = now
         if allowed:

@@ -14,9 +14,9 @@ from typing import Any, Iterable
 from extauthz.detect.assess import Assessor, response_categories
 from extauthz.inventory.store import MAX_CALLERS_PER_CAPABILITY, Inventory, Usage
 from extauthz.policy.errors import PolicyError
+from extauthz.mcp.kinds import KIND_NAMES, Kind
 from extauthz.policy.load import canonical_json, load_policy_document, parse_policy_bytes, resolve_policy_path
 from extauthz.policy.model import Policy
-from extauthz.policy.rules import RULE_KIND
 from extauthz.specs.store import SpecStore
 
 MAX_VIEW_CALLERS = 500
@@ -195,7 +195,7 @@ def build_view(inv: Inventory, specs: SpecStore, policy: Policy | None, policy_p
     for name in names:
         entry = _server_view(name, inv, specs, assessor, policy, by_server.get(name, {}), probes.get(name, {}))
         servers.append(entry)
-        for kind in ("tools", "resources", "resourceTemplates", "prompts"):
+        for kind in KIND_NAMES:
             for cap in entry.get(kind, ()):
                 key = cap.get("name") if kind in ("tools", "prompts") else cap.get("uri") or cap.get("uriTemplate")
                 if not cap["covered"]:
@@ -216,9 +216,9 @@ def build_view(inv: Inventory, specs: SpecStore, policy: Policy | None, policy_p
             "servers": sum(1 for s in servers if not s["shadow"]),
             "shadowServers": sum(1 for s in servers if s["shadow"]),
             "capabilities": sum(len(s.get(k, ())) for s in servers
-                                for k in ("tools", "resources", "resourceTemplates", "prompts")),
+                                for k in KIND_NAMES),
             "uncovered": len(uncovered), "quarantined": len(quarantined), "hiddenInstructions": len(warnings),
-            "sensitive": sum(1 for s in servers for k in ("tools", "resources", "resourceTemplates", "prompts")
+            "sensitive": sum(1 for s in servers for k in KIND_NAMES
                              for c in s.get(k, ()) if c["sensitivity"]),
             "drift": len(drift), "callers": len(inv.callers), "evicted": inv.evicted, "recordErrors": inv.errors,
         },
@@ -261,7 +261,7 @@ def _server_view(name: str, inv: Inventory, specs: SpecStore, assessor: Assessor
         return out
 
     def rule(kind: str, key: str) -> Any:
-        return sp.rule_for(RULE_KIND[kind], key) if sp is not None else None
+        return sp.rule_for(Kind(kind).rule_kind, key) if sp is not None else None
 
     def common(kind: str, key: str, entry: Any) -> dict[str, Any]:
         r = rule(kind, key)

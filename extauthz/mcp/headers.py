@@ -14,11 +14,15 @@ import re
 from typing import Any
 
 from extauthz.mcp.jsonrpc import Message
+from extauthz.mcp.kinds import Kind
 from extauthz.mcp.methods import MODERN_VERSIONS
+
+SESSION_HEADER = "mcp-session-id"
 
 _SENTINEL = re.compile(r"^=\?base64\?(.*)\?=$", re.DOTALL)
 _CANONICAL_DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
-NAME_BEARING = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+# Methods whose Mcp-Name header carries the capability they name -> the params member naming it.
+NAME_BEARING = {k.call_method: k.key_field for k in (Kind.TOOLS, Kind.PROMPTS, Kind.RESOURCES)}
 PROTOCOL_META = "io.modelcontextprotocol/protocolVersion"
 PARAM_PREFIX = "mcp-param-"
 

@@ -20,6 +20,7 @@ from extauthz.core.reasons import Reason
 # A JSON string token, optionally followed by the colon that makes it an object key. Matching
 # strings whole (escapes included) means a colon inside a string can never be miscounted.
 _STRING_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"(\s*:|)', re.DOTALL)
+PARSE_ERROR = -32700        # JSON-RPC: the body is not JSON (every other refusal's code follows its reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +52,13 @@ class ParsedBody:
     error: Reason | None = None
     detail: str = ""
     ids: list[Any] | None = None    # ids that could still be read unambiguously on an error
+    code: int | None = None         # PARSE_ERROR, or None: the error reason's own code
 
 
 class BodyError(Exception):
-    def __init__(self, reason: Reason, detail: str, value: Any = None) -> None:
+    def __init__(self, reason: Reason, detail: str, value: Any = None, code: int | None = None) -> None:
         super().__init__(detail)
-        self.reason, self.detail, self.value = reason, detail, value
+        self.reason, self.detail, self.value, self.code = reason, detail, value, code
 
 
 def _walk(value: Any, limits: Limits) -> int:
@@ -135,7 +137,7 @@ def loads_strict(body: bytes, limits: Limits) -> Any:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise BodyError(Reason.MALFORMED_REQUEST, f"invalid JSON: {e}") from None
+        raise BodyError(Reason.MALFORMED_REQUEST, f"invalid JSON: {e}", code=PARSE_ERROR) from None
     if type(value) not in (dict, list):
         _walk(value, limits)        # a lone string still has the string limit
         return value
@@ -206,7 +208,7 @@ def parse_body(body: bytes, limits: Limits) -> ParsedBody:
         if type(v) is list:
             return ParsedBody([], True, e.reason, e.detail, [_readable_id(x) for x in v][:limits.max_array_items])
         rid = _readable_id(v)
-        return ParsedBody([], False, e.reason, e.detail, [rid] if rid is not None else None)
+        return ParsedBody([], False, e.reason, e.detail, [rid] if rid is not None else None, e.code)
     if type(value) is list:
         if not value:
             return ParsedBody([], True, Reason.MALFORMED_REQUEST, "empty batch")

@@ -4,30 +4,19 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-# Methods that name a capability: method -> (spec kind, params key holding the name)
-CAPABILITY_METHODS = MappingProxyType({
-    "tools/call": ("tools", "name"),
-    "prompts/get": ("prompts", "name"),
-    "resources/read": ("resources", "uri"),
-    "resources/subscribe": ("resources", "uri"),
-    "resources/unsubscribe": ("resources", "uri"),
-})
+from extauthz.mcp.kinds import BY_LIST_METHOD
+
+# Methods that name a capability: extauthz.mcp.kinds.BY_CAPABILITY_METHOD (their kind's key_field
+# is the params member holding the name).
 
 # Requests that touch no single capability: lifecycle, listing, housekeeping.
 FREE_METHODS = frozenset({
-    "initialize", "ping", "server/discover", "logging/setLevel",
-    "tools/list", "resources/list", "resources/templates/list", "prompts/list",
+    "initialize", "ping", "server/discover", "logging/setLevel", *BY_LIST_METHOD,
     "tasks/get", "tasks/result", "tasks/list", "tasks/cancel",
 })
 
-# Responses we learn the spec from, over ext_proc: method -> result key holding the items.
-LIST_METHODS = MappingProxyType({
-    "tools/list": "tools",
-    "resources/list": "resources",
-    "resources/templates/list": "resourceTemplates",
-    "prompts/list": "prompts",
-})
-LEARN_METHODS = frozenset({"initialize", "server/discover", *LIST_METHODS})
+# Responses we learn the spec from, over ext_proc (the lists: BY_LIST_METHOD).
+LEARN_METHODS = frozenset({"initialize", "server/discover", *BY_LIST_METHOD})
 
 NOTIFICATIONS = frozenset({
     "notifications/initialized", "notifications/cancelled", "notifications/progress",
@@ -48,4 +37,3 @@ ALLOWED_PARAMS = MappingProxyType({
 # Protocol versions that allow JSON-RPC batches (added 2025-03-26, removed 2025-06-18).
 BATCH_VERSIONS = frozenset({"2025-03-26"})
 MODERN_VERSIONS = frozenset({"2026-07-28"})
-KNOWN_VERSIONS = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"})

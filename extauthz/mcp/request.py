@@ -22,5 +22,4 @@ class HttpRequest:
     partial: bool = False
     jwt_payload: dict[str, Any] | None = None      # jwt_authn dynamic metadata, when present
     peer_principal: str = ""                        # mTLS source principal (SPIFFE id)
-    request_id: str = ""                            # x-request-id, when Envoy set one
     metadata: dict[str, Any] = field(default_factory=dict)

@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from extauthz.identity.caller import Caller
-from extauthz.policy.rules import RULE_KIND
-from extauthz.specs.model import KEY_FIELD
+from extauthz.mcp.kinds import Kind
 
+
+
+_KIND = {k.value: k for k in Kind}
 
 
 def visible_to(server: Any, caller: Caller | None,
@@ -20,14 +22,14 @@ def visible_to(server: Any, caller: Caller | None,
     response being filtered may itself be what quarantined a capability (first contact with a
     poisoned tool, or a rug pull learned from this very list)."""
     def keep(kind: str, item: Any) -> bool:
-        rule_kind = RULE_KIND.get(kind)
-        if rule_kind is None or not isinstance(item, dict):
+        k = _KIND.get(kind)
+        if k is None or not isinstance(item, dict):
             return False
-        key = item.get(KEY_FIELD[kind])
+        key = item.get(k.key_field)
         if not isinstance(key, str):
             return False
         if quarantine is not None and (kind, key) in quarantine():
             return False
-        rule = server.rule_for(rule_kind, key)
+        rule = server.rule_for(k.rule_kind, key)
         return rule is not None and rule.allow.permits(caller)
     return keep

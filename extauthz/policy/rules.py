@@ -11,11 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from extauthz.identity.caller import Caller
+from extauthz.mcp.kinds import RuleKind
 
-RuleKind = Literal["tool", "resource", "prompt"]
-# Which rules cover each kind a server publishes (templates are matched by resource rules).
-RULE_KIND: dict[str, RuleKind] = {"tools": "tool", "resources": "resource", "resourceTemplates": "resource",
-                                  "prompts": "prompt"}
 ConstraintOp = Literal["inClaim", "equalsClaim"]
 
 _INDEX = re.compile(r"0|[1-9][0-9]*")
@@ -143,9 +140,3 @@ class Rule:
     rule_id: str = ""
     sensitive: bool = False        # use of it is data extraction (risk: extract stage)
 
-    def failed_constraint(self, arguments: object, caller: Caller | None) -> Constraint | None:
-        """The first constraint that fails, or None when all hold."""
-        for constraint in self.constraints:
-            if not constraint.check(arguments, caller):
-                return constraint
-        return None

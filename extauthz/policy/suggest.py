@@ -21,12 +21,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from extauthz.mcp.kinds import Kind
 from extauthz.policy.globs import is_glob
 from extauthz.policy.semantics import text_problem
 
 _KIND_KEY = {"tools": ("tools", "name"), "prompts": ("prompts", "name"),
              "resources": ("resources", "uri"), "resourceTemplates": ("resources", "uri")}
-_NAME_FIELD = {"tools": "name", "prompts": "name", "resources": "uri", "resourceTemplates": "uriTemplate"}
 
 
 def yq(s: str) -> str:
@@ -142,9 +142,10 @@ def _server_block(s: dict[str, Any]) -> list[str]:
     seen: dict[str, set[str]] = {"tools": set(), "resources": set(), "prompts": set()}
     unused: dict[str, list[str]] = {"tools": [], "resources": [], "prompts": []}
     candidates: list[tuple[str, str, dict[str, Any]]] = []
-    for kind in ("tools", "resources", "resourceTemplates", "prompts"):
+    for k in Kind:
+        kind = k.value
         for cap in s.get(kind) or []:
-            candidates.append((kind, cap[_NAME_FIELD[kind]], cap))
+            candidates.append((kind, cap[k.key_field], cap))
     for u in s.get("unlisted") or []:
         if (u.get("usage") or {}).get("allowed"):
             candidates.append((u["kind"], u["name"], {**u, "unlisted": True}))

@@ -10,8 +10,7 @@ from typing import Any
 
 from extauthz.core.decision import Decision
 from extauthz.detect.capability import classify_capability
-from extauthz.policy.rules import RULE_KIND
-from extauthz.specs.learn import OBSERVE_METHODS
+from extauthz.mcp.kinds import BY_OBSERVED_METHOD, Kind
 from extauthz.specs.store import SpecStore
 
 MAX_CACHED = 50_000
@@ -39,7 +38,7 @@ class SensitiveUse:
         return hit
 
     def _classify(self, ctx: Any, d: Decision) -> bool:
-        kind = OBSERVE_METHODS.get(d.method, "resources")
+        kind = BY_OBSERVED_METHOD.get(d.method, Kind.RESOURCES).value
         sp = ctx.policy.server_by_name(d.server)
         spec = self.specs.get(d.server)
         entry: Any = None
@@ -51,7 +50,7 @@ class SensitiveUse:
         elif spec is not None:
             entry = spec.table(kind).get(d.name)
         if sp is not None:
-            rule = sp.rule_for(RULE_KIND[kind], d.name)
+            rule = sp.rule_for(Kind(kind).rule_kind, d.name)
             if rule is None and kind == "resourceTemplates":
                 rule = sp.rule_for("resource", entry.uri_template)
             if rule is not None and rule.sensitive:

@@ -24,6 +24,7 @@ up to a chain and a block: extauthz.risk.chain.
 from __future__ import annotations
 
 from extauthz.core.reasons import Reason
+from extauthz.mcp.kinds import BY_LIST_METHOD
 
 RECON, PROBE, EXTRACT = "recon", "probe", "extract"
 ORDER = (RECON, PROBE, EXTRACT)
@@ -31,7 +32,7 @@ CHAIN_POINTS = 40.0
 VOLUME_POINTS = 20.0
 LIST_BURST_POINTS = 6.0
 
-LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
+LIST_METHODS = frozenset(BY_LIST_METHOD)
 USE_METHODS = frozenset({"tools/call", "resources/read", "prompts/get", "resources/subscribe"})
 # denials an agent makes by mistake and fixes from the error message (DESIGN.md: their message
 # says what is wrong with the arguments)

@@ -16,21 +16,16 @@ import binascii
 import logging
 import re
 
+from extauthz.mcp.learnheader import END_MARK, end_mark
 from extauthz.specs.learn import MAX_SESSION_ID_CHARS, Exchange, Learner
 
 log = logging.getLogger("extauthz.sessions.ending")
 
-__all__ = ["END_MARK", "end_mark", "decode_end_mark", "end_exchange", "SessionEndExchange", "outcome_of"]
+__all__ = ["decode_end_mark", "end_exchange", "SessionEndExchange", "outcome_of"]
 
-END_MARK = "session-end"
 _PREFIX = END_MARK + ":"
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _SESSION_ID = re.compile(r"[\x21-\x7e]+")      # MCP: visible ASCII only
-
-
-def end_mark(session_id: str) -> str:
-    """The learn-header value for an owner's DELETE of `session_id`."""
-    return _PREFIX + base64.urlsafe_b64encode(session_id.encode("ascii")).rstrip(b"=").decode("ascii")
 
 
 def decode_end_mark(value: str | bytes | None) -> str | None:

@@ -2,7 +2,7 @@
 returned to, even though `resources/list` never named them (the spec says links need not be listed).
 
 How a link gets here, reliably: the results of tools that may return links are read on the
-*learn* route (`Decision.await_result`), where Envoy holds each response chunk until ext_proc has
+*learn* route (`AnswerPlan.await_result`), where Envoy holds each response chunk until ext_proc has
 answered it, so the grant exists before the client has the result and can ask for the link. Which
 tools: every tool until `PROVE` of its results came back without a link, and for good any tool
 once seen returning one (including by the sampled observation of a tool judged link-free before).

@@ -1,11 +1,9 @@
 """Learn each MCP server's published spec from its responses, as ext_proc streams them past.
 
-ext_authz marks a request learnable by adding `x-mcp-extauthz-learn`: base64url (unpadded) of the
-JSON array `[[id, method, first], ...]`, one entry per learnable JSON-RPC request in the body (a
-string id longer than `ID_INLINE_CHARS`, or not printable ASCII, goes as `{"h": digest}`, so the
-header's size does not depend on the ids), and, when lists are filtered, a trailing `{"v": ref}`
-(`extauthz.specs.listfilter`: a fingerprint of the caller's view, which ext_proc resolves again
-from the identity Envoy forwards). A view with no entries marks a GET resuming a stream
+ext_authz marks a request learnable by adding `x-mcp-extauthz-learn` (its encoding:
+extauthz.mcp.learnheader), one entry per learnable JSON-RPC request in the body, and, when lists
+are filtered, a trailing `{"v": ref}` (`extauthz.specs.listfilter`: a fingerprint of the caller's
+view, which ext_proc resolves again from the identity Envoy forwards). A view with no entries marks a GET resuming a stream
 (`Last-Event-ID`), whose replayed lists are filtered by their shape. ext_proc
 hands us that header, then the response headers and the response body in chunks. An `Exchange`
 pairs each JSON-RPC response in the body with its request by id and feeds the store:
@@ -27,55 +25,37 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import logging
 import re
 import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import orjson
 
+from extauthz.mcp.headers import SESSION_HEADER
+from extauthz.mcp.kinds import BY_LIST_METHOD, BY_OBSERVED_METHOD, Kind
+from extauthz.mcp.learnheader import (LEARN_HEADER, MAX_ENTRIES, MAX_HEADER_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS,
+                                      STREAM_MARK, id_digest, inline_id)
+from extauthz.mcp.methods import LEARN_METHODS
 from extauthz.mcp.rewrite import BodyRewriter
 from extauthz.mcp.sse import SseParser
 from extauthz.shared.changes import StreamExpected, StreamInjected
 from extauthz.specs.listfilter import (FINGERPRINT_CHARS, View, ViewRef, blank, filtered, fingerprint,
                                        list_kind_of, unreadable_body)
-from extauthz.specs.model import KEY_FIELD
 from extauthz.specs.store import SpecStore
 
 log = logging.getLogger("extauthz.specs.learn")
 
-__all__ = ["Learner", "Exchange", "LearnEntry", "decode_learn_header", "encode_learn_header",
-           "LEARN_HEADER", "OBSERVE_HEADER", "LIST_KINDS", "LEARNABLE_METHODS", "observe_only"]
+__all__ = ["Learner", "Exchange", "LearnEntry", "decode_learn_header", "decode_learn"]
 
-LEARN_HEADER = "x-mcp-extauthz-learn"
-# The same encoding, for requests that are only observed (sampled tools/call, resources/read,
-# prompts/get results): their route sends the response to ext_proc in observability mode, so Envoy
-# never waits for the service on them.
-OBSERVE_HEADER = "x-mcp-extauthz-observe"
 MAX_BODY_BYTES = 8 * 1024 * 1024        # JSON bodies buffered at most this much, then abandoned
 MAX_EVENT_BYTES = 8 * 1024 * 1024       # one SSE event at most this much, then dropped
-MAX_HEADER_CHARS = 64 * 1024            # encoded learn header: MAX_ENTRIES of the largest entry fit
-MAX_ENTRIES = 256                       # learnable requests in one batch (the Check denies more)
-MAX_ID_CHARS = 512                      # an inline string id (longer ones travel as a digest)
-ID_INLINE_CHARS = 40                    # a UUID fits; longer string ids travel as a digest
 MAX_SESSION_ID_CHARS = 1024
 MAX_STREAM_SESSIONS = 10000             # 2024-11-05 sessions with learnable requests in flight
 MAX_INJECT_BYTES = 1024 * 1024          # queued denial events per 2024-11-05 session
-STREAM_MARK = "sse-stream"              # learn-header value for a 2024-11-05 GET event stream
 
-LIST_KINDS = {
-    "tools/list": "tools",
-    "resources/list": "resources",
-    "resources/templates/list": "resourceTemplates",
-    "prompts/list": "prompts",
-}
-LEARNABLE_METHODS = frozenset(LIST_KINDS) | {"initialize", "server/discover"}
-# Calls whose results are observed (sampled): response size and sensitive-data counts, never values.
-OBSERVE_METHODS = {"tools/call": "tools", "resources/read": "resources", "prompts/get": "prompts"}
-MAX_NAME_CHARS = 1024
 SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -99,56 +79,16 @@ def _id_key(value: Any) -> tuple[str, str | int] | None:
     if isinstance(value, int):
         return ("i", value)
     if isinstance(value, str):
-        return ("s", value) if _inline_id(value) else ("h", _id_digest(value))
+        return ("s", value) if inline_id(value) else ("h", id_digest(value))
     if isinstance(value, tuple) and len(value) == 2 and value[0] == "h" and isinstance(value[1], str):
         return value
     return None
-
-
-def _inline_id(value: str) -> bool:
-    return len(value) <= ID_INLINE_CHARS and value.isascii() and value.isprintable()
-
-
-def _id_digest(value: str) -> str:
-    raw = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _wire_id(value: Any) -> Any:
-    return {"h": _id_digest(value)} if isinstance(value, str) and not _inline_id(value) else value
-
-
-def _ref_json(ref: ViewRef) -> Any:
-    return ref.to_json() if isinstance(ref, View) else ref
 
 
 def _ref_from_json(v: Any) -> ViewRef | None:
     if isinstance(v, str):
         return v if len(v) == FINGERPRINT_CHARS and _B64URL.fullmatch(v) else None
     return View.from_json(v)
-
-
-def encode_learn_header(entries: Iterable[tuple[str | int, str, bool | str]], view: ViewRef | None = None) -> str:
-    """The header value ext_authz sends: `[[id, method, first], ...]` for learnable requests,
-    `[id, method, name]` for observed calls, and a trailing `{"v": ref}` when the response's lists
-    are to be filtered for that caller (ref: the view's fingerprint, or an mTLS caller's view)."""
-    doc: list[Any] = [[_wire_id(i), m, f if isinstance(f, str) else bool(f)] for i, m, f in entries]
-    if view is not None:
-        doc.append({"v": _ref_json(view)})
-    return base64.urlsafe_b64encode(orjson.dumps(doc)).rstrip(b"=").decode("ascii")
-
-
-def observe_only(entries: list[list[Any]]) -> bool:
-    """True when every entry only observes a call's result (nothing to learn, nothing to rewrite)."""
-    return bool(entries) and all(e[1] in OBSERVE_METHODS for e in entries)
-
-
-def stream_mark(view: ViewRef | None) -> str:
-    """The learn-header value for a 2024-11-05 GET event stream (with whose view to filter it)."""
-    if view is None:
-        return STREAM_MARK
-    raw = orjson.dumps(_ref_json(view))
-    return f"{STREAM_MARK}:{base64.urlsafe_b64encode(raw).rstrip(b'=').decode('ascii')}"
 
 
 def _stream_view(value: str) -> ViewRef | None:
@@ -206,10 +146,10 @@ def decode_learn(value: str | bytes | None) -> tuple[list[LearnEntry], ViewRef |
             rid = ("h", h)
         if _id_key(rid) is None or (isinstance(rid, str) and len(rid) > MAX_ID_CHARS):
             return None
-        if method in OBSERVE_METHODS and isinstance(first, str) and len(first) <= MAX_NAME_CHARS:
+        if method in BY_OBSERVED_METHOD and isinstance(first, str) and len(first) <= MAX_NAME_CHARS:
             out.append(LearnEntry(rid, method, False, first))
             continue
-        if method not in LEARNABLE_METHODS or not isinstance(first, bool):
+        if method not in LEARN_METHODS or not isinstance(first, bool):
             return None
         out.append(LearnEntry(rid, method, first))
     return out, view
@@ -271,7 +211,7 @@ class Learner:
                 self.stream_pending.popitem(last=False)
         for rid, method, first in entries:
             k = _id_key(rid)
-            if k is not None and method in LEARNABLE_METHODS and len(pending) < MAX_ENTRIES:
+            if k is not None and method in LEARN_METHODS and len(pending) < MAX_ENTRIES:
                 pending[k] = LearnEntry(rid, method, bool(first))
 
     def apply(self, change: StreamExpected | StreamInjected) -> None:
@@ -404,11 +344,11 @@ class Exchange:
         for k in dup:
             del self.pending[k]
         for k, e in self.pending.items():
-            if e.method in LIST_KINDS:
-                self._list_ids[k] = LIST_KINDS[e.method]
+            if e.method in BY_LIST_METHOD:
+                self._list_ids[k] = BY_LIST_METHOD[e.method].value
         # Answers to these are not lists, whatever they look like; any other list-shaped result
         # (an id we did not send, a duplicate answer) is filtered by its shape.
-        self._other_ids = frozenset(k for k, e in self.pending.items() if e.method not in LIST_KINDS)
+        self._other_ids = frozenset(k for k, e in self.pending.items() if e.method not in BY_LIST_METHOD)
         self._failures_logged: set[str] = set()
         self._payload_size = 0
         self.learned: list[tuple[str, int]] = []
@@ -504,7 +444,7 @@ class Exchange:
         if self.status is None or not 200 <= self.status < 300:
             self._abandon(f"status {status}")
             return
-        sid = h.get("mcp-session-id")
+        sid = h.get(SESSION_HEADER)
         if (isinstance(sid, str) and any(e.method == "initialize" for e in self.pending.values())
                 and len(sid) <= MAX_SESSION_ID_CHARS and _SESSION_ID.fullmatch(sid)):
             self.issued_session_id = sid
@@ -646,7 +586,7 @@ class Exchange:
     def _observed_unread(self, size: int) -> None:
         """Observed calls whose response was too large to read: still report their size."""
         for e in list(self.pending.values()):
-            if e.method in OBSERVE_METHODS:
+            if e.method in BY_OBSERVED_METHOD:
                 self._report(e, None, size)
 
     def _report(self, entry: LearnEntry, result: dict[str, Any] | None, size: int) -> None:
@@ -682,9 +622,9 @@ class Exchange:
             log.debug("%s answered %s (id %r) with an error or no result", self.server, entry.method, entry.id)
             return
         try:
-            if entry.method in OBSERVE_METHODS:
+            if entry.method in BY_OBSERVED_METHOD:
                 self._report(entry, result, self._payload_size)
-            elif entry.method in LIST_KINDS:
+            elif entry.method in BY_LIST_METHOD:
                 self._learn_list(entry, result)
             elif entry.method == "initialize":
                 self._learn_initialize(result)
@@ -694,7 +634,7 @@ class Exchange:
             log.exception("failed to learn %s from %s", entry.method, self.server)
 
     def _learn_list(self, entry: LearnEntry, result: dict[str, Any]) -> None:
-        kind = LIST_KINDS[entry.method]
+        kind = BY_LIST_METHOD[entry.method].value
         items = result.get(kind)
         if not isinstance(items, list):
             log.info("%s: %s result has no %r list; ignored", self.server, entry.method, kind)
@@ -709,7 +649,7 @@ class Exchange:
                                       partition=self.partition, on_drift=self.learner.drift_mode(),
                                       viewer=self.caller or self.partition)
         if self.learner.on_listed is not None:
-            field = KEY_FIELD[kind]
+            field = Kind(kind).key_field
             keys = [k for it in good if isinstance(k := it.get(field), str)]
             try:
                 self.learner.on_listed(self.server, self.session_id, self.caller, kind, keys, first=entry.first, last=last)
@@ -774,8 +714,8 @@ class StreamExchange(Exchange):
     def _entry_for(self, key: tuple[str, str | int]) -> LearnEntry | None:
         pending = self.learner.stream_pending.get((self.server, self.session_id))
         entry = pending.pop(key, None) if pending else None
-        if entry is not None and entry.method in LIST_KINDS and self.rewriter is not None:
-            self._list_ids[key] = LIST_KINDS[entry.method]     # the rewriter sees this event next
+        if entry is not None and entry.method in BY_LIST_METHOD and self.rewriter is not None:
+            self._list_ids[key] = BY_LIST_METHOD[entry.method].value     # the rewriter sees this event next
         return entry
 
     def take_injection(self) -> bytes:

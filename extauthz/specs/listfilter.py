@@ -25,12 +25,14 @@ from typing import Any, Callable
 
 import orjson
 
+from extauthz.mcp.kinds import KIND_NAMES
+
 __all__ = ["View", "ANONYMOUS", "ViewRef", "fingerprint", "view_ref", "list_kind_of", "filtered", "blank",
            "unreadable_body", "FAILURES", "LIST_FIELDS"]
 
 # The list field of each list result (`tools/list` -> `tools`, ...): also how a list result is
 # recognised by its shape when the request it answers is unknown.
-LIST_FIELDS = ("tools", "resources", "resourceTemplates", "prompts")
+LIST_FIELDS = KIND_NAMES
 
 FAILURES = frozenset({
     "marker_malformed",     # the learn header could not be read

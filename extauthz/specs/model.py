@@ -11,9 +11,6 @@ import orjson
 
 from extauthz.specs.templates import UriMatcher, compile_template
 
-KINDS = ("tools", "resources", "resourceTemplates", "prompts")
-# The member of a published item that names it (what rules, quarantine and visibility key on).
-KEY_FIELD = {"tools": "name", "resources": "uri", "resourceTemplates": "uriTemplate", "prompts": "name"}
 
 
 def canonical_hash(value: Any) -> str:

@@ -9,8 +9,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from extauthz.mcp.kinds import KIND_NAMES
 from extauthz.shared.changes import Approved, InfoNoted, Quarantined, Sink, SpecLearned, emit
-from extauthz.specs.model import KINDS, PARSERS, ServerSpec
+from extauthz.specs.model import PARSERS, ServerSpec
 
 log = logging.getLogger("extauthz.specs")
 
@@ -99,7 +100,7 @@ class SpecStore:
         """Install an operator-supplied snapshot. Pinned specs are authoritative: learning never
         replaces them (a server that changes is then drift against the pin)."""
         spec = self._spec(server)
-        for kind in KINDS:
+        for kind in KIND_NAMES:
             if kind in snapshot:
                 self._replace(spec, kind, snapshot[kind] or [], on_drift="accept", initial=True, source="pinned")
         spec.pinned = True

@@ -28,9 +28,9 @@ from typing import Any
 import orjson
 
 from extauthz.app import App
+from extauthz.mcp.kinds import KIND_NAMES as KINDS
 from extauthz.shared.changes import (Approved, Change, InfoNoted, InventoryDelta, Listed, Quarantined, RateCounts,
                                      RiskScore, SessionBound, SessionEnded, SpecLearned)
-from extauthz.specs.model import KINDS
 from extauthz.workers.bus import apply_change
 from extauthz.workers.claims import ClaimAuthority
 from extauthz.workers.query import WorkerActors

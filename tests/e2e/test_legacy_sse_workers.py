@@ -20,7 +20,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from google.protobuf import struct_pb2
 
-from extauthz.specs.learn import LEARN_HEADER
+from extauthz.mcp.learnheader import LEARN_HEADER
 
 from ..unit.core.conftest import ADMIN, SUPPORT, TOOLS
 from ..unit.envoy.test_check_transport import check_request

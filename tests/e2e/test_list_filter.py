@@ -23,7 +23,7 @@ import yaml
 from extauthz.demo import envoy_istio
 from extauthz.demo.stack import Stack
 from extauthz.demo.tokens import TokenIssuer
-from extauthz.specs.learn import MAX_ENTRIES
+from extauthz.mcp.learnheader import MAX_ENTRIES
 
 pytestmark = [pytest.mark.e2e]
 

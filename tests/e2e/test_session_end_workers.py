@@ -13,7 +13,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 
 from extauthz.sessions.ending import decode_end_mark
-from extauthz.specs.learn import LEARN_HEADER
+from extauthz.mcp.learnheader import LEARN_HEADER
 
 from ..unit.core.conftest import SUPPORT
 from ..unit.envoy.test_check_transport import check_request

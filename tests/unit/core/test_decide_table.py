@@ -224,7 +224,7 @@ def test_session_hijack(app):
     # The owner's DELETE passes, marked for ext_proc: the binding ends only on the server's
     # confirmation (a refused DELETE leaves a live session, still the owner's).
     d = app.check(http(method="DELETE", headers={"mcp-session-id": "s-1"}))
-    assert d.allowed and d.end_session
+    assert d.allowed and d.plan.end_session
     assert app.check(http(rpc("tools/list"), claims=bob, headers={"mcp-session-id": "s-1"})).reason is R.SESSION_HIJACK
     assert not app.check(http(method="DELETE", claims=bob, headers={"mcp-session-id": "s-1"})).allowed
     app.learner.on_session_end("crm", "s-1", "refused")
@@ -258,13 +258,13 @@ def test_batch_with_one_denied_element_is_denied_whole(app):
     assert [e["id"] for e in errors] == [1, "two"]
     assert errors[1]["error"]["data"]["reason"] == "not_allowed"
     assert errors[0]["error"]["data"]["reason"] == "not_allowed"
-    assert d.learn == []
+    assert d.plan.entries == ()
 
 
 def test_allowed_batch_carries_learn_entries(app):
     d = app.check(http([rpc("tools/list", mid=1), rpc("prompts/list", {"cursor": "p2"}, mid=2)]))
     assert d.allowed
-    assert d.learn == [[1, "tools/list", True], [2, "prompts/list", False]]
+    assert [list(e) for e in d.plan.entries] == [[1, "tools/list", True], [2, "prompts/list", False]]
 
 
 def test_denial_body_is_jsonrpc_error_with_same_id(app):
@@ -274,6 +274,18 @@ def test_denial_body_is_jsonrpc_error_with_same_id(app):
     assert err["id"] == "abc" and err["jsonrpc"] == "2.0"
     assert err["error"]["data"] == {"reason": "not_allowed", "decisionId": d.decision_id,
                                     "detail": "tool 'export_customers' is not allowed for this caller"}
+
+
+@pytest.mark.parametrize("raw,code", [
+    (b'{"jsonrpc":"2.0","id":1,', -32700),                               # not JSON: parse error
+    (b'{"jsonrpc":"1.0","id":1,"method":"tools/list"}', -32600),         # JSON, not JSON-RPC
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"lookup_customer",'
+     b'"arguments":{"customer_id":"c-100","invalid JSON":1}}}', -32602),  # invalid params
+])
+def test_jsonrpc_error_code_follows_the_refusal(app, raw, code):
+    from extauthz.core.answers import denial_body
+    d = app.check(http(raw=raw))
+    assert not d.allowed and orjson.loads(denial_body(d))["error"]["code"] == code
 
 
 def test_unreadable_body_answers_null_id(app):
@@ -338,3 +350,24 @@ def test_other_denials_keep_a_terse_message(app, body):
     d = app.check(http(body))
     err = orjson.loads(denial_body(d))["error"]
     assert not d.allowed and ":" not in err["message"] and d.detail and d.detail not in err["message"]
+
+
+@pytest.mark.parametrize("case_id,kwargs,reason,status", CASES, ids=[c[0] for c in CASES])
+def test_every_decision_is_whole(app, case_id, kwargs, reason, status):
+    # Decisions are built by tuple.__new__ with the fields in order: each field must be where its name says
+    from extauthz.core.decision import AnswerPlan, Decision
+    d = app.check(http(**kwargs))
+    assert len(d) == len(Decision._fields) and d.reason is reason and type(d.plan) is AnswerPlan
+    assert isinstance(d.http_method, str) and d.form in ("single", "batch", "bare") and isinstance(d.latency, float)
+
+
+def test_an_answer_that_cannot_be_planned_is_denied(app, monkeypatch):
+    # e.g. the caller's view cannot be computed: a list answered unfiltered would be a fail-open
+    import extauthz.app as app_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(app_module, "answer_plan", broken)
+    d = app.check(http(rpc("tools/list")))
+    assert d.reason is R.MALFORMED_REQUEST and d.status == 400 and not d.plan.entries
+    assert d.caller is not None and d.detail == "internal error: RuntimeError"

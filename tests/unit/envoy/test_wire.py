@@ -63,7 +63,7 @@ def test_repeated_answers_from_the_template_match_too(apps, kwargs):
         assert ours == to_check_response(d)
         ids.add(ours.dynamic_metadata.fields["mcp_extauthz"].struct_value.fields["decision_id"].string_value)
     assert len(ids) == 3
-    if d.wire_allowed and not d.learn and not d.learn_stream and not d.end_session:     # this shape used a template
+    if d.wire_allowed and not d.plan.entries and not d.plan.stream and not d.plan.end_session:     # this shape used a template
         c = d.caller
         assert wire._templates[(d.server, d.method, d.name, c.key if c else None, d.reason, d.monitor)]
 
@@ -78,5 +78,5 @@ def test_encoder_matches_for_the_learn_header_shapes(req):
     learn(app)
     for _ in range(2):                                  # the second answer must not come from a template
         d = app.check(req)
-        assert d.allowed and d.view is not None
+        assert d.allowed and d.plan.view is not None
         assert external_auth_pb2.CheckResponse.FromString(encode_check_response(d)) == to_check_response(d)

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from extauthz.specs.learn import (Exchange, Learner, LearnEntry, decode_learn_header,
-                                  encode_learn_header)
+from extauthz.mcp.learnheader import encode_learn_header
+from extauthz.specs.learn import Exchange, Learner, LearnEntry, decode_learn_header
 from extauthz.specs.store import SpecStore
 
 DATA = json.loads((Path(__file__).parent / "data" / "crm_sdk_responses.json").read_text())

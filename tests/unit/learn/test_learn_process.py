@@ -14,7 +14,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from extauthz.envoy.process import ExternalProcessorServicer, add_to_server
-from extauthz.specs.learn import LEARN_HEADER, OBSERVE_HEADER, Learner, encode_learn_header
+from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER, encode_learn_header
+from extauthz.specs.learn import Learner
 from extauthz.specs.store import SpecStore
 
 SDK_TOOLS = (

@@ -11,8 +11,8 @@ import pytest
 
 from extauthz.mcp.sse import SseParser
 from extauthz.sessions.visibility import Visibility
-from extauthz.specs.learn import (MAX_ENTRIES, MAX_NAME_CHARS, Exchange, LearnEntry, Learner, View,
-                                  decode_learn, decode_learn_header, encode_learn_header)
+from extauthz.mcp.learnheader import MAX_ENTRIES, MAX_NAME_CHARS, encode_learn_header
+from extauthz.specs.learn import Exchange, LearnEntry, Learner, View, decode_learn, decode_learn_header
 from extauthz.specs.store import SpecStore
 
 SSE = {"content-type": "text/event-stream"}

@@ -25,7 +25,8 @@ from extauthz.envoy.process import ExternalProcessorServicer, add_to_server
 from extauthz.mcp.request import HttpRequest
 from extauthz.mcp.sse import SseParser
 from extauthz.specs import learn
-from extauthz.specs.learn import LEARN_HEADER, MAX_ENTRIES, MAX_HEADER_CHARS, decode_learn, encode_learn_header
+from extauthz.mcp.learnheader import LEARN_HEADER, MAX_ENTRIES, MAX_HEADER_CHARS, encode_learn_header
+from extauthz.specs.learn import decode_learn
 from extauthz.specs.listfilter import View, fingerprint
 
 JWT_NS = "envoy.filters.http.jwt_authn"
@@ -186,7 +187,7 @@ def test_a_batch_beyond_the_limit_is_denied_at_the_check() -> None:
                               headers={"content-type": "application/json", "mcp-protocol-version": "2025-03-26"},
                               metadata={JWT_NS: {"jwt_payload": SUPPORT}}))
     assert d.reason is Reason.PAYLOAD_TOO_LARGE and f"at most {MAX_ENTRIES}" in d.detail
-    assert not d.learn
+    assert not d.plan.entries
 
 
 def test_the_largest_marker_fits_its_bound() -> None:
@@ -307,8 +308,8 @@ async def test_an_unfiltered_list_keeps_the_servers_cache_scope(tmp_path) -> Non
     app = App(str(path))
     d = app.check(HttpRequest(method="POST", path="/mcp", authority="127.0.0.1", body=orjson.dumps(rpc_list(1)),
                               headers={"content-type": "application/json"}, metadata={JWT_NS: {"jwt_payload": SUPPORT}}))
-    assert d.view is None
-    ex = app.learner.exchange("crm", "alice", "", encode_learn_header(d.learn, d.view))
+    assert d.plan.view is None
+    ex = app.learner.exchange("crm", "alice", "", encode_learn_header(d.plan.entries, d.plan.view))
     ex.on_response_headers(200, {"content-type": "application/json"})
     assert ex.rewriter is None                                      # passes exactly as the server sent it
 
@@ -322,8 +323,8 @@ async def test_an_anonymous_caller_is_filtered_too(tmp_path) -> None:
     app = App(str(path))
     d = app.check(HttpRequest(method="POST", path="/mcp", authority="127.0.0.1", body=orjson.dumps(rpc_list(1)),
                               headers={"content-type": "application/json"}))
-    assert d.allowed and d.caller is None and d.view == fingerprint(View.of(None))
-    ex = app.learner.exchange("crm", "-", "", encode_learn_header(d.learn, d.view), ({}, {}))
+    assert d.allowed and d.caller is None and d.plan.view == fingerprint(View.of(None))
+    ex = app.learner.exchange("crm", "-", "", encode_learn_header(d.plan.entries, d.plan.view), ({}, {}))
     ex.on_response_headers(200, {"content-type": "application/json"})
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": tools_result(ALL_TOOLS)})
     assert orjson.loads(ex.rewriter.feed(body, True))["result"]["tools"] == []   # no rule permits an anonymous caller
@@ -340,7 +341,7 @@ def test_the_check_marks_a_resumed_stream_with_the_callers_view() -> None:
     d = app.check(HttpRequest(method="GET", path="/mcp", authority="127.0.0.1",
                               headers={"mcp-session-id": "s-1", "accept": "text/event-stream"},
                               metadata={JWT_NS: {"jwt_payload": SUPPORT}}))
-    assert d.allowed and not d.resumed and d.view is None     # a plain GET stream carries no responses
+    assert d.allowed and not d.resumed and d.plan.view is None     # a plain GET stream carries no responses
 
 
 @pytest.mark.parametrize("method", ["tools/list", "resources/list", "resources/templates/list", "prompts/list"])

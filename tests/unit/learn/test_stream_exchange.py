@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from extauthz.specs.learn import STREAM_MARK, Learner, StreamExchange
+from extauthz.mcp.learnheader import STREAM_MARK
+from extauthz.specs.learn import Learner, StreamExchange
 from extauthz.specs.store import SpecStore
 
 TOOLS = [{"name": "t1", "inputSchema": {"type": "object"}}]

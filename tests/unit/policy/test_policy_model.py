@@ -269,24 +269,6 @@ def test_pointer_tokens_reject(pointer: str) -> None:
         pointer_tokens(pointer)
 
 
-def test_failed_constraint_names_the_first_failure() -> None:
-    rule = build("""
-        servers:
-          - name: crm
-            match: {authority: a}
-            tools:
-              - name: t
-                allow: {groups: [g]}
-                constraints:
-                  - {argument: /a, inClaim: as}
-                  - {argument: /b, equalsClaim: b}
-    """).servers[0].tools[0]
-    who = caller(("g",), **{"as": ["1"], "b": "2"})
-    assert rule.failed_constraint({"a": "1", "b": "2"}, who) is None
-    assert rule.failed_constraint({"a": "1", "b": "3"}, who) is rule.constraints[1]
-    assert rule.failed_constraint({"b": "2"}, who) is rule.constraints[0]
-
-
 def test_policy_objects_are_frozen() -> None:
     with pytest.raises(AttributeError):
         ROUTING.mode = "monitor"  # type: ignore[misc]

@@ -21,8 +21,10 @@ from extauthz.app import App
 from extauthz.core.reasons import Reason
 from extauthz.envoy.process import ExternalProcessorServicer, add_to_server
 from extauthz.envoy.wire import encode_check_response
-from extauthz.sessions.ending import decode_end_mark, end_mark, outcome_of
-from extauthz.specs.learn import LEARN_HEADER, OBSERVE_HEADER, MAX_SESSION_ID_CHARS
+from extauthz.mcp.learnheader import end_mark
+from extauthz.sessions.ending import decode_end_mark, outcome_of
+from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER
+from extauthz.specs.learn import MAX_SESSION_ID_CHARS
 from extauthz.workers.bus import apply_change
 
 from ..core.conftest import SUPPORT, http, learn
@@ -196,7 +198,7 @@ def learn_header(d: Any) -> str | None:
 def test_the_owners_delete_is_marked_with_its_session_id(app):
     bind(app)
     d = app.check(http(method="DELETE", headers={"mcp-session-id": SID}))
-    assert d.allowed and d.end_session
+    assert d.allowed and d.plan.end_session
     assert decode_end_mark(learn_header(d)) == SID
     assert len(app.sessions) == 1                       # nothing ended before the server answered
 
@@ -204,7 +206,7 @@ def test_the_owners_delete_is_marked_with_its_session_id(app):
 def test_a_delete_by_anyone_else_is_hijack_and_unmarked(app):
     bind(app)
     d = app.check(http(method="DELETE", claims=BOB, headers={"mcp-session-id": SID}))
-    assert d.reason is Reason.SESSION_HIJACK and not d.end_session
+    assert d.reason is Reason.SESSION_HIJACK and not d.plan.end_session
     assert app.sessions.get(SID).caller.endswith("|alice|agent")
 
 
@@ -212,14 +214,14 @@ def test_a_delete_by_anyone_else_is_hijack_and_unmarked(app):
 def test_a_delete_elsewhere_than_the_sessions_endpoint_is_not_marked(app, path):
     bind(app)
     d = app.check(http(method="DELETE", path=path, headers={"mcp-session-id": SID}))
-    assert d.allowed and not d.end_session and learn_header(d) is None
-    assert app.check(http(method="DELETE", path="/mcp?x=1", headers={"mcp-session-id": SID})).end_session
+    assert d.allowed and not d.plan.end_session and learn_header(d) is None
+    assert app.check(http(method="DELETE", path="/mcp?x=1", headers={"mcp-session-id": SID})).plan.end_session
 
 
 def test_a_session_bound_on_initialize_is_marked_on_its_first_delete(app):
     app.learner.on_session("crm", "https://issuer|alice|agent", SID)   # the initialize response named it
     d = app.check(http(method="DELETE", headers={"mcp-session-id": SID}))
-    assert d.allowed and d.end_session
+    assert d.allowed and d.plan.end_session
 
 
 def test_an_end_reaches_every_worker_with_its_visibility(app):

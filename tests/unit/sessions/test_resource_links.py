@@ -171,7 +171,7 @@ def answer(app: App, d: Decision, result: dict[str, Any], *, sse: bool = False) 
 @pytest.mark.parametrize("sse", [False, True], ids=["json", "sse"])
 def test_a_link_returned_to_a_session_is_readable_there_only(app: App, sse: bool) -> None:
     d = call(app, session="s1")
-    assert d.allowed and d.await_result and route_of(d)[0] == "learn"
+    assert d.allowed and d.plan.await_result and route_of(d)[0] == "learn"
     assert read(app, LINK, session="s1").reason is Reason.UNKNOWN_CAPABILITY     # result not read yet
     answer(app, d, {"content": [link(LINK)]}, sse=sse)
     assert read(app, LINK, session="s1").reason is Reason.ALLOWED
@@ -211,7 +211,7 @@ def test_link_free_tools_go_back_to_sampling(app: App) -> None:
         assert route_of(d)[0] == "learn"
         answer(app, d, {"content": [{"type": "text", "text": "ok"}]})
     d = call(app, session="s1", mid=99)
-    assert not d.await_result and route_of(d)[0] != "learn"
+    assert not d.plan.await_result and route_of(d)[0] != "learn"
 
 
 def test_results_read_for_links_only_are_not_sampled_into_the_inventory(tmp_path: Path,
@@ -233,7 +233,7 @@ def test_with_unknown_capabilities_allowed_nothing_is_awaited(tmp_path: Path) ->
     app.holder.reload()
     app._on_reload("ok")
     d = call(app, session="s1")
-    assert d.allowed and not d.await_result
+    assert d.allowed and not d.plan.await_result
 
 
 def test_a_grant_reaches_the_other_workers_over_the_bus(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from extauthz.app import App
 from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
 from extauthz.mcp.request import HttpRequest
-from extauthz.specs.learn import encode_learn_header
+from extauthz.mcp.learnheader import encode_learn_header
 
 HERE = Path(__file__).parent
 POLICY = HERE / "policy.yaml"
@@ -230,9 +230,9 @@ def test_visibility_binding_is_on_by_default(tmp_path):
 
 def _answer(app: App, d: Decision, body: bytes) -> bytes:
     """ext_proc's side: the learn header from the Check, then the response through the exchange."""
-    assert d.learn
+    assert d.plan.entries
     identity = ({}, {"envoy.filters.http.jwt_authn": {"jwt_payload": d.caller.claims}})   # what Envoy forwards
-    ex = app.learner.exchange(d.server, d.caller.key, d.session_id, encode_learn_header(d.learn, d.view), identity)
+    ex = app.learner.exchange(d.server, d.caller.key, d.session_id, encode_learn_header(d.plan.entries, d.plan.view), identity)
     assert ex is not None
     ex.on_response_headers(200, {"content-type": "application/json"})
     ex.on_body(body, True)
