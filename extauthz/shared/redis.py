@@ -427,7 +427,8 @@ class RedisShared:
     def status(self) -> dict[str, Any]:
         return {"backend": "redis", "url": self.cfg.redacted(), "connected": self.connected,
                 "loaded": self.loaded.is_set(), "lagSeconds": round(self.lag, 3), "queued": len(self.outbox),
-                "writesDropped": self.writes_dropped, "claimsDenied": self.claims_denied}
+                "writesDropped": self.writes_dropped, "claimsDenied": self.claims_denied,
+                "claimsWaitedOut": self.claims_waited_out}    # of those denied: no free claim connection
 
 
 def _client(cfg: RedisConfig, *, claims: int = 0) -> aioredis.Redis:

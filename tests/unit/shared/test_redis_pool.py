@@ -67,6 +67,7 @@ async def test_a_claim_finding_no_free_connection_is_denied_alone_and_the_feed_g
         assert d.reason is Reason.NOT_ALLOWED and d.rule == "sessions.sharedStateDown"
         assert "no Redis connection free" in d.detail
         assert a.shared.claims_denied == 1 and a.shared.claims_waited_out == 1
+        assert a.shared.status()["claimsWaitedOut"] == 1
         assert a.shared.connected and a.shared.syncs == 1        # not "Redis down": no resync
         # the feed has its own connection: what b binds meanwhile reaches a
         assert (await check(b, LOOKUP, sid="bound-on-b")).allowed
