@@ -45,8 +45,8 @@ from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.links import LinkGrants
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
-from extauthz.specs.learn import Learner, View
-from extauthz.specs.listfilter import FAILURES
+from extauthz.specs.learn import Learner
+from extauthz.specs.listfilter import FAILURES, View
 from extauthz.specs.store import DriftEvent, SpecStore
 from extauthz.specs.validators import ValidatorCache
 
@@ -205,7 +205,8 @@ class App:
 
     def _on_alert(self, alert: dict[str, Any]) -> None:
         self.metrics.risk_alerts.inc()
-        log.warning("risk alert for %s: %s (sessions %s)", alert["caller"], alert["summary"], ", ".join(alert["sessions"]))
+        log.warning("risk alert for %s: %s (sessions %s)", alert["caller"], alert["summary"],
+                    ", ".join(alert["sessions"]))
 
     def _list_view(self, server: str, view: View) -> Any:
         """keep(kind, item) for a caller's lists, or None when lists are not filtered."""
@@ -222,7 +223,8 @@ class App:
         def quarantine() -> Any:
             spec = specs.get(server)
             return spec.quarantined if spec is not None else {}
-        caller = None if view.anonymous else Caller(view.issuer, view.subject, view.client_id, frozenset(view.groups), {})
+        caller = None if view.anonymous else Caller(view.issuer, view.subject, view.client_id,
+                                                     frozenset(view.groups), {})
         return visible_to(sp, caller, quarantine)
 
     def _caller_view(self, identity: Any) -> View:

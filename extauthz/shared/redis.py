@@ -27,7 +27,8 @@ import logging
 import os
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -36,8 +37,21 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from extauthz.risk.report import report_counts
-from extauthz.shared.changes import (Approved, Change, InfoNoted, Listed, Quarantined, RateCounts, RiskEvent,
-                                     RiskScore, SessionBound, SessionEnded, SpecLearned, apply_to, decode)
+from extauthz.shared.changes import (
+    Approved,
+    Change,
+    InfoNoted,
+    Listed,
+    Quarantined,
+    RateCounts,
+    RiskEvent,
+    RiskScore,
+    SessionBound,
+    SessionEnded,
+    SpecLearned,
+    apply_to,
+    decode,
+)
 from extauthz.shared.config import RedisConfig
 
 if TYPE_CHECKING:
@@ -108,7 +122,7 @@ class RedisShared:
         try:
             # at most claim_connections in flight; the rest wait their turn within the claim's budget
             await asyncio.wait_for(self._claim_slots.acquire(), self.cfg.timeout)
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             self.claims_waited_out += 1      # this claim's failure: Redis is not down, only busy
             raise SharedUnavailable(f"no Redis connection free within {self.cfg.timeout:g}s "
                                     f"({self.cfg.claim_connections} claims in flight)") from e
@@ -138,7 +152,7 @@ class RedisShared:
                     pipe.hgetall(self._vis(server, "s:" + sid))
                     got, vis = await asyncio.wait_for(pipe.execute(), left)
                 return got, vis
-            except (asyncio.TimeoutError, RedisTimeoutError) as e:
+            except (TimeoutError, RedisTimeoutError) as e:
                 raise SharedUnavailable(f"no answer from Redis within {self.cfg.timeout:g}s") from e
             except RedisConnectionError as e:
                 # a pooled connection Redis closed when it restarted: once more on a fresh one
@@ -226,7 +240,8 @@ class RedisShared:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                got = await self.r.xread({self._feed: self.last_id}, count=READ_BATCH, block=1000)
+                got = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",  # RESP2 shape
+                           await self.r.xread({self._feed: self.last_id}, count=READ_BATCH, block=1000))
             except (RedisError, OSError) as e:
                 self._down(e)
                 continue
@@ -284,7 +299,7 @@ class RedisShared:
                 await asyncio.sleep(0.2)
                 try:
                     await asyncio.wait_for(self.r.ping(), 1.0)   # a dead server shows here, not only on use
-                except (RedisError, OSError, asyncio.TimeoutError) as e:
+                except (TimeoutError, RedisError, OSError) as e:
                     self._down(e)
                 continue
             try:
@@ -297,7 +312,7 @@ class RedisShared:
                     self.on_state(True)
                 self.loaded.set()
                 self._wake.set()                       # replay what queued while away
-            except (RedisError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, RedisError, OSError) as e:
                 self._down(e)
                 await asyncio.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
                 attempt += 1
@@ -330,7 +345,8 @@ class RedisShared:
             app.specs.apply(InfoNoted(_s(server), orjson.loads(info)))
         for f, items in (await self.r.hgetall(self._k("spec"))).items():
             server, kind, viewer, source = orjson.loads(f)
-            app.specs.apply(SpecLearned(server, kind, tuple(orjson.loads(items)), "accept", source, viewer or "replica"))
+            app.specs.apply(SpecLearned(server, kind, tuple(orjson.loads(items)), "accept", source,
+                                        viewer or "replica"))
         for f, why in (await self.r.hgetall(self._k("quarantine"))).items():
             server, kind, name = orjson.loads(f)
             app.specs.apply(Quarantined(server, kind, name, _s(why)))

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from extauthz.mcp.kinds import KIND_NAMES
 from extauthz.shared.changes import Approved, InfoNoted, Quarantined, Sink, SpecLearned, emit

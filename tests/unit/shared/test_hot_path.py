@@ -4,7 +4,6 @@ command sent, no write queued), and a new session costs exactly one pipelined ro
 from __future__ import annotations
 
 import time
-
 from typing import Any
 
 import redis as syncredis

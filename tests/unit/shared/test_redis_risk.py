@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from extauthz.app import App
 from extauthz.core.decision import Decision
