@@ -10,6 +10,7 @@ import io
 import signal
 
 from extauthz.app import App
+from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
 from extauthz.shared.config import redis_config
 from extauthz.shared.redis import RedisShared
@@ -46,8 +47,9 @@ async def test_300_first_claims_over_10_connections_are_all_bound_without_a_resy
     try:
         got = await asyncio.gather(*(check(a, LOOKUP, sid=f"burst-{i}") for i in range(300)),
                                    return_exceptions=True)
-        assert [g for g in got if isinstance(g, BaseException)] == []
-        assert all(d.allowed for d in got), {d.reason for d in got if not d.allowed}
+        decided = [g for g in got if isinstance(g, Decision)]
+        assert len(decided) == 300, [g for g in got if isinstance(g, BaseException)][:3]
+        assert all(d.allowed for d in decided), {d.reason for d in decided if not d.allowed}
         assert a.shared.claims == 300 and a.shared.claims_denied == 0 and a.shared.claims_waited_out == 0
         assert a.shared.connected and a.shared.syncs == 1 and False not in downs
         assert 1 < claim_pool_size(a) <= POOL
