@@ -24,6 +24,8 @@ class RedisConfig:
     cert_file: str | None = None  # rediss:// with client certificates
     key_file: str | None = None
     timeout: float = 0.25         # seconds a claim waits for Redis before the policy's fallback
+    claim_connections: int = 32   # claims in flight at once, each on its own pooled connection; the rest
+    #                               wait for one within their budget (redis.RedisShared.claim)
 
     @property
     def tls(self) -> bool:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from extauthz.shared.changes import Approved, Change, Listed, Quarantined, SpecLearned
 
@@ -124,17 +125,27 @@ class ReadThrough:
 
     async def _read_one(self, key: tuple[str, ...]) -> str:
         s = self.shared
+        # The claims' pool and slots (RedisShared.claim): a burst of reads waits for a connection
+        # within the budget and never takes the feed's; a slow answer fails this read alone.
+        try:
+            await asyncio.wait_for(s.claim_slots.acquire(), s.cfg.timeout)
+        except TimeoutError:
+            return "down"
         try:
             if key[0] == "spec":
                 found = await asyncio.wait_for(self._spec(key[1]), s.cfg.timeout)
             else:
                 found = await asyncio.wait_for(self._vis(key[1], key[2]), s.cfg.timeout)
-        except (TimeoutError, RedisError, OSError) as e:
+        except (TimeoutError, RedisTimeoutError):
+            return "down"
+        except (RedisError, OSError) as e:
             s._down(e)
             return "down"
         except (ValueError, TypeError, KeyError) as e:      # a record that does not fit: nothing applied
             log.warning("read-through of %s: unreadable record (%s)", key, e)
             return "down"
+        finally:
+            s.claim_slots.release()
         self._fresh[key] = time.monotonic()
         self._fresh.move_to_end(key)
         while len(self._fresh) > MAX_REMEMBERED:
@@ -146,7 +157,7 @@ class ReadThrough:
         pattern = "[" + _glob_escape(orjson.dumps(server).decode()) + ",*"
         pattern = "\\" + pattern            # the field's leading '[' literally
         before, generation = s.pending_own(server), s.published[server]
-        approved, spec_fields, held = await s.r.eval(_SCAN, 3, s._k("approved"), s._k("spec"), s._k("quarantine"),
+        approved, spec_fields, held = await s.rc.eval(_SCAN, 3, s._k("approved"), s._k("spec"), s._k("quarantine"),
                                                      pattern)
         if s.published[server] != generation:
             return False            # changed here meanwhile: what was read may be older; the deny stands
@@ -177,7 +188,7 @@ class ReadThrough:
     async def _vis(self, server: str, part: str) -> bool:
         s, vis = self.shared, self.shared.app.visibility
         before, generation = s.pending_own(server), s.published[server]
-        got = await s.r.hgetall(s._vis(server, part))
+        got = await s.rc.hgetall(s._vis(server, part))
         if s.published[server] != generation:
             return False
         sid, caller = (part[2:], "") if part.startswith("s:") else ("", part[2:])

@@ -34,6 +34,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from extauthz.risk.report import report_counts
 from extauthz.shared.changes import (
@@ -90,7 +91,11 @@ class RedisShared:
                  client: aioredis.Redis | None = None) -> None:
         self.cfg, self.app, self.observer = cfg, app, observer
         self.replica = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
+        # Two clients, two pools: a burst of claims never starves the feed, the writer or the
+        # liveness ping (a handful of tasks, so `r` stays small), and they never take a claim's slot.
         self.r = client or _client(cfg)
+        self.rc = client or _client(cfg, claims=cfg.claim_connections)
+        self.claim_slots = asyncio.Semaphore(cfg.claim_connections)
         self.p = cfg.prefix
         self.outbox: deque[tuple[str, dict[str, Any]]] = deque()
         self.inflight: list[tuple[str, dict[str, Any]]] = []    # the batch being written
@@ -103,6 +108,8 @@ class RedisShared:
         self.writes_dropped = 0
         self.claims_denied = 0
         self.claims = 0
+        self.claims_waited_out = 0         # claims that found no free connection within their budget
+        self.syncs = 0                     # (re)connections: 1 unless Redis went away (each one resyncs)
         self.last_refresh = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._closed = False          # redis-py may swallow a cancellation mid-command: loops check this
@@ -116,29 +123,52 @@ class RedisShared:
         what the session was listed on other replicas. Raises SharedUnavailable."""
         ttl = int(self.app.sessions.idle_ttl * 1000)
         value = orjson.dumps({"c": caller, "s": server, **meta}).decode()
+        deadline = time.monotonic() + self.cfg.timeout
+        try:
+            # at most claim_connections in flight; the rest wait their turn within the claim's budget
+            await asyncio.wait_for(self.claim_slots.acquire(), self.cfg.timeout)
+        except TimeoutError as e:
+            self.claims_waited_out += 1      # this claim's failure: Redis is not down, only busy
+            raise SharedUnavailable(f"no Redis connection free within {self.cfg.timeout:g}s "
+                                    f"({self.cfg.claim_connections} claims in flight)") from e
+        try:
+            got, vis = await self._claim_trip(sid, server, value, ttl, deadline)
+        finally:
+            self.claim_slots.release()
+        self.claims += 1
+        rec = orjson.loads(got)
+        for kind, names in (vis or {}).items():
+            self.app.visibility.apply(Listed(server, sid, "", _s(kind), tuple(orjson.loads(names))))
+        return str(rec["c"]), bool(rec.get("e"))
+
+    async def _claim_trip(self, sid: str, server: str, value: str, ttl: int,
+                          deadline: float) -> tuple[Any, Any]:
+        """The claim's round trip. A slow answer fails this claim alone: whether Redis is down is
+        for a connection error or the liveness ping to say (a down marks every claim and resyncs)."""
         for attempt in (1, 2):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SharedUnavailable(f"no answer from Redis within {self.cfg.timeout:g}s")
             try:
-                async with self.r.pipeline(transaction=False) as pipe:
+                async with self.rc.pipeline(transaction=False) as pipe:
                     # EVAL, not a registered Script: in a pipeline redis-py sends SCRIPT EXISTS first, a
                     # second round trip on every claim; Redis caches the compiled body by its SHA anyway.
                     pipe.eval(_CLAIM, 1, self._sess(sid), value, ttl)
                     pipe.hgetall(self._vis(server, "s:" + sid))
-                    got, vis = await asyncio.wait_for(pipe.execute(), self.cfg.timeout)
-                break
+                    got, vis = await asyncio.wait_for(pipe.execute(), left)
+                return got, vis
+            except (TimeoutError, RedisTimeoutError) as e:
+                raise SharedUnavailable(f"no answer from Redis within {self.cfg.timeout:g}s") from e
             except RedisConnectionError as e:
                 # a pooled connection Redis closed when it restarted: once more on a fresh one
                 # (safe: a claim that did land returns our own record the second time)
                 if attempt == 2:
                     self._down(e)
                     raise SharedUnavailable(str(e) or type(e).__name__) from e
-            except (TimeoutError, RedisError, OSError) as e:
+            except (RedisError, OSError) as e:
                 self._down(e)
                 raise SharedUnavailable(str(e) or type(e).__name__) from e
-        self.claims += 1
-        rec = orjson.loads(got)
-        for kind, names in (vis or {}).items():
-            self.app.visibility.apply(Listed(server, sid, "", _s(kind), tuple(orjson.loads(names))))
-        return str(rec["c"]), bool(rec.get("e"))
+        raise AssertionError("unreachable")
 
     # -- write behind ----------------------------------------------------------------------------------
     def publish(self, op: str, payload: dict[str, Any]) -> None:
@@ -266,10 +296,11 @@ class RedisShared:
         for t in self._tasks:
             t.cancel()
         await asyncio.wait(self._tasks, timeout=3)
-        try:
-            await self.r.aclose()
-        except (RedisError, OSError):
-            pass
+        for r in {id(self.r): self.r, id(self.rc): self.rc}.values():
+            try:
+                await r.aclose()
+            except (RedisError, OSError):
+                pass
 
     def _down(self, e: BaseException) -> None:
         if self.connected:
@@ -290,6 +321,7 @@ class RedisShared:
                 continue
             try:
                 await asyncio.wait_for(self._sync(), 30)
+                self.syncs += 1
                 self.connected = True
                 attempt = 0
                 log.info("shared state connected (%s)", self.cfg.redacted())
@@ -429,15 +461,22 @@ class RedisShared:
         return {"backend": "redis", "url": self.cfg.redacted(), "connected": self.connected,
                 "loaded": self.loaded.is_set(), "lagSeconds": round(self.lag, 3), "queued": len(self.outbox),
                 "writesDropped": self.writes_dropped, "claimsDenied": self.claims_denied,
+                "claimsWaitedOut": self.claims_waited_out,    # of those denied: no free claim connection
                 "readThrough": self.readthrough.status()}
 
 
-def _client(cfg: RedisConfig) -> aioredis.Redis:
+def _client(cfg: RedisConfig, *, claims: int = 0) -> aioredis.Redis:
+    """The background client (feed, writer, ping, loads; a fixed handful of tasks), or with `claims`
+    the claims' own: a pool of that many connections that waits for a free one (the semaphore in
+    `claim` keeps it from waiting at all) instead of raising MaxConnectionsError."""
     kw: dict[str, Any] = {"username": cfg.username, "password": cfg.password, "socket_timeout": 5.0,
                           "socket_connect_timeout": 2.0, "health_check_interval": 15}
     if cfg.tls:
         kw.update(ssl_ca_certs=cfg.ca_file, ssl_certfile=cfg.cert_file, ssl_keyfile=cfg.key_file,
                   ssl_cert_reqs="required")
+    if claims:
+        pool = aioredis.BlockingConnectionPool.from_url(cfg.url, max_connections=claims, timeout=cfg.timeout, **kw)
+        return aioredis.Redis(connection_pool=pool)
     return aioredis.from_url(cfg.url, **kw)
 
 
