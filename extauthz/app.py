@@ -25,7 +25,7 @@ from extauthz.core.decide import Context, attributed_caller, decide
 from extauthz.core.decision import NO_PLAN, Decision, new_decision_id
 from extauthz.core.plan import NONE as NO_EFFECTS
 from extauthz.core.plan import Effects, answer_plan, effects_of
-from extauthz.core.reasons import Reason
+from extauthz.core.reasons import RISK_BLOCKED, Reason
 from extauthz.decisionlog import DecisionLog
 from extauthz.detect.assess import Assessor
 from extauthz.identity.caller import Caller
@@ -280,7 +280,7 @@ class App:
         self.last_check = time.monotonic()
         if ctx is None:
             d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
-            d = d.answered(None, NO_PLAN, None, time.perf_counter() - t0)
+            d = d.answered(NO_PLAN, None, time.perf_counter() - t0)
             self._enqueue(d, http)
             return d
         fault = False               # the denial is ours, not the caller's: it never scores
@@ -304,7 +304,7 @@ class App:
             log.exception("answer plan failed; denying")
             d, plan = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                                status=400, form="bare", caller=d.caller), NO_PLAN
-        d = d.answered(d.caller, plan, done[3], time.perf_counter() - t0)
+        d = d.answered(plan, done[3], time.perf_counter() - t0)
         self._enqueue(d, http)
         return d
 
@@ -435,7 +435,7 @@ class App:
         stage, points = stage_of(d.reason, d.method, sensitive)
         if points and (fault or self.own_faults(ctx, d)):
             stage, points = None, 0.0
-        if d.reason is Reason.RISK_BLOCKED:
+        if d.reason is RISK_BLOCKED:
             self.metrics.risk_blocks.inc()
         return self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
                                 method=d.method, name=d.name, reason=d.reason.value, stage=stage, points=points,
