@@ -25,7 +25,7 @@ from extauthz.core.decide import Context, attributed_caller, decide
 from extauthz.core.decision import NO_PLAN, Decision, new_decision_id
 from extauthz.core.plan import NONE as NO_EFFECTS
 from extauthz.core.plan import Effects, answer_plan, effects_of
-from extauthz.core.reasons import RISK_BLOCKED, Reason
+from extauthz.core.reasons import ALLOWED, RISK_BLOCKED, Reason
 from extauthz.decisionlog import DecisionLog
 from extauthz.detect.assess import Assessor
 from extauthz.identity.caller import Caller
@@ -431,7 +431,7 @@ class App:
         unless the denial may be the product's own doing (extauthz.risk.faults)."""
         c = d.caller
         assert c is not None
-        sensitive = d.allowed and d.method in USE_METHODS and self.sensitive(ctx, d)
+        sensitive = d.reason is ALLOWED and d.method in USE_METHODS and self.sensitive(ctx, d)
         stage, points = stage_of(d.reason, d.method, sensitive)
         if points and (fault or self.own_faults(ctx, d)):
             stage, points = None, 0.0

@@ -248,7 +248,7 @@ def _session(http: HttpRequest, ctx: Context, caller: Caller | None, shape: Shap
             Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(shape, deny_status))
     # Resuming a stream (streamable HTTP): the server replays what it sent on it, lists included.
     resumed = http.method == "GET" and bool(http.headers.get("last-event-id"))
-    session = Session(sid, legacy_sse, False, resumed)
+    session = new(Session, (sid, legacy_sse, False, resumed, ""))
     if not ctx.policy.sessions.bind_to_caller:
         return session, None
     sessions = ctx.sessions
@@ -289,7 +289,7 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
     for m in messages:
         v = decide_message(m, server, caller, ctx, http.headers, seen, linked)
         verdicts.append(v)
-        if v.allowed:
+        if v.reason is ALLOWED:
             if m.method in LEARN_METHODS and m.kind == "request":
                 learn.append(new(Learn, (m.id, m.method, "cursor" not in m.params)))
         elif first_denial is None:
