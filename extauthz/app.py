@@ -431,14 +431,15 @@ class App:
         unless the denial may be the product's own doing (extauthz.risk.faults)."""
         c = d.caller
         assert c is not None
-        sensitive = d.reason is ALLOWED and d.method in USE_METHODS and self.sensitive(ctx, d)
-        stage, points = stage_of(d.reason, d.method, sensitive)
+        reason, method = d.reason, d.method
+        sensitive = reason is ALLOWED and method in USE_METHODS and self.sensitive(ctx, d)
+        stage, points = stage_of(reason, method, sensitive)
         if points and (fault or self.own_faults(ctx, d)):
             stage, points = None, 0.0
-        if d.reason is RISK_BLOCKED:
+        if reason is RISK_BLOCKED:
             self.metrics.risk_blocks.inc()
         return self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
-                                method=d.method, name=d.name, reason=d.reason.value, stage=stage, points=points,
+                                method=method, name=d.name, reason=reason.value, stage=stage, points=points,
                                 signature=_signature(d, http) if points else None)
 
     def _on_result(self, server: str, caller: str, session_id: str, entry: Any, result: Any, size: int) -> None:

@@ -299,8 +299,8 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
             if policy.audit.log_arguments and m.method in ("tools/call", "prompts/get"):
                 arguments = m.params.get("arguments")
     if first_denial is not None:
-        return Checked(verdicts, (), name, rule, arguments), Denial(
-            first_denial.reason, first_denial.detail, _status(shape, deny_status))
+        return new(Checked, (verdicts, (), name, rule, arguments)), new(Denial, (
+            first_denial.reason, first_denial.detail, _status(shape, deny_status), "", "", None))
     if len(learn) > MAX_ENTRIES:
         # More than the learn header carries: its lists could be neither learned nor filtered.
         return Checked(verdicts, (), name, rule, arguments), Denial(

@@ -90,8 +90,8 @@ def _named(name: Any, kind: Kind, server: Any, caller: Caller | None, ctx: Conte
         return v, None, None
     rule = server.rule_for(kind.rule_kind, name)
     if not _permitted(rule, caller):
-        return Verdict(Reason.NOT_ALLOWED, f"{what} {name!r} is not allowed for this caller",
-                       rule.rule_id if rule else "", name), None, None
+        return new(Verdict, (Reason.NOT_ALLOWED, f"{what} {name!r} is not allowed for this caller",
+                             rule.rule_id if rule else "", name)), None, None
     return None, entry, rule
 
 
