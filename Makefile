@@ -13,7 +13,7 @@ FASTMCP_VENV := .cache/fastmcp
 FASTMCP_VERSION := 2.14.7
 FASTMCP_STAMP := $(FASTMCP_VENV)/.installed-fastmcp-$(FASTMCP_VERSION)
 
-.PHONY: demo demo-once test unit e2e bench deps system-deps clean
+.PHONY: demo demo-once test lint unit e2e bench deps system-deps clean
 
 $(BIN)/extauthz: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,8 +42,12 @@ demo: $(BIN)/extauthz          ## runs `extauthz demo`: Envoy + demo MCP server 
 demo-once: $(BIN)/extauthz
 	$(BIN)/extauthz demo --once
 
-test: deps                     ## every test: unit and end to end (real Envoy, real MCP servers and clients)
+test: deps lint                ## every test: lint and types, then unit and end to end (real Envoy, real MCP servers and clients)
 	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/extauthz          ## ruff (lint only, no formatting) and mypy, configured in pyproject.toml
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 unit: $(BIN)/extauthz
 	$(BIN)/python -m pytest -q tests/unit

@@ -22,9 +22,9 @@ import statistics
 import time
 from typing import Any
 
+import common as C
 import orjson
 
-import common as C
 from extauthz.admin.actor_page import render
 from extauthz.admin.actor_view import build
 from extauthz.admin.actors import _gather, gather

@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import common as C
 import orjson
 import yaml
-
-import common as C
 
 METHOD = "/envoy.service.auth.v3.Authorization/Check"
 

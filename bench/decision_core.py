@@ -24,10 +24,12 @@ import os
 import pstats
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import common as C
+
 from extauthz.app import App
 from extauthz.envoy.convert import to_http_request
 from extauthz.envoy.wire import encode_check_response

@@ -12,14 +12,15 @@ import argparse
 import os
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
 from extauthz.app import App
 from extauthz.envoy.convert import to_check_response
-from extauthz.mcp.request import HttpRequest
 from extauthz.mcp.learnheader import LEARN_HEADER
+from extauthz.mcp.request import HttpRequest
 
 JWT_NS = "envoy.filters.http.jwt_authn"
 GROUPS_200 = ["support"] + [f"CN=grp-{i:03d}-engineering-platform-team,OU=Security Groups,OU=Corp,DC=emea,DC=example,DC=com"

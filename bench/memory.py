@@ -36,9 +36,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,9 +55,8 @@ def vm(field: str = "VmRSS") -> int:
 
 RSS_AT_START = vm()                     # before any import below: the bare interpreter
 
-import orjson  # noqa: E402
-
 import common as C  # noqa: E402
+import orjson  # noqa: E402
 
 SESSION_FMT = "{:032x}"                 # what the Python SDK issues: uuid4().hex, 32 characters
 ALL_GROUPS = ["support", "employees", "admin", "hr", "hr-admins", "finance", "analysts"]

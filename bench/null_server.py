@@ -84,7 +84,7 @@ def main() -> int:
         serve_threads(a.host, a.port)
         return 0
     try:
-        import uvloop                                   # the fastest grpc.aio setup we know
+        import uvloop  # the fastest grpc.aio setup we know
         uvloop.install()
     except ImportError:
         pass

@@ -15,8 +15,9 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jsonschema
 import jsonschema_rs
@@ -77,7 +78,7 @@ def main() -> int:
     b, a = per_call_us(lambda: before_fast.is_valid(OK), n), per_call_us(lambda: after.is_valid(OK), n)
     print(f"  before {b:.2f} us   after {a:.2f} us")
     a_deny = per_call_us(lambda: after.first_error(BAD), 5_000)
-    ecma = [getattr(m, "re") for m in (_keywords, _utils, _legacy_keywords)]
+    ecma = [m.re for m in (_keywords, _utils, _legacy_keywords)]
     for m in (_keywords, _utils, _legacy_keywords):
         m.re = re                                       # type: ignore[attr-defined] - the old reference
     try:

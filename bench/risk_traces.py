@@ -23,14 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ISS = "https://issuer.example"
 OUT = Path(__file__).resolve().parent.parent / "tests" / "corpus" / "risk"
 
 S = {"type": "string"}
-I = {"type": "integer"}
+I = {"type": "integer"}  # noqa: E741 (S and I: the schema shorthands the tables below use)
 
 
 def obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -102,7 +103,7 @@ class Trace:
         self.t += self.rng.uniform(lo, hi)
 
     def sid(self) -> str:
-        return "%032x" % self.rng.getrandbits(128)
+        return f"{self.rng.getrandbits(128):032x}"
 
     def send(self, who: dict[str, Any], server: str, body: Any, *, session: str = "", stateless: bool = False,
              http_method: str = "POST", authority: str | None = None) -> None:

@@ -23,6 +23,7 @@ import tracemalloc
 from typing import Any
 
 import common as C
+
 from extauthz.app import App
 from extauthz.mcp.request import HttpRequest
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import common as C
 import redis as syncredis
+
 from extauthz.app import App
 from extauthz.envoy.convert import to_http_request
 from extauthz.mcp.request import HttpRequest

@@ -25,6 +25,7 @@ from extauthz.core.decide import Context, attributed_caller, decide
 from extauthz.core.decision import NO_PLAN, Decision, new_decision_id
 from extauthz.core.plan import NONE as NO_EFFECTS
 from extauthz.core.plan import Effects, answer_plan, effects_of
+from extauthz.core.questions import UNSEEN
 from extauthz.core.reasons import ALLOWED, RISK_BLOCKED, Reason
 from extauthz.decisionlog import DecisionLog
 from extauthz.detect.assess import Assessor
@@ -45,8 +46,8 @@ from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.links import LinkGrants
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
-from extauthz.specs.learn import Learner, View
-from extauthz.specs.listfilter import FAILURES
+from extauthz.specs.learn import Learner
+from extauthz.specs.listfilter import FAILURES, View
 from extauthz.specs.store import DriftEvent, SpecStore
 from extauthz.specs.validators import ValidatorCache
 
@@ -129,8 +130,19 @@ class App:
             self._install(self.ctx.policy)
 
     async def confirm_claim(self, http: HttpRequest, d: Decision) -> Decision:
-        """Settle a Check that waits on the shared store for its session's owner, then decide it
-        again (the owner is now known here). Redis away: `sessions.sharedStateDown` says."""
+        """Settle a Check that waits on the shared store (`d.pending`), then decide it again: for
+        its session's owner (Redis away: `sessions.sharedStateDown` says), then, for a deny our own
+        feed lag may explain (`d.recheck`), by reading that state through once."""
+        if d.claim:
+            d = await self._claim(http, d)
+        if d.recheck:
+            # Decided again whatever the read found (the feed may have brought it meanwhile); never
+            # read again: nothing newer, or Redis away, and the deny stands, scored once.
+            await self.shared.readthrough.read(list(d.recheck))
+            return self._decided_again(http, settled=True)
+        return d
+
+    async def _claim(self, http: HttpRequest, d: Decision) -> Decision:
         from extauthz.shared.redis import SharedUnavailable
         ctx, caller = self.ctx, d.caller
         assert ctx is not None and caller is not None and d.claim
@@ -159,8 +171,8 @@ class App:
             self.sessions.apply(SessionBound(d.claim, owner, d.server, protocol_version=d.protocol_version))
         return self._decided_again(http)
 
-    def _decided_again(self, http: HttpRequest) -> Decision:
-        d = self.check(http)
+    def _decided_again(self, http: HttpRequest, *, settled: bool = False) -> Decision:
+        d = self.check(http, settled=settled)
         if d.claim:                    # idle past the TTL in between: never an allow without an owner
             d = d.settled(d.detail, d.rule)
             self._enqueue(d, http)
@@ -205,7 +217,8 @@ class App:
 
     def _on_alert(self, alert: dict[str, Any]) -> None:
         self.metrics.risk_alerts.inc()
-        log.warning("risk alert for %s: %s (sessions %s)", alert["caller"], alert["summary"], ", ".join(alert["sessions"]))
+        log.warning("risk alert for %s: %s (sessions %s)", alert["caller"], alert["summary"],
+                    ", ".join(alert["sessions"]))
 
     def _list_view(self, server: str, view: View) -> Any:
         """keep(kind, item) for a caller's lists, or None when lists are not filtered."""
@@ -222,7 +235,8 @@ class App:
         def quarantine() -> Any:
             spec = specs.get(server)
             return spec.quarantined if spec is not None else {}
-        caller = None if view.anonymous else Caller(view.issuer, view.subject, view.client_id, frozenset(view.groups), {})
+        caller = None if view.anonymous else Caller(view.issuer, view.subject, view.client_id,
+                                                     frozenset(view.groups), {})
         return visible_to(sp, caller, quarantine)
 
     def _caller_view(self, identity: Any) -> View:
@@ -272,9 +286,10 @@ class App:
         return ok and (self.ready_check is None or bool(self.ready_check()))
 
     # -- the Check path -------------------------------------------------------------------------
-    def check(self, http: HttpRequest) -> Decision:
+    def check(self, http: HttpRequest, *, settled: bool = False) -> Decision:
         """Decide, run the decision's effects, plan the answer, record. Never raises: an internal
-        error is a deny (fail closed)."""
+        error is a deny (fail closed). A pending decision (`d.pending`) has no effects and is not
+        recorded yet: `confirm_claim` settles it (`settled`: never pending for a read-through)."""
         ctx = self.ctx
         t0 = time.perf_counter()
         self.last_check = time.monotonic()
@@ -293,6 +308,10 @@ class App:
             fault = True
         if d.claim:
             return d                # the transport awaits the claim and decides again (confirm_claim)
+        if d.reason is Reason.UNKNOWN_CAPABILITY and not settled and not fault and self.shared is not None:
+            recheck = self._lagging(d, ctx)
+            if recheck:
+                return d._replace(recheck=recheck)      # ... or reads through what the feed lags behind on
         done: tuple[bool, bool, bool, dict[str, Any] | None] = (False, False, False, None)
         try:
             done = self._effects(d, ctx, effects_of(d, ctx), fault, http)
@@ -307,6 +326,20 @@ class App:
         d = d.answered(plan, done[3], time.perf_counter() - t0)
         self._enqueue(d, http)
         return d
+
+    def _lagging(self, d: Decision, ctx: Context) -> tuple[tuple[str, ...], ...]:
+        """What to read before an `unknown_capability` deny that the Redis feed's lag may explain
+        stands (extauthz.shared.readthrough); empty: nothing not read a moment ago, or Redis away."""
+        rt = getattr(self.shared, "readthrough", None)
+        if rt is None or d.monitor or d.server.startswith("shadow:"):
+            return ()                   # without --redis (or in monitor mode, answered allowed): as before
+        unseen = d.detail.endswith(UNSEEN)
+        keys = rt.keys(d.server, d.session_id, d.caller.key if d.caller is not None else "", unseen=unseen,
+                       visibility=bool(ctx.policy.sessions.visibility_binding))
+        if keys and not self.shared.connected:
+            rt.counts["down"] += 1      # the deny stands at once, no wait
+            return ()
+        return tuple(keys)
 
     def _effects(self, d: Decision, ctx: Context, fx: Effects, fault: bool,
                  http: HttpRequest) -> tuple[bool, bool, bool, dict[str, Any] | None]:

@@ -8,7 +8,8 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import IO, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 
 import orjson
 
@@ -68,7 +69,8 @@ def record(d: Decision) -> dict[str, Any]:
     if d.http_method != "POST":
         rec["http_method"] = d.http_method
     if d.form == "batch":
-        rec["batch"] = [{"id": i, "reason": v.reason.value, "name": v.name} for i, v in zip(d.ids, d.verdicts)]
+        rec["batch"] = [{"id": i, "reason": v.reason.value, "name": v.name}
+                        for i, v in zip(d.ids, d.verdicts, strict=False)]
     if d.arguments is not None:
         rec["arguments"] = redact(d.arguments)
     if d.alert is not None:

@@ -22,7 +22,7 @@ import asyncio
 import gc
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # The automatic collector's young threshold: only reached when nothing paces collection.
 SAFETY_THRESHOLD = int(os.environ.get("EXTAUTHZ_GC_GEN0", "50000"))

@@ -4,24 +4,25 @@ methods and shadow servers collapse into one value so an attacker cannot explode
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from extauthz import __version__
 from extauthz.mcp.kinds import BY_CAPABILITY_METHOD, KIND_NAMES
 from extauthz.mcp.methods import FREE_METHODS, NOTIFICATIONS
 
-_KNOWN_METHODS = frozenset({*BY_CAPABILITY_METHOD, *FREE_METHODS, *NOTIFICATIONS, "completion/complete", "subscriptions/listen",
-                            "GET", "DELETE", ""})
+_KNOWN_METHODS = frozenset({*BY_CAPABILITY_METHOD, *FREE_METHODS, *NOTIFICATIONS, "completion/complete",
+                            "subscriptions/listen", "GET", "DELETE", ""})
 
 
 class _SpecCollector:
     def __init__(self, specs: Callable[[], Iterable[Any]]) -> None:
         self._specs = specs
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         g = GaugeMetricFamily("mcp_extauthz_spec_capabilities", "Capabilities in each server's spec",
                               labels=["server", "kind"])
         for spec in self._specs():
@@ -46,7 +47,7 @@ class _CheckCollector:
         self.total = 0.0
         self.count = 0
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterator[Metric]:
         c = CounterMetricFamily("mcp_extauthz_decisions", "Check decisions",
                                 labels=["server", "method", "decision", "reason"])
         for labels, n in list(self.decisions.items()):
@@ -54,7 +55,7 @@ class _CheckCollector:
         yield c
         h = HistogramMetricFamily("mcp_extauthz_check_duration_seconds", "Time spent deciding one Check")
         cumulative, acc = [], 0
-        for le, n in zip([*map(str, BUCKETS), "+Inf"], self.bucket_counts):
+        for le, n in zip([*map(str, BUCKETS), "+Inf"], self.bucket_counts, strict=True):
             acc += n
             cumulative.append((le, acc))
         h.add_metric([], cumulative, self.total)
@@ -67,18 +68,26 @@ class _SharedCollector:
     def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
         self._status = status
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterator[Metric]:
         st = self._status()
         yield GaugeMetricFamily("mcp_extauthz_shared_state_connected", "1 while the shared store (Redis) answers",
                                 value=1.0 if st.get("connected") else 0.0)
         yield GaugeMetricFamily("mcp_extauthz_shared_state_lag_seconds",
-                                "Age of the newest change-feed entry applied here", value=float(st.get("lagSeconds", 0)))
+                                "Age of the newest change-feed entry applied here",
+                                value=float(st.get("lagSeconds", 0)))
         yield CounterMetricFamily("mcp_extauthz_shared_claims_denied",
                                   "First requests of a session denied because its owner could not be confirmed",
                                   value=float(st.get("claimsDenied", 0)))
         yield CounterMetricFamily("mcp_extauthz_shared_writes_dropped",
                                   "Shared-state writes dropped (queue full while the store was away)",
                                   value=float(st.get("writesDropped", 0)))
+        rt = CounterMetricFamily("mcp_extauthz_shared_readthrough",
+                                 "Redis reads before a deny the feed lag may explain (found: newer state applied)",
+                                 labels=["outcome"])
+        counts = st.get("readThrough") or {}
+        for outcome in ("found", "nothing", "down"):
+            rt.add_metric([outcome], float(counts.get(outcome, 0)))
+        yield rt
 
 
 class _FilterFailureCollector:
@@ -91,7 +100,7 @@ class _FilterFailureCollector:
     def inc(self, reason: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterator[Metric]:
         c = CounterMetricFamily("mcp_extauthz_list_filter_failures",
                                 "List responses that could not be filtered for their caller (shown empty)",
                                 labels=["reason"])
@@ -128,13 +137,13 @@ class Metrics:
                  sessions_refused: Callable[[], int] = lambda: 0) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.checks = _CheckCollector()
-        r.register(self.checks)  # type: ignore[arg-type]
+        r.register(self.checks)
         self.list_filter_failures = _FilterFailureCollector()
-        r.register(self.list_filter_failures)  # type: ignore[arg-type]
+        r.register(self.list_filter_failures)
         self.drift = Counter("mcp_extauthz_spec_drift", "Spec drift events", ["server"], registry=r)
         self.sessions_active = Gauge("mcp_extauthz_sessions_active", "Tracked MCP sessions", registry=r)
         self.sessions_active.set_function(lambda: float(sessions()))
-        r.register(_CountCollector(  # type: ignore[arg-type]
+        r.register(_CountCollector(
             "mcp_extauthz_session_claims_refused",
             "New MCP session bindings refused (rate_limited): sessions.maxSessions live bindings exist",
             sessions_refused))
@@ -145,15 +154,15 @@ class Metrics:
         # plain ints: a worker reports them in its stats, the supervisor of --workers shows their sum
         self.risk_blocks = _Tally("mcp_extauthz_risk_blocks", "Requests denied by the risk score")
         self.risk_alerts = _Tally("mcp_extauthz_risk_alerts", "Attack chains (recon -> probe -> extract) detected")
-        r.register(self.risk_blocks)  # type: ignore[arg-type]
-        r.register(self.risk_alerts)  # type: ignore[arg-type]
+        r.register(self.risk_blocks)
+        r.register(self.risk_alerts)
         self.build_info = Gauge("mcp_extauthz_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
-        r.register(_SpecCollector(specs))  # type: ignore[arg-type]
+        r.register(_SpecCollector(specs))
         self._labels: dict[tuple[str, str, bool, str], tuple[str, str, str, str]] = {}
 
     def watch_shared(self, status: Callable[[], dict[str, Any]]) -> None:
-        self.registry.register(_SharedCollector(status))  # type: ignore[arg-type]
+        self.registry.register(_SharedCollector(status))
 
     def observe(self, server: str, method: str, allowed: bool, reason: str, seconds: float) -> None:
         key = (server, method, allowed, reason)

@@ -23,7 +23,7 @@ import io
 import math
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -35,7 +35,7 @@ from extauthz.policy.errors import PolicyError
 from extauthz.policy.model import load_policy
 
 
-def _request(rec: dict) -> HttpRequest:
+def _request(rec: dict[str, Any]) -> HttpRequest:
     headers = {str(k).lower(): str(v) for k, v in (rec.get("headers") or {}).items()}
     if str(rec.get("method", "POST")) == "POST":
         headers.setdefault("content-type", "application/json")   # recordings often omit it
@@ -69,7 +69,7 @@ class ReplayClock:
             self.now = self.start + t
 
 
-def feed(app: App, clock: ReplayClock, rec: dict) -> dict | None:
+def feed(app: App, clock: ReplayClock, rec: dict[str, Any]) -> dict[str, Any] | None:
     """One traffic line: a spec is pinned (None); a request is decided at its `t` (its log record)."""
     if isinstance(rec.get("spec"), dict):
         spec = rec["spec"]
@@ -84,7 +84,7 @@ def replay_app(policy_path: str, clock: ReplayClock) -> App:
     return App(policy_path, decision_out=io.BytesIO(), clock=clock)
 
 
-def replay_main(policy_path: str, traffic_path: str, out=None) -> int:
+def replay_main(policy_path: str, traffic_path: str, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
         load_policy(policy_path)
@@ -94,7 +94,7 @@ def replay_main(policy_path: str, traffic_path: str, out=None) -> int:
     clock = ReplayClock(time.time())
     app = replay_app(policy_path, clock)
     try:
-        f = open(traffic_path, "rb")
+        f = open(traffic_path, "rb")  # noqa: SIM115 (the `with f:` below closes it; only open's error is reported here)
     except OSError as e:
         print(f"cannot read {traffic_path}: {e}", file=sys.stderr)
         return 1
@@ -116,7 +116,7 @@ def replay_main(policy_path: str, traffic_path: str, out=None) -> int:
     return 0
 
 
-def summary(app: App) -> dict:
+def summary(app: App) -> dict[str, Any]:
     sessions = [{"sessionId": s.session_id, "caller": s.caller, "server": s.server, "userSession": s.user_session,
                  "protocolVersion": s.protocol_version, "requests": s.requests}
                 for s in app.sessions.snapshot(limit=10_000)]

@@ -3,7 +3,8 @@ of published schemas: closing them (specs/validators.py) and classifying them (d
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 __all__ = ["SCHEMA_LISTS", "SCHEMA_MAPS", "SCHEMA_ONE", "subschemas"]
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from markupsafe import Markup, escape
@@ -78,7 +79,7 @@ def caller_url(caller: str, **query: str) -> str:
 def _t(ts: float) -> str:
     if not ts:
         return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def _badge(text: str, colour: str = "gry", title: str | None = None) -> Markup:
@@ -302,7 +303,8 @@ def render_matches(query: str, hits: list[Any]) -> str:
             h("main", h("p", f"{len(hits)} actor(s) match ", h("code", query) if query else "(nothing)",
                         f" (only the first {MAX_HITS} are listed)" if len(hits) >= MAX_HITS else None),
               _table(["actor", "caller key", "matched by"], rows, "no actor matches"))]
-    head = [h("meta", charset="utf-8"), h("title", "Find an actor \u2014 mcp-extauthz"), Markup(f"<style>{CSS}</style>")]
+    head = [h("meta", charset="utf-8"), h("title", "Find an actor \u2014 mcp-extauthz"),
+            Markup(f"<style>{CSS}</style>")]
     return "<!doctype html>" + str(h("html", h("head", head), h("body", body), lang="en"))
 
 

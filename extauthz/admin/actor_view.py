@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 STAGES = ("recon", "probe", "extract")
 VERDICTS = ("allow", "deny")
@@ -32,7 +33,7 @@ def _wall(value: Any) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     try:
-        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return 0.0
 
@@ -205,15 +206,15 @@ def build(facts: Mapping[str, Any], filters: Filters = Filters(), now: float | N
     alerts = []
     alert_points: dict[str, float] = {}
     for i, a in enumerate(risk.get("alerts") or [], 1):
-        steps = []
+        evidence = []
         for stage in STAGES:
             for e in a.get("stages", {}).get(stage) or []:
                 marks.setdefault(e["decisionId"], []).append(f"alert {i}: {stage}")
-                steps.append((stage, e))
-        if steps:
-            last = steps[-1][1]["decisionId"]
+                evidence.append((stage, e))
+        if evidence:
+            last = evidence[-1][1]["decisionId"]
             alert_points[last] = alert_points.get(last, 0.0) + float(a.get("points", 0.0))
-        alerts.append((i, a, steps))
+        alerts.append((i, a, evidence))
 
     # One row per decision id: the risk timeline (stage, points) joined with the decision-log
     # ring (user session, detail, monitor, worker).
@@ -257,7 +258,8 @@ def build(facts: Mapping[str, Any], filters: Filters = Filters(), now: float | N
     alert_views = tuple(Alert(i, float(a.get("time", 0.0)), str(a.get("summary", "")), tuple(a.get("sessions") or ()),
                               float(a.get("points", 0.0)),
                               tuple(AlertStep(stage, e["decisionId"], e.get("sessionId", ""), e.get("reason", ""),
-                                              e.get("method", ""), e.get("name", ""), _wall(e.get("time")), e["decisionId"] in on_page)
+                                              e.get("method", ""), e.get("name", ""), _wall(e.get("time")),
+                                              e["decisionId"] in on_page)
                                     for stage, e in st))
                         for i, a, st in alerts)
 

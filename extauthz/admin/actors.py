@@ -15,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from extauthz.core.decision import new_decision_id
+
+if TYPE_CHECKING:
+    from extauthz.app import App
 
 DECISION_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_HITS = 50
@@ -47,7 +51,7 @@ class ActorSource(Protocol):
 class LocalActors:
     """This process's view (one process, or one worker answering the supervisor)."""
 
-    def __init__(self, app: Any, worker: int | None = None) -> None:
+    def __init__(self, app: App, worker: int | None = None) -> None:
         self.app, self.worker = app, worker
 
     async def find(self, query: str) -> list[Hit]:
@@ -91,20 +95,20 @@ async def _drive_async(steps: Iterator[None]) -> None:
         await asyncio.sleep(0)
 
 
-def find(app: Any, query: str) -> list[Hit]:
+def find(app: App, query: str) -> list[Hit]:
     """Every caller `query` points at, most specific first (one caller per hit)."""
     hits: dict[str, Hit] = {}
     _drive(_find(app, query, hits))
     return list(hits.values())
 
 
-async def find_async(app: Any, query: str) -> list[Hit]:
+async def find_async(app: App, query: str) -> list[Hit]:
     hits: dict[str, Hit] = {}
     await _drive_async(_find(app, query, hits))
     return list(hits.values())
 
 
-def _find(app: Any, query: str, hits: dict[str, Hit]) -> Iterator[None]:
+def _find(app: App, query: str, hits: dict[str, Hit]) -> Iterator[None]:
     q = query.strip()
     if not q:
         return
@@ -161,20 +165,20 @@ def _find(app: Any, query: str, hits: dict[str, Hit]) -> Iterator[None]:
             add(key, "client")
 
 
-def gather(app: Any, caller: str, worker: int | None = None) -> dict[str, Any]:
+def gather(app: App, caller: str, worker: int | None = None) -> dict[str, Any]:
     """What this process keeps about one caller, as JSON (see the module doc)."""
     out: dict[str, Any] = {}
     _drive(_gather(app, caller, worker, out))
     return out
 
 
-async def gather_async(app: Any, caller: str, worker: int | None = None) -> dict[str, Any]:
+async def gather_async(app: App, caller: str, worker: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     await _drive_async(_gather(app, caller, worker, out))
     return out
 
 
-def _gather(app: Any, caller: str, worker: int | None, out: dict[str, Any]) -> Iterator[None]:
+def _gather(app: App, caller: str, worker: int | None, out: dict[str, Any]) -> Iterator[None]:
     risk = app.risk
     st = risk.get(caller)
     summary = risk.timeline(st) if st is not None else None

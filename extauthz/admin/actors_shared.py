@@ -47,7 +47,8 @@ class SharedActors:
         except ActorLogUnavailable as e:
             return [], f"the shared decision log (Redis) did not answer ({e}): other replicas' decisions are missing"
 
-    async def timeline_events(self, callers: list[str], events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    async def timeline_events(self, callers: list[str],
+                              events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
         """`/v1/callers/{id}/timeline`: the local risk-timeline events plus the other replicas'
         decisions of these callers (as events without a stage), by time, each decision once."""
         out = {e["decisionId"]: e for e in events}

@@ -42,7 +42,7 @@ def fetch_inventory(admin: str) -> dict[str, Any]:
 def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip(), file=out)
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)).rstrip(), file=out)
 
 
 def _callers(usage: dict[str, Any] | None) -> str:
@@ -173,7 +173,8 @@ def approve_main(admin: str, token: str | None, server: str, kind: str, name: st
     if not result.get("approved"):
         print("not approved", file=sys.stderr)
         return 1
-    print(f"approved: {safe_text(server)} {spec_kind(kind)} {safe_text(name, 0)} (calls to it are allowed again)", file=out)
+    print(f"approved: {safe_text(server)} {spec_kind(kind)} {safe_text(name, 0)} (calls to it are allowed again)",
+          file=out)
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -27,6 +27,10 @@ from extauthz.admin.page import render as render_page
 from extauthz.app import App
 from extauthz.inventory.view import build_view
 from extauthz.mcp.kinds import spec_kind
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 def inventory(app: App) -> dict[str, Any]:
@@ -198,24 +202,25 @@ class _RecordFirst:
     """Every admin request sees every Check answered so far: Checks are recorded (metrics,
     inventory, decision log) in batches just after they are answered (App.record_pending)."""
 
-    def __init__(self, asgi: Any, app: Any) -> None:
+    def __init__(self, asgi: ASGIApp, app: App) -> None:
         self.asgi, self.app = asgi, app
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             self.app.record_pending()
         await self.asgi(scope, receive, send)
 
 
-def admin_server(app: Any, host: str, port: int, actors: ActorSource | None = None) -> Any:
+def admin_server(app: App, host: str, port: int, actors: ActorSource | None = None) -> uvicorn.Server:
     """The admin HTTP server (uvicorn), as a task of the caller's loop. SIGTERM stays ours: uvicorn
     would take it and close the admin port at once, while the drain needs /readyz to say 503 to
     the mesh until the gRPC server stops."""
     import contextlib
 
     import uvicorn
-    server: Any = uvicorn.Server(uvicorn.Config(build_admin(app, actors), host=host, port=port,
-                                                log_level="warning", access_log=False, lifespan="off"))
-    server.capture_signals = contextlib.nullcontext       # uvicorn >= 0.29 (Any: it differs by version)
-    server.install_signal_handlers = lambda: None         # older uvicorn
+    server = uvicorn.Server(uvicorn.Config(build_admin(app, actors), host=host, port=port,
+                                           log_level="warning", access_log=False, lifespan="off"))
+    hooks: Any = server                                  # Any: the signal hooks differ by uvicorn version
+    hooks.capture_signals = contextlib.nullcontext       # uvicorn >= 0.29
+    hooks.install_signal_handlers = lambda: None         # older uvicorn
     return server

@@ -11,7 +11,8 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlencode
 
@@ -20,7 +21,7 @@ from extauthz.admin.client import safe_text
 
 
 def _t(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
 def _who(caller: str) -> str:
@@ -28,10 +29,10 @@ def _who(caller: str) -> str:
     return parts[1] if len(parts) == 3 else caller
 
 
-def _table(rows: list[tuple[str, ...]], out: TextIO, indent: str = "  ") -> None:
+def _table(rows: Sequence[tuple[str, ...]], out: TextIO, indent: str = "  ") -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print(indent + "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip(), file=out)
+        print(indent + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)).rstrip(), file=out)
 
 
 def print_actor(v: dict[str, Any], out: TextIO) -> None:
@@ -57,7 +58,7 @@ def print_actor(v: dict[str, Any], out: TextIO) -> None:
     for a in v["alerts"]:
         print(file=out)
         print(f"ALERT {a['index']}  {_t(a['time'])}  +{a['points']:g}  {s(a['summary'], 0)}", file=out)
-        rows = [("STEP", "STAGE", "TIME", "SESSION", "REASON", "CALL", "DECISION")]
+        rows: list[tuple[str, ...]] = [("STEP", "STAGE", "TIME", "SESSION", "REASON", "CALL", "DECISION")]
         rows += [(str(n), st["stage"], _t(st["time"]), s(st["session_id"] or "-"), st["reason"],
                   s(f"{st['method']} {st['name']}".strip() or "-"),
                   st["decision_id"] + ("" if st["on_page"] else " (no longer kept)"))
@@ -81,7 +82,8 @@ def print_actor(v: dict[str, Any], out: TextIO) -> None:
         owner = "this actor" if m["owner"] == v["caller"] else _who(m["owner"]) if m["owner"] else \
             "ended" if m["ended"] else "-"
         others = ", ".join(f"{_who(p['caller'])} {p['reason']}" for p in m["others"]) or "-"
-        rows.append((s(m["session_id"]), s(owner), s(", ".join(m["user_sessions"]) or "-"), m["protocol_version"] or "-",
+        rows.append((s(m["session_id"]), s(owner), s(", ".join(m["user_sessions"]) or "-"),
+                     m["protocol_version"] or "-",
                      s(", ".join(m["servers"]) or "-"), _t(m["first_seen"]), _t(m["last_seen"]), str(m["steps"]),
                      str(m["denied"]), s(others, 60)))
     _table(rows, out)

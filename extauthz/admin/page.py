@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import unicodedata
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from markupsafe import Markup, escape
@@ -102,7 +103,7 @@ def _when(iso: str | None, now: datetime) -> Markup:
     if not iso:
         return tag("span", "never", class_="mut")
     try:
-        t = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        t = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     except ValueError:
         return esc(iso)
     s = max(0, int((now - t).total_seconds()))
@@ -116,7 +117,8 @@ def _badge(text: str, colour: str = "gry", title: str | None = None) -> Markup:
 
 def _sensitivity(cap: dict[str, Any]) -> list[Markup]:
     out = [_badge(c, _SENSITIVE_COLOUR.get(c.split(".", 1)[0], "amb"),
-                  "; ".join(f"{f['type']} in {f['where']}" for f in cap.get("findings", []) if f["category"] == c) or None)
+                  "; ".join(f"{f['type']} in {f['where']}" for f in cap.get("findings", []) if f["category"] == c)
+                  or None)
            for c in cap.get("sensitivity") or []]
     resp = ((cap.get("usage") or {}).get("responses") or {})
     for c in resp.get("sensitivity") or []:
@@ -225,7 +227,7 @@ def _caller_href(caller: str) -> str:
 
 def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
     """The whole page for an inventory document (`build_view`)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     summary = view.get("summary", {})
     policy = view.get("policy") or {}
     servers = view.get("servers", [])
@@ -252,7 +254,8 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
         alerts.append(tag("div", tag("b", "Quarantined: "), tag("code", f"{q['server']} {q['kind']} {q['name']}"),
                           " ", tag("span", q.get("why", ""), class_="mut"),
                           tag("div", "Calls are denied until reviewed: ",
-                              tag("code", f"extauthz approve --admin URL --token T {q['server']} {q['kind']} {q['name']}")),
+                              tag("code", "extauthz approve --admin URL --token T "
+                                          f"{q['server']} {q['kind']} {q['name']}")),
                           class_="alert"))
     by_key = {(s["server"], k, c.get("name") or c.get("uri") or c.get("uriTemplate")): c
               for s in servers for k in KIND_NAMES for c in s.get(k) or []}
@@ -277,8 +280,8 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
                           " ", tag("a", "investigate", href=_caller_href(r["caller"])),
                           f" — risk score {r['score']:.0f} of {r['blockAt']:.0f}",
                           tag("div", last["summary"], class_="mut") if last else None,
-                          tag("div", "sessions: ", tag("code", ", ".join(last["sessions"]))) if last and last["sessions"]
-                          else None,
+                          tag("div", "sessions: ", tag("code", ", ".join(last["sessions"])))
+                          if last and last["sessions"] else None,
                           class_="alert bad" if r["blocked"] else "alert warn"))
     for s in servers:
         if s.get("shadow"):
@@ -299,7 +302,8 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
             tag("td", tag("code", s["server"]), " ", status, _badge("pinned", "blu") if s.get("pinned") else None),
             tag("td", f"{info.get('name', '')} {info.get('version', '')}".strip() or "-"),
             tag("td", ", ".join(s.get("protocolVersions") or []) or "-"),
-            tag("td", ", ".join(t.get("authorities") or []) or "-", tag("div", ", ".join(t.get("paths") or []), class_="mut")),
+            tag("td", ", ".join(t.get("authorities") or []) or "-",
+                tag("div", ", ".join(t.get("paths") or []), class_="mut")),
             tag("td", _when(t.get("firstSeen"), now)), tag("td", _when(t.get("lastSeen"), now)),
             tag("td", str(t.get("requests", 0)), class_="num"), tag("td", str(t.get("allowed", 0)), class_="num"),
             tag("td", str(t.get("denied", 0)), class_="num"),
@@ -312,12 +316,14 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
         if s.get("shadow"):
             continue
         rows = _cap_rows(s, now)
-        unlisted = [tag("tr", tag("td", _badge(_KIND.get(u["kind"], u["kind"]), "gry")), tag("td", tag("code", u["name"])),
+        unlisted = [tag("tr", tag("td", _badge(_KIND.get(u["kind"], u["kind"]), "gry")),
+                        tag("td", tag("code", u["name"])),
                         tag("td", _coverage(u)), tag("td", _callers(u.get("usage"))),
                         tag("td", _when((u.get("usage") or {}).get("lastUse"), now)),
                         tag("td", str((u.get("usage") or {}).get("allowed", 0)), class_="num"),
                         tag("td", str((u.get("usage") or {}).get("denied", 0)), class_="num"),
-                        tag("td", ", ".join(f"{k} {n}" for k, n in ((u.get("usage") or {}).get("denyReasons") or {}).items())))
+                        tag("td", ", ".join(f"{k} {n}"
+                                            for k, n in ((u.get("usage") or {}).get("denyReasons") or {}).items())))
                     for u in s.get("unlisted") or []]
         server_sections.append(tag(
             "section",
@@ -353,8 +359,8 @@ def render(view: dict[str, Any], *, refresh: int | None = None) -> str:
                      f"({policy.get('mode', 'no policy')}) \u00b7 read-only view of /v1/inventory")),
         tag("main",
             cards,
-            tag("section", tag("h2", "Needs attention"), alerts or tag("p", "nothing quarantined, no hidden "
-                                                                           "instructions, no shadow servers", class_="empty"),
+            tag("section", tag("h2", "Needs attention"),
+                alerts or tag("p", "nothing quarantined, no hidden instructions, no shadow servers", class_="empty"),
                 id="attention"),
             tag("section", tag("h2", "Servers"),
                 _table(["server", "server info", "protocol versions", "seen at", "first seen", "last seen", "requests",

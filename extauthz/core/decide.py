@@ -126,11 +126,11 @@ def _decision(http: HttpRequest, ctx: Context, server: str, shape: Shape, caller
     if denied is None:
         return new(Decision, (new_decision_id(), ALLOWED, "", 200, server, method, name, rule, caller, sid,
                               http.method, form, ids, verdicts, learn, learn_stream, resumed, legacy_sse, monitor,
-                              version, "", None, arguments, claim, NO_PLAN, None, 0.0))
+                              version, "", None, arguments, claim, (), NO_PLAN, None, 0.0))
     reason, detail, status, denied_name, www_authenticate, code = denied
     return new(Decision, (new_decision_id(), reason, detail, status, server, method, name or denied_name, rule, caller,
                           sid, http.method, form, ids, verdicts, (), learn_stream, resumed, legacy_sse, monitor,
-                          version, www_authenticate, code, arguments, claim, NO_PLAN, None, 0.0))
+                          version, www_authenticate, code, arguments, claim, (), NO_PLAN, None, 0.0))
 
 
 def _status(shape: Shape, deny_status: int) -> int:

@@ -117,6 +117,9 @@ class Decision(NamedTuple):
     # The session id the shared store must be asked about before this request can be decided (a
     # replica that never saw it). Such a decision is a deny until the claim settles it.
     claim: str = ""
+    # The shared-state keys to read before a deny our own feed lag may explain stands
+    # (extauthz.shared.readthrough; App.check marks it). Not scored until read through.
+    recheck: tuple[tuple[str, ...], ...] = ()
     plan: AnswerPlan = NO_PLAN
     alert: dict[str, Any] | None = None  # a risk alert this decision completed
     latency: float = 0.0
@@ -134,8 +137,13 @@ class Decision(NamedTuple):
     def answered(self, plan: AnswerPlan, alert: dict[str, Any] | None, latency: float) -> Decision:
         """The decision as answered: its plan and its audit data (the last three fields)."""
         # one slice and one concatenation (_replace takes ~1.5 µs; bench/README.md "Decision records")
-        return new(Decision, self[:24] + (plan, alert, latency))
+        return new(Decision, self[:25] + (plan, alert, latency))
 
     def settled(self, detail: str, rule: str) -> Decision:
         """A claim that could not be settled: the same deny, saying why, waiting on nothing."""
-        return self._replace(detail=detail, rule=rule, claim="")
+        return self._replace(detail=detail, rule=rule, claim="", recheck=())
+
+    @property
+    def pending(self) -> bool:
+        """The transport awaits `App.confirm_claim` before answering."""
+        return bool(self.claim or self.recheck)

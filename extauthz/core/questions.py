@@ -17,6 +17,8 @@ from extauthz.mcp.names import name_problem, uri_problem
 from extauthz.sessions.visibility import shown
 from extauthz.specs.validators import Invalid
 
+UNSEEN = "was never listed to this session"     # the detail of a visibilityBinding denial
+
 
 def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
                    headers: dict[str, str], seen: Any = None, linked: Any = None) -> Verdict:
@@ -68,7 +70,7 @@ def _unseen(seen: Any, kind: str, key: str, what: str) -> Verdict | None:
     (or, without a session, to this caller). Compared with what the server listed, not with what
     filterLists showed, so a capability the policy forbids stays `not_allowed`."""
     if seen is not None and shown(seen, kind, key) is False:
-        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {key[:200]!r} was never listed to this session", name=key)
+        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {key[:200]!r} {UNSEEN}", name=key)
     return None
 
 

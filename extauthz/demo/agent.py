@@ -3,9 +3,10 @@ admin, over both protocol styles. The demo prints its rows; the end-to-end tests
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import httpx2
 from mcp import Client
@@ -22,9 +23,11 @@ async def connect(url: str, token: str | None, mode: str = "legacy",
     h = dict(headers or {})
     if token:
         h["Authorization"] = f"Bearer {token}"
-    async with create_mcp_http_client(headers=h, timeout=httpx2.Timeout(30, read=60)) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode, cache=None) as client:  # type: ignore[arg-type]
-            yield client
+    async with (
+        create_mcp_http_client(headers=h, timeout=httpx2.Timeout(30, read=60)) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode, cache=None) as client,
+    ):
+        yield client
 
 
 @dataclass
@@ -114,7 +117,7 @@ def table(rows: list[Row]) -> str:
     widths = [min(48, max(len(x[i]) for x in data)) for i in range(len(head))]
     lines = []
     for i, r in enumerate(data):
-        lines.append("  ".join(str(v)[:w].ljust(w) for v, w in zip(r, widths)).rstrip())
+        lines.append("  ".join(str(v)[:w].ljust(w) for v, w in zip(r, widths, strict=False)).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-
 from mcp.server.mcpserver import MCPServer
+from pydantic import BaseModel, Field
 
 CUSTOMERS = {
     "c-100": {"id": "c-100", "name": "Ada Lovelace", "tier": "gold"},
@@ -105,7 +104,8 @@ def main() -> None:
     if a.sse:
         app = build_server(a.description_file).sse_app(host=a.host)
     else:
-        app = build_server(a.description_file).streamable_http_app(json_response=a.json_response, stateless_http=a.stateless, host=a.host)
+        app = build_server(a.description_file).streamable_http_app(json_response=a.json_response,
+                                                                    stateless_http=a.stateless, host=a.host)
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
 
 

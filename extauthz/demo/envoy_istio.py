@@ -53,16 +53,16 @@ import sys
 import textwrap
 
 from extauthz.demo.envoy_config import (
-    checked_common,
     DEMO_JWKS,
-    LEARN_HEADER,
     STRIPPED_CLIENT_HEADERS,
     _cluster_type,
     _duration,
     _host,
     _port,
+    checked_common,
 )
 from extauthz.demo.tokens import AUDIENCE, ISSUER
+from extauthz.mcp.learnheader import LEARN_HEADER
 
 __all__ = ["PAYLOAD_HEADER", "STRIP_MODES", "render", "main"]
 

@@ -22,9 +22,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from extauthz.demo.envoy_config import render
 from extauthz.demo.tokens import TokenIssuer
@@ -42,7 +42,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (bind to port 0, read it back, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -99,7 +100,7 @@ class _Proc:
     argv: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
-    popen: subprocess.Popen | None = None
+    popen: subprocess.Popen[bytes] | None = None
 
     def start(self, cwd: str | None = None) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
@@ -246,7 +247,7 @@ class Stack:
     def log_tail(self, name: str, lines: int = 40) -> str:
         return "\n".join(self.logs().get(name, "").splitlines()[-lines:])
 
-    def process(self, name: str) -> subprocess.Popen | None:
+    def process(self, name: str) -> subprocess.Popen[bytes] | None:
         p = self._procs.get(name)
         return p.popen if p else None
 
@@ -311,16 +312,18 @@ class Stack:
             f"--- last lines of {p.log_path} ---\n{p.tail()}"
         )
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         if self._procs:
             raise StackError("a Stack can be started once")
         self.workdir = Path(tempfile.mkdtemp(prefix="mcp-extauthz-stack-"))
         self.envoy_config_path = self.workdir / "envoy.yaml"
         self.envoy_config_path.write_text(self.render_envoy(), encoding="utf-8")
 
-        self._procs["upstream"] = _Proc("upstream", self._upstream_argv(), self.workdir / "upstream.log", self._upstream_env)
+        self._procs["upstream"] = _Proc("upstream", self._upstream_argv(), self.workdir / "upstream.log",
+                                        self._upstream_env)
         if self.policy_path is not None:
-            self._procs["service"] = _Proc("service", self._service_argv(), self.workdir / "service.log", self._service_env)
+            self._procs["service"] = _Proc("service", self._service_argv(), self.workdir / "service.log",
+                                           self._service_env)
         self._procs["envoy"] = _Proc("envoy", self._envoy_argv(), self.workdir / "envoy.log")
         try:
             for p in self._procs.values():  # start all three at once; wait for each below
@@ -328,12 +331,14 @@ class Stack:
 
             up = self._procs["upstream"]
             if not wait_for_port("127.0.0.1", self.upstream_port, self._timeouts["upstream"], alive=up.alive):
-                raise self._fail("upstream", f"did not open port {self.upstream_port} within {self._timeouts['upstream']}s")
+                raise self._fail("upstream",
+                                 f"did not open port {self.upstream_port} within {self._timeouts['upstream']}s")
 
             if "service" in self._procs:
                 svc = self._procs["service"]
                 if not wait_for_http(f"{self.service_admin_url}/readyz", self._timeouts["service"], alive=svc.alive):
-                    raise self._fail("service", f"GET {self.service_admin_url}/readyz was not 200 within {self._timeouts['service']}s")
+                    raise self._fail("service", f"GET {self.service_admin_url}/readyz was not 200 within "
+                                                f"{self._timeouts['service']}s")
 
             env = self._procs["envoy"]
             if not wait_for_http(
@@ -342,7 +347,8 @@ class Stack:
                 ok=lambda status, body: status == 200 and body.strip() == "LIVE",
                 alive=env.alive,
             ):
-                raise self._fail("envoy", f"GET {self.envoy_admin_url}/ready was not 200 LIVE within {self._timeouts['envoy']}s")
+                raise self._fail("envoy", f"GET {self.envoy_admin_url}/ready was not 200 LIVE within "
+                                          f"{self._timeouts['envoy']}s")
             if not wait_for_port("127.0.0.1", self.envoy_port, 5.0, alive=env.alive):
                 raise self._fail("envoy", f"did not open listener port {self.envoy_port}")
         except BaseException:
@@ -358,7 +364,7 @@ class Stack:
             self._final_logs = self.logs()
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa

@@ -5,8 +5,9 @@ shows an `Assessment`; the quarantine screen holds an entry on its `hold`."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from extauthz.detect.capability import Finding, categories, classify_capability
 from extauthz.detect.hidden import Finding as HiddenFinding

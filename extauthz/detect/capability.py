@@ -4,8 +4,9 @@ descriptions, URIs, schema property names and `format`, prompt arguments). Total
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from extauthz.detect.values import ValueMatcher
 from extauthz.detect.vocabulary import MAX_TEXT, path_hits, term_hits

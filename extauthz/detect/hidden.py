@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import regex
 
@@ -50,7 +50,7 @@ _MARKUP: tuple[tuple[str, re.Pattern[str]], ...] = (
 _SUSPECT = regex.compile(r"[\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}\p{Zl}\p{Zp}\u2800]")
 ALONE = frozenset({"ignore previous instructions"})
 _MENTION = re.compile(r"[\"'`\u2018\u201c\u00ab(]\s*$|\b(?:such\s+as|like|e\.g\.|as\s+in|phrases?|words?)\W*$")
-_WS_RUN = re.compile(r"\s{%d,}" % WHITESPACE_RUN)
+_WS_RUN = re.compile(r"\s{%d,}" % WHITESPACE_RUN)  # noqa: UP031 (braces of a quantifier)
 _BIDI = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
 _ZERO_WIDTH = frozenset({0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x180E}) | frozenset(range(0x2061, 0x2065))
 

@@ -8,7 +8,7 @@ import binascii
 import json
 import re
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import phonenumbers
 from stdnum import iban as _iban

@@ -173,7 +173,7 @@ async def _via_streamable(url: str, headers: dict[str, str], timeout: float, see
 
     async with _http_client(headers, timeout, seen) as http:
         transport = streamable_http_client(url, http_client=http)      # DELETEs the session on close
-        async with Client(transport, mode=mode, cache=None, client_info=_client_info(),  # type: ignore[arg-type]
+        async with Client(transport, mode=mode, cache=None, client_info=_client_info(),
                           read_timeout_seconds=timeout) as client:
             snap = await _collect(client, url, "streamable-http", max_pages, max_items)
         snap.stateful = seen.session
@@ -194,7 +194,7 @@ async def _via_sse(url: str, headers: dict[str, str], timeout: float, seen: _See
 
     transport = sse_client(url, headers=headers, timeout=timeout, sse_read_timeout=timeout,
                            httpx_client_factory=factory)
-    async with Client(transport, mode="legacy", cache=None, client_info=_client_info(),  # type: ignore[arg-type]
+    async with Client(transport, mode="legacy", cache=None, client_info=_client_info(),
                       read_timeout_seconds=timeout) as client:
         snap = await _collect(client, url, "sse", max_pages, max_items)
     snap.stateful = True
@@ -313,9 +313,9 @@ def _explain(e: BaseException, seen: _Seen, url: str, timeout: float) -> str:
         if isinstance(x, (httpx2.TransportError, OSError, TimeoutError)):
             leaf = x
             break
-    if isinstance(leaf, TimeoutError) or isinstance(leaf, httpx2.TimeoutException):
+    if isinstance(leaf, (TimeoutError, httpx2.TimeoutException)):
         return f"{url}: no complete answer within {timeout:g}s"
-    if isinstance(leaf, httpx2.ConnectError) or isinstance(leaf, OSError):
+    if isinstance(leaf, (httpx2.ConnectError, OSError)):
         cause = str(leaf) or type(leaf).__name__
         return f"cannot connect to {url}: {cause}"
     if isinstance(leaf, httpx2.TransportError):

@@ -13,7 +13,8 @@ Capabilities without findings are left out.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from extauthz.mcp.kinds import KIND_NAMES as KINDS
 

@@ -36,7 +36,7 @@ def snapshot_json(snap: Snapshot, found: dict[str, Any]) -> dict[str, Any]:
         "url": snap.url,
         "transport": snap.transport,
         "stateful": snap.stateful,
-        "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "truncated": snap.truncated,
         "errors": snap.errors,
     }

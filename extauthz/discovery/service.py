@@ -34,8 +34,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
 
@@ -253,7 +254,7 @@ class Discoverer:
             info["supportedVersions"] = snap.supported_versions
         # Last, so another worker that sees this mark already has the lists (same ordered relay).
         info[INFO_KEY] = {"url": st.upstream, "transport": snap.transport, "protocolVersion": snap.protocol_version,
-                          "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                          "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
         store.note_info(st.name, info)
         log.info("discovered %s at %s (%s): %s", st.name, st.upstream, snap.protocol_version,
                  ", ".join(counts) or "no lists")

@@ -6,6 +6,7 @@ spec kind the store lacks first awaits that discovery, bounded (extauthz.discove
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
@@ -26,7 +27,8 @@ class AuthorizationServicer:
         self.app = app
         self.discovery = discovery      # None: no active discovery (nothing to wait for)
 
-    async def Check(self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext) -> bytes:
+    async def Check(self, request: external_auth_pb2.CheckRequest,
+                    context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest, bytes]) -> bytes:
         try:
             http = to_http_request(request)
         except Exception:       # never hand the verdict to Envoy's failure mode: deny
@@ -38,7 +40,7 @@ class AuthorizationServicer:
         if disc is not None and disc.waiting:       # empty once every upstream was discovered
             await disc.before_check(http, _time_remaining(context))
         d = self.app.check(http)
-        if d.claim:         # a session id this replica never saw: its owner is asked of the shared store
+        if d.pending:       # a session id this replica never saw, or a deny the feed lag may explain
             try:
                 d = await self.app.confirm_claim(http, d)
             except Exception:  # noqa: BLE001 - the pending decision is a deny: answer it
@@ -46,7 +48,7 @@ class AuthorizationServicer:
         return encode_check_response(d)
 
 
-def _time_remaining(context: grpc.aio.ServicerContext) -> float | None:
+def _time_remaining(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     """Seconds left before Envoy's ext_authz timeout (its gRPC deadline), or None without one."""
     try:
         left = context.time_remaining()

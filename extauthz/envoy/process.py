@@ -49,8 +49,9 @@ _RESPONSE_HEADERS_REWRITE = pb.ProcessingResponse(response_headers=pb.HeadersRes
 # The body will be replaced whole by a JSON-RPC error (a list we could not read, e.g. compressed).
 _RESPONSE_HEADERS_REPLACE = pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse(
     header_mutation=pb.HeaderMutation(
-        set_headers=[base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="content-type", raw_value=b"application/json"),
-                                                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)],
+        set_headers=[base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key="content-type", raw_value=b"application/json"),
+            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)],
         remove_headers=["content-length", "content-encoding"]))))
 _EMPTY_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(
     body_mutation=pb.BodyMutation(body=b""))))
@@ -78,7 +79,8 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
         self.streams_active = 0
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
+                      context: grpc.aio.ServicerContext[pb.ProcessingRequest, pb.ProcessingResponse],
+                      ) -> AsyncIterator[pb.ProcessingResponse]:
         exchange: Exchange | None = None
         self.streams_active += 1
         try:
@@ -184,7 +186,8 @@ class ExternalProcessorServicer(pb_grpc.ExternalProcessorServicer):
 
 
 def _response_headers_reply(exchange: Exchange) -> pb.ProcessingResponse:
-    return _RESPONSE_HEADERS_REPLACE if getattr(exchange.rewriter, "replaces_body", False) else _RESPONSE_HEADERS_REWRITE
+    replaces = getattr(exchange.rewriter, "replaces_body", False)
+    return _RESPONSE_HEADERS_REPLACE if replaces else _RESPONSE_HEADERS_REWRITE
 
 
 def _reply_for(phase: str) -> pb.ProcessingResponse:

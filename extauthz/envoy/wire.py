@@ -9,7 +9,7 @@ of decision. Hand-written because no maintained library encodes protobuf without
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from extauthz.core.answers import denial_body
 from extauthz.core.decision import NO_PLAN, Decision
@@ -127,7 +127,7 @@ def encode_check_response(d: Decision) -> bytes:
     if d.wire_allowed and d.plan is NO_PLAN and len(d.decision_id) == _ID_LEN:
         c = d.caller
         key = (d.server, d.method, d.name, c.key if c is not None else None, d.reason, d.monitor)
-        t = _templates.get(key, False)
+        t: tuple[bytes, bytes, bytes] | None | Literal[False] = _templates.get(key, False)
         if t is False:
             if len(_templates) >= 8192:
                 _templates.clear()

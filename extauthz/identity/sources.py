@@ -8,12 +8,15 @@ bad identity (401), never a fall-through to the next source.
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from extauthz.identity.caller import Caller
 from extauthz.mcp.request import HttpRequest
+
+if TYPE_CHECKING:   # the policy hands its identity section in; identity does not load policies
+    from extauthz.policy.model import Identity
 
 
 class BadIdentity(Exception):
@@ -36,7 +39,7 @@ def _decode_header(value: str, encoding: str) -> dict[str, Any]:
     return claims
 
 
-def _caller_from_claims(claims: dict[str, Any], identity: Any, source: str) -> Caller:
+def _caller_from_claims(claims: dict[str, Any], identity: Identity, source: str) -> Caller:
     sub = claims.get(identity.subject)
     if type(sub) is not str or not sub:
         raise BadIdentity(f"claims carry no {identity.subject!r}")
@@ -57,10 +60,10 @@ def _caller_from_claims(claims: dict[str, Any], identity: Any, source: str) -> C
     return Caller(iss if type(iss) is str else "", sub, client, groups, claims, source)
 
 
-_callers: dict[tuple[int, int], tuple[dict[str, Any], Any, Caller]] = {}
+_callers: dict[tuple[int, int], tuple[dict[str, Any], Identity, Caller]] = {}
 
 
-def _cached_caller(claims: dict[str, Any], identity: Any, source: str) -> Caller:
+def _cached_caller(claims: dict[str, Any], identity: Identity, source: str) -> Caller:
     """Callers for the same claims object (the transport caches converted claims) and the same
     identity config are built once; the identity check keeps a stale id from ever matching."""
     key = (id(claims), id(identity))
@@ -74,7 +77,7 @@ def _cached_caller(claims: dict[str, Any], identity: Any, source: str) -> Caller
     return caller
 
 
-def resolve_caller(http: HttpRequest, identity: Any) -> Caller | None:
+def resolve_caller(http: HttpRequest, identity: Identity) -> Caller | None:
     """The caller, or None when no source yields one. Raises BadIdentity on an unreadable one."""
     for src in identity.sources:
         if src.kind == "jwtMetadata":

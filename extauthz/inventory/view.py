@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
 
 from extauthz.detect.assess import Assessor, response_categories
 from extauthz.inventory.store import MAX_CALLERS_PER_CAPABILITY, Inventory, Usage
-from extauthz.policy.errors import PolicyError
 from extauthz.mcp.kinds import KIND_NAMES, Kind
+from extauthz.policy.errors import PolicyError
 from extauthz.policy.load import canonical_json, load_policy_document, parse_policy_bytes, resolve_policy_path
 from extauthz.policy.model import Policy
 from extauthz.specs.store import SpecStore
@@ -26,7 +27,7 @@ MAX_SAMPLE_URIS = 5
 def iso(t: float) -> str | None:
     if not t:
         return None
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
 # -- the policy, as data --------------------------------------------------------------------------
@@ -308,7 +309,8 @@ def _server_view(name: str, inv: Inventory, specs: SpecStore, assessor: Assessor
         for p in spec.prompts.values():
             taken.add(("prompts", p.name))
             desc = p.raw.get("description")
-            prompts.append({"name": p.name, "arguments": p.arguments, "description": desc if isinstance(desc, str) else "",
+            prompts.append({"name": p.name, "arguments": p.arguments,
+                            "description": desc if isinstance(desc, str) else "",
                             **common("prompts", p.name, p), "usage": usage_doc(used.get(("prompts", p.name)), inv)})
     unlisted = []
     for (kind, key), u in [*used.items(), *probed.items()]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from extauthz.mcp.jsonrpc import Message
 from extauthz.mcp.kinds import Kind
@@ -102,7 +102,16 @@ def _render(value: Any) -> str | None:
     return None
 
 
-def param_mismatch(headers: dict[str, str], tool: Any, args: dict[str, Any]) -> str | None:
+class Tool(Protocol):
+    """What the header check reads of a learned tool (extauthz.specs.model.ToolSpec)."""
+
+    @property
+    def input_schema(self) -> dict[str, Any]: ...
+    @property
+    def schema_hash(self) -> str: ...
+
+
+def param_mismatch(headers: dict[str, str], tool: Tool, args: dict[str, Any]) -> str | None:
     """`Mcp-Param-*` headers must match the arguments the schema marks with `x-mcp-header`, and
     no other `Mcp-Param-*` header may appear. Only 2026-07-28 clients must send them; an older
     client that sends none is fine, one that sends some is held to them."""

@@ -34,12 +34,15 @@ class Limits:
     max_array_items: int = 10000
 
 
+RequestId = str | int    # what `_message` accepts: JSON-RPC also allows null and fractions, MCP does not
+
+
 @dataclass(slots=True)
 class Message:
     """One JSON-RPC message. `kind` is request | notification | response."""
 
     kind: str
-    id: Any
+    id: RequestId | None
     method: str
     params: dict[str, Any]
     raw: dict[str, Any]
@@ -191,7 +194,7 @@ def _message(obj: Any) -> Message:
     raise BodyError(Reason.MALFORMED_REQUEST, "not a JSON-RPC request, notification or response")
 
 
-def _readable_id(obj: Any) -> Any:
+def _readable_id(obj: Any) -> RequestId | None:
     if type(obj) is dict:
         mid = obj.get("id")
         if type(mid) is str or type(mid) is int:

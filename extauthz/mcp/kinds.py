@@ -10,7 +10,7 @@ a `Kind` compares and hashes as its string, but write `.value` where it becomes 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 RuleKind = Literal["tool", "resource", "prompt"]
 
@@ -31,6 +31,9 @@ class Kind(StrEnum):
         member.list_method, member.call_method = list_method, call_method
         member.singular, member.label = value[:-1], label
         return member
+
+    if TYPE_CHECKING:   # what a call does: `Kind("tools")` looks a member up (__new__ builds them)
+        def __init__(self, value: str) -> None: ...
 
     # templates are matched by resource rules, and used by reading a resource
     TOOLS = ("tools", "tool", "name", "tools/list", "tools/call", "tool")

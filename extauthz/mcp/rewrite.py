@@ -21,7 +21,8 @@ libraries do not offer.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
 
@@ -33,6 +34,14 @@ Unreadable = Callable[[str], "bytes | None"]
 _EVENT_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
 _BOM = b"\xef\xbb\xbf"
 _LINE = re.compile(rb"\r\n|\n|\r")
+
+
+class Rewriter(Protocol):
+    """What ext_proc drives: `BodyRewriter`, or one that replaces a body it cannot read."""
+
+    mode: str   # "json" or "sse"
+
+    def feed(self, chunk: bytes, end: bool) -> bytes: ...
 
 
 class BodyRewriter:

@@ -13,8 +13,9 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from .errors import PolicyError
 from .load import read_policy_bytes, resolve_policy_path

@@ -5,12 +5,11 @@ still what the service learns and enforces against."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from extauthz.identity.caller import Caller
 from extauthz.mcp.kinds import Kind
-
-
 
 _KIND = {k.value: k for k in Kind}
 

@@ -34,7 +34,8 @@ _CUSTOM_MESSAGE_VALIDATORS = {"pattern", "oneOf", "anyOf", "minProperties", "max
 def policy_schema() -> dict[str, Any]:
     """The packaged JSON Schema (draft 2020-12)."""
     text = resources.files("extauthz.policy").joinpath("schema.json").read_text("utf-8")
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 @lru_cache(maxsize=1)
@@ -87,7 +88,8 @@ def _short(value: Any) -> str:
 def _schema_issues(error: ValidationError, source: str, positions: Positions) -> list[PolicyIssue]:
     """One jsonschema error -> issues a human can act on (unknown keys point at the key)."""
     path: Path = tuple(error.absolute_path)
-    kind, value, instance = error.validator, error.validator_value, error.instance
+    kind, instance = error.validator, error.instance
+    value: Any = error.validator_value
     schema = error.schema if isinstance(error.schema, dict) else {}
     if kind == "additionalProperties" and isinstance(instance, dict):
         allowed = sorted(schema.get("properties", {}))
@@ -221,7 +223,8 @@ def parse_policy_text(text: str, source_name: str, base_dir: str | None = None) 
         issues.append(_issue(source_name, line, col, path, message))
     if issues:
         raise PolicyError(_sorted(issues))
-    return fill_defaults(doc)
+    filled: dict[str, Any] = fill_defaults(doc)
+    return filled
 
 
 def load_policy_document(path: str) -> dict[str, Any]:

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
+
+from extauthz.mcp import jsonrpc
+from extauthz.mcp.kinds import RuleKind
 
 from .authority import parse_authority
 from .errors import PolicyError, PolicyIssue
 from .globs import Matcher, compile_glob, is_glob
 from .load import canonical_json, load_policy_document, parse_policy_bytes, resolve_policy_path
-from .rules import Allow, Constraint, Rule, RuleKind
+from .rules import Allow, Constraint, Rule
 
 __all__ = [
     "Allow", "Audit", "Constraint", "Defaults", "Identity", "IdentitySource", "Limits", "Policy",
@@ -85,7 +89,7 @@ class ServerPolicy:
         key = (kind, name)
         hit = self._resolved.get(key, _UNRESOLVED)
         if hit is not _UNRESOLVED:
-            return hit  # type: ignore[no-any-return]
+            return hit  # type: ignore[return-value]  # not the sentinel: a Rule or None
         rule = self._exact.get(key)
         if rule is None:
             for matcher, candidate in self._globs.get(kind, ()):
@@ -154,11 +158,8 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
-    max_body_bytes: int = 262144
-    max_depth: int = 32
-    max_string_bytes: int = 65536
-    max_array_items: int = 10000
+class Limits(jsonrpc.Limits):
+    """The parser's size limits (a subclass, so the parser takes it as is) and the encodings to decode."""
     decode: frozenset[str] = frozenset()
 
 
@@ -294,9 +295,9 @@ def _server(doc: dict[str, Any], base_dir: str) -> ServerPolicy:
 def _source(doc: dict[str, Any]) -> IdentitySource:
     ((kind, body),) = doc.items()
     if kind == "jwtMetadata":
-        return IdentitySource(kind, filter=body.get("filter", "envoy.filters.http.jwt_authn"), key=body["key"])
+        return IdentitySource("jwtMetadata", filter=body.get("filter", "envoy.filters.http.jwt_authn"), key=body["key"])
     if kind == "header":
-        return IdentitySource(kind, name=body["name"].lower(), encoding=body.get("encoding", "base64url-json"))
+        return IdentitySource("header", name=body["name"].lower(), encoding=body.get("encoding", "base64url-json"))
     return IdentitySource("mtls")
 
 

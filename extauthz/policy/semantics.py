@@ -10,7 +10,8 @@ import math
 import os
 import re
 import unicodedata
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from .authority import parse_authority
@@ -68,7 +69,8 @@ def check_document(doc: Any, base_dir: str) -> list[Finding]:
         name = server.get("name")
         if isinstance(name, str):
             if name in seen_names:
-                found.append((path + ("name",), f"duplicate server name {name!r} (first at servers[{seen_names[name]}])"))
+                found.append((path + ("name",),
+                              f"duplicate server name {name!r} (first at servers[{seen_names[name]}])"))
             else:
                 seen_names[name] = i
         found += _check_match(server.get("match"), path + ("match",), str(name), seen_routes)
@@ -129,7 +131,8 @@ def _check_match(match: Any, path: Path, server: str,
         if isinstance(prefix, str):
             route = (host, port, prefix)
             if route in seen and seen[route] != server:
-                found.append((apath, f"server {seen[route]!r} already matches {authority!r} with pathPrefix {prefix!r}"))
+                found.append((apath,
+                              f"server {seen[route]!r} already matches {authority!r} with pathPrefix {prefix!r}"))
             seen.setdefault(route, server)
     return found
 
@@ -165,7 +168,8 @@ def _check_rules(rules: Any, path: Path, field: str, kind: str) -> list[Finding]
             if why:
                 found.append((rpath + (field,), f"invalid {kind} {field} {pattern!r}: {why}"))
             elif pattern in first:
-                found.append((rpath + (field,), f"duplicate {kind} rule {pattern!r} (first at {path[-1]}[{first[pattern]}]); it would never apply"))
+                found.append((rpath + (field,), f"duplicate {kind} rule {pattern!r} "
+                              f"(first at {path[-1]}[{first[pattern]}]); it would never apply"))
             else:
                 first[pattern] = i
         found += _check_allow(rule.get("allow"), rpath + ("allow",))

@@ -18,7 +18,7 @@ come from MCP servers and must not be able to inject YAML or break out of a comm
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from extauthz.mcp.kinds import Kind
@@ -133,7 +133,7 @@ def _server_block(s: dict[str, Any]) -> list[str]:
     lines = [f"  - name: {yq(s['server'])}"]
     info = s.get("serverInfo") or {}
     if info.get("name"):
-        lines.insert(0, f"  # {comment(info.get('name'))} {comment(info.get('version', ''))}".rstrip())
+        lines.insert(0, f"  # {comment(info['name'])} {comment(info.get('version', ''))}".rstrip())
     lines.append(f"    match: {flow(pol['match'])}")
     for key in ("upstream", "specFile", "schemaStrictness"):
         if pol.get(key):
@@ -200,7 +200,7 @@ def suggest_policy(inv: dict[str, Any], *, source: str = "") -> str:
     """The suggested policy YAML for an inventory document."""
     policy = inv.get("policy") or {}
     config = dict(policy.get("config") or {})
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     out = [
         "# mcp-extauthz policy suggested from observed use by `extauthz suggest-policy`",
         f"# from {comment(source or 'an inventory document')} at {now}; inventory generated "

@@ -87,9 +87,8 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
 
 def _prescan(text: str) -> None:
     """Reject multi-document, too deep or too large streams before the recursive composer."""
-    depth = events = documents = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        events += 1
+    depth = documents = 0
+    for events, event in enumerate(yaml.parse(text, Loader=yaml.SafeLoader), 1):
         if events > MAX_EVENTS:
             line, col = _mark(event.start_mark)
             raise YamlDocError([Problem(line, col, (), f"document too large (over {MAX_EVENTS} YAML events)")])

@@ -16,7 +16,8 @@ Calibrated on the traces in tests/corpus/risk (bench/risk_calibration.py prints 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from extauthz.risk.stages import PROBE, RECON
 
@@ -36,6 +37,10 @@ class Evidence(Protocol):
     seq: int
 
 
+E = TypeVar("E", bound=Evidence)
+T = TypeVar("T")
+
+
 def escalation(evidence: Iterable[Evidence], now: float) -> float:
     """The multiplier for a new distinct denial, given the caller's scored evidence."""
     n = sum(1 for e in evidence if e.points > 0 and now - e.at <= LONG_WINDOW)
@@ -44,22 +49,22 @@ def escalation(evidence: Iterable[Evidence], now: float) -> float:
     return min(ESCALATE_MAX, 1.0 + (n - ESCALATE_AFTER + 1) / ESCALATE_STEP)
 
 
-def live(evidence: Iterable[Any], now: float, after_seq: int) -> dict[str, list[Any]]:
+def live(evidence: Iterable[E], now: float, after_seq: int) -> dict[str, list[E]]:
     """The unforgiven recon and probe evidence a chain may use now (after the last alert)."""
-    out: dict[str, list[Any]] = {RECON: [], PROBE: []}
+    out: dict[str, list[E]] = {RECON: [], PROBE: []}
     for e in evidence:
         if e.points > 0 and e.seq > after_seq and now - e.at <= CHAIN_WINDOW and e.stage in out:
             out[e.stage].append(e)
     return out
 
 
-def ready(stages: dict[str, list[Any]]) -> bool:
+def ready(stages: Mapping[str, Sequence[Evidence]]) -> bool:
     recon, probe = stages[RECON], stages[PROBE]
     if not recon or not probe or len(recon) + len(probe) < CHAIN_MIN_DENIALS:
         return False
     return sum(e.points for e in recon) + sum(e.points for e in probe) >= CHAIN_MIN_POINTS
 
 
-def reported(events: list[Any], keep: int) -> list[Any]:
+def reported(events: list[T], keep: int) -> list[T]:
     """At most `keep` events of a stage for the alert: the first ones and the most recent."""
     return events if len(events) <= keep else [*events[:keep - 1], events[-1]]

@@ -20,14 +20,25 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from extauthz.risk import chain as chains
-from extauthz.shared.changes import RateCounts, RiskEvent, RiskScore, Sink, emit
 from extauthz.risk.forgive import Corrections
-from extauthz.risk.stages import (CHAIN_POINTS, CORRECTABLE, EXTRACT, LIST_BURST_POINTS, LIST_METHODS, ORDER,
-                                  PROBE, RECON, USE_METHODS, VOLUME_POINTS)
+from extauthz.risk.stages import (
+    CHAIN_POINTS,
+    CORRECTABLE,
+    EXTRACT,
+    LIST_BURST_POINTS,
+    LIST_METHODS,
+    ORDER,
+    PROBE,
+    RECON,
+    USE_METHODS,
+    VOLUME_POINTS,
+)
+from extauthz.shared.changes import RateCounts, RiskEvent, RiskScore, Sink, emit
 
 CHAIN_WINDOW = chains.CHAIN_WINDOW
 EVIDENCE_PER_STAGE = 5         # events per stage an alert reports
@@ -117,7 +128,7 @@ class CallerRisk:
     rate_minute: int = 0
     rate_count: int = 0
     # signatures of denials already scored: a client retrying the same denied call is not probing
-    scored: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    scored: OrderedDict[int | str, None] = field(default_factory=OrderedDict)
 
     def decayed(self, now: float, per_minute: float) -> float:
         return max(0.0, self.score - per_minute * (now - self.updated) / 60.0)
@@ -240,7 +251,7 @@ class RiskEngine:
         return None
 
     def _record(self, caller: str, decision_id: str, session_id: str, server: str, method: str, name: str,
-                reason: str, stage: str | None, points: float, at: float | None, signature: int | None,
+                reason: str, stage: str | None, points: float, at: float | None, signature: int | str | None,
                 forgives: tuple[str, ...] | list[str], volume_minute: int | None, *,
                 relayed: bool) -> dict[str, Any] | None:
         now = self.clock.monotonic()
@@ -349,7 +360,8 @@ class RiskEngine:
         (re)started worker is sent, so it does not start the minute from zero."""
         minute = int(self.clock.time() // 60)
         return {"minute": minute,
-                "calls": {c: st.rate_count for c, st in self._callers.items() if st.rate_minute == minute and st.rate_count},
+                "calls": {c: st.rate_count for c, st in self._callers.items()
+                          if st.rate_minute == minute and st.rate_count},
                 "uses": {c: st.volume_count for c, st in self._callers.items()
                          if st.volume_minute == minute and st.volume_count}}
 

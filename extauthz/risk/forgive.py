@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 CORRECTION_WINDOW = 300.0    # seconds from the mistake to the call that corrects it
 PER_CORRECTION = 2
@@ -22,12 +22,15 @@ BUCKETS = 6                  # hours of (uses, forgiven) counts kept for the bud
 MAX_PENDING = 32             # capabilities with a forgivable denial waiting, per caller
 PENDING_PER_KEY = 4
 
+if TYPE_CHECKING:
+    from extauthz.risk.engine import Event
+
 Key = tuple[str, str, str]
 
 
 @dataclass(slots=True)
 class Corrections:
-    pending: OrderedDict[Key, list[Any]] = field(default_factory=OrderedDict)
+    pending: OrderedDict[Key, list[Event]] = field(default_factory=OrderedDict)
     hours: deque[list[int]] = field(default_factory=lambda: deque(maxlen=BUCKETS))   # [hour, uses, forgiven]
 
     def _bucket(self, now: float) -> list[int]:
@@ -36,7 +39,7 @@ class Corrections:
             self.hours.append([hour, 0, 0])
         return self.hours[-1]
 
-    def mistake(self, key: Key, ev: Any) -> None:
+    def mistake(self, key: Key, ev: Event) -> None:
         """A forgivable denial, waiting for its correction."""
         waiting = self.pending.get(key)
         if waiting is None:
@@ -46,7 +49,7 @@ class Corrections:
         waiting.append(ev)
         del waiting[:-PENDING_PER_KEY]
 
-    def use(self, key: Key, now: float, *also: Key) -> list[Any]:
+    def use(self, key: Key, now: float, *also: Key) -> list[Event]:
         """An allowed use of `key`: the denials it forgives (their points are for the caller to
         refund), those waiting under `key` and then under `also`, most recent first."""
         bucket = self._bucket(now)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from extauthz.mcp.names import uri_problem
 from extauthz.shared.changes import LinkGranted, Sink, emit
@@ -51,7 +52,7 @@ def links_in(result: Any) -> list[str]:
     for item in content:
         if type(item) is dict and item.get("type") == "resource_link":
             uri = item.get("uri")
-            if uri_problem(uri) is None and uri not in out:
+            if type(uri) is str and uri_problem(uri) is None and uri not in out:
                 out.append(uri)
                 if len(out) >= MAX_PER_RESULT:
                     break

@@ -16,6 +16,7 @@ kind it listed, not a copy of the list. Bounded by `max_partitions` (oldest firs
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from extauthz.shared.changes import Listed, SessionEnded, Sink, emit
@@ -85,8 +86,8 @@ class Visibility:
         else:
             raise TypeError(f"not a visibility change: {change!r}")
 
-    def _listed(self, server: str, session_id: str, caller: str, kind: str, names: Any) -> frozenset[str]:
-        names = frozenset(names)
+    def _listed(self, server: str, session_id: str, caller: str, kind: str, listed: Iterable[str]) -> frozenset[str]:
+        names = frozenset(listed)
         names = self._interned.setdefault(names, names)
         if len(self._interned) > 4 * self.max_partitions:
             self._interned.clear()        # only an optimisation: drop it rather than grow

@@ -273,7 +273,7 @@ class ActorLog:
             hits.append((_s(did), "decision", q))
         if exists:
             hits.append((q, "caller", ""))
-        for via, members in zip(("session", "userSession", "subject", "client"), sets):
+        for via, members in zip(("session", "userSession", "subject", "client"), sets, strict=False):
             hits.extend((_s(m), via, "") for m in sorted(members or ()))
         return hits
 

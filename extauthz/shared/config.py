@@ -24,6 +24,8 @@ class RedisConfig:
     cert_file: str | None = None  # rediss:// with client certificates
     key_file: str | None = None
     timeout: float = 0.25         # seconds a claim waits for Redis before the policy's fallback
+    claim_connections: int = 32   # claims in flight at once, each on its own pooled connection; the rest
+    #                               wait for one within their budget (redis.RedisShared.claim)
 
     @property
     def tls(self) -> bool:
@@ -54,8 +56,8 @@ def redis_config(url: str, *, prefix: str | None = None, password_file: str | No
     username = urllib.parse.unquote(p.username) if p.username else os.environ.get(USERNAME_ENV) or None
     password = urllib.parse.unquote(p.password) if p.password else None
     if password is None and password_file:
-        with open(password_file, encoding="utf-8") as f:
-            password = f.read().strip() or None
+        with open(password_file, encoding="utf-8") as fh:
+            password = fh.read().strip() or None
     if password is None:
         password = os.environ.get(PASSWORD_ENV) or None
     host = p.hostname if ":" not in p.hostname else f"[{p.hostname}]"

@@ -26,18 +26,34 @@ import asyncio
 import logging
 import os
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from extauthz.risk.report import report_counts
-from extauthz.shared.changes import (Approved, Change, InfoNoted, Listed, Quarantined, RateCounts, RiskEvent,
-                                     RiskScore, SessionBound, SessionEnded, SpecLearned, apply_to, decode)
+from extauthz.shared.changes import (
+    Approved,
+    Change,
+    InfoNoted,
+    Listed,
+    Quarantined,
+    RateCounts,
+    RiskEvent,
+    RiskScore,
+    SessionBound,
+    SessionEnded,
+    SpecLearned,
+    apply_to,
+    decode,
+)
 from extauthz.shared.config import RedisConfig
+from extauthz.shared.readthrough import ReadThrough
 
 if TYPE_CHECKING:
     from extauthz.app import App
@@ -50,6 +66,7 @@ READ_BATCH = 500
 REFRESH_EVERY = 10.0           # seconds between batched PEXPIREs of sessions touched here
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 MAX_RESTORED_CALLERS = 100_000
+_OWN_OPS = frozenset({"spec", "approve", "visible"})    # what a read-through must not overwrite
 
 # First claim wins; a claim of a live session returns its owner and refreshes its expiry.
 _CLAIM = """
@@ -74,9 +91,15 @@ class RedisShared:
                  client: aioredis.Redis | None = None) -> None:
         self.cfg, self.app, self.observer = cfg, app, observer
         self.replica = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
+        # Two clients, two pools: a burst of claims never starves the feed, the writer or the
+        # liveness ping (a handful of tasks, so `r` stays small), and they never take a claim's slot.
         self.r = client or _client(cfg)
+        self.rc = client or _client(cfg, claims=cfg.claim_connections)
+        self.claim_slots = asyncio.Semaphore(cfg.claim_connections)
         self.p = cfg.prefix
         self.outbox: deque[tuple[str, dict[str, Any]]] = deque()
+        self.inflight: list[tuple[str, dict[str, Any]]] = []    # the batch being written
+        self.published: Counter[str] = Counter()    # own spec/approval/list changes per server (read-through)
         self._wake = asyncio.Event()
         self.last_id = "0-0"
         self.connected = False
@@ -85,10 +108,13 @@ class RedisShared:
         self.writes_dropped = 0
         self.claims_denied = 0
         self.claims = 0
+        self.claims_waited_out = 0         # claims that found no free connection within their budget
+        self.syncs = 0                     # (re)connections: 1 unless Redis went away (each one resyncs)
         self.last_refresh = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._closed = False          # redis-py may swallow a cancellation mid-command: loops check this
         self.on_state: Callable[[bool], None] | None = None
+        self.readthrough = ReadThrough(self)   # denials the feed lag may cause (App.confirm_claim)
 
     # -- the Check path's one wait ------------------------------------------------------------------
     async def claim(self, sid: str, caller: str, server: str, meta: dict[str, str]) -> tuple[str, bool]:
@@ -97,29 +123,52 @@ class RedisShared:
         what the session was listed on other replicas. Raises SharedUnavailable."""
         ttl = int(self.app.sessions.idle_ttl * 1000)
         value = orjson.dumps({"c": caller, "s": server, **meta}).decode()
+        deadline = time.monotonic() + self.cfg.timeout
+        try:
+            # at most claim_connections in flight; the rest wait their turn within the claim's budget
+            await asyncio.wait_for(self.claim_slots.acquire(), self.cfg.timeout)
+        except TimeoutError as e:
+            self.claims_waited_out += 1      # this claim's failure: Redis is not down, only busy
+            raise SharedUnavailable(f"no Redis connection free within {self.cfg.timeout:g}s "
+                                    f"({self.cfg.claim_connections} claims in flight)") from e
+        try:
+            got, vis = await self._claim_trip(sid, server, value, ttl, deadline)
+        finally:
+            self.claim_slots.release()
+        self.claims += 1
+        rec = orjson.loads(got)
+        for kind, names in (vis or {}).items():
+            self.app.visibility.apply(Listed(server, sid, "", _s(kind), tuple(orjson.loads(names))))
+        return str(rec["c"]), bool(rec.get("e"))
+
+    async def _claim_trip(self, sid: str, server: str, value: str, ttl: int,
+                          deadline: float) -> tuple[Any, Any]:
+        """The claim's round trip. A slow answer fails this claim alone: whether Redis is down is
+        for a connection error or the liveness ping to say (a down marks every claim and resyncs)."""
         for attempt in (1, 2):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SharedUnavailable(f"no answer from Redis within {self.cfg.timeout:g}s")
             try:
-                async with self.r.pipeline(transaction=False) as pipe:
+                async with self.rc.pipeline(transaction=False) as pipe:
                     # EVAL, not a registered Script: in a pipeline redis-py sends SCRIPT EXISTS first, a
                     # second round trip on every claim; Redis caches the compiled body by its SHA anyway.
                     pipe.eval(_CLAIM, 1, self._sess(sid), value, ttl)
                     pipe.hgetall(self._vis(server, "s:" + sid))
-                    got, vis = await asyncio.wait_for(pipe.execute(), self.cfg.timeout)
-                break
+                    got, vis = await asyncio.wait_for(pipe.execute(), left)
+                return got, vis
+            except (TimeoutError, RedisTimeoutError) as e:
+                raise SharedUnavailable(f"no answer from Redis within {self.cfg.timeout:g}s") from e
             except RedisConnectionError as e:
                 # a pooled connection Redis closed when it restarted: once more on a fresh one
                 # (safe: a claim that did land returns our own record the second time)
                 if attempt == 2:
                     self._down(e)
                     raise SharedUnavailable(str(e) or type(e).__name__) from e
-            except (RedisError, OSError, asyncio.TimeoutError) as e:
+            except (RedisError, OSError) as e:
                 self._down(e)
                 raise SharedUnavailable(str(e) or type(e).__name__) from e
-        self.claims += 1
-        rec = orjson.loads(got)
-        for kind, names in (vis or {}).items():
-            self.app.visibility.apply(Listed(server, sid, "", _s(kind), tuple(orjson.loads(names))))
-        return str(rec["c"]), bool(rec.get("e"))
+        raise AssertionError("unreachable")
 
     # -- write behind ----------------------------------------------------------------------------------
     def publish(self, op: str, payload: dict[str, Any]) -> None:
@@ -130,6 +179,8 @@ class RedisShared:
             self.writes_dropped += 1
             return
         self.outbox.append((op, payload))
+        if op in _OWN_OPS:
+            self.published[str(payload.get("server", ""))] += 1
         self._wake.set()
 
     async def _write(self) -> None:
@@ -139,7 +190,7 @@ class RedisShared:
             while self.outbox:
                 if not self.connected:
                     break                          # kept (bounded) for the reconnect to replay
-                batch = [self.outbox.popleft() for _ in range(min(len(self.outbox), 256))]
+                batch = self.inflight = [self.outbox.popleft() for _ in range(min(len(self.outbox), 256))]
                 try:
                     async with self.r.pipeline(transaction=False) as pipe:
                         for op, payload in batch:
@@ -151,6 +202,8 @@ class RedisShared:
                     self.outbox.extendleft(reversed(batch))     # replayed once Redis is back
                     self._down(e)
                     break
+                finally:
+                    self.inflight = []
 
     def _durable(self, pipe: Any, c: Change | None) -> None:
         """What a replica that starts later must find (the feed alone may have been trimmed)."""
@@ -196,7 +249,8 @@ class RedisShared:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                got = await self.r.xread({self._feed: self.last_id}, count=READ_BATCH, block=1000)
+                got = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",  # RESP2 shape
+                           await self.r.xread({self._feed: self.last_id}, count=READ_BATCH, block=1000))
             except (RedisError, OSError) as e:
                 self._down(e)
                 continue
@@ -214,7 +268,15 @@ class RedisShared:
                     self.lag = max(0.0, time.time() - int(self.last_id.split("-")[0]) / 1000)
 
     def _apply(self, msg: dict[str, Any]) -> None:
-        apply_to(self.app, decode(msg))
+        change = decode(msg)
+        apply_to(self.app, change)
+        self.readthrough.heard(change)
+
+    def pending_own(self, server: str) -> set[tuple[str, str]]:
+        """(op, kind) of this replica's writes about `server` not yet in Redis (queued or being
+        written): there, what Redis holds may be older than what this replica knows."""
+        return {(op, str(p.get("kind", ""))) for op, p in (*self.outbox, *self.inflight)
+                if p.get("server") == server and op in _OWN_OPS}
 
     # -- connection, load, republish ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -234,10 +296,11 @@ class RedisShared:
         for t in self._tasks:
             t.cancel()
         await asyncio.wait(self._tasks, timeout=3)
-        try:
-            await self.r.aclose()
-        except (RedisError, OSError):
-            pass
+        for r in {id(self.r): self.r, id(self.rc): self.rc}.values():
+            try:
+                await r.aclose()
+            except (RedisError, OSError):
+                pass
 
     def _down(self, e: BaseException) -> None:
         if self.connected:
@@ -253,11 +316,12 @@ class RedisShared:
                 await asyncio.sleep(0.2)
                 try:
                     await asyncio.wait_for(self.r.ping(), 1.0)   # a dead server shows here, not only on use
-                except (RedisError, OSError, asyncio.TimeoutError) as e:
+                except (TimeoutError, RedisError, OSError) as e:
                     self._down(e)
                 continue
             try:
                 await asyncio.wait_for(self._sync(), 30)
+                self.syncs += 1
                 self.connected = True
                 attempt = 0
                 log.info("shared state connected (%s)", self.cfg.redacted())
@@ -265,7 +329,7 @@ class RedisShared:
                     self.on_state(True)
                 self.loaded.set()
                 self._wake.set()                       # replay what queued while away
-            except (RedisError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, RedisError, OSError) as e:
                 self._down(e)
                 await asyncio.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
                 attempt += 1
@@ -298,7 +362,8 @@ class RedisShared:
             app.specs.apply(InfoNoted(_s(server), orjson.loads(info)))
         for f, items in (await self.r.hgetall(self._k("spec"))).items():
             server, kind, viewer, source = orjson.loads(f)
-            app.specs.apply(SpecLearned(server, kind, tuple(orjson.loads(items)), "accept", source, viewer or "replica"))
+            app.specs.apply(SpecLearned(server, kind, tuple(orjson.loads(items)), "accept", source,
+                                        viewer or "replica"))
         for f, why in (await self.r.hgetall(self._k("quarantine"))).items():
             server, kind, name = orjson.loads(f)
             app.specs.apply(Quarantined(server, kind, name, _s(why)))
@@ -395,15 +460,23 @@ class RedisShared:
     def status(self) -> dict[str, Any]:
         return {"backend": "redis", "url": self.cfg.redacted(), "connected": self.connected,
                 "loaded": self.loaded.is_set(), "lagSeconds": round(self.lag, 3), "queued": len(self.outbox),
-                "writesDropped": self.writes_dropped, "claimsDenied": self.claims_denied}
+                "writesDropped": self.writes_dropped, "claimsDenied": self.claims_denied,
+                "claimsWaitedOut": self.claims_waited_out,    # of those denied: no free claim connection
+                "readThrough": self.readthrough.status()}
 
 
-def _client(cfg: RedisConfig) -> aioredis.Redis:
+def _client(cfg: RedisConfig, *, claims: int = 0) -> aioredis.Redis:
+    """The background client (feed, writer, ping, loads; a fixed handful of tasks), or with `claims`
+    the claims' own: a pool of that many connections that waits for a free one (the semaphore in
+    `claim` keeps it from waiting at all) instead of raising MaxConnectionsError."""
     kw: dict[str, Any] = {"username": cfg.username, "password": cfg.password, "socket_timeout": 5.0,
                           "socket_connect_timeout": 2.0, "health_check_interval": 15}
     if cfg.tls:
         kw.update(ssl_ca_certs=cfg.ca_file, ssl_certfile=cfg.cert_file, ssl_keyfile=cfg.key_file,
                   ssl_cert_reqs="required")
+    if claims:
+        pool = aioredis.BlockingConnectionPool.from_url(cfg.url, max_connections=claims, timeout=cfg.timeout, **kw)
+        return aioredis.Redis(connection_pool=pool)
     return aioredis.from_url(cfg.url, **kw)
 
 

@@ -30,7 +30,7 @@ class RedisProcess:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.dir), "--dbfilename", "dump.rdb", "--protected-mode", "yes"],
-            stdout=open(self.dir / "log", "ab"), stderr=subprocess.STDOUT)
+            stdout=open(self.dir / "log", "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115 (the process's log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

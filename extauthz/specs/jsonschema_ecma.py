@@ -12,7 +12,8 @@ them. jsonschema-rs (the verdict) gets the patterns rewritten for its engine, wi
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jsonschema
 from jsonschema import _keywords, _legacy_keywords, _utils

@@ -3,8 +3,8 @@
 ext_authz marks a request learnable by adding `x-mcp-extauthz-learn` (its encoding:
 extauthz.mcp.learnheader), one entry per learnable JSON-RPC request in the body, and, when lists
 are filtered, a trailing `{"v": ref}` (`extauthz.specs.listfilter`: a fingerprint of the caller's
-view, which ext_proc resolves again from the identity Envoy forwards). A view with no entries marks a GET resuming a stream
-(`Last-Event-ID`), whose replayed lists are filtered by their shape. ext_proc
+view, which ext_proc resolves again from the identity Envoy forwards). A view with no entries marks a
+GET resuming a stream (`Last-Event-ID`), whose replayed lists are filtered by their shape. ext_proc
 hands us that header, then the response headers and the response body in chunks. An `Exchange`
 pairs each JSON-RPC response in the body with its request by id and feeds the store:
 
@@ -29,21 +29,38 @@ import logging
 import re
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
 from extauthz.mcp.headers import SESSION_HEADER
 from extauthz.mcp.kinds import BY_LIST_METHOD, BY_OBSERVED_METHOD, Kind
-from extauthz.mcp.learnheader import (LEARN_HEADER, MAX_ENTRIES, MAX_HEADER_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS,
-                                      STREAM_MARK, id_digest, inline_id)
+from extauthz.mcp.learnheader import (
+    LEARN_HEADER,
+    MAX_ENTRIES,
+    MAX_HEADER_CHARS,
+    MAX_ID_CHARS,
+    MAX_NAME_CHARS,
+    STREAM_MARK,
+    id_digest,
+    inline_id,
+)
 from extauthz.mcp.methods import LEARN_METHODS
-from extauthz.mcp.rewrite import BodyRewriter
+from extauthz.mcp.rewrite import BodyRewriter, Rewriter
 from extauthz.mcp.sse import SseParser
 from extauthz.shared.changes import StreamExpected, StreamInjected
-from extauthz.specs.listfilter import (FINGERPRINT_CHARS, View, ViewRef, blank, filtered, fingerprint,
-                                       list_kind_of, unreadable_body)
+from extauthz.specs.listfilter import (
+    FINGERPRINT_CHARS,
+    View,
+    ViewRef,
+    blank,
+    filtered,
+    fingerprint,
+    list_kind_of,
+    unreadable_body,
+)
 from extauthz.specs.store import SpecStore
 
 log = logging.getLogger("extauthz.specs.learn")
@@ -201,7 +218,7 @@ class Learner:
         # (extauthz.sessions.ending); outcome "ended" | "not_found" | "refused".
         self.on_session_end = on_session_end
 
-    def expect(self, server: str, session_id: str, entries: list[list[Any]]) -> None:
+    def expect(self, server: str, session_id: str, entries: Iterable[Sequence[Any]]) -> None:
         """Remember learnable requests of a 2024-11-05 session until its SSE stream answers them."""
         key = (server, session_id)
         pending = self.stream_pending.get(key)
@@ -326,7 +343,7 @@ class Exchange:
         # Why this caller's lists cannot be filtered (extauthz.specs.listfilter.FAILURES): every
         # list in the response is then shown empty.
         self.failure = failure
-        self.rewriter: BodyRewriter | None = None     # set when this caller's lists are filtered
+        self.rewriter: Rewriter | None = None         # set when this caller's lists are filtered
         self._keep: Callable[[str, Any], bool] | None = None
         self._list_ids: dict[tuple[str, str | int], str] = {}
         self.server = server
@@ -652,7 +669,8 @@ class Exchange:
             field = Kind(kind).key_field
             keys = [k for it in good if isinstance(k := it.get(field), str)]
             try:
-                self.learner.on_listed(self.server, self.session_id, self.caller, kind, keys, first=entry.first, last=last)
+                self.learner.on_listed(self.server, self.session_id, self.caller, kind, keys, first=entry.first,
+                                       last=last)
             except Exception:  # noqa: BLE001
                 log.exception("on_listed hook failed for %s", self.server)
         self.learned.append((entry.method, len(good)))

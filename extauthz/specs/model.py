@@ -12,7 +12,6 @@ import orjson
 from extauthz.specs.templates import UriMatcher, compile_template
 
 
-
 def canonical_hash(value: Any) -> str:
     """Content hash of a JSON value, independent of key order (validators are cached by it)."""
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -109,8 +108,9 @@ class ServerSpec:
     approved: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> digest an operator approved
 
     def table(self, kind: str) -> dict[str, Any]:
-        return {"tools": self.tools, "resources": self.resources,
-                "resourceTemplates": self.templates, "prompts": self.prompts}[kind]
+        tables: dict[str, dict[str, Any]] = {"tools": self.tools, "resources": self.resources,
+                                             "resourceTemplates": self.templates, "prompts": self.prompts}
+        return tables[kind]
 
     def template_for(self, uri: str) -> TemplateSpec | None:
         for t in self.templates.values():

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from extauthz.mcp.kinds import KIND_NAMES
 from extauthz.shared.changes import Approved, InfoNoted, Quarantined, Sink, SpecLearned, emit
@@ -95,6 +96,20 @@ class SpecStore:
             self.hold(change.server, change.kind, change.name, change.why)
         else:
             raise TypeError(f"not a spec change: {change!r}")
+
+    def lacks(self, server: str, kind: str, items: list[Any]) -> bool:
+        """Whether a snapshot of `kind` names something this store does not know for `server`
+        (a read-through applies only such snapshots: extauthz.shared.readthrough)."""
+        parse = PARSERS.get(kind)
+        if parse is None:
+            return False
+        spec = self._specs.get(server)
+        table = spec.table(kind) if spec is not None else {}
+        for item in items:
+            entry = parse(item)
+            if entry is not None and _key(kind, entry) not in table:
+                return True
+        return False
 
     def pin(self, server: str, snapshot: dict[str, Any]) -> None:
         """Install an operator-supplied snapshot. Pinned specs are authoritative: learning never

@@ -4,9 +4,9 @@ Each worker is a full service process on the shared gRPC port (SO_REUSEPORT). Le
 decides requests (completed list snapshots, server info, holds and approvals, session bindings)
 is published to the supervisor over a socketpair as JSON lines, the wire form of the change records
 (extauthz.shared.changes), and relayed to every other worker, which applies them through each
-store's `apply` (never re-published): the same records and the same apply as on Redis. Writes go into the transport's buffer (no await,
-no I/O wait on the hot path). Every second the worker also reports its Check counters, new
-decision records and what its inventory recorded since the last report (drained), so the
+store's `apply` (never re-published): the same records and the same apply as on Redis. Writes go
+into the transport's buffer (no await, no I/O wait on the hot path). Every second the worker also
+reports its Check counters, new decision records and what its inventory recorded since the last report (drained), so the
 supervisor's admin port shows the whole service, and the session ids it used (the supervisor is the
 authority for session owners without Redis: extauthz.workers.claims);
 risk blocks and alerts included. Every 250 ms it reports the calls and sensitive uses it counted
@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 
 from extauthz.app import App
+from extauthz.risk.report import report_counts
 from extauthz.shared.changes import apply_to, decode
 from extauthz.workers.claims import MAX_TOUCHED, BusClaims
-from extauthz.risk.report import report_counts
 from extauthz.workers.query import answer
 
 log = logging.getLogger("extauthz.workers")

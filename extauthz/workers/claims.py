@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.shared.changes import SessionBound
@@ -64,7 +65,7 @@ class BusClaims:
                                  "user_session": meta.get("u", ""), "client_id": meta.get("i", ""),
                                  "protocol_version": meta.get("v", "")})
             owner, ended = await asyncio.wait_for(fut, self.timeout)
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise SharedUnavailable(f"the supervisor did not answer within {self.timeout:g}s") from e
         finally:
             self._waiting.pop(rid, None)
@@ -121,7 +122,8 @@ class ClaimAuthority:
             self.sessions.keep_alive((sid,))
             return {"op": "claimed", "rid": rid, "owner": owner, "ended": False}, None
         meta = {k: str(msg.get(k) or "") for k in ("user_session", "client_id", "protocol_version")}
-        if self.sessions.touch(sid, caller, server, **meta) is None:
+        if self.sessions.touch(sid, caller, server, user_session=meta["user_session"], client_id=meta["client_id"],
+                               protocol_version=meta["protocol_version"]) is None:
             return {"op": "claimed", "rid": rid, "error": "sessions.maxSessions live sessions are bound"}, None
         binding = {"op": "session", "sid": sid, "caller": caller, "server": server, **meta}
         return {"op": "claimed", "rid": rid, "owner": caller, "ended": False}, binding

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from extauthz.admin.actors import Hit, find_async, gather_async, merge
 
+if TYPE_CHECKING:
+    from extauthz.app import App
+    from extauthz.workers.supervisor import Supervisor
+
 TIMEOUT = 3.0
 
 
-async def answer(app: Any, index: int, msg: dict[str, Any]) -> bytes:
+async def answer(app: App, index: int, msg: dict[str, Any]) -> bytes:
     """A worker's answer to one query (on the worker's loop, reads only, in chunks between Checks)."""
     app.record_pending()          # the decisions answered so far are in the ring
     q = str(msg.get("q", ""))
@@ -34,7 +38,7 @@ async def answer(app: Any, index: int, msg: dict[str, Any]) -> bytes:
 class WorkerActors:
     """`ActorSource` over the supervisor's workers (and the supervisor's own relayed view)."""
 
-    def __init__(self, supervisor: Any) -> None:
+    def __init__(self, supervisor: Supervisor) -> None:
         self.sup = supervisor
         self._ids = itertools.count(1)
         self._pending: dict[tuple[int, int], asyncio.Future[Any]] = {}

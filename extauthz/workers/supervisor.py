@@ -29,8 +29,19 @@ import orjson
 
 from extauthz.app import App
 from extauthz.mcp.kinds import KIND_NAMES as KINDS
-from extauthz.shared.changes import (Approved, Change, InfoNoted, InventoryDelta, Listed, Quarantined, RateCounts,
-                                     RiskScore, SessionBound, SessionEnded, SpecLearned)
+from extauthz.shared.changes import (
+    Approved,
+    Change,
+    InfoNoted,
+    InventoryDelta,
+    Listed,
+    Quarantined,
+    RateCounts,
+    RiskScore,
+    SessionBound,
+    SessionEnded,
+    SpecLearned,
+)
 from extauthz.workers.bus import apply_change
 from extauthz.workers.claims import ClaimAuthority
 from extauthz.workers.query import WorkerActors
@@ -198,8 +209,8 @@ class Supervisor:
             self.app.metrics.watch_shared(self.bus_status)   # the claim authority's shared_* metrics
         for w in self.workers:
             await self._start(w)
-        from extauthz.admin.http import admin_server
         from extauthz.admin.actors_shared import with_shared_log
+        from extauthz.admin.http import admin_server
         actors, _ = with_shared_log(self.app, self.actors, self.shared, write=False)   # every replica's decisions
         admin = admin_server(self.app, admin_host, admin_port, actors)
         admin_task = asyncio.create_task(admin.serve())

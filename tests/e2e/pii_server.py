@@ -27,5 +27,5 @@ def build() -> MCPServer:
 
 
 if __name__ == "__main__":
-    from sdk_servers import serve     # run as a script: its folder is on sys.path
+    from sdk_servers import serve  # run as a script: its folder is on sys.path
     serve(build)

@@ -343,7 +343,7 @@ def _gen_number(s: dict[str, Any], *, integer: bool) -> int | float:
     if in_range(0):
         value: float = 0
     elif step is not None:
-        if lo is not None and (0 < lo or (lo_open and 0 <= lo)):
+        if lo is not None and (lo > 0 or (lo_open and lo >= 0)):
             value = math.ceil(lo / step) * step
             if not in_range(value):
                 value += step
@@ -351,7 +351,7 @@ def _gen_number(s: dict[str, Any], *, integer: bool) -> int | float:
             value = math.floor(hi / step) * step
             if not in_range(value):
                 value -= step
-    elif lo is not None and (0 < lo or (lo_open and 0 <= lo)):
+    elif lo is not None and (lo > 0 or (lo_open and lo >= 0)):
         value = lo if not lo_open else (lo + 1 if hi is None or hi - lo > 1 else (lo + hi) / 2)
     else:
         value = hi if not hi_open else (hi - 1 if lo is None or hi - lo > 1 else (lo + hi) / 2)

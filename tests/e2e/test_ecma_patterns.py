@@ -5,7 +5,8 @@ with the pattern in the detail (before, every call was denied: "unusable input s
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from mcp.shared.exceptions import MCPError

@@ -17,9 +17,10 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest

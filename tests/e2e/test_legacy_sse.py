@@ -5,8 +5,8 @@ stream, calls are decided against it, and the session in the query is bound to i
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from importlib import resources
-from typing import Iterator
 
 import httpx
 import orjson

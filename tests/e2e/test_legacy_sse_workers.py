@@ -7,8 +7,9 @@ passed whole: an admin-only tool never reaches a support user's list."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import httpx

@@ -11,9 +11,10 @@ mistaken for a filter)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import orjson

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import orjson
@@ -62,7 +63,7 @@ def upstream_requests(stack: Stack) -> int:
 
 def metric(stack: Stack, line_prefix: str) -> float:
     text = httpx.get(stack.service_admin_url + "/metrics", timeout=10).text
-    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(line_prefix))
+    return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(line_prefix))
 
 
 def bound_to(stack: Stack, sid: str) -> str | None:
@@ -81,7 +82,7 @@ def headers(token: str, sid: str | None = None, version: str | None = "2025-11-2
 
 def messages(r: httpx.Response) -> list[dict[str, Any]]:
     if r.headers.get("content-type", "").startswith("text/event-stream"):
-        return [orjson.loads(l[5:]) for l in r.text.splitlines() if l.startswith("data:") and l[5:].strip()]
+        return [orjson.loads(x[5:]) for x in r.text.splitlines() if x.startswith("data:") and x[5:].strip()]
     return [r.json()]
 
 

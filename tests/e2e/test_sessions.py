@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+from collections.abc import Iterator
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest

@@ -12,8 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import httpx
@@ -177,8 +178,8 @@ def test_redis_killed_under_traffic_then_restarted_empty(replicas, redis):
     metrics = httpx.get(replicas["a_admin"] + "/metrics", timeout=10).text
     assert "mcp_extauthz_shared_state_connected 1.0" in metrics
     denied_here = [d for d in decisions(replicas["a_admin"]) if d.get("rule") == "sessions.sharedStateDown"]
-    counted = sum(float(l.split()[-1]) for l in metrics.splitlines()
-                  if l.startswith("mcp_extauthz_shared_claims_denied_total"))
+    counted = sum(float(x.split()[-1]) for x in metrics.splitlines()
+                  if x.startswith("mcp_extauthz_shared_claims_denied_total"))
     assert counted == len(denied_here)
 
 

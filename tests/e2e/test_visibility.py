@@ -5,8 +5,8 @@ from calling a tool the server never showed it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -28,21 +28,19 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from google.protobuf import struct_pb2
-from google.protobuf.json_format import MessageToDict
-
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+from google.protobuf.json_format import MessageToDict
 from google.rpc import status_pb2
 
 from extauthz.demo.envoy_config import LEARN_HEADER
 from extauthz.demo.stack import Stack, free_port
 from extauthz.demo.tokens import TokenIssuer
-
 
 JWT_NS = "envoy.filters.http.jwt_authn"
 AUTHZ_NS = "envoy.filters.http.ext_authz"
@@ -183,7 +181,7 @@ class FakeAuthzServer:
         self._server.add_insecure_port(f"127.0.0.1:{self.port}")
         await self._server.start()
 
-    def __enter__(self) -> "FakeAuthzServer":
+    def __enter__(self) -> FakeAuthzServer:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self

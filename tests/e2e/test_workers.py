@@ -106,7 +106,7 @@ def test_supervisor_metrics_and_inventory_cover_all_workers(service):
         fresh_check(gp, check_request(CALL))
     time.sleep(1.5)
     text = httpx.get(f"http://127.0.0.1:{ap}/metrics").text
-    count = next(float(l.split()[-1]) for l in text.splitlines() if l.startswith("mcp_extauthz_check_duration_seconds_count"))
+    count = next(float(x.split()[-1]) for x in text.splitlines() if x.startswith("mcp_extauthz_check_duration_seconds_count"))
     assert count >= n
     inv = httpx.get(f"http://127.0.0.1:{ap}/v1/inventory").json()
     assert {t["name"] for t in inv["servers"][0]["tools"]} == {t["name"] for t in TOOLS}

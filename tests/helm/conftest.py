@@ -5,9 +5,10 @@ through its C ABI, offline, no helm binary) and validate objects against the Kub
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import helm_python
 import kubernetes_validate

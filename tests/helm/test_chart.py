@@ -14,8 +14,17 @@ import yaml
 from extauthz.policy.load import parse_policy_text
 from extauthz.policy.model import compile_policy, load_policy
 
-from .conftest import (CUSTOM_KINDS, MONITORING_API, NAMESPACE, RELEASE, Chart, Rendered, kube_validate,
-                       lint_problems, load_values)
+from .conftest import (
+    CUSTOM_KINDS,
+    MONITORING_API,
+    NAMESPACE,
+    RELEASE,
+    Chart,
+    Rendered,
+    kube_validate,
+    lint_problems,
+    load_values,
+)
 
 FULLNAME = f"{RELEASE}-mcp-extauthz"
 POLICY_DIR = "/etc/extauthz/policy"

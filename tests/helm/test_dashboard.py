@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -120,7 +121,7 @@ def test_panels_are_well_formed(dashboard: dict[str, Any]) -> None:
         assert wanted in titles
     for p in all_panels(dashboard["panels"]):
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
         for t in p.get("targets", []):
             assert t["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
     latency = next(p for p in all_panels(dashboard["panels"]) if p["title"] == "Check latency p50 / p99")

@@ -4,9 +4,10 @@ merged, and a worker that does not answer in time is named as missing (never sil
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import pytest

@@ -34,7 +34,7 @@ def test_health_ready_metrics_and_views():
     assert c.get("/readyz").status_code == 200
     app.check(http(call("export_customers", {})))
     m = c.get("/metrics").text
-    assert 'mcp_extauthz_build_info{version="%s"} 1.0' % __version__ in m
+    assert f'mcp_extauthz_build_info{{version="{__version__}"}} 1.0' in m
     assert 'reason="not_allowed"' in m
     inv = c.get("/v1/inventory").json()
     assert {t["name"] for t in inv["servers"][0]["tools"]} == {t["name"] for t in TOOLS}

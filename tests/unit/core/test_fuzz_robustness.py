@@ -58,7 +58,7 @@ def test_mutated_requests_always_get_a_decision():
     rng = random.Random(7)
     reasons: set[Reason] = set()
     n = 6000
-    for i in range(n):
+    for _ in range(n):
         body = mutate(rng, orjson.dumps(rng.choice(SEEDS)))
         headers = {"content-type": "application/json"}
         for k, v in rng.sample(HEADERS, rng.randint(0, 2)) if rng.random() < 0.3 else []:

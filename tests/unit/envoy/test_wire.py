@@ -10,8 +10,8 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
 from extauthz.app import App
-from extauthz.envoy.convert import to_check_response
 from extauthz.envoy import wire
+from extauthz.envoy.convert import to_check_response
 from extauthz.envoy.wire import encode_check_response
 
 from ..core.conftest import ADMIN, SUPPORT, call, http, learn

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from extauthz.mcp.learnheader import encode_learn_header
-from extauthz.specs.learn import Exchange, Learner, LearnEntry, decode_learn_header
+from extauthz.specs.learn import Exchange, LearnEntry, Learner, decode_learn_header
 from extauthz.specs.store import SpecStore
 
 DATA = json.loads((Path(__file__).parent / "data" / "crm_sdk_responses.json").read_text())

@@ -4,14 +4,15 @@ rewriter ext_proc applies), reporting what each session was listed and observed 
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
 
+from extauthz.mcp.learnheader import MAX_ENTRIES, MAX_NAME_CHARS, encode_learn_header
 from extauthz.mcp.sse import SseParser
 from extauthz.sessions.visibility import Visibility
-from extauthz.mcp.learnheader import MAX_ENTRIES, MAX_NAME_CHARS, encode_learn_header
 from extauthz.specs.learn import Exchange, LearnEntry, Learner, View, decode_learn, decode_learn_header
 from extauthz.specs.store import SpecStore
 
@@ -274,7 +275,7 @@ def test_lists_are_filtered_whatever_the_status_or_content_type(learner, status,
 def test_a_compressed_list_response_is_replaced_by_an_error(learner, store):
     ex = start(learner, [(1, "tools/list", True)])
     out = pump(ex, b"\x1f\x8b\x08 gzip bytes", {**JSON, "content-encoding": "gzip"}, chunk=4)
-    assert orjson.loads(out)["error"]["code"] == -32603 and getattr(ex.rewriter, "replaces_body")
+    assert orjson.loads(out)["error"]["code"] == -32603 and ex.rewriter.replaces_body
     assert store.get("crm") is None
 
 

@@ -6,7 +6,8 @@ resolves from what Envoy forwards. Whatever cannot be filtered is shown empty an
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import orjson
@@ -22,10 +23,10 @@ from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
 from extauthz.envoy.convert import to_check_response
 from extauthz.envoy.process import ExternalProcessorServicer, add_to_server
+from extauthz.mcp.learnheader import LEARN_HEADER, MAX_ENTRIES, MAX_HEADER_CHARS, encode_learn_header
 from extauthz.mcp.request import HttpRequest
 from extauthz.mcp.sse import SseParser
 from extauthz.specs import learn
-from extauthz.mcp.learnheader import LEARN_HEADER, MAX_ENTRIES, MAX_HEADER_CHARS, encode_learn_header
 from extauthz.specs.learn import decode_learn
 from extauthz.specs.listfilter import View, fingerprint
 

@@ -12,10 +12,9 @@ from collections.abc import Callable
 
 import pytest
 
+from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
 from extauthz.mcp.names import invisible, name_problem, uri_problem
-
-from extauthz.core.decision import Decision
 
 from ..core.conftest import app, call, decide  # noqa: F401 - the decision-table fixtures
 

@@ -10,7 +10,10 @@ from jsonschema import Draft202012Validator
 
 from extauthz.policy.errors import PolicyError, PolicyIssue
 from extauthz.policy.load import (
-    load_policy_document, parse_policy_bytes, parse_policy_text, policy_schema,
+    load_policy_document,
+    parse_policy_bytes,
+    parse_policy_text,
+    policy_schema,
 )
 from extauthz.policy.model import default_policy, load_policy
 from tests.unit.policy.policy_helpers import policy_yaml

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from extauthz.policy.model import Allow, Constraint, Policy, compile_policy
 from extauthz.policy.load import parse_policy_text
+from extauthz.policy.model import Allow, Constraint, Policy, compile_policy
 from extauthz.policy.rules import pointer_tokens
 from tests.unit.policy.policy_helpers import caller, policy_yaml
 

@@ -16,6 +16,8 @@ from extauthz.core.reasons import Reason
 from extauthz.mcp.request import HttpRequest
 from extauthz.risk.stages import CHAIN_POINTS, VOLUME_POINTS
 
+from .conftest import Clock
+
 POLICY = Path(__file__).parent / "policy.yaml"
 ALICE_CLAIMS = {"iss": "https://issuer", "sub": "alice", "groups": ["support"], "client_id": "agent"}
 BOB_CLAIMS = {"iss": "https://issuer", "sub": "bob", "groups": ["support"], "client_id": "agent"}
@@ -24,9 +26,6 @@ BOB = "https://issuer|bob|agent"
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}}
 TOOLS = [{"name": n, "inputSchema": SCHEMA}
          for n in ("open_tool", "export_data", "admin_only", *(f"admin_{i}" for i in range(20)))]
-
-
-from .conftest import Clock
 
 
 class Harness:

@@ -7,18 +7,32 @@ from typing import Any
 
 import pytest
 
-from extauthz.shared.changes import RiskEvent, decode
 from extauthz.core.reasons import Reason
 from extauthz.risk.chain import CHAIN_MIN_POINTS, ESCALATE_AFTER, ESCALATE_MAX, ESCALATE_STEP, LONG_WINDOW
-from extauthz.risk.engine import CHAIN_WINDOW, EVIDENCE_PER_STAGE, MAX_ALERTS_PER_CALLER, MAX_SESSIONS_PER_CALLER, RiskEngine
-from extauthz.risk.stages import (CHAIN_POINTS, DENIAL_STAGE, EXTRACT, LIST_METHODS, PROBE, RECON, USE_METHODS,
-                                  VOLUME_POINTS, stage_of)
+from extauthz.risk.engine import (
+    CHAIN_WINDOW,
+    EVIDENCE_PER_STAGE,
+    MAX_ALERTS_PER_CALLER,
+    MAX_SESSIONS_PER_CALLER,
+    RiskEngine,
+)
+from extauthz.risk.stages import (
+    CHAIN_POINTS,
+    DENIAL_STAGE,
+    EXTRACT,
+    LIST_METHODS,
+    PROBE,
+    RECON,
+    USE_METHODS,
+    VOLUME_POINTS,
+    stage_of,
+)
+from extauthz.shared.changes import RiskEvent, decode
+
+from .conftest import Clock
 
 ALICE = "https://issuer|alice|agent"
 BOB = "https://issuer|bob|agent"
-
-
-from .conftest import Clock
 
 
 @pytest.fixture

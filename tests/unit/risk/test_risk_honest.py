@@ -14,7 +14,7 @@ from extauthz.core.reasons import Reason
 from extauthz.replay import replay_main
 
 from .conftest import Clock
-from .test_risk_app import ALICE, ALICE_CLAIMS, BOB_CLAIMS, POLICY, SCHEMA, TOOLS, Harness, variant
+from .test_risk_app import ALICE, ALICE_CLAIMS, BOB_CLAIMS, POLICY, SCHEMA, TOOLS, Harness
 
 CRM_TOOLS = [*TOOLS,
              {"name": "search", "inputSchema": {"type": "object", "properties": {"limit": {"type": "integer"}}}},

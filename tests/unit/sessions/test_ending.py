@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -16,14 +17,13 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from extauthz.shared.changes import Listed
 from extauthz.app import App
 from extauthz.core.reasons import Reason
 from extauthz.envoy.process import ExternalProcessorServicer, add_to_server
 from extauthz.envoy.wire import encode_check_response
-from extauthz.mcp.learnheader import end_mark
+from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER, end_mark
 from extauthz.sessions.ending import decode_end_mark, outcome_of
-from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER
+from extauthz.shared.changes import Listed
 from extauthz.specs.learn import MAX_SESSION_ID_CHARS
 from extauthz.workers.bus import apply_change
 

@@ -14,8 +14,8 @@ import pytest
 from extauthz.app import App
 from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
-from extauthz.mcp.request import HttpRequest
 from extauthz.mcp.learnheader import encode_learn_header
+from extauthz.mcp.request import HttpRequest
 
 HERE = Path(__file__).parent
 POLICY = HERE / "policy.yaml"

@@ -7,9 +7,25 @@ from typing import Any
 
 import pytest
 
-from extauthz.shared.changes import (RECORDS, Approved, InfoNoted, InventoryDelta, LinkGranted, Listed, Quarantined,
-                                     RateCounts, RiskEvent, RiskScore, SessionBound, SessionEnded, SpecLearned,
-                                     StreamExpected, StreamInjected, decode, emit)
+from extauthz.shared.changes import (
+    RECORDS,
+    Approved,
+    InfoNoted,
+    InventoryDelta,
+    LinkGranted,
+    Listed,
+    Quarantined,
+    RateCounts,
+    RiskEvent,
+    RiskScore,
+    SessionBound,
+    SessionEnded,
+    SpecLearned,
+    StreamExpected,
+    StreamInjected,
+    decode,
+    emit,
+)
 
 # The messages as the stores and the supervisor wrote them before the records existed.
 OLD_WIRE: list[dict[str, Any]] = [

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from extauthz.app import App
 from extauthz.core.decision import Decision
@@ -63,7 +64,7 @@ async def check(app: App, name: str, args: dict[str, Any] | None = None, sid: st
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args or {}}}
     req = http(body, claims=claims, headers={"mcp-session-id": sid} if sid else {})
     d = app.check(req)
-    if d.claim:
+    if d.pending:
         d = await app.confirm_claim(req, d)
     return d
 

@@ -8,8 +8,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from extauthz.app import App
 from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
@@ -17,7 +15,7 @@ from extauthz.shared.config import redis_config
 from extauthz.shared.redis import RedisShared
 from extauthz.shared.testing import RedisProcess
 
-from ..core.conftest import ADMIN, SUPPORT, call, http, learn
+from ..core.conftest import SUPPORT, call, http, learn
 
 HERE = Path(__file__).parent
 POLICY = HERE.parent / "core" / "policy.yaml"
@@ -38,7 +36,7 @@ async def replica(redis: RedisProcess, policy: Path = POLICY, *, learned: bool =
 async def check(app: App, body: Any, claims: dict[str, Any] = SUPPORT, sid: str = "S1", **kw: Any) -> Decision:
     req = http(body, claims=claims, headers={"mcp-session-id": sid, **kw.pop("headers", {})}, **kw)
     d = app.check(req)
-    if d.claim:
+    if d.pending:
         d = await app.confirm_claim(req, d)
     return d
 

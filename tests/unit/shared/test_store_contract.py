@@ -196,7 +196,7 @@ async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
 async def check(app: App, body: Any = LOOKUP, claims: dict[str, Any] = SUPPORT, sid: str = "S1") -> Decision:
     req = http(body, claims=claims, headers={"mcp-session-id": sid})
     d = app.check(req)
-    if d.claim:
+    if d.pending:
         d = await app.confirm_claim(req, d)
     return d
 

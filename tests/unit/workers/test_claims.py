@@ -72,7 +72,7 @@ class Bus:
 async def check(app: App, body: Any = LOOKUP, claims: dict[str, Any] = SUPPORT, sid: str = "S1") -> Decision:
     req = http(body, claims=claims, headers={"mcp-session-id": sid})
     d = app.check(req)
-    if d.claim:
+    if d.pending:
         d = await app.confirm_claim(req, d)
     return d
 
@@ -205,7 +205,7 @@ async def test_a_legacy_stream_hears_of_posts_decided_on_another_worker() -> Non
     a, b = bus.workers
     req = http({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}, path="/mcp/messages/?session_id=L1")
     d = a.check(req)
-    if d.claim:
+    if d.pending:
         d = await a.confirm_claim(req, d)
     assert d.allowed
     denied = a.check(http(call("export_customers", {"format": "csv"}, mid=9), path="/mcp/messages/?session_id=L1"))
