@@ -26,7 +26,7 @@ from extauthz.core.decision import NO_PLAN, Decision, new_decision_id
 from extauthz.core.plan import NONE as NO_EFFECTS
 from extauthz.core.plan import Effects, answer_plan, effects_of
 from extauthz.core.questions import UNSEEN
-from extauthz.core.reasons import Reason
+from extauthz.core.reasons import ALLOWED, RISK_BLOCKED, Reason
 from extauthz.decisionlog import DecisionLog
 from extauthz.detect.assess import Assessor
 from extauthz.identity.caller import Caller
@@ -295,7 +295,7 @@ class App:
         self.last_check = time.monotonic()
         if ctx is None:
             d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
-            d = d.answered(None, NO_PLAN, None, time.perf_counter() - t0)
+            d = d.answered(NO_PLAN, None, time.perf_counter() - t0)
             self._enqueue(d, http)
             return d
         fault = False               # the denial is ours, not the caller's: it never scores
@@ -323,7 +323,7 @@ class App:
             log.exception("answer plan failed; denying")
             d, plan = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                                status=400, form="bare", caller=d.caller), NO_PLAN
-        d = d.answered(d.caller, plan, done[3], time.perf_counter() - t0)
+        d = d.answered(plan, done[3], time.perf_counter() - t0)
         self._enqueue(d, http)
         return d
 
@@ -464,14 +464,15 @@ class App:
         unless the denial may be the product's own doing (extauthz.risk.faults)."""
         c = d.caller
         assert c is not None
-        sensitive = d.allowed and d.method in USE_METHODS and self.sensitive(ctx, d)
-        stage, points = stage_of(d.reason, d.method, sensitive)
+        reason, method = d.reason, d.method
+        sensitive = reason is ALLOWED and method in USE_METHODS and self.sensitive(ctx, d)
+        stage, points = stage_of(reason, method, sensitive)
         if points and (fault or self.own_faults(ctx, d)):
             stage, points = None, 0.0
-        if d.reason is Reason.RISK_BLOCKED:
+        if reason is RISK_BLOCKED:
             self.metrics.risk_blocks.inc()
         return self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
-                                method=d.method, name=d.name, reason=d.reason.value, stage=stage, points=points,
+                                method=method, name=d.name, reason=reason.value, stage=stage, points=points,
                                 signature=_signature(d, http) if points else None)
 
     def _on_result(self, server: str, caller: str, session_id: str, entry: Any, result: Any, size: int) -> None:

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from extauthz.core.context import Context
 from extauthz.core.decision import NO_PLAN, Decision, Learn, Verdict, new, new_decision_id
 from extauthz.core.questions import decide_message
-from extauthz.core.reasons import Reason
+from extauthz.core.reasons import ALLOWED, Reason
 from extauthz.identity.caller import Caller
 from extauthz.identity.sources import BadIdentity, resolve_caller
 from extauthz.mcp import headers as mcp_headers
@@ -118,18 +118,19 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
 def _decision(http: HttpRequest, ctx: Context, server: str, shape: Shape, caller: Caller | None, session: Session,
               checked: Checked, denied: Denial | None) -> Decision:
     """The one place a Decision is built (positionally: see extauthz.core.decision)."""
-    policy = ctx.policy
+    form, ids, method = shape
+    sid, legacy_sse, learn_stream, resumed, claim = session
+    verdicts, learn, name, rule, arguments = checked
+    monitor = ctx.policy.monitor
     version = http.headers.get("mcp-protocol-version", "")
     if denied is None:
-        return new(Decision, (new_decision_id(), Reason.ALLOWED, "", 200, server, shape.method, checked.name,
-                              checked.rule, caller, session.sid, http.method, shape.form, shape.ids, checked.verdicts,
-                              checked.learn, session.learn_stream, session.resumed, session.legacy_sse, policy.monitor,
-                              version, "", None, checked.arguments, session.claim, (), NO_PLAN, None, 0.0))
-    return new(Decision, (new_decision_id(), denied.reason, denied.detail, denied.status, server, shape.method,
-                          checked.name or denied.name, checked.rule, caller, session.sid, http.method, shape.form,
-                          shape.ids, checked.verdicts, (), session.learn_stream, session.resumed, session.legacy_sse,
-                          policy.monitor, version, denied.www_authenticate, denied.code, checked.arguments,
-                          session.claim, (), NO_PLAN, None, 0.0))
+        return new(Decision, (new_decision_id(), ALLOWED, "", 200, server, method, name, rule, caller, sid,
+                              http.method, form, ids, verdicts, learn, learn_stream, resumed, legacy_sse, monitor,
+                              version, "", None, arguments, claim, (), NO_PLAN, None, 0.0))
+    reason, detail, status, denied_name, www_authenticate, code = denied
+    return new(Decision, (new_decision_id(), reason, detail, status, server, method, name or denied_name, rule, caller,
+                          sid, http.method, form, ids, verdicts, (), learn_stream, resumed, legacy_sse, monitor,
+                          version, www_authenticate, code, arguments, claim, (), NO_PLAN, None, 0.0))
 
 
 def _status(shape: Shape, deny_status: int) -> int:
@@ -247,7 +248,7 @@ def _session(http: HttpRequest, ctx: Context, caller: Caller | None, shape: Shap
             Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(shape, deny_status))
     # Resuming a stream (streamable HTTP): the server replays what it sent on it, lists included.
     resumed = http.method == "GET" and bool(http.headers.get("last-event-id"))
-    session = Session(sid, legacy_sse, False, resumed)
+    session = new(Session, (sid, legacy_sse, False, resumed, ""))
     if not ctx.policy.sessions.bind_to_caller:
         return session, None
     sessions = ctx.sessions
@@ -288,7 +289,7 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
     for m in messages:
         v = decide_message(m, server, caller, ctx, http.headers, seen, linked)
         verdicts.append(v)
-        if v.allowed:
+        if v.reason is ALLOWED:
             if m.method in LEARN_METHODS and m.kind == "request":
                 learn.append(new(Learn, (m.id, m.method, "cursor" not in m.params)))
         elif first_denial is None:
@@ -298,8 +299,8 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
             if policy.audit.log_arguments and m.method in ("tools/call", "prompts/get"):
                 arguments = m.params.get("arguments")
     if first_denial is not None:
-        return Checked(verdicts, (), name, rule, arguments), Denial(
-            first_denial.reason, first_denial.detail, _status(shape, deny_status))
+        return new(Checked, (verdicts, (), name, rule, arguments)), new(Denial, (
+            first_denial.reason, first_denial.detail, _status(shape, deny_status), "", "", None))
     if len(learn) > MAX_ENTRIES:
         # More than the learn header carries: its lists could be neither learned nor filtered.
         return Checked(verdicts, (), name, rule, arguments), Denial(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from extauthz.core.context import Context
 from extauthz.core.decision import NO_PLAN, AnswerPlan, Decision, Learn, Observe, new
-from extauthz.core.reasons import Reason
+from extauthz.core.reasons import ALLOWED, Reason
 from extauthz.mcp.kinds import BY_LIST_METHOD, BY_OBSERVED_METHOD
 from extauthz.specs.listfilter import view_ref
 
@@ -38,18 +38,24 @@ NONE = _ALL["", False, False, False, False]
 
 
 def effects_of(d: Decision, ctx: Context) -> Effects:
+    # (fields read once into locals and the verdict compared inline: a NamedTuple field read is
+    # not specialized by CPython 3.11, a property is a call; bench/README.md "Decision records")
     sse = ""
-    if d.legacy_sse:
-        if d.learn and d.wire_allowed:
+    reason = d.reason
+    legacy_sse = d.legacy_sse
+    if legacy_sse:
+        wire_allowed = reason is ALLOWED or d.monitor
+        if d.learn and wire_allowed:
             sse = "expect"
-        elif not d.wire_allowed and d.ids and d.reason is not Reason.SESSION_HIJACK:
+        elif not wire_allowed and d.ids and reason is not Reason.SESSION_HIJACK:
             sse = "inject"
     if d.caller is None:
         return _ALL[sse, False, False, False, False]
-    if not d.allowed:
+    if reason is not ALLOWED:
         return _ALL[sse, False, True, False, False]
-    return _ALL[sse, bool(d.session_id), True, d.method in BY_OBSERVED_METHOD,
-                d.method == "tools/call" and ctx.links is not None and not d.legacy_sse and len(d.ids) == 1
+    method = d.method
+    return _ALL[sse, bool(d.session_id), True, method in BY_OBSERVED_METHOD,
+                method == "tools/call" and ctx.links is not None and not legacy_sse and len(d.ids) == 1
                 and bool(d.name)]
 
 
@@ -57,19 +63,21 @@ def answer_plan(d: Decision, ctx: Context, *, end_session: bool, observed: bool,
     """The one place the answer plan is built. `observed`: the call's result is read (sampled, or
     awaited for its links); `await_result`: the learn route, where Envoy waits for us. A 2024-11-05
     POST's entries are expected on its event stream instead (effects "expect")."""
-    learn: tuple[Learn, ...] = () if d.legacy_sse and d.wire_allowed else d.learn
+    allowed = d.reason is ALLOWED
+    learn_stream = d.learn_stream
+    learn: tuple[Learn, ...] = () if d.legacy_sse and (allowed or d.monitor) else d.learn
     view = None
-    if d.allowed and (learn or d.learn_stream or d.resumed):
+    if allowed and (learn or learn_stream or d.resumed):
         # Filtered lists need to know who is asking (ext_proc shares no state with Check): the
         # fingerprint of the caller's view, which ext_proc resolves again from what Envoy forwards
         # (extauthz.specs.listfilter); an anonymous caller (unauthenticated: allow) is filtered too.
         policy = ctx.policy
         if policy.defaults.filter_lists and not policy.monitor and not d.server.startswith("shadow:") \
-                and (d.learn_stream or d.resumed or any(e.method in BY_LIST_METHOD for e in learn)):
+                and (learn_stream or d.resumed or any(e.method in BY_LIST_METHOD for e in learn)):
             view = view_ref(d.caller)
-    if not learn and not observed and view is None and not end_session and not d.learn_stream:
+    if not learn and not observed and view is None and not end_session and not learn_stream:
         return NO_PLAN
     entries: tuple[Learn | Observe, ...] = learn
     if observed:
-        entries = (*learn, Observe(d.ids[0], d.method, d.name))
-    return new(AnswerPlan, (entries, d.learn_stream, view, end_session, await_result))
+        entries = (*learn, new(Observe, (d.ids[0], d.method, d.name)))
+    return new(AnswerPlan, (entries, learn_stream, view, end_session, await_result))

@@ -7,7 +7,7 @@ from typing import Any
 
 from extauthz.core.context import Context
 from extauthz.core.decision import ALLOW, Verdict, new
-from extauthz.core.reasons import Reason
+from extauthz.core.reasons import ALLOWED, Reason
 from extauthz.identity.caller import Caller
 from extauthz.mcp import headers as mcp_headers
 from extauthz.mcp.jsonrpc import Message
@@ -92,8 +92,8 @@ def _named(name: Any, kind: Kind, server: Any, caller: Caller | None, ctx: Conte
         return v, None, None
     rule = server.rule_for(kind.rule_kind, name)
     if not _permitted(rule, caller):
-        return Verdict(Reason.NOT_ALLOWED, f"{what} {name!r} is not allowed for this caller",
-                       rule.rule_id if rule else "", name), None, None
+        return new(Verdict, (Reason.NOT_ALLOWED, f"{what} {name!r} is not allowed for this caller",
+                             rule.rule_id if rule else "", name)), None, None
     return None, entry, rule
 
 
@@ -102,7 +102,7 @@ def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verd
         if not c.check(args, caller):
             return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
                            rule.rule_id, name)
-    return new(Verdict, (Reason.ALLOWED, "", rule.rule_id, name))
+    return new(Verdict, (ALLOWED, "", rule.rule_id, name))
 
 
 def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str],
@@ -178,7 +178,7 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: 
     if not _permitted(rule, caller):
         return Verdict(Reason.NOT_ALLOWED, f"resource {uri[:200]!r} is not allowed for this caller",
                        rule.rule_id if rule else "", uri)
-    return new(Verdict, (Reason.ALLOWED, "", rule.rule_id, uri))
+    return new(Verdict, (ALLOWED, "", rule.rule_id, uri))
 
 
 def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None,
@@ -218,7 +218,7 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
             return denied
         if prompt is not None and arg["name"] not in prompt.arguments:
             return Verdict(Reason.SCHEMA_VIOLATION, "completion for an undeclared prompt argument", rule.rule_id, name)
-        return new(Verdict, (Reason.ALLOWED, "", rule.rule_id, name))
+        return new(Verdict, (ALLOWED, "", rule.rule_id, name))
     if ref.get("type") == "ref/resource":
         uri: Any = ref.get("uri")
         if (problem := uri_problem(uri)) is not None:
@@ -233,5 +233,5 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
         if not _permitted(rule, caller):
             return Verdict(Reason.NOT_ALLOWED, "resource template not allowed for this caller",
                            rule.rule_id if rule else "", uri)
-        return new(Verdict, (Reason.ALLOWED, "", rule.rule_id, uri))
+        return new(Verdict, (ALLOWED, "", rule.rule_id, uri))
     return Verdict(Reason.SCHEMA_VIOLATION, "unknown completion ref type")

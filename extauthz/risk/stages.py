@@ -23,7 +23,7 @@ up to a chain and a block: extauthz.risk.chain.
 
 from __future__ import annotations
 
-from extauthz.core.reasons import Reason
+from extauthz.core.reasons import ALLOWED, Reason
 from extauthz.mcp.kinds import BY_LIST_METHOD
 
 RECON, PROBE, EXTRACT = "recon", "probe", "extract"
@@ -55,7 +55,7 @@ DENIAL_STAGE: dict[Reason, tuple[str, float]] = {
 
 def stage_of(reason: Reason, method: str, sensitive: bool) -> tuple[str | None, float]:
     """(stage or None, points) for one decision (listing bursts are the engine's: they need history)."""
-    if reason is Reason.ALLOWED:
+    if reason is ALLOWED:
         if sensitive and method in USE_METHODS:
             return EXTRACT, 0.0
         return None, 0.0
