@@ -311,7 +311,7 @@ class App:
         if d.reason is Reason.UNKNOWN_CAPABILITY and not settled and not fault and self.shared is not None:
             recheck = self._lagging(d, ctx)
             if recheck:
-                return d._replace(recheck=recheck)      # ... or reads through what the feed lags behind on
+                return d.awaiting(recheck)      # ... or reads through what the feed lags behind on
         done: tuple[bool, bool, bool, dict[str, Any] | None] = (False, False, False, None)
         try:
             done = self._effects(d, ctx, effects_of(d, ctx), fault, http)
@@ -472,7 +472,7 @@ class App:
         if reason is RISK_BLOCKED:
             self.metrics.risk_blocks.inc()
         return self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
-                                method=method, name=d.name, reason=reason.value, stage=stage, points=points,
+                                method=method, name=d.name, reason=reason._value_, stage=stage, points=points,
                                 signature=_signature(d, http) if points else None)
 
     def _on_result(self, server: str, caller: str, session_id: str, entry: Any, result: Any, size: int) -> None:
@@ -506,7 +506,7 @@ def _signature(d: Decision, http: HttpRequest | None) -> int:
         except (orjson.JSONDecodeError, TypeError):
             extra = http.body
     # crc32, not hash(): str hashes are salted per process, and replicas compare signatures
-    return zlib.crc32(repr((d.server, d.method, d.name, d.reason.value, d.detail, extra)).encode())
+    return zlib.crc32(repr((d.server, d.method, d.name, d.reason._value_, d.detail, extra)).encode())
 
 
 def load_app(policy_path: str | None, *, background_log: bool = True) -> App:

@@ -117,20 +117,20 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
 
 def _decision(http: HttpRequest, ctx: Context, server: str, shape: Shape, caller: Caller | None, session: Session,
               checked: Checked, denied: Denial | None) -> Decision:
-    """The one place a Decision is built (positionally: see extauthz.core.decision)."""
+    """The one place a Decision is built (positionally, in C: see extauthz.core.decision)."""
     form, ids, method = shape
     sid, legacy_sse, learn_stream, resumed, claim = session
     verdicts, learn, name, rule, arguments = checked
     monitor = ctx.policy.monitor
     version = http.headers.get("mcp-protocol-version", "")
     if denied is None:
-        return new(Decision, (new_decision_id(), ALLOWED, "", 200, server, method, name, rule, caller, sid,
-                              http.method, form, ids, verdicts, learn, learn_stream, resumed, legacy_sse, monitor,
-                              version, "", None, arguments, claim, (), NO_PLAN, None, 0.0))
+        return Decision(new_decision_id(), ALLOWED, "", 200, server, method, name, rule, caller, sid,
+                        http.method, form, ids, verdicts, learn, learn_stream, resumed, legacy_sse, monitor,
+                        version, "", None, arguments, claim, (), NO_PLAN, None, 0.0)
     reason, detail, status, denied_name, www_authenticate, code = denied
-    return new(Decision, (new_decision_id(), reason, detail, status, server, method, name or denied_name, rule, caller,
-                          sid, http.method, form, ids, verdicts, (), learn_stream, resumed, legacy_sse, monitor,
-                          version, www_authenticate, code, arguments, claim, (), NO_PLAN, None, 0.0))
+    return Decision(new_decision_id(), reason, detail, status, server, method, name or denied_name, rule, caller,
+                    sid, http.method, form, ids, verdicts, (), learn_stream, resumed, legacy_sse, monitor,
+                    version, www_authenticate, code, arguments, claim, (), NO_PLAN, None, 0.0)
 
 
 def _status(shape: Shape, deny_status: int) -> int:

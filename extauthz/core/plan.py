@@ -80,4 +80,4 @@ def answer_plan(d: Decision, ctx: Context, *, end_session: bool, observed: bool,
     entries: tuple[Learn | Observe, ...] = learn
     if observed:
         entries = (*learn, new(Observe, (d.ids[0], d.method, d.name)))
-    return new(AnswerPlan, (entries, learn_stream, view, end_session, await_result))
+    return AnswerPlan(entries, learn_stream, view, end_session, await_result)
