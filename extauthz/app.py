@@ -25,7 +25,6 @@ from extauthz.core.decide import Context, attributed_caller, decide
 from extauthz.core.decision import NO_PLAN, Decision, new_decision_id
 from extauthz.core.plan import NONE as NO_EFFECTS
 from extauthz.core.plan import Effects, answer_plan, effects_of
-from extauthz.core.questions import UNSEEN
 from extauthz.core.reasons import ALLOWED, RISK_BLOCKED, Reason
 from extauthz.decisionlog import DecisionLog
 from extauthz.detect.assess import Assessor
@@ -333,7 +332,8 @@ class App:
         rt = getattr(self.shared, "readthrough", None)
         if rt is None or d.monitor or d.server.startswith("shadow:"):
             return ()                   # without --redis (or in monitor mode, answered allowed): as before
-        unseen = d.detail.endswith(UNSEEN)
+        # (a batch's decision is its first denial's)
+        unseen = next((v.unseen for v in d.verdicts if v.reason is not ALLOWED), False)
         keys = rt.keys(d.server, d.session_id, d.caller.key if d.caller is not None else "", unseen=unseen,
                        visibility=bool(ctx.policy.sessions.visibility_binding))
         if keys and not self.shared.connected:

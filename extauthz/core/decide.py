@@ -281,11 +281,12 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
     if ctx.visibility is not None and policy.sessions.visibility_binding:
         seen = ctx.visibility.view(server.name, sid, key)
     linked = ctx.links.view(server.name, sid, key) if ctx.links is not None else None
+    status = _status(shape, deny_status)
+    if len(messages) == 1:
+        return _one(messages[0], server, caller, ctx, http.headers, seen, linked, status)
     verdicts: list[Verdict] = []
     learn: list[Learn] = []
     first_denial: Verdict | None = None
-    name = rule = ""
-    arguments = None
     for m in messages:
         v = decide_message(m, server, caller, ctx, http.headers, seen, linked)
         verdicts.append(v)
@@ -294,19 +295,33 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
                 learn.append(new(Learn, (m.id, m.method, "cursor" not in m.params)))
         elif first_denial is None:
             first_denial = v
-        if len(messages) == 1:
-            name, rule = v.name, v.rule
-            if policy.audit.log_arguments and m.method in ("tools/call", "prompts/get"):
-                arguments = m.params.get("arguments")
     if first_denial is not None:
-        return new(Checked, (verdicts, (), name, rule, arguments)), new(Denial, (
-            first_denial.reason, first_denial.detail, _status(shape, deny_status), "", "", None))
+        return new(Checked, (verdicts, (), "", "", None)), new(Denial, (
+            first_denial.reason, first_denial.detail, status, "", "", None))
     if len(learn) > MAX_ENTRIES:
         # More than the learn header carries: its lists could be neither learned nor filtered.
-        return Checked(verdicts, (), name, rule, arguments), Denial(
+        return Checked(verdicts, (), "", "", None), Denial(
             Reason.PAYLOAD_TOO_LARGE, f"a batch may carry at most {MAX_ENTRIES} list, initialize and "
-            f"server/discover requests ({len(learn)} here)", _status(shape, deny_status))
-    return new(Checked, (verdicts, tuple(learn) if learn else (), name, rule, arguments)), None
+            f"server/discover requests ({len(learn)} here)", status)
+    return new(Checked, (verdicts, tuple(learn), "", "", None)), None
+
+
+def _one(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str], seen: Any,
+         linked: Any, status: int) -> tuple[Checked, Denial | None]:
+    """A single message (nearly every request): its verdict names the request and its rule."""
+    v = decide_message(m, server, caller, ctx, headers, seen, linked)
+    reason, detail, rule, name, _ = v
+    method = m.method
+    arguments = m.params.get("arguments") if ctx.policy.audit.log_arguments and method in _LOGGED_ARGUMENTS \
+        else None
+    if reason is not ALLOWED:
+        return new(Checked, ((v,), (), name, rule, arguments)), new(Denial, (reason, detail, status, "", "", None))
+    learn = (new(Learn, (m.id, method, "cursor" not in m.params)),) \
+        if method in LEARN_METHODS and m.kind == "request" else ()
+    return new(Checked, ((v,), learn, name, rule, arguments)), None
+
+
+_LOGGED_ARGUMENTS = frozenset({"tools/call", "prompts/get"})     # audit.logArguments
 
 
 def _requested_name(messages: list[Message]) -> str:

@@ -42,6 +42,9 @@ class Verdict(NamedTuple):
     detail: str = ""
     rule: str = ""
     name: str = ""
+    # sessions.visibilityBinding: the server publishes it, this session was never listed it (the
+    # read-through then also reads what the session was listed: extauthz.shared.readthrough)
+    unseen: bool = False
 
     @property
     def allowed(self) -> bool:

@@ -17,8 +17,6 @@ from extauthz.mcp.names import name_problem, uri_problem
 from extauthz.sessions.visibility import shown
 from extauthz.specs.validators import Invalid
 
-UNSEEN = "was never listed to this session"     # the detail of a visibilityBinding denial
-
 
 def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
                    headers: dict[str, str], seen: Any = None, linked: Any = None) -> Verdict:
@@ -70,7 +68,8 @@ def _unseen(seen: Any, kind: str, key: str, what: str) -> Verdict | None:
     (or, without a session, to this caller). Compared with what the server listed, not with what
     filterLists showed, so a capability the policy forbids stays `not_allowed`."""
     if seen is not None and shown(seen, kind, key) is False:
-        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {key[:200]!r} {UNSEEN}", name=key)
+        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {key[:200]!r} was never listed to this session",
+                       name=key, unseen=True)
     return None
 
 
@@ -93,7 +92,7 @@ def _named(name: Any, kind: Kind, server: Any, caller: Caller | None, ctx: Conte
     rule = server.rule_for(kind.rule_kind, name)
     if not _permitted(rule, caller):
         return new(Verdict, (Reason.NOT_ALLOWED, f"{what} {name!r} is not allowed for this caller",
-                             rule.rule_id if rule else "", name)), None, None
+                             rule.rule_id if rule else "", name, False)), None, None
     return None, entry, rule
 
 
@@ -102,7 +101,7 @@ def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verd
         if not c.check(args, caller):
             return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
                            rule.rule_id, name)
-    return new(Verdict, (ALLOWED, "", rule.rule_id, name))
+    return new(Verdict, (ALLOWED, "", rule.rule_id, name, False))
 
 
 def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str],
@@ -178,7 +177,7 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: 
     if not _permitted(rule, caller):
         return Verdict(Reason.NOT_ALLOWED, f"resource {uri[:200]!r} is not allowed for this caller",
                        rule.rule_id if rule else "", uri)
-    return new(Verdict, (ALLOWED, "", rule.rule_id, uri))
+    return new(Verdict, (ALLOWED, "", rule.rule_id, uri, False))
 
 
 def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None,
@@ -218,7 +217,7 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
             return denied
         if prompt is not None and arg["name"] not in prompt.arguments:
             return Verdict(Reason.SCHEMA_VIOLATION, "completion for an undeclared prompt argument", rule.rule_id, name)
-        return new(Verdict, (ALLOWED, "", rule.rule_id, name))
+        return new(Verdict, (ALLOWED, "", rule.rule_id, name, False))
     if ref.get("type") == "ref/resource":
         uri: Any = ref.get("uri")
         if (problem := uri_problem(uri)) is not None:
@@ -233,5 +232,5 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
         if not _permitted(rule, caller):
             return Verdict(Reason.NOT_ALLOWED, "resource template not allowed for this caller",
                            rule.rule_id if rule else "", uri)
-        return new(Verdict, (ALLOWED, "", rule.rule_id, uri))
+        return new(Verdict, (ALLOWED, "", rule.rule_id, uri, False))
     return Verdict(Reason.SCHEMA_VIOLATION, "unknown completion ref type")

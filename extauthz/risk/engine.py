@@ -256,7 +256,8 @@ class RiskEngine:
                 forgives: tuple[str, ...] | list[str], volume_minute: int | None, *,
                 relayed: bool) -> dict[str, Any] | None:
         now = self.clock.monotonic()
-        wall = self.clock.time() if at is None else at
+        clock_time = self.clock.time()
+        wall = clock_time if at is None else at
         st = self._state(caller, now)
         if signature is not None and points:
             if signature in st.scored:
@@ -270,7 +271,7 @@ class RiskEngine:
         st.events += 1
         ev = Event(wall, decision_id, session_id, server, method, name, reason, stage, points, st.events)
         st.timeline.append(ev)
-        minute = int(self.clock.time() // 60)      # wall clock: the same minute on every replica
+        minute = int(clock_time // 60)      # wall clock: the same minute on every replica
         if _new_minute(minute, st.rate_minute):
             st.rate_minute, st.rate_count = minute, 0
         if not relayed:                # a relayed event's call was counted where it was made
