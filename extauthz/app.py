@@ -25,7 +25,14 @@ from extauthz.core.decide import Context, attributed_caller, decide
 from extauthz.core.decision import NO_PLAN, Decision, new_decision_id
 from extauthz.core.plan import NONE as NO_EFFECTS
 from extauthz.core.plan import Effects, answer_plan, effects_of
-from extauthz.core.reasons import ALLOWED, RISK_BLOCKED, Reason
+from extauthz.core.reasons import (
+    ALLOWED,
+    CONSTRAINT_VIOLATED,
+    MALFORMED_REQUEST,
+    RISK_BLOCKED,
+    SESSION_HIJACK,
+    UNKNOWN_CAPABILITY,
+)
 from extauthz.decisionlog import DecisionLog
 from extauthz.detect.assess import Assessor
 from extauthz.identity.caller import Caller
@@ -293,7 +300,7 @@ class App:
         t0 = time.perf_counter()
         self.last_check = time.monotonic()
         if ctx is None:
-            d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
+            d = Decision(new_decision_id(), MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
             d = d.answered(NO_PLAN, None, time.perf_counter() - t0)
             self._enqueue(d, http)
             return d
@@ -302,12 +309,12 @@ class App:
             d = decide(http, ctx)
         except Exception as e:      # a bug must never become an allow
             log.exception("decision failed; denying")
-            d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
+            d = Decision(new_decision_id(), MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                          status=400, form="bare", caller=attributed_caller(http, ctx.policy.identity))
             fault = True
         if d.claim:
             return d                # the transport awaits the claim and decides again (confirm_claim)
-        if d.reason is Reason.UNKNOWN_CAPABILITY and not settled and not fault and self.shared is not None:
+        if d.reason is UNKNOWN_CAPABILITY and not settled and not fault and self.shared is not None:
             recheck = self._lagging(d, ctx)
             if recheck:
                 return d.awaiting(recheck)      # ... or reads through what the feed lags behind on
@@ -320,7 +327,7 @@ class App:
             plan = answer_plan(d, ctx, end_session=done[0], observed=done[1], await_result=done[2])
         except Exception as e:  # an answer whose lists could not be filtered must not go out: deny
             log.exception("answer plan failed; denying")
-            d, plan = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
+            d, plan = Decision(new_decision_id(), MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                                status=400, form="bare", caller=d.caller), NO_PLAN
         d = d.answered(plan, done[3], time.perf_counter() - t0)
         self._enqueue(d, http)
@@ -495,9 +502,9 @@ def _signature(d: Decision, http: HttpRequest | None) -> int:
     constraint denial says which argument, not which value, so the arguments are part of it (one
     customer id after another is enumeration); another caller's session id, the id itself."""
     extra: Any = ""
-    if d.reason is Reason.SESSION_HIJACK:
+    if d.reason is SESSION_HIJACK:
         extra = d.session_id
-    elif d.reason is Reason.CONSTRAINT_VIOLATED and http is not None:
+    elif d.reason is CONSTRAINT_VIOLATED and http is not None:
         try:
             body = orjson.loads(http.body)
             params = body.get("params") if isinstance(body, dict) else None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from extauthz.core.context import Context
 from extauthz.core.decision import NO_PLAN, AnswerPlan, Decision, Learn, Observe, new
-from extauthz.core.reasons import ALLOWED, Reason
+from extauthz.core.reasons import ALLOWED, SESSION_HIJACK
 from extauthz.mcp.kinds import BY_LIST_METHOD, BY_OBSERVED_METHOD
 from extauthz.specs.listfilter import view_ref
 
@@ -47,7 +47,7 @@ def effects_of(d: Decision, ctx: Context) -> Effects:
         wire_allowed = reason is ALLOWED or d.monitor
         if d.learn and wire_allowed:
             sse = "expect"
-        elif not wire_allowed and d.ids and reason is not Reason.SESSION_HIJACK:
+        elif not wire_allowed and d.ids and reason is not SESSION_HIJACK:
             sse = "inject"
     if d.caller is None:
         return _ALL[sse, False, False, False, False]
