@@ -38,8 +38,8 @@ NONE = _ALL["", False, False, False, False]
 
 
 def effects_of(d: Decision, ctx: Context) -> Effects:
-    # (fields read once into locals and the verdict compared inline: a NamedTuple field read is
-    # not specialized by CPython 3.11, a property is a call; bench/README.md "Decision records")
+    # (fields read once into locals and the verdict compared inline: a property is a Python call;
+    # bench/README.md "Decision records")
     sse = ""
     reason = d.reason
     legacy_sse = d.legacy_sse
