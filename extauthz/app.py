@@ -52,6 +52,7 @@ from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.links import LinkGrants
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
+from extauthz.shared.seam import SharedState
 from extauthz.specs.learn import Learner
 from extauthz.specs.listfilter import FAILURES, View
 from extauthz.specs.store import DriftEvent, SpecStore
@@ -77,7 +78,7 @@ class App:
         self.own_faults = OwnFaults(self.specs, self.validators)
         # extauthz.shared: where session owners and learned state are shared (Redis, or the
         # --workers supervisor); None for one process on its own
-        self.shared: Any = None
+        self.shared: SharedState | None = None
         self.metrics = Metrics(self.specs.servers, lambda: len(self.sessions), lambda: self.sessions.refused)
         self.decisions = DecisionLog(decision_out, background=background_log)
         self.observer = Observer(self.inventory, self.risk, self.decisions, lambda: self.ctx)
@@ -126,7 +127,7 @@ class App:
                            shared_claims=self.shared is not None and self.shared.remote)
         log.info("policy installed: %s (%s, %d servers)", policy.source, policy.digest[:12], len(policy.servers))
 
-    def use_shared(self, shared: Any) -> None:
+    def use_shared(self, shared: SharedState) -> None:
         """Share state through `shared` (extauthz.shared.redis.RedisShared or the workers' claims):
         every store publishes its changes there, and unknown session ids are claimed there."""
         self.shared = shared
@@ -144,24 +145,26 @@ class App:
         if d.recheck:
             # Decided again whatever the read found (the feed may have brought it meanwhile); never
             # read again: nothing newer, or Redis away, and the deny stands, scored once.
-            await self.shared.readthrough.read(list(d.recheck))
+            rt = self.shared.readthrough if self.shared is not None else None
+            assert rt is not None       # (only App._lagging asks for a recheck, and only with one)
+            await rt.read(list(d.recheck))
             return self._decided_again(http, settled=True)
         return d
 
     async def _claim(self, http: HttpRequest, d: Decision) -> Decision:
         from extauthz.shared.redis import SharedUnavailable
-        ctx, caller = self.ctx, d.caller
-        assert ctx is not None and caller is not None and d.claim
+        ctx, caller, shared = self.ctx, d.caller, self.shared
+        assert ctx is not None and caller is not None and shared is not None and d.claim
         meta = {"u": caller.user_session, "i": caller.client_id, "v": d.protocol_version}
         try:
-            owner, ended = await self.shared.claim(d.claim, caller.key, d.server, meta)
+            owner, ended = await shared.claim(d.claim, caller.key, d.server, meta)
         except SharedUnavailable as e:
             if ctx.policy.sessions.shared_state_down == "local":
                 owner = caller.key          # decided here alone; written to the store once it is back
                 self.sessions.touch(d.claim, owner, d.server, user_session=caller.user_session,
                                     client_id=caller.client_id, protocol_version=d.protocol_version)
                 return self._decided_again(http)
-            self.shared.claims_denied += 1
+            shared.claims_denied += 1
             d = d.settled(f"shared state unavailable, so this session's owner cannot be confirmed ({e})"[:300],
                           "sessions.sharedStateDown")
             self._enqueue(d, http)
@@ -336,14 +339,15 @@ class App:
     def _lagging(self, d: Decision, ctx: Context) -> tuple[tuple[str, ...], ...]:
         """What to read before an `unknown_capability` deny that the Redis feed's lag may explain
         stands (extauthz.shared.readthrough); empty: nothing not read a moment ago, or Redis away."""
-        rt = getattr(self.shared, "readthrough", None)
-        if rt is None or d.monitor or d.server.startswith("shadow:"):
+        shared = self.shared
+        rt = shared.readthrough if shared is not None else None
+        if shared is None or rt is None or d.monitor or d.server.startswith("shadow:"):
             return ()                   # without --redis (or in monitor mode, answered allowed): as before
         # (a batch's decision is its first denial's)
         unseen = next((v.unseen for v in d.verdicts if v.reason is not ALLOWED), False)
         keys = rt.keys(d.server, d.session_id, d.caller.key if d.caller is not None else "", unseen=unseen,
                        visibility=bool(ctx.policy.sessions.visibility_binding))
-        if keys and not self.shared.connected:
+        if keys and not shared.connected:
             rt.counts["down"] += 1      # the deny stands at once, no wait
             return ()
         return tuple(keys)

@@ -46,7 +46,10 @@ from extauthz.mcp.kinds import BY_CAPABILITY_METHOD
 from extauthz.mcp.learnheader import MAX_ENTRIES
 from extauthz.mcp.methods import BATCH_VERSIONS, LEARN_METHODS
 from extauthz.mcp.request import HttpRequest
+from extauthz.policy.model import Identity, Policy, ServerPolicy
+from extauthz.sessions.links import LinkView
 from extauthz.sessions.registry import valid_session_id
+from extauthz.sessions.visibility import SeenView
 
 __all__ = ["Context", "Denial", "attributed_caller", "decide", "decide_message"]
 log = logging.getLogger("extauthz")
@@ -204,7 +207,7 @@ def _read_shape(http: HttpRequest, limits: Limits) -> Shape:
 
 
 # -- identify, gate ---------------------------------------------------------------------------------
-def _identify(http: HttpRequest, policy: Any) -> Caller | None | Denial:
+def _identify(http: HttpRequest, policy: Policy) -> Caller | None | Denial:
     try:
         caller = resolve_caller(http, policy.identity)
     except BadIdentity as e:
@@ -218,7 +221,7 @@ def _attributed(http: HttpRequest, ctx: Context) -> Caller | None:
     return attributed_caller(http, ctx.policy.identity)
 
 
-def attributed_caller(http: HttpRequest, identity: Any) -> Caller | None:
+def attributed_caller(http: HttpRequest, identity: Identity) -> Caller | None:
     """Who sent a request denied before identity was read (only to attribute the denial)."""
     try:
         return resolve_caller(http, identity)
@@ -280,7 +283,7 @@ def _session(http: HttpRequest, ctx: Context, caller: Caller | None, shape: Shap
 
 
 # -- arguments --------------------------------------------------------------------------------------
-def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | None, sid: str,
+def _arguments(http: HttpRequest, ctx: Context, server: ServerPolicy, caller: Caller | None, sid: str,
                messages: list[Message], shape: Shape, deny_status: int) -> tuple[Checked, Denial | None]:
     # 2026-07-28 routing headers must agree with the body (only one message per request there).
     if len(messages) == 1:
@@ -319,8 +322,8 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
     return new(Checked, (verdicts, tuple(learn), "", "", None)), None
 
 
-def _one(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str], seen: Any,
-         linked: Any, status: int) -> tuple[Checked, Denial | None]:
+def _one(m: Message, server: ServerPolicy, caller: Caller | None, ctx: Context, headers: dict[str, str],
+         seen: SeenView | None, linked: LinkView | None, status: int) -> tuple[Checked, Denial | None]:
     """A single message (nearly every request): its verdict names the request and its rule."""
     v = decide_message(m, server, caller, ctx, headers, seen, linked)
     reason, detail, rule, name, _ = v
@@ -354,7 +357,7 @@ def _query_session(path: str) -> str:
     return values[0] if values else ""
 
 
-def _decoded_body(http: HttpRequest, policy: Any, limits: Limits) -> tuple[bytes, tuple[Reason, str] | None]:
+def _decoded_body(http: HttpRequest, policy: Policy, limits: Limits) -> tuple[bytes, tuple[Reason, str] | None]:
     enc = http.headers.get("content-encoding")
     if enc is None:
         return http.body, None

@@ -20,6 +20,7 @@ import msgspec
 
 from extauthz.core.reasons import ALLOWED, Reason
 from extauthz.identity.caller import Caller
+from extauthz.specs.listfilter import ViewRef
 
 _PROCESS = os.urandom(6).hex()
 # The hot constructions call tuple.__new__ (C) with the fields in order: half the cost of a
@@ -76,7 +77,7 @@ class AnswerPlan(msgspec.Struct, frozen=True):
 
     entries: tuple[Learn | Observe, ...] = ()
     stream: bool = False            # a 2024-11-05 GET event stream: results arrive on it
-    view: Any = None                # extauthz.specs.listfilter.ViewRef: filter this caller's lists
+    view: ViewRef | None = None     # filter this caller's lists (extauthz.specs.listfilter)
     end_session: bool = False       # an owner's DELETE: ext_proc sees whether the server ended it
     await_result: bool = False      # read the result on the learn route (Envoy waits): it may carry links
 

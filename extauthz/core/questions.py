@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from extauthz.core.context import Context
 from extauthz.core.decision import ALLOW, Verdict, new
@@ -25,12 +25,16 @@ from extauthz.mcp.jsonrpc import Message
 from extauthz.mcp.kinds import BY_CAPABILITY_METHOD, PROMPTS, RESOURCE_TEMPLATES, RESOURCES, TOOLS, Kind
 from extauthz.mcp.methods import ALLOWED_PARAMS, FREE_METHODS, NOTIFICATIONS
 from extauthz.mcp.names import name_problem, uri_problem
-from extauthz.sessions.visibility import shown
+from extauthz.policy.model import ServerPolicy
+from extauthz.policy.rules import Rule
+from extauthz.sessions.links import LinkView
+from extauthz.sessions.visibility import SeenView, shown
+from extauthz.specs.model import ServerSpec
 from extauthz.specs.validators import Invalid
 
 
-def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
-                   headers: dict[str, str], seen: Any = None, linked: Any = None) -> Verdict:
+def decide_message(m: Message, server: ServerPolicy, caller: Caller | None, ctx: Context,
+                   headers: dict[str, str], seen: SeenView | None = None, linked: LinkView | None = None) -> Verdict:
     """The three questions for one JSON-RPC message."""
     if m.kind == "response":
         return ALLOW              # the client answering a server request (sampling, elicitation)
@@ -57,11 +61,11 @@ def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
     return _resource(m.params.get(kind.key_field), server, caller, ctx, seen, linked)
 
 
-def _permitted(rule: Any, caller: Caller | None) -> bool:
+def _permitted(rule: Rule | None, caller: Caller | None) -> TypeGuard[Rule]:
     return rule is not None and rule.allow.permits(caller)
 
 
-def _quarantined(spec: Any, kind: Kind, name: str) -> Verdict | None:
+def _quarantined(spec: ServerSpec, kind: Kind, name: str) -> Verdict | None:
     why = spec.quarantined.get((kind, name))
     # `why` is what held it (a change since approval, or the first-sight screen): say that, not a guess
     return Verdict(QUARANTINED, f"{kind.singular} {name!r} is quarantined: {why}", name=name) if why else None
@@ -74,7 +78,7 @@ def _unknown(ctx: Context, what: str, name: str) -> Verdict | None:
     return None
 
 
-def _unseen(seen: Any, kind: str, key: str, what: str) -> Verdict | None:
+def _unseen(seen: SeenView | None, kind: str, key: str, what: str) -> Verdict | None:
     """sessions.visibilityBinding: the server publishes this, but never listed it to this session
     (or, without a session, to this caller). Compared with what the server listed, not with what
     filterLists showed, so a capability the policy forbids stays `not_allowed`."""
@@ -84,8 +88,8 @@ def _unseen(seen: Any, kind: str, key: str, what: str) -> Verdict | None:
     return None
 
 
-def _named(name: Any, kind: Kind, server: Any, caller: Caller | None, ctx: Context,
-           seen: Any = None) -> tuple[Verdict | None, Any, Any]:
+def _named(name: Any, kind: Kind, server: ServerPolicy, caller: Caller | None, ctx: Context,
+           seen: SeenView | None = None) -> tuple[Verdict | None, Any, Rule | None]:
     """Questions 1 and 2 for a tool or prompt named in the request: (denial or None, spec entry, rule).
 
     A clean name, listed by the server (unless the policy lets unknown capabilities through), not
@@ -98,7 +102,8 @@ def _named(name: Any, kind: Kind, server: Any, caller: Caller | None, ctx: Conte
     if entry is None:
         if (v := _unknown(ctx, what, name)) is not None:
             return v, None, None
-    elif (v := _quarantined(spec, kind, name)) is not None or (v := _unseen(seen, kind, name, what)) is not None:
+    elif spec is not None and ((v := _quarantined(spec, kind, name)) is not None
+                               or (v := _unseen(seen, kind, name, what)) is not None):
         return v, None, None
     rule = server.rule_for(kind.rule_kind, name)
     if not _permitted(rule, caller):
@@ -107,7 +112,7 @@ def _named(name: Any, kind: Kind, server: Any, caller: Caller | None, ctx: Conte
     return None, entry, rule
 
 
-def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verdict:
+def _constraints(rule: Rule, args: Any, caller: Caller | None, name: str) -> Verdict:
     for c in rule.constraints:
         if not c.check(args, caller):
             return Verdict(CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
@@ -115,12 +120,13 @@ def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verd
     return new(Verdict, (ALLOWED, "", rule.rule_id, name, False))
 
 
-def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str],
-               seen: Any = None) -> Verdict:
+def _tool_call(m: Message, server: ServerPolicy, caller: Caller | None, ctx: Context, headers: dict[str, str],
+               seen: SeenView | None = None) -> Verdict:
     name: Any = m.params.get("name")
     denied, tool, rule = _named(name, TOOLS, server, caller, ctx, seen)
     if denied is not None:
         return denied
+    assert rule is not None     # (no denial: a rule permits it)
     args = m.params.get("arguments", {})
     if type(args) is not dict:
         return Verdict(SCHEMA_VIOLATION, "arguments must be an object", rule.rule_id, name)
@@ -136,11 +142,13 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
     return _constraints(rule, args, caller, name)
 
 
-def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
+def _prompt_get(m: Message, server: ServerPolicy, caller: Caller | None, ctx: Context,
+                seen: SeenView | None = None) -> Verdict:
     name: Any = m.params.get("name")
     denied, prompt, rule = _named(name, PROMPTS, server, caller, ctx, seen)
     if denied is not None:
         return denied
+    assert rule is not None     # (no denial: a rule permits it)
     args = m.params.get("arguments", {})
     if args is None:
         args = {}
@@ -161,8 +169,8 @@ def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context, se
     return _constraints(rule, args, caller, name)
 
 
-def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: Any = None,
-              linked: Any = None) -> Verdict:
+def _resource(uri: Any, server: ServerPolicy, caller: Caller | None, ctx: Context, seen: SeenView | None = None,
+              linked: LinkView | None = None) -> Verdict:
     if (problem := uri_problem(uri)) is not None:
         return Verdict(MALFORMED_REQUEST, problem)
     spec = ctx.specs.get(server.name)
@@ -171,9 +179,9 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: 
     if spec is not None and not known:
         template = spec.template_for(uri)
         known = template is not None
-    if not known:
+    if spec is None or not known:
         # A resource link a tool returned to this session (caller) need not be listed.
-        if linked is None or not ctx.links.granted(linked, uri):
+        if linked is None or ctx.links is None or not ctx.links.granted(linked, uri):
             if (v := _unknown(ctx, RESOURCES.label, uri)) is not None:
                 return v
     else:
@@ -191,8 +199,8 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: 
     return new(Verdict, (ALLOWED, "", rule.rule_id, uri, False))
 
 
-def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None,
-            linked: Any = None) -> Verdict:
+def _listen(m: Message, server: ServerPolicy, caller: Caller | None, ctx: Context, seen: SeenView | None = None,
+            linked: LinkView | None = None) -> Verdict:
     """2026-07-28 `subscriptions/listen`: the notification stream. Resource subscriptions in it
     replace `resources/subscribe`, so each URI must pass exactly what a subscribe would."""
     extra = m.params.keys() - ALLOWED_PARAMS["subscriptions/listen"]
@@ -211,7 +219,8 @@ def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: 
     return ALLOW
 
 
-def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
+def _completion(m: Message, server: ServerPolicy, caller: Caller | None, ctx: Context,
+                seen: SeenView | None = None) -> Verdict:
     extra = m.params.keys() - ALLOWED_PARAMS["completion/complete"]
     if extra:
         return Verdict(SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
@@ -226,6 +235,7 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
         denied, prompt, rule = _named(name, PROMPTS, server, caller, ctx, seen)
         if denied is not None:
             return denied
+        assert rule is not None     # (no denial: a rule permits it)
         if prompt is not None and arg["name"] not in prompt.arguments:
             return Verdict(SCHEMA_VIOLATION, "completion for an undeclared prompt argument", rule.rule_id, name)
         return new(Verdict, (ALLOWED, "", rule.rule_id, name, False))

@@ -59,12 +59,16 @@ def links_in(result: Any) -> list[str]:
     return out
 
 
+LinkView = dict[bytes, float]      # what one session (caller) was granted: URI digest -> expiry
+
+
 class Links(Protocol):
     """The seam: resource links granted per (server, session, caller), as Check and transports use it."""
     on_change: Sink | None
 
     def grant(self, server: str, session_id: str, caller: str, uris: list[str], *, tool: str = "") -> None: ...
-    def view(self, server: str, session_id: str, caller: str) -> dict[bytes, float] | None: ...
+    def view(self, server: str, session_id: str, caller: str) -> LinkView | None: ...
+    def granted(self, links: LinkView | None, uri: str) -> bool: ...
     def apply(self, change: LinkGranted) -> None: ...
 
 

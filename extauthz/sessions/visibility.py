@@ -26,6 +26,10 @@ MAX_PENDING = 4096
 MAX_NAMES = 20_000          # per kind and snapshot, like the spec store
 
 
+# (session view, caller view): what this session and this caller were listed, per kind
+SeenView = tuple[dict[str, frozenset[str]] | None, dict[str, frozenset[str]] | None]
+
+
 class VisibilityStore(Protocol):
     """The seam: what each session and caller was listed, as the Check path and transports use it."""
     on_change: Sink | None

@@ -24,6 +24,7 @@ from typing import Any
 
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.shared.changes import SessionBound
+from extauthz.shared.readthrough import ReadThrough
 from extauthz.shared.redis import SharedUnavailable
 
 CLAIM_TIMEOUT = 2.0        # seconds a Check waits for the supervisor's answer before it is denied
@@ -37,6 +38,7 @@ class BusClaims:
     """A worker's `App.shared`: the interface the Check path uses for Redis, over the bus."""
 
     remote = True
+    readthrough: ReadThrough | None = None      # reading behind a lagging feed is Redis's (App._lagging)
 
     def __init__(self, send: Send, timeout: float = CLAIM_TIMEOUT) -> None:
         self._send = send
