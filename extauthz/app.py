@@ -25,8 +25,14 @@ from extauthz.core.decide import Context, attributed_caller, decide
 from extauthz.core.decision import NO_PLAN, Decision, new_decision_id
 from extauthz.core.plan import NONE as NO_EFFECTS
 from extauthz.core.plan import Effects, answer_plan, effects_of
-from extauthz.core.questions import UNSEEN
-from extauthz.core.reasons import ALLOWED, RISK_BLOCKED, Reason
+from extauthz.core.reasons import (
+    ALLOWED,
+    CONSTRAINT_VIOLATED,
+    MALFORMED_REQUEST,
+    RISK_BLOCKED,
+    SESSION_HIJACK,
+    UNKNOWN_CAPABILITY,
+)
 from extauthz.decisionlog import DecisionLog
 from extauthz.detect.assess import Assessor
 from extauthz.identity.caller import Caller
@@ -294,7 +300,7 @@ class App:
         t0 = time.perf_counter()
         self.last_check = time.monotonic()
         if ctx is None:
-            d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
+            d = Decision(new_decision_id(), MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
             d = d.answered(NO_PLAN, None, time.perf_counter() - t0)
             self._enqueue(d, http)
             return d
@@ -303,15 +309,15 @@ class App:
             d = decide(http, ctx)
         except Exception as e:      # a bug must never become an allow
             log.exception("decision failed; denying")
-            d = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
+            d = Decision(new_decision_id(), MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                          status=400, form="bare", caller=attributed_caller(http, ctx.policy.identity))
             fault = True
         if d.claim:
             return d                # the transport awaits the claim and decides again (confirm_claim)
-        if d.reason is Reason.UNKNOWN_CAPABILITY and not settled and not fault and self.shared is not None:
+        if d.reason is UNKNOWN_CAPABILITY and not settled and not fault and self.shared is not None:
             recheck = self._lagging(d, ctx)
             if recheck:
-                return d._replace(recheck=recheck)      # ... or reads through what the feed lags behind on
+                return d.awaiting(recheck)      # ... or reads through what the feed lags behind on
         done: tuple[bool, bool, bool, dict[str, Any] | None] = (False, False, False, None)
         try:
             done = self._effects(d, ctx, effects_of(d, ctx), fault, http)
@@ -321,7 +327,7 @@ class App:
             plan = answer_plan(d, ctx, end_session=done[0], observed=done[1], await_result=done[2])
         except Exception as e:  # an answer whose lists could not be filtered must not go out: deny
             log.exception("answer plan failed; denying")
-            d, plan = Decision(new_decision_id(), Reason.MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
+            d, plan = Decision(new_decision_id(), MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                                status=400, form="bare", caller=d.caller), NO_PLAN
         d = d.answered(plan, done[3], time.perf_counter() - t0)
         self._enqueue(d, http)
@@ -333,7 +339,8 @@ class App:
         rt = getattr(self.shared, "readthrough", None)
         if rt is None or d.monitor or d.server.startswith("shadow:"):
             return ()                   # without --redis (or in monitor mode, answered allowed): as before
-        unseen = d.detail.endswith(UNSEEN)
+        # (a batch's decision is its first denial's)
+        unseen = next((v.unseen for v in d.verdicts if v.reason is not ALLOWED), False)
         keys = rt.keys(d.server, d.session_id, d.caller.key if d.caller is not None else "", unseen=unseen,
                        visibility=bool(ctx.policy.sessions.visibility_binding))
         if keys and not self.shared.connected:
@@ -472,7 +479,7 @@ class App:
         if reason is RISK_BLOCKED:
             self.metrics.risk_blocks.inc()
         return self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
-                                method=method, name=d.name, reason=reason.value, stage=stage, points=points,
+                                method=method, name=d.name, reason=reason._value_, stage=stage, points=points,
                                 signature=_signature(d, http) if points else None)
 
     def _on_result(self, server: str, caller: str, session_id: str, entry: Any, result: Any, size: int) -> None:
@@ -495,9 +502,9 @@ def _signature(d: Decision, http: HttpRequest | None) -> int:
     constraint denial says which argument, not which value, so the arguments are part of it (one
     customer id after another is enumeration); another caller's session id, the id itself."""
     extra: Any = ""
-    if d.reason is Reason.SESSION_HIJACK:
+    if d.reason is SESSION_HIJACK:
         extra = d.session_id
-    elif d.reason is Reason.CONSTRAINT_VIOLATED and http is not None:
+    elif d.reason is CONSTRAINT_VIOLATED and http is not None:
         try:
             body = orjson.loads(http.body)
             params = body.get("params") if isinstance(body, dict) else None
@@ -506,7 +513,7 @@ def _signature(d: Decision, http: HttpRequest | None) -> int:
         except (orjson.JSONDecodeError, TypeError):
             extra = http.body
     # crc32, not hash(): str hashes are salted per process, and replicas compare signatures
-    return zlib.crc32(repr((d.server, d.method, d.name, d.reason.value, d.detail, extra)).encode())
+    return zlib.crc32(repr((d.server, d.method, d.name, d.reason._value_, d.detail, extra)).encode())
 
 
 def load_app(policy_path: str | None, *, background_log: bool = True) -> App:

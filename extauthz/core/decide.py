@@ -23,7 +23,20 @@ from typing import Any, NamedTuple
 from extauthz.core.context import Context
 from extauthz.core.decision import NO_PLAN, Decision, Learn, Verdict, new, new_decision_id
 from extauthz.core.questions import decide_message
-from extauthz.core.reasons import ALLOWED, Reason
+from extauthz.core.reasons import (
+    ALLOWED,
+    HEADER_MISMATCH,
+    MALFORMED_REQUEST,
+    NOT_ALLOWED,
+    PARTIAL_BODY,
+    PAYLOAD_TOO_LARGE,
+    RATE_LIMITED,
+    RISK_BLOCKED,
+    SESSION_HIJACK,
+    UNAUTHENTICATED,
+    UNKNOWN_SERVER,
+    Reason,
+)
 from extauthz.identity.caller import Caller
 from extauthz.identity.sources import BadIdentity, resolve_caller
 from extauthz.mcp import headers as mcp_headers
@@ -91,7 +104,7 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
     if server is None and policy.defaults.unknown_server == "deny":
         shape = _read_shape(http, ctx.limits)
         return _decision(http, ctx, label, shape, _attributed(http, ctx), NO_SESSION, _UNCHECKED, Denial(
-            Reason.UNKNOWN_SERVER, "no policy server matches this authority and path",
+            UNKNOWN_SERVER, "no policy server matches this authority and path",
             deny_status if shape.form != "bare" else 403))
 
     # Parse first (a body that isn't JSON-RPC gets 400 whoever sent it).
@@ -117,20 +130,20 @@ def decide(http: HttpRequest, ctx: Context) -> Decision:
 
 def _decision(http: HttpRequest, ctx: Context, server: str, shape: Shape, caller: Caller | None, session: Session,
               checked: Checked, denied: Denial | None) -> Decision:
-    """The one place a Decision is built (positionally: see extauthz.core.decision)."""
+    """The one place a Decision is built (positionally, in C: see extauthz.core.decision)."""
     form, ids, method = shape
     sid, legacy_sse, learn_stream, resumed, claim = session
     verdicts, learn, name, rule, arguments = checked
     monitor = ctx.policy.monitor
     version = http.headers.get("mcp-protocol-version", "")
     if denied is None:
-        return new(Decision, (new_decision_id(), ALLOWED, "", 200, server, method, name, rule, caller, sid,
-                              http.method, form, ids, verdicts, learn, learn_stream, resumed, legacy_sse, monitor,
-                              version, "", None, arguments, claim, (), NO_PLAN, None, 0.0))
+        return Decision(new_decision_id(), ALLOWED, "", 200, server, method, name, rule, caller, sid,
+                        http.method, form, ids, verdicts, learn, learn_stream, resumed, legacy_sse, monitor,
+                        version, "", None, arguments, claim, (), NO_PLAN, None, 0.0)
     reason, detail, status, denied_name, www_authenticate, code = denied
-    return new(Decision, (new_decision_id(), reason, detail, status, server, method, name or denied_name, rule, caller,
-                          sid, http.method, form, ids, verdicts, (), learn_stream, resumed, legacy_sse, monitor,
-                          version, www_authenticate, code, arguments, claim, (), NO_PLAN, None, 0.0))
+    return Decision(new_decision_id(), reason, detail, status, server, method, name or denied_name, rule, caller,
+                    sid, http.method, form, ids, verdicts, (), learn_stream, resumed, legacy_sse, monitor,
+                    version, www_authenticate, code, arguments, claim, (), NO_PLAN, None, 0.0)
 
 
 def _status(shape: Shape, deny_status: int) -> int:
@@ -142,33 +155,33 @@ def _parse(http: HttpRequest, ctx: Context, deny_status: int) -> tuple[Shape, li
     if http.method in ("GET", "DELETE"):
         return Shape("bare", (), http.method), []
     if http.method != "POST":
-        return BARE, Denial(Reason.MALFORMED_REQUEST, f"HTTP {http.method} is not an MCP request", 400)
+        return BARE, Denial(MALFORMED_REQUEST, f"HTTP {http.method} is not an MCP request", 400)
     if http.partial:
-        return NOT_PARSED, Denial(Reason.PARTIAL_BODY, "Envoy forwarded a truncated body", 400)
+        return NOT_PARSED, Denial(PARTIAL_BODY, "Envoy forwarded a truncated body", 400)
     ctype = http.headers.get("content-type", "")
     if ctype != "application/json" and ctype.split(";", 1)[0].strip().lower() != "application/json":
-        return NOT_PARSED, Denial(Reason.MALFORMED_REQUEST, "an MCP POST must be application/json", 400)
+        return NOT_PARSED, Denial(MALFORMED_REQUEST, "an MCP POST must be application/json", 400)
     body, problem = _decoded_body(http, ctx.policy, ctx.limits)
     if problem is not None:
-        return NOT_PARSED, Denial(problem[0], problem[1], 413 if problem[0] is Reason.PAYLOAD_TOO_LARGE else 400)
+        return NOT_PARSED, Denial(problem[0], problem[1], 413 if problem[0] is PAYLOAD_TOO_LARGE else 400)
     parsed = parse_body(body, ctx.limits)
     shape = _shape(parsed)
     if parsed.error is not None:
         status = 400
-        if parsed.error is Reason.PAYLOAD_TOO_LARGE:
+        if parsed.error is PAYLOAD_TOO_LARGE:
             status = deny_status if shape.ids else 413
         return shape, Denial(parsed.error, parsed.detail, status, code=parsed.code)
     messages = parsed.messages
     if parsed.batch:
         ids = [i for i in shape.ids if i is not None]
         if len(ids) != len(set(ids)):
-            return shape, Denial(Reason.MALFORMED_REQUEST, "duplicate ids in a batch", 400)
+            return shape, Denial(MALFORMED_REQUEST, "duplicate ids in a batch", 400)
     if (messages[0].kind == "response" if len(messages) == 1 else any(m.kind == "response" for m in messages)) \
             and not http.headers.get(SESSION_HEADER):
-        return shape, Denial(Reason.MALFORMED_REQUEST, "a JSON-RPC response outside an MCP session", deny_status)
+        return shape, Denial(MALFORMED_REQUEST, "a JSON-RPC response outside an MCP session", deny_status)
     version = http.headers.get("mcp-protocol-version", "")
     if parsed.batch and version and version not in BATCH_VERSIONS and version != "2024-11-05":
-        return shape, Denial(Reason.MALFORMED_REQUEST, f"JSON-RPC batches are not part of {version}", deny_status)
+        return shape, Denial(MALFORMED_REQUEST, f"JSON-RPC batches are not part of {version}", deny_status)
     return shape, messages
 
 
@@ -195,9 +208,9 @@ def _identify(http: HttpRequest, policy: Any) -> Caller | None | Denial:
     try:
         caller = resolve_caller(http, policy.identity)
     except BadIdentity as e:
-        return Denial(Reason.UNAUTHENTICATED, str(e), 401, www_authenticate='Bearer realm="mcp", error="invalid_token"')
+        return Denial(UNAUTHENTICATED, str(e), 401, www_authenticate='Bearer realm="mcp", error="invalid_token"')
     if caller is None and policy.defaults.unauthenticated == "deny":
-        return Denial(Reason.UNAUTHENTICATED, "no identity", 401, www_authenticate='Bearer realm="mcp"')
+        return Denial(UNAUTHENTICATED, "no identity", 401, www_authenticate='Bearer realm="mcp"')
     return caller
 
 
@@ -223,9 +236,9 @@ def _gate(http: HttpRequest, ctx: Context, caller: Caller | None, messages: list
     if caller is None or ctx.risk is None or http.method == "DELETE":
         return None
     if why := ctx.risk.blocked(caller.key):
-        return Denial(Reason.RISK_BLOCKED, why, _status(shape, deny_status), _requested_name(messages))
+        return Denial(RISK_BLOCKED, why, _status(shape, deny_status), _requested_name(messages))
     if why := ctx.risk.limited(caller.key):
-        return Denial(Reason.RATE_LIMITED, why, _status(shape, deny_status), _requested_name(messages))
+        return Denial(RATE_LIMITED, why, _status(shape, deny_status), _requested_name(messages))
     return None
 
 
@@ -245,7 +258,7 @@ def _session(http: HttpRequest, ctx: Context, caller: Caller | None, shape: Shap
         return NO_SESSION, None
     if not valid_session_id(sid) or "," in sid:     # Envoy joins repeated headers with commas
         return Session(legacy_sse=legacy_sse), Denial(
-            Reason.MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(shape, deny_status))
+            MALFORMED_REQUEST, "malformed or repeated mcp-session-id", _status(shape, deny_status))
     # Resuming a stream (streamable HTTP): the server replays what it sent on it, lists included.
     resumed = http.method == "GET" and bool(http.headers.get("last-event-id"))
     session = new(Session, (sid, legacy_sse, False, resumed, ""))
@@ -255,13 +268,13 @@ def _session(http: HttpRequest, ctx: Context, caller: Caller | None, shape: Shap
     if caller is not None and ctx.shared_claims and sessions.owner(sid) is None and not sessions.ended(sid):
         # Never seen here: whoever holds it elsewhere owns it. Denied until the claim says.
         return Session(sid, legacy_sse, False, resumed, sid), Denial(
-            Reason.NOT_ALLOWED, "the session's owner is not confirmed", _status(shape, deny_status))
+            NOT_ALLOWED, "the session's owner is not confirmed", _status(shape, deny_status))
     # (an anonymous request, where the policy lets them in, never rides a bound session)
     if not sessions.owner_ok(sid, caller.key if caller is not None else ""):
-        return session, Denial(Reason.SESSION_HIJACK, "session belongs to another caller", _status(shape, deny_status))
+        return session, Denial(SESSION_HIJACK, "session belongs to another caller", _status(shape, deny_status))
     if caller is not None and not sessions.has_room(sid):
         # never make room by dropping a live binding: that would free its id for anyone
-        return session, Denial(Reason.RATE_LIMITED, "sessions.maxSessions live sessions are bound: no room for "
+        return session, Denial(RATE_LIMITED, "sessions.maxSessions live sessions are bound: no room for "
                                "another", _status(shape, deny_status))
     return session, None
 
@@ -272,20 +285,21 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
     # 2026-07-28 routing headers must agree with the body (only one message per request there).
     if len(messages) == 1:
         if mismatch := mcp_headers.routing_mismatch(http.headers, messages[0]):
-            return _UNCHECKED, Denial(Reason.HEADER_MISMATCH, mismatch, _status(shape, deny_status))
+            return _UNCHECKED, Denial(HEADER_MISMATCH, mismatch, _status(shape, deny_status))
     elif any(h.startswith("mcp-method") or h.startswith("mcp-name") for h in http.headers):
-        return _UNCHECKED, Denial(Reason.HEADER_MISMATCH, "routing headers on a batch", _status(shape, deny_status))
+        return _UNCHECKED, Denial(HEADER_MISMATCH, "routing headers on a batch", _status(shape, deny_status))
     policy = ctx.policy
     key = caller.key if caller is not None else ""
     seen = None
     if ctx.visibility is not None and policy.sessions.visibility_binding:
         seen = ctx.visibility.view(server.name, sid, key)
     linked = ctx.links.view(server.name, sid, key) if ctx.links is not None else None
+    status = _status(shape, deny_status)
+    if len(messages) == 1:
+        return _one(messages[0], server, caller, ctx, http.headers, seen, linked, status)
     verdicts: list[Verdict] = []
     learn: list[Learn] = []
     first_denial: Verdict | None = None
-    name = rule = ""
-    arguments = None
     for m in messages:
         v = decide_message(m, server, caller, ctx, http.headers, seen, linked)
         verdicts.append(v)
@@ -294,19 +308,33 @@ def _arguments(http: HttpRequest, ctx: Context, server: Any, caller: Caller | No
                 learn.append(new(Learn, (m.id, m.method, "cursor" not in m.params)))
         elif first_denial is None:
             first_denial = v
-        if len(messages) == 1:
-            name, rule = v.name, v.rule
-            if policy.audit.log_arguments and m.method in ("tools/call", "prompts/get"):
-                arguments = m.params.get("arguments")
     if first_denial is not None:
-        return new(Checked, (verdicts, (), name, rule, arguments)), new(Denial, (
-            first_denial.reason, first_denial.detail, _status(shape, deny_status), "", "", None))
+        return new(Checked, (verdicts, (), "", "", None)), new(Denial, (
+            first_denial.reason, first_denial.detail, status, "", "", None))
     if len(learn) > MAX_ENTRIES:
         # More than the learn header carries: its lists could be neither learned nor filtered.
-        return Checked(verdicts, (), name, rule, arguments), Denial(
-            Reason.PAYLOAD_TOO_LARGE, f"a batch may carry at most {MAX_ENTRIES} list, initialize and "
-            f"server/discover requests ({len(learn)} here)", _status(shape, deny_status))
-    return new(Checked, (verdicts, tuple(learn) if learn else (), name, rule, arguments)), None
+        return Checked(verdicts, (), "", "", None), Denial(
+            PAYLOAD_TOO_LARGE, f"a batch may carry at most {MAX_ENTRIES} list, initialize and "
+            f"server/discover requests ({len(learn)} here)", status)
+    return new(Checked, (verdicts, tuple(learn), "", "", None)), None
+
+
+def _one(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str], seen: Any,
+         linked: Any, status: int) -> tuple[Checked, Denial | None]:
+    """A single message (nearly every request): its verdict names the request and its rule."""
+    v = decide_message(m, server, caller, ctx, headers, seen, linked)
+    reason, detail, rule, name, _ = v
+    method = m.method
+    arguments = m.params.get("arguments") if ctx.policy.audit.log_arguments and method in _LOGGED_ARGUMENTS \
+        else None
+    if reason is not ALLOWED:
+        return new(Checked, ((v,), (), name, rule, arguments)), new(Denial, (reason, detail, status, "", "", None))
+    learn = (new(Learn, (m.id, method, "cursor" not in m.params)),) \
+        if method in LEARN_METHODS and m.kind == "request" else ()
+    return new(Checked, ((v,), learn, name, rule, arguments)), None
+
+
+_LOGGED_ARGUMENTS = frozenset({"tools/call", "prompts/get"})     # audit.logArguments
 
 
 def _requested_name(messages: list[Message]) -> str:
@@ -334,16 +362,16 @@ def _decoded_body(http: HttpRequest, policy: Any, limits: Limits) -> tuple[bytes
     if enc in ("", "identity"):
         return http.body, None
     if enc != "gzip" or "gzip" not in policy.limits.decode:
-        return b"", (Reason.MALFORMED_REQUEST, f"content-encoding {enc!r} is not accepted")
+        return b"", (MALFORMED_REQUEST, f"content-encoding {enc!r} is not accepted")
     try:
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         out = d.decompress(http.body, limits.max_body_bytes + 1)
         if len(out) > limits.max_body_bytes or d.unconsumed_tail:
-            return b"", (Reason.PAYLOAD_TOO_LARGE, "decoded body larger than maxBodyBytes")
+            return b"", (PAYLOAD_TOO_LARGE, "decoded body larger than maxBodyBytes")
         if not d.eof:
-            return b"", (Reason.MALFORMED_REQUEST, "truncated gzip body")
+            return b"", (MALFORMED_REQUEST, "truncated gzip body")
         return out, None
     except (zlib.error, gzip.BadGzipFile) as e:
-        return b"", (Reason.MALFORMED_REQUEST, f"bad gzip body: {e}")
+        return b"", (MALFORMED_REQUEST, f"bad gzip body: {e}")
 
 

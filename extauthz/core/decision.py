@@ -1,9 +1,11 @@
 """What a Check decided, as values nothing changes once built; mapped to the wire only at the edge.
 
 `Verdict` answers one JSON-RPC message; `Decision` answers the HTTP request (a message, a batch, a
-GET or a DELETE); `AnswerPlan` is what ext_proc must learn or observe from the response. A
-They are NamedTuples, not frozen dataclasses: several are built per Check, and a frozen dataclass
-pays one `object.__setattr__` per field (bench/README.md "Decision records").
+GET or a DELETE); `AnswerPlan` is what ext_proc must learn or observe from the response.
+`Decision` and `AnswerPlan` are frozen `msgspec.Struct`s: built in C and read like `__slots__`
+(a Check reads ~50 of their fields); a frozen dataclass pays one `object.__setattr__` per field
+and a NamedTuple field read is not specialized by CPython 3.11 (bench/README.md "Decision
+records"). The small per-message records stay NamedTuples, built with `tuple.__new__`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import msgspec
+
 from extauthz.core.reasons import ALLOWED, Reason
 from extauthz.identity.caller import Caller
 
@@ -22,6 +26,7 @@ _PROCESS = os.urandom(6).hex()
 # NamedTuple's generated __new__ (a Python function).
 new = tuple.__new__
 _counter = itertools.count()
+replace = msgspec.structs.replace
 
 
 def new_decision_id() -> str:
@@ -37,6 +42,9 @@ class Verdict(NamedTuple):
     detail: str = ""
     rule: str = ""
     name: str = ""
+    # sessions.visibilityBinding: the server publishes it, this session was never listed it (the
+    # read-through then also reads what the session was listed: extauthz.shared.readthrough)
+    unseen: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -62,9 +70,9 @@ class Observe(NamedTuple):
     name: str
 
 
-class AnswerPlan(NamedTuple):
+class AnswerPlan(msgspec.Struct, frozen=True):
     """What the allowed answer tells ext_proc (extauthz.mcp.learnheader), built by one function
-    (extauthz.core.plan.answer_plan). A NamedTuple like Decision: one is built per learned request."""
+    (extauthz.core.plan.answer_plan)."""
 
     entries: tuple[Learn | Observe, ...] = ()
     stream: bool = False            # a 2024-11-05 GET event stream: results arrive on it
@@ -86,7 +94,7 @@ class AnswerPlan(NamedTuple):
 NO_PLAN = AnswerPlan()
 
 
-class Decision(NamedTuple):
+class Decision(msgspec.Struct, frozen=True):
     """What was decided for one HTTP request. The verdict (reason .. www_authenticate, code), what
     the request was (server .. arguments), the answer's shape (form, ids), then the answer plan
     and the audit data (alert, latency) that App.check adds in `answered`."""
@@ -136,12 +144,15 @@ class Decision(NamedTuple):
 
     def answered(self, plan: AnswerPlan, alert: dict[str, Any] | None, latency: float) -> Decision:
         """The decision as answered: its plan and its audit data (the last three fields)."""
-        # one slice and one concatenation (_replace takes ~1.5 µs; bench/README.md "Decision records")
-        return new(Decision, self[:25] + (plan, alert, latency))
+        return replace(self, plan=plan, alert=alert, latency=latency)
+
+    def awaiting(self, recheck: tuple[tuple[str, ...], ...]) -> Decision:
+        """The same deny, pending a read-through of these shared-state keys."""
+        return replace(self, recheck=recheck)
 
     def settled(self, detail: str, rule: str) -> Decision:
         """A claim that could not be settled: the same deny, saying why, waiting on nothing."""
-        return self._replace(detail=detail, rule=rule, claim="", recheck=())
+        return replace(self, detail=detail, rule=rule, claim="", recheck=())
 
     @property
     def pending(self) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from extauthz.core.context import Context
 from extauthz.core.decision import NO_PLAN, AnswerPlan, Decision, Learn, Observe, new
-from extauthz.core.reasons import ALLOWED, Reason
+from extauthz.core.reasons import ALLOWED, SESSION_HIJACK
 from extauthz.mcp.kinds import BY_LIST_METHOD, BY_OBSERVED_METHOD
 from extauthz.specs.listfilter import view_ref
 
@@ -38,8 +38,8 @@ NONE = _ALL["", False, False, False, False]
 
 
 def effects_of(d: Decision, ctx: Context) -> Effects:
-    # (fields read once into locals and the verdict compared inline: a NamedTuple field read is
-    # not specialized by CPython 3.11, a property is a call; bench/README.md "Decision records")
+    # (fields read once into locals and the verdict compared inline: a property is a Python call;
+    # bench/README.md "Decision records")
     sse = ""
     reason = d.reason
     legacy_sse = d.legacy_sse
@@ -47,7 +47,7 @@ def effects_of(d: Decision, ctx: Context) -> Effects:
         wire_allowed = reason is ALLOWED or d.monitor
         if d.learn and wire_allowed:
             sse = "expect"
-        elif not wire_allowed and d.ids and reason is not Reason.SESSION_HIJACK:
+        elif not wire_allowed and d.ids and reason is not SESSION_HIJACK:
             sse = "inject"
     if d.caller is None:
         return _ALL[sse, False, False, False, False]
@@ -80,4 +80,4 @@ def answer_plan(d: Decision, ctx: Context, *, end_session: bool, observed: bool,
     entries: tuple[Learn | Observe, ...] = learn
     if observed:
         entries = (*learn, new(Observe, (d.ids[0], d.method, d.name)))
-    return new(AnswerPlan, (entries, learn_stream, view, end_session, await_result))
+    return AnswerPlan(entries, learn_stream, view, end_session, await_result)

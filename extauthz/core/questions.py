@@ -7,7 +7,18 @@ from typing import Any
 
 from extauthz.core.context import Context
 from extauthz.core.decision import ALLOW, Verdict, new
-from extauthz.core.reasons import ALLOWED, Reason
+from extauthz.core.reasons import (
+    ALLOWED,
+    CONSTRAINT_VIOLATED,
+    HEADER_MISMATCH,
+    MALFORMED_REQUEST,
+    NOT_ALLOWED,
+    PAYLOAD_TOO_LARGE,
+    QUARANTINED,
+    SCHEMA_VIOLATION,
+    UNKNOWN_CAPABILITY,
+    UNKNOWN_METHOD,
+)
 from extauthz.identity.caller import Caller
 from extauthz.mcp import headers as mcp_headers
 from extauthz.mcp.jsonrpc import Message
@@ -16,8 +27,6 @@ from extauthz.mcp.methods import ALLOWED_PARAMS, FREE_METHODS, NOTIFICATIONS
 from extauthz.mcp.names import name_problem, uri_problem
 from extauthz.sessions.visibility import shown
 from extauthz.specs.validators import Invalid
-
-UNSEEN = "was never listed to this session"     # the detail of a visibilityBinding denial
 
 
 def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
@@ -29,18 +38,18 @@ def decide_message(m: Message, server: Any, caller: Caller | None, ctx: Context,
     if method in FREE_METHODS:
         return ALLOW
     if m.kind == "notification":
-        return ALLOW if method in NOTIFICATIONS else Verdict(Reason.UNKNOWN_METHOD, f"unknown notification {method!r}")
+        return ALLOW if method in NOTIFICATIONS else Verdict(UNKNOWN_METHOD, f"unknown notification {method!r}")
     kind = BY_CAPABILITY_METHOD.get(method)
     if kind is None:
         if method == "completion/complete":
             return _completion(m, server, caller, ctx, seen)
         if method == "subscriptions/listen":
             return _listen(m, server, caller, ctx, seen, linked)
-        return Verdict(Reason.UNKNOWN_METHOD, f"unknown method {method[:100]!r}")
+        return Verdict(UNKNOWN_METHOD, f"unknown method {method[:100]!r}")
     allowed_params = ALLOWED_PARAMS[method]
     if not allowed_params.issuperset(m.params):
         extra = m.params.keys() - allowed_params
-        return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
+        return Verdict(SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
     if kind is TOOLS:
         return _tool_call(m, server, caller, ctx, headers, seen)
     if kind is PROMPTS:
@@ -55,12 +64,12 @@ def _permitted(rule: Any, caller: Caller | None) -> bool:
 def _quarantined(spec: Any, kind: Kind, name: str) -> Verdict | None:
     why = spec.quarantined.get((kind, name))
     # `why` is what held it (a change since approval, or the first-sight screen): say that, not a guess
-    return Verdict(Reason.QUARANTINED, f"{kind.singular} {name!r} is quarantined: {why}", name=name) if why else None
+    return Verdict(QUARANTINED, f"{kind.singular} {name!r} is quarantined: {why}", name=name) if why else None
 
 
 def _unknown(ctx: Context, what: str, name: str) -> Verdict | None:
     if ctx.policy.defaults.unknown_capability == "deny":
-        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {name[:200]!r} is not in the server's published spec",
+        return Verdict(UNKNOWN_CAPABILITY, f"{what} {name[:200]!r} is not in the server's published spec",
                        name=name)
     return None
 
@@ -70,7 +79,8 @@ def _unseen(seen: Any, kind: str, key: str, what: str) -> Verdict | None:
     (or, without a session, to this caller). Compared with what the server listed, not with what
     filterLists showed, so a capability the policy forbids stays `not_allowed`."""
     if seen is not None and shown(seen, kind, key) is False:
-        return Verdict(Reason.UNKNOWN_CAPABILITY, f"{what} {key[:200]!r} {UNSEEN}", name=key)
+        return Verdict(UNKNOWN_CAPABILITY, f"{what} {key[:200]!r} was never listed to this session",
+                       name=key, unseen=True)
     return None
 
 
@@ -81,7 +91,7 @@ def _named(name: Any, kind: Kind, server: Any, caller: Caller | None, ctx: Conte
     A clean name, listed by the server (unless the policy lets unknown capabilities through), not
     quarantined, and a rule that permits this caller."""
     if (problem := name_problem(name)) is not None:
-        return Verdict(Reason.MALFORMED_REQUEST, problem), None, None
+        return Verdict(MALFORMED_REQUEST, problem), None, None
     spec = ctx.specs.get(server.name)
     entry = spec.table(kind).get(name) if spec is not None else None
     what = kind.rule_kind
@@ -92,17 +102,17 @@ def _named(name: Any, kind: Kind, server: Any, caller: Caller | None, ctx: Conte
         return v, None, None
     rule = server.rule_for(kind.rule_kind, name)
     if not _permitted(rule, caller):
-        return new(Verdict, (Reason.NOT_ALLOWED, f"{what} {name!r} is not allowed for this caller",
-                             rule.rule_id if rule else "", name)), None, None
+        return new(Verdict, (NOT_ALLOWED, f"{what} {name!r} is not allowed for this caller",
+                             rule.rule_id if rule else "", name, False)), None, None
     return None, entry, rule
 
 
 def _constraints(rule: Any, args: Any, caller: Caller | None, name: str) -> Verdict:
     for c in rule.constraints:
         if not c.check(args, caller):
-            return Verdict(Reason.CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
+            return Verdict(CONSTRAINT_VIOLATED, f"argument {c.argument} must be {c.op} {c.claim}",
                            rule.rule_id, name)
-    return new(Verdict, (ALLOWED, "", rule.rule_id, name))
+    return new(Verdict, (ALLOWED, "", rule.rule_id, name, False))
 
 
 def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, headers: dict[str, str],
@@ -113,16 +123,16 @@ def _tool_call(m: Message, server: Any, caller: Caller | None, ctx: Context, hea
         return denied
     args = m.params.get("arguments", {})
     if type(args) is not dict:
-        return Verdict(Reason.SCHEMA_VIOLATION, "arguments must be an object", rule.rule_id, name)
+        return Verdict(SCHEMA_VIOLATION, "arguments must be an object", rule.rule_id, name)
     if tool is not None:
         strict = ctx.policy.strictness_of(server, rule) == "strict"
         compiled = ctx.validators.get(tool.input_schema, strict, tool.schema_hash)
         if isinstance(compiled, Invalid):
-            return Verdict(Reason.SCHEMA_VIOLATION, compiled.reason, rule.rule_id, name)
+            return Verdict(SCHEMA_VIOLATION, compiled.reason, rule.rule_id, name)
         if not compiled.is_valid(args):
-            return Verdict(Reason.SCHEMA_VIOLATION, compiled.first_error(args) or "invalid", rule.rule_id, name)
+            return Verdict(SCHEMA_VIOLATION, compiled.first_error(args) or "invalid", rule.rule_id, name)
         if (mismatch := mcp_headers.param_mismatch(headers, tool, args)) is not None:
-            return Verdict(Reason.HEADER_MISMATCH, mismatch, rule.rule_id, name)
+            return Verdict(HEADER_MISMATCH, mismatch, rule.rule_id, name)
     return _constraints(rule, args, caller, name)
 
 
@@ -135,26 +145,26 @@ def _prompt_get(m: Message, server: Any, caller: Caller | None, ctx: Context, se
     if args is None:
         args = {}
     if type(args) is not dict or any(type(v) is not str for v in args.values()):
-        return Verdict(Reason.SCHEMA_VIOLATION, "prompt arguments must be an object of strings", rule.rule_id, name)
+        return Verdict(SCHEMA_VIOLATION, "prompt arguments must be an object of strings", rule.rule_id, name)
     if prompt is not None:
         undeclared = args.keys() - prompt.arguments.keys()
         if undeclared:
-            return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared prompt argument {sorted(undeclared)[0][:100]!r}",
+            return Verdict(SCHEMA_VIOLATION, f"undeclared prompt argument {sorted(undeclared)[0][:100]!r}",
                            rule.rule_id, name)
         missing = [a for a, req in prompt.arguments.items() if req and a not in args]
         if missing:
-            return Verdict(Reason.SCHEMA_VIOLATION, f"missing required prompt argument {missing[0]!r}",
+            return Verdict(SCHEMA_VIOLATION, f"missing required prompt argument {missing[0]!r}",
                            rule.rule_id, name)
         lim = ctx.limits.max_string_bytes
         if any(len(v) > lim for v in args.values()):
-            return Verdict(Reason.PAYLOAD_TOO_LARGE, "prompt argument too long", rule.rule_id, name)
+            return Verdict(PAYLOAD_TOO_LARGE, "prompt argument too long", rule.rule_id, name)
     return _constraints(rule, args, caller, name)
 
 
 def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: Any = None,
               linked: Any = None) -> Verdict:
     if (problem := uri_problem(uri)) is not None:
-        return Verdict(Reason.MALFORMED_REQUEST, problem)
+        return Verdict(MALFORMED_REQUEST, problem)
     spec = ctx.specs.get(server.name)
     template = None
     known = spec is not None and uri in spec.resources
@@ -176,9 +186,9 @@ def _resource(uri: Any, server: Any, caller: Caller | None, ctx: Context, seen: 
     if rule is None and template is not None:
         rule = server.rule_for(RESOURCES.rule_kind, template.uri_template)
     if not _permitted(rule, caller):
-        return Verdict(Reason.NOT_ALLOWED, f"resource {uri[:200]!r} is not allowed for this caller",
+        return Verdict(NOT_ALLOWED, f"resource {uri[:200]!r} is not allowed for this caller",
                        rule.rule_id if rule else "", uri)
-    return new(Verdict, (ALLOWED, "", rule.rule_id, uri))
+    return new(Verdict, (ALLOWED, "", rule.rule_id, uri, False))
 
 
 def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None,
@@ -187,13 +197,13 @@ def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: 
     replace `resources/subscribe`, so each URI must pass exactly what a subscribe would."""
     extra = m.params.keys() - ALLOWED_PARAMS["subscriptions/listen"]
     if extra:
-        return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
+        return Verdict(SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
     wanted = m.params.get("notifications")
     if type(wanted) is not dict:
-        return Verdict(Reason.SCHEMA_VIOLATION, "subscriptions/listen needs a notifications object")
+        return Verdict(SCHEMA_VIOLATION, "subscriptions/listen needs a notifications object")
     uris = wanted.get("resourceSubscriptions", [])
     if type(uris) is not list:
-        return Verdict(Reason.SCHEMA_VIOLATION, "resourceSubscriptions must be a list of URIs")
+        return Verdict(SCHEMA_VIOLATION, "resourceSubscriptions must be a list of URIs")
     for uri in uris:
         v = _resource(uri, server, caller, ctx, seen, linked)
         if not v.allowed:
@@ -204,11 +214,11 @@ def _listen(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: 
 def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, seen: Any = None) -> Verdict:
     extra = m.params.keys() - ALLOWED_PARAMS["completion/complete"]
     if extra:
-        return Verdict(Reason.SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
+        return Verdict(SCHEMA_VIOLATION, f"undeclared params member {sorted(extra)[0][:100]!r}")
     ref, arg = m.params.get("ref"), m.params.get("argument")
     if type(ref) is not dict or type(arg) is not dict or type(arg.get("name")) is not str \
             or type(arg.get("value")) is not str:
-        return Verdict(Reason.SCHEMA_VIOLATION, "completion needs ref and argument {name, value}")
+        return Verdict(SCHEMA_VIOLATION, "completion needs ref and argument {name, value}")
     if ref.get("type") == "ref/prompt":
         # Completing a prompt argument happens before it has a value: the prompt must be known and
         # allowed and the argument declared; required arguments are not required yet.
@@ -217,12 +227,12 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
         if denied is not None:
             return denied
         if prompt is not None and arg["name"] not in prompt.arguments:
-            return Verdict(Reason.SCHEMA_VIOLATION, "completion for an undeclared prompt argument", rule.rule_id, name)
-        return new(Verdict, (ALLOWED, "", rule.rule_id, name))
+            return Verdict(SCHEMA_VIOLATION, "completion for an undeclared prompt argument", rule.rule_id, name)
+        return new(Verdict, (ALLOWED, "", rule.rule_id, name, False))
     if ref.get("type") == "ref/resource":
         uri: Any = ref.get("uri")
         if (problem := uri_problem(uri)) is not None:
-            return Verdict(Reason.MALFORMED_REQUEST, problem)
+            return Verdict(MALFORMED_REQUEST, problem)
         spec = ctx.specs.get(server.name)
         if spec is None or uri not in spec.templates:
             if (v := _unknown(ctx, RESOURCE_TEMPLATES.label, uri)) is not None:
@@ -231,7 +241,7 @@ def _completion(m: Message, server: Any, caller: Caller | None, ctx: Context, se
             return v
         rule = server.rule_for(RESOURCES.rule_kind, uri)
         if not _permitted(rule, caller):
-            return Verdict(Reason.NOT_ALLOWED, "resource template not allowed for this caller",
+            return Verdict(NOT_ALLOWED, "resource template not allowed for this caller",
                            rule.rule_id if rule else "", uri)
-        return new(Verdict, (ALLOWED, "", rule.rule_id, uri))
-    return Verdict(Reason.SCHEMA_VIOLATION, "unknown completion ref type")
+        return new(Verdict, (ALLOWED, "", rule.rule_id, uri, False))
+    return Verdict(SCHEMA_VIOLATION, "unknown completion ref type")

@@ -95,7 +95,7 @@ def _metadata(d: Decision, decision_id: str) -> bytes:
     c = d.caller
     inner = (_entry("decision_id", _value_str(decision_id)) + _memo_entry("server", d.server)
              + _memo_entry("method", d.method) + _memo_entry("name", d.name)
-             + _memo_entry("caller", c.key if c else "") + _memo_entry("reason", d.reason.value)
+             + _memo_entry("caller", c.key if c else "") + _memo_entry("reason", d.reason._value_)
              + _entry("monitor", b"\x20\x01" if d.monitor and not d.allowed else b"\x20\x00"))
     outer = _len(1, _str(1, "mcp_extauthz") + _len(2, _len(5, inner)))
     return _len(4, outer)
@@ -162,7 +162,7 @@ def _encode(d: Decision, decision_id: str) -> bytes:
         else:
             remove += _REMOVE_BOTH
         return _STATUS_OK + _len(3, ok + remove) + _metadata(d, decision_id)
-    headers = _CONTENT_TYPE + _header(2, REASON_HEADER, d.reason.value) + _header(2, "x-mcp-decision-id", decision_id)
+    headers = _CONTENT_TYPE + _header(2, REASON_HEADER, d.reason._value_) + _header(2, "x-mcp-decision-id", decision_id)
     if d.www_authenticate:
         headers += _header(2, "www-authenticate", d.www_authenticate)
     denied = _len(1, b"\x08" + _varint(d.status)) + headers + _len(3, denial_body(d))

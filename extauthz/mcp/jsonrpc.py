@@ -120,9 +120,11 @@ def _limits_cannot_bite(body: bytes, value: Any, limits: Limits) -> bool:
     by counting in C: every string (escapes decode shorter, never longer) is shorter than the
     body, an array has at most commas+1 items, and nesting needs one bracket per level; only when
     there are more brackets than levels allowed are the containers walked for their depth."""
-    if len(body) > limits.max_string_bytes or body.count(b",") >= limits.max_array_items:
+    # (a count is skipped where the body is too short to reach its limit: each is a C pass over it)
+    n = len(body)
+    if n > limits.max_string_bytes or (n > limits.max_array_items and body.count(b",") >= limits.max_array_items):
         return False
-    if body.count(b"[") + body.count(b"{") <= limits.max_depth:
+    if n <= limits.max_depth or body.count(b"[") + body.count(b"{") <= limits.max_depth:
         return True
     return _within_depth(value, limits.max_depth)
 

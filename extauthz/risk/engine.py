@@ -117,7 +117,8 @@ class CallerRisk:
     chain_seq: int = 0                        # evidence up to this event number went into an alert
     alerts: list[dict[str, Any]] = field(default_factory=list)
     corrections: Corrections | None = None    # made on the first correctable mistake (most callers: never)
-    lists: list[tuple[float, str, str]] = field(default_factory=list)   # recent listing, for bursts
+    lists: deque[tuple[float, str, str]] = field(default_factory=deque)   # recent listing, for bursts
+    list_pairs: dict[tuple[str, str], int] = field(default_factory=dict)  # (server, session) -> entries in `lists`
     burst_at: float = float("-inf")
     # per wall-clock minute (every replica's minute is the same one): this process's calls and
     # sensitive uses plus the other replicas' reported ones (RiskEngine.add_counts)
@@ -255,7 +256,8 @@ class RiskEngine:
                 forgives: tuple[str, ...] | list[str], volume_minute: int | None, *,
                 relayed: bool) -> dict[str, Any] | None:
         now = self.clock.monotonic()
-        wall = self.clock.time() if at is None else at
+        clock_time = self.clock.time()
+        wall = clock_time if at is None else at
         st = self._state(caller, now)
         if signature is not None and points:
             if signature in st.scored:
@@ -269,7 +271,7 @@ class RiskEngine:
         st.events += 1
         ev = Event(wall, decision_id, session_id, server, method, name, reason, stage, points, st.events)
         st.timeline.append(ev)
-        minute = int(self.clock.time() // 60)      # wall clock: the same minute on every replica
+        minute = int(clock_time // 60)      # wall clock: the same minute on every replica
         if _new_minute(minute, st.rate_minute):
             st.rate_minute, st.rate_count = minute, 0
         if not relayed:                # a relayed event's call was counted where it was made
@@ -428,17 +430,25 @@ class RiskEngine:
 
     def _list_burst(self, st: CallerRisk, ev: Event, wall: float) -> None:
         """Listing on many servers and sessions at once is recon; listing at session start is not."""
-        lists = st.lists
-        lists.append((wall, ev.server, ev.session_id))
+        # The distinct pairs are counted as entries come and go: a caller that lists all the time
+        # would otherwise rebuild a set of up to 48 pairs on every list (bench/README.md).
+        lists, pairs = st.lists, st.list_pairs
+        pair = (ev.server, ev.session_id)
+        lists.append((wall, *pair))
+        pairs[pair] = pairs.get(pair, 0) + 1
         while lists and (wall - lists[0][0] > LIST_BURST_WINDOW or len(lists) > 4 * LIST_BURST_PAIRS):
-            lists.pop(0)
+            _, server, sid = lists.popleft()
+            key = (server, sid)
+            if pairs[key] == 1:
+                del pairs[key]
+            else:
+                pairs[key] -= 1
         if wall - st.burst_at <= LIST_BURST_WINDOW or len(lists) < LIST_BURST_PAIRS:
             return
-        pairs = len({(server, sid) for _, server, sid in lists})
-        if pairs >= LIST_BURST_PAIRS:
+        if len(pairs) >= LIST_BURST_PAIRS:
             st.burst_at = wall
             ev.stage, ev.points = RECON, LIST_BURST_POINTS
-            ev.reason = f"{ev.reason}; listing on {pairs} servers/sessions within {LIST_BURST_WINDOW:.0f}s"
+            ev.reason = f"{ev.reason}; listing on {len(pairs)} servers/sessions within {LIST_BURST_WINDOW:.0f}s"
 
     def _volume(self, st: CallerRisk, ev: Event, wall: float) -> bool:
         """Sensitive use above risk.volumePerMinute (counted over every replica): points once a minute."""

@@ -354,10 +354,21 @@ def test_other_denials_keep_a_terse_message(app, body):
 
 @pytest.mark.parametrize("case_id,kwargs,reason,status", CASES, ids=[c[0] for c in CASES])
 def test_every_decision_is_whole(app, case_id, kwargs, reason, status):
-    # Decisions are built by tuple.__new__ with the fields in order: each field must be where its name says
-    from extauthz.core.decision import AnswerPlan, Decision
+    # Decisions are built positionally: each field must be where its name says (a value of its type)
+    from extauthz.core.decision import AnswerPlan, Decision, Verdict
+    from extauthz.identity.caller import Caller
+    none, seq = type(None), (list, tuple)
+    expect = {"decision_id": str, "reason": Reason, "detail": str, "status": int, "server": str, "method": str,
+              "name": str, "rule": str, "caller": (Caller, none), "session_id": str, "http_method": str,
+              "form": str, "ids": seq, "verdicts": seq, "learn": tuple, "learn_stream": bool, "resumed": bool,
+              "legacy_sse": bool, "monitor": bool, "protocol_version": str, "www_authenticate": str,
+              "code": (int, none), "arguments": object, "claim": str, "recheck": tuple, "plan": AnswerPlan,
+              "alert": (dict, none), "latency": float}
     d = app.check(http(**kwargs))
-    assert len(d) == len(Decision._fields) and d.reason is reason and type(d.plan) is AnswerPlan
+    assert tuple(expect) == Decision.__struct_fields__ and d.reason is reason
+    assert all(len(v) == len(Verdict._fields) for v in d.verdicts)     # (built with tuple.__new__)
+    assert not [f for f, t in expect.items() if not isinstance(getattr(d, f), t)
+                or (t in (int, str) and type(getattr(d, f)) is bool)]
     assert isinstance(d.http_method, str) and d.form in ("single", "batch", "bare") and isinstance(d.latency, float)
 
 

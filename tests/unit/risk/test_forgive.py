@@ -168,6 +168,22 @@ def test_listing_on_many_servers_and_sessions_at_once_is_recon(eng, clock):
     assert len([e for e in st.timeline if e.stage == RECON]) == 2
 
 
+def test_the_distinct_listing_pairs_are_counted_as_entries_come_and_go(eng, clock):
+    """The running (server, session) counts always equal the pairs in the window (random walk:
+    repeats, new pairs, pauses longer than the window, more entries than are kept)."""
+    import random
+    from collections import Counter
+
+    rnd = random.Random(16)
+    for _ in range(600):
+        clock.now += rnd.choice((0.0, 0.5, 3.0, 20.0, LIST_BURST_WINDOW + 1))
+        rec(eng, "allowed", method="tools/list", name="", server=f"srv{rnd.randrange(4)}",
+            session=f"s{rnd.randrange(rnd.choice((2, 30)))}")
+        st = eng.get(ALICE)
+        assert st.list_pairs == Counter((server, sid) for _, server, sid in st.lists)
+        assert 0 < len(st.lists) <= 4 * LIST_BURST_PAIRS
+
+
 # -- time is injected ---------------------------------------------------------------------------------------
 
 def test_the_engine_reads_only_its_clock(eng, clock):
