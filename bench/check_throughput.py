@@ -37,7 +37,6 @@ from typing import Any
 
 import common as C
 import orjson
-import yaml
 
 METHOD = "/envoy.service.auth.v3.Authorization/Check"
 
@@ -209,12 +208,7 @@ def frame(payload: bytes) -> bytes:
 
 def write_inputs(tmp: Path) -> tuple[Path, bytes, str]:
     """policy.yaml + pinned spec.json in `tmp`; returns (policy path, CheckRequest bytes, tool)."""
-    tools = C.make_tools()
-    (tmp / "spec.json").write_bytes(orjson.dumps({"tools": tools}))
-    doc = yaml.safe_load(C.POLICY.read_text())
-    doc["servers"][0]["specFile"] = "spec.json"
-    policy = tmp / "policy.yaml"
-    policy.write_text(yaml.safe_dump(doc, sort_keys=False))
+    policy, tools = C.write_pinned_policy(tmp)
     policy_text = C.POLICY.read_text()
     tool = next(t for t in C.tools_by_shape(tools)["small"]
                 if t["name"].startswith("billing_") and t["name"] not in policy_text)

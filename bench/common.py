@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -202,6 +203,18 @@ def make_tools(n: int = N_TOOLS, seed: int = 1729) -> list[dict[str, Any]]:
                           "inputSchema": schema,
                           "annotations": {"readOnlyHint": verb in ("get", "list", "search", "count", "check")}})
     return tools
+
+
+def write_pinned_policy(tmp: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """bench/policy.yaml with the generated spec pinned: `tmp`/spec.json holds make_tools() and
+    `tmp`/policy.yaml is the policy with `specFile: spec.json`. Returns (policy path, the tools)."""
+    tools = make_tools()
+    (tmp / "spec.json").write_bytes(orjson.dumps({"tools": tools}))
+    doc = yaml.safe_load(POLICY.read_text())
+    doc["servers"][0]["specFile"] = "spec.json"
+    policy = tmp / "policy.yaml"
+    policy.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return policy, tools
 
 
 def tools_by_shape(tools: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import common as C
-import orjson
 import yaml
 from envoy_load import LoadResult
 
@@ -102,12 +101,7 @@ def write_policy(tmp: Path, sensitive: bool = False) -> tuple[Path, str, dict[st
     sensitive: calling a sensitive tool is scored as extraction, so the caller soon has a risk
     score and every call of theirs is observed over ext_proc (up to 50 a second); with
     `sensitive`, that is what is measured instead."""
-    tools = C.make_tools()
-    (tmp / "spec.json").write_bytes(orjson.dumps({"tools": tools}))
-    doc = yaml.safe_load(C.POLICY.read_text())
-    doc["servers"][0]["specFile"] = "spec.json"
-    policy = tmp / "policy.yaml"
-    policy.write_text(yaml.safe_dump(doc, sort_keys=False))
+    policy, tools = C.write_pinned_policy(tmp)
     policy_text = C.POLICY.read_text()
     tool = next(t for prefix in ("billing_", "crm_", "orders_") for t in C.tools_by_shape(tools)["small"]
                 if t["name"].startswith(prefix) and t["name"] not in policy_text

@@ -125,18 +125,15 @@ class ReadThrough:
 
     async def _read_one(self, key: tuple[str, ...]) -> str:
         s = self.shared
-        # The claims' pool and slots (RedisShared.claim): a burst of reads waits for a connection
+        # The claims' pool and slots (RedisShared.claim_slot): a burst of reads waits for a connection
         # within the budget and never takes the feed's; a slow answer fails this read alone.
         try:
-            await asyncio.wait_for(s.claim_slots.acquire(), s.cfg.timeout)
-        except TimeoutError:
-            return "down"
-        try:
-            if key[0] == "spec":
-                found = await asyncio.wait_for(self._spec(key[1]), s.cfg.timeout)
-            else:
-                found = await asyncio.wait_for(self._vis(key[1], key[2]), s.cfg.timeout)
-        except (TimeoutError, RedisTimeoutError):
+            async with s.claim_slot():
+                if key[0] == "spec":
+                    found = await asyncio.wait_for(self._spec(key[1]), s.cfg.timeout)
+                else:
+                    found = await asyncio.wait_for(self._vis(key[1], key[2]), s.cfg.timeout)
+        except (TimeoutError, RedisTimeoutError):       # also NoFreeSlot: no claim connection came free
             return "down"
         except (RedisError, OSError) as e:
             s._down(e)
@@ -144,8 +141,6 @@ class ReadThrough:
         except (ValueError, TypeError, KeyError) as e:      # a record that does not fit: nothing applied
             log.warning("read-through of %s: unreadable record (%s)", key, e)
             return "down"
-        finally:
-            s.claim_slots.release()
         self._fresh[key] = time.monotonic()
         self._fresh.move_to_end(key)
         while len(self._fresh) > MAX_REMEMBERED:

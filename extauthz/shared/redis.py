@@ -27,7 +27,8 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -81,6 +82,10 @@ class SharedUnavailable(RuntimeError):
     """Redis could not answer in time: the caller falls back to the policy's sharedStateDown."""
 
 
+class NoFreeSlot(TimeoutError):
+    """No claim connection came free within the budget: Redis is busy, not down."""
+
+
 class RedisShared:
     """One replica's (or worker's) connection to the shared state. `observer` replicas (the
     supervisor of --workers) follow the feed for their admin views but decide nothing."""
@@ -125,21 +130,31 @@ class RedisShared:
         value = orjson.dumps({"c": caller, "s": server, **meta}).decode()
         deadline = time.monotonic() + self.cfg.timeout
         try:
-            # at most claim_connections in flight; the rest wait their turn within the claim's budget
-            await asyncio.wait_for(self.claim_slots.acquire(), self.cfg.timeout)
-        except TimeoutError as e:
+            async with self.claim_slot():
+                got, vis = await self._claim_trip(sid, server, value, ttl, deadline)
+        except NoFreeSlot as e:
             self.claims_waited_out += 1      # this claim's failure: Redis is not down, only busy
-            raise SharedUnavailable(f"no Redis connection free within {self.cfg.timeout:g}s "
-                                    f"({self.cfg.claim_connections} claims in flight)") from e
-        try:
-            got, vis = await self._claim_trip(sid, server, value, ttl, deadline)
-        finally:
-            self.claim_slots.release()
+            raise SharedUnavailable(str(e)) from e
         self.claims += 1
         rec = orjson.loads(got)
         for kind, names in (vis or {}).items():
             self.app.visibility.apply(Listed(server, sid, "", _s(kind), tuple(orjson.loads(names))))
         return str(rec["c"]), bool(rec.get("e"))
+
+    @asynccontextmanager
+    async def claim_slot(self) -> AsyncIterator[None]:
+        """One of the claim pool's connections, held for the block (claims and read-throughs): at
+        most claim_connections in flight, the rest wait their turn within the budget (`cfg.timeout`),
+        then NoFreeSlot. The slot is given back however the block ends."""
+        try:
+            await asyncio.wait_for(self.claim_slots.acquire(), self.cfg.timeout)
+        except TimeoutError as e:
+            raise NoFreeSlot(f"no Redis connection free within {self.cfg.timeout:g}s "
+                             f"({self.cfg.claim_connections} claims in flight)") from e
+        try:
+            yield
+        finally:
+            self.claim_slots.release()
 
     async def _claim_trip(self, sid: str, server: str, value: str, ttl: int,
                           deadline: float) -> tuple[Any, Any]:
@@ -502,4 +517,4 @@ def _older(a: str, b: str) -> bool:
     return (int(x[0]), int(x[1])) < (int(y[0]), int(y[1]))
 
 
-__all__ = ["RedisShared", "SharedUnavailable", "ResponseError"]
+__all__ = ["NoFreeSlot", "RedisShared", "SharedUnavailable", "ResponseError"]

@@ -14,13 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +27,10 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from extauthz.demo.agent import connect
-from extauthz.demo.stack import Stack, free_port, wait_for_http
-from extauthz.demo.tokens import TokenIssuer
 from extauthz.shared.testing import RedisProcess
 
 from ..unit.envoy.test_check_transport import check_request
+from .replicas import behind_envoy, demo_policy, shared_args
 from .test_inventory import WINDOW, png_pixels, screenshot
 from .test_investigate import cli, outcome
 
@@ -45,24 +40,12 @@ SUB = "ivan-spread"
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    policy = demo_policy(tmp_path_factory.mktemp("replicas"))
     redis = RedisProcess().start()
-    policy = tmp_path_factory.mktemp("replicas") / "policy.yaml"
-    policy.write_text(resources.files("extauthz.policy").joinpath("default.yaml").read_text())
-    shared = ["--redis", redis.url, "--redis-prefix", "e2e-actors"]
-    bg, ba = free_port(), free_port()
-    b = subprocess.Popen([sys.executable, "-m", "extauthz.cli", "serve", "--policy", str(policy), "--workers", "2",
-                          "--grpc-port", str(bg), "--admin-port", str(ba), "--host", "127.0.0.1",
-                          "--drain-seconds", "1", *shared], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stack = Stack(str(policy), tokens=TokenIssuer(), service_args=shared, envoy_options={"more_authz_ports": (bg,)})
     try:
-        assert wait_for_http(f"http://127.0.0.1:{ba}/readyz", timeout=60), "replica B never became ready"
-        stack.start()
-        yield {"stack": stack, "a_admin": stack.service_admin_url, "b_admin": f"http://127.0.0.1:{ba}",
-               "redis": redis}
+        with behind_envoy(policy, shared_args(redis, "e2e-actors"), "--workers", "2") as pair:
+            yield {"stack": pair.stack, "a_admin": pair.a_admin, "b_admin": pair.b.admin, "redis": redis}
     finally:
-        stack.stop()
-        b.send_signal(signal.SIGTERM)
-        b.wait(timeout=20)
         redis.close()
 
 

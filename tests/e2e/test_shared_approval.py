@@ -8,23 +8,17 @@ admin port; replica B, which never saw the approval request, allows it, and so d
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from extauthz.demo.agent import attempt, connect
-from extauthz.demo.stack import Stack, free_port, wait_for_http
-from extauthz.demo.tokens import TokenIssuer
 from extauthz.shared.testing import RedisProcess
 
+from .replicas import behind_envoy, demo_policy, shared_args
 from .test_drift import POISON
 from .test_shared_redis import _check
 
@@ -35,49 +29,19 @@ LOOKUP = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
 GHOST = {**LOOKUP, "params": {"name": "no_such_tool", "arguments": {}}}
 
 
-class Replica:
-    """Replica B: its own `extauthz serve` process on fixed ports, so it can be restarted."""
-
-    def __init__(self, policy: Path, shared: list[str]) -> None:
-        self.grpc, self.admin_port = free_port(), free_port()
-        self.argv = [sys.executable, "-m", "extauthz.cli", "serve", "--policy", str(policy),
-                     "--grpc-port", str(self.grpc), "--admin-port", str(self.admin_port), "--host", "127.0.0.1",
-                     "--drain-seconds", "1", *shared]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def admin(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_for_http(self.admin + "/readyz", timeout=60), "replica B never became ready"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=20)
-
-
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     d = tmp_path_factory.mktemp("shared-approval")
-    policy = d / "policy.yaml"          # the demo policy (onDrift: quarantine), with write access for approve
-    policy.write_text(resources.files("extauthz.policy").joinpath("default.yaml").read_text()
-                      + f"\nadmin: {{token: {ADMIN_TOKEN}}}\n")
+    # the demo policy (onDrift: quarantine), with write access for approve
+    policy = demo_policy(d, f"\nadmin: {{token: {ADMIN_TOKEN}}}\n")
     desc = d / "description.txt"        # absent: the server publishes its own description
     redis = RedisProcess().start()
-    shared = ["--redis", redis.url, "--redis-prefix", "approval"]
-    b = Replica(policy, shared)
-    b.start()
-    stack = Stack(str(policy), tokens=TokenIssuer(), service_args=shared,
-                  upstream_args=["--description-file", str(desc)], envoy_options={"more_authz_ports": (b.grpc,)})
-    stack.start()
     try:
-        yield {"stack": stack, "desc": desc, "b": b, "a_grpc": stack.authz_port, "a_admin": stack.service_admin_url}
+        # replica B: one process (no --workers), which the test restarts
+        with behind_envoy(policy, shared_args(redis, "approval"),
+                          upstream_args=["--description-file", str(desc)]) as pair:
+            yield {"stack": pair.stack, "desc": desc, "b": pair.b, "a_grpc": pair.a_grpc, "a_admin": pair.a_admin}
     finally:
-        stack.stop()
-        b.stop()
         redis.close()
 
 

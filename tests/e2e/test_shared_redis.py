@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from importlib import resources
 from typing import Any
 
 import grpc
@@ -23,11 +19,10 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from extauthz.demo.agent import connect
-from extauthz.demo.stack import Stack, free_port, wait_for_http
-from extauthz.demo.tokens import TokenIssuer
 from extauthz.shared.testing import RedisProcess
 
 from ..unit.envoy.test_check_transport import check_request
+from .replicas import behind_envoy, demo_policy, shared_args
 from .test_session_end import LOOKUP, headers, open_session
 
 pytestmark = pytest.mark.e2e
@@ -43,22 +38,10 @@ def redis() -> Iterator[RedisProcess]:
 
 @pytest.fixture(scope="module")
 def replicas(redis: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    policy = tmp_path_factory.mktemp("shared") / "policy.yaml"
-    policy.write_text(resources.files("extauthz.policy").joinpath("default.yaml").read_text())
-    shared = ["--redis", redis.url, "--redis-prefix", "e2e"]
-    bg, ba = free_port(), free_port()
-    b = subprocess.Popen([sys.executable, "-m", "extauthz.cli", "serve", "--policy", str(policy), "--workers", "2",
-                          "--grpc-port", str(bg), "--admin-port", str(ba), "--host", "127.0.0.1",
-                          "--drain-seconds", "1", *shared], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_for_http(f"http://127.0.0.1:{ba}/readyz", timeout=60), "replica B never became ready"
-    stack = Stack(str(policy), tokens=TokenIssuer(), service_args=shared,
-                  envoy_options={"more_authz_ports": (bg,)})
-    stack.start()
-    yield {"stack": stack, "a_grpc": stack.authz_port, "a_admin": stack.service_admin_url,
-           "b_grpc": bg, "b_admin": f"http://127.0.0.1:{ba}"}
-    stack.stop()
-    b.send_signal(signal.SIGTERM)
-    b.wait(timeout=20)
+    policy = demo_policy(tmp_path_factory.mktemp("shared"))
+    with behind_envoy(policy, shared_args(redis, "e2e"), "--workers", "2") as pair:
+        yield {"stack": pair.stack, "a_grpc": pair.a_grpc, "a_admin": pair.a_admin,
+               "b_grpc": pair.b.grpc, "b_admin": pair.b.admin}
 
 
 def decisions(admin: str) -> list[dict[str, Any]]:

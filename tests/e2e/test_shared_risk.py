@@ -6,9 +6,6 @@ which replica decides what is the test's choice, not the load balancer's."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,26 +14,16 @@ import httpx
 import orjson
 import pytest
 
-from extauthz.demo.stack import free_port, wait_for_http
 from extauthz.shared.testing import RedisProcess
 
 from ..unit.envoy.test_check_transport import check_request
 from ..unit.risk.test_risk_app import ALICE_CLAIMS, POLICY, TOOLS
+from .replicas import Replica, shared_args
 from .test_workers import fresh_check, learn_tools
 
 pytestmark = pytest.mark.e2e
 LIMIT = 20
 ROUND = 4            # calls between two reports, over all replicas: the overshoot bound
-
-
-def serve(policy: str, redis: RedisProcess, *extra: str) -> tuple[int, int, subprocess.Popen[bytes]]:
-    gp, ap = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "extauthz.cli", "serve", "--policy", policy, *extra,
-                             "--grpc-port", str(gp), "--admin-port", str(ap), "--host", "127.0.0.1",
-                             "--drain-seconds", "1", "--redis", redis.url, "--redis-prefix", "risk-e2e"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_for_http(f"http://127.0.0.1:{ap}/readyz", timeout=60), f"replica {extra} never became ready"
-    return gp, ap, proc
 
 
 @pytest.fixture(scope="module")
@@ -47,22 +34,20 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     policy = tmp_path_factory.mktemp("shared-risk") / "policy.yaml"
     policy.write_text(text)
     redis = RedisProcess().start()
-    procs: list[subprocess.Popen[bytes]] = []
+    shared = shared_args(redis, "risk-e2e")
+    a, b = Replica(policy, shared, name="A"), Replica(policy, shared, "--workers", "2")
     try:
-        ag, aa, pa = serve(str(policy), redis)
-        procs.append(pa)
-        bg, ba, pb = serve(str(policy), redis, "--workers", "2")
-        procs.append(pb)
-        learn_tools(ag, TOOLS)                      # learned on A only
+        a.start()
+        b.start()
+        learn_tools(a.grpc, TOOLS)                  # learned on A only
         deadline = time.monotonic() + 15
-        while reason(bg, "open_tool", "warmup") != "allowed":     # ... until the feed brought it to B
+        while reason(b.grpc, "open_tool", "warmup") != "allowed":     # ... until the feed brought it to B
             assert time.monotonic() < deadline, "B never learned the tools"
             time.sleep(0.1)
-        yield {"a": ag, "b": bg, "a_admin": f"http://127.0.0.1:{aa}", "b_admin": f"http://127.0.0.1:{ba}"}
+        yield {"a": a.grpc, "b": b.grpc, "a_admin": a.admin, "b_admin": b.admin}
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            p.wait(timeout=20)
+        a.stop()
+        b.stop()
         redis.close()
 
 
