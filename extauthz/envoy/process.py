@@ -27,7 +27,9 @@ from extauthz.envoy.convert import metadata_dict
 from extauthz.mcp.headers import SESSION_HEADER
 from extauthz.mcp.learnheader import END_MARK, LEARN_HEADER, OBSERVE_HEADER
 from extauthz.sessions.ending import end_exchange
-from extauthz.specs.learn import Exchange, Learner, StreamExchange
+from extauthz.specs.exchange import Exchange
+from extauthz.specs.learn import Learner
+from extauthz.specs.streamexchange import StreamExchange
 
 log = logging.getLogger("extauthz.envoy.process")
 

@@ -23,9 +23,9 @@ from extauthz.decisionlog import DecisionLog
 from extauthz.detect.responses import scan_response
 from extauthz.inventory.store import Inventory
 from extauthz.mcp.kinds import BY_OBSERVED_METHOD
+from extauthz.mcp.learnheader import LearnEntry
 from extauthz.risk.engine import RiskEngine
 from extauthz.risk.stages import EXTRACT
-from extauthz.specs.learn import LearnEntry
 
 FIRST = 3                  # sampled: the first calls of each capability ...
 EVERY = 200                # ... then 1 in this many ...

@@ -18,6 +18,8 @@ from extauthz.mcp.kinds import Kind
 from extauthz.mcp.methods import MODERN_VERSIONS
 
 SESSION_HEADER = "mcp-session-id"
+MAX_SESSION_ID_CHARS = 1024             # longer session ids are not ours to learn or end
+SESSION_ID = re.compile(r"[\x21-\x7e]+")   # MCP: visible ASCII only
 
 _SENTINEL = re.compile(r"^=\?base64\?(.*)\?=$", re.DOTALL)
 _CANONICAL_DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")

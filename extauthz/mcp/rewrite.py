@@ -12,7 +12,7 @@ Envoy's ext_proc (STREAMED) hands us the body in arbitrary chunks and lets us re
 What cannot be read is the caller's decision, through two hooks: `on_error(msg)` replaces a
 message whose transform raised (or whose replacement cannot be serialised), and `unreadable()`
 replaces a body, or an SSE `message` event, that is not JSON, or one over the size bound (the
-filtered-list rewriter, `extauthz.specs.learn`, blanks lists and answers a JSON-RPC error there:
+filtered-list rewriter, `extauthz.specs.responsefilter`, blanks lists and answers a JSON-RPC error there:
 what cannot be filtered is not shown). Without the hooks such input passes on unchanged.
 Hand-written: the SSE framing here must reproduce unchanged events byte for byte, which SSE client
 libraries do not offer.

@@ -11,42 +11,15 @@ ends nothing (fail closed: the binding stays until the idle TTL).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import re
 
-from extauthz.mcp.learnheader import END_MARK, end_mark
-from extauthz.specs.learn import MAX_SESSION_ID_CHARS, Exchange, Learner
+from extauthz.mcp.learnheader import decode_end_mark
+from extauthz.specs.exchange import Exchange
+from extauthz.specs.learn import Learner
 
 log = logging.getLogger("extauthz.sessions.ending")
 
-__all__ = ["decode_end_mark", "end_exchange", "SessionEndExchange", "outcome_of"]
-
-_PREFIX = END_MARK + ":"
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
-_SESSION_ID = re.compile(r"[\x21-\x7e]+")      # MCP: visible ASCII only
-
-
-def decode_end_mark(value: str | bytes | None) -> str | None:
-    """The session id of an end mark, or None unless `value` is exactly what `end_mark` writes."""
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            value = bytes(value).decode("ascii")
-        except UnicodeDecodeError:
-            return None
-    if not isinstance(value, str) or not value.startswith(_PREFIX):
-        return None
-    enc = value[len(_PREFIX):]
-    if not enc or len(enc) > 2 * MAX_SESSION_ID_CHARS or not _B64URL.fullmatch(enc) or len(enc) % 4 == 1:
-        return None
-    try:
-        sid = base64.urlsafe_b64decode(enc + "=" * (-len(enc) % 4)).decode("ascii")
-    except (binascii.Error, ValueError):
-        return None
-    if not sid or len(sid) > MAX_SESSION_ID_CHARS or not _SESSION_ID.fullmatch(sid) or end_mark(sid) != value:
-        return None                 # not canonical (padding, trailing bits): not something we wrote
-    return sid
+__all__ = ["end_exchange", "SessionEndExchange", "outcome_of"]
 
 
 def outcome_of(status: int | None) -> str:

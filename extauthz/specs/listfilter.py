@@ -94,7 +94,6 @@ _views: dict[int, tuple[Any, View]] = {}
 # What the learn header carries for a view: its fingerprint (resolved again by ext_proc) or, for an
 # mTLS caller, the view itself.
 ViewRef = View | str
-FINGERPRINT_CHARS = 22          # 16 bytes, base64url unpadded
 
 
 @functools.lru_cache(maxsize=4096)

@@ -12,8 +12,7 @@ import httpx
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 
-from extauthz.mcp.learnheader import LEARN_HEADER
-from extauthz.sessions.ending import decode_end_mark
+from extauthz.mcp.learnheader import LEARN_HEADER, decode_end_mark
 
 from ..unit.core.conftest import SUPPORT
 from ..unit.envoy.test_check_transport import check_request

@@ -14,11 +14,18 @@ from google.protobuf import struct_pb2
 
 from extauthz.app import App
 from extauthz.envoy.check import AuthorizationServicer, add_to_server
-from extauthz.specs.learn import decode_learn_header
+from extauthz.mcp.learnheader import LearnEntry, decode_learn
+from extauthz.specs.listfilter import View
 
 from ..core.conftest import SUPPORT, learn
 
 POLICY = Path(__file__).parent.parent / "core" / "policy.yaml"
+
+
+def entries_of(value: str | bytes) -> list[LearnEntry] | None:
+    """The entries of a learn header (None: malformed)."""
+    decoded = decode_learn(value, View.from_json)
+    return None if decoded is None else decoded[0]
 
 
 def check_request(body: bytes, claims: dict | None = SUPPORT, headers: dict[str, str] | None = None,
@@ -75,7 +82,7 @@ async def test_allow_sets_upstream_headers_and_metadata(stub_for):
     assert h["x-mcp-caller"] == "https://issuer|alice|agent" and len(h["x-mcp-decision-id"]) == 32
     # the first calls of a tool are observed, on the learn route (Envoy waits for ext_proc) until
     # the tool has shown it returns no resource links (extauthz.sessions.links)
-    entries = decode_learn_header(h["x-mcp-extauthz-learn"])
+    entries = entries_of(h["x-mcp-extauthz-learn"])
     assert [(e.id, e.method, e.name) for e in entries] == [(1, "tools/call", "lookup_customer")]
     assert "x-mcp-extauthz-observe" in resp.ok_response.headers_to_remove
     md = resp.dynamic_metadata["mcp_extauthz"]
@@ -86,7 +93,7 @@ async def test_list_request_carries_learn_header(stub_for):
     stub, _ = await stub_for()
     resp = await stub.Check(check_request(orjson.dumps({"jsonrpc": "2.0", "id": "a", "method": "tools/list"})))
     h = headers_of(resp.ok_response.headers)
-    entries = decode_learn_header(h["x-mcp-extauthz-learn"])
+    entries = entries_of(h["x-mcp-extauthz-learn"])
     assert [(e.id, e.method, e.first) for e in entries] == [("a", "tools/list", True)]
 
 

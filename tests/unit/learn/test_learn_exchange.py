@@ -12,14 +12,22 @@ from typing import Any
 import orjson
 import pytest
 
-from extauthz.mcp.learnheader import encode_learn_header
-from extauthz.specs.learn import Exchange, LearnEntry, Learner, decode_learn_header
+from extauthz.mcp.learnheader import LearnEntry, decode_learn, encode_learn_header
+from extauthz.specs.exchange import Exchange
+from extauthz.specs.learn import Learner
+from extauthz.specs.listfilter import View
 from extauthz.specs.store import SpecStore
 
 DATA = json.loads((Path(__file__).parent / "data" / "crm_sdk_responses.json").read_text())
 SSE = {"content-type": "text/event-stream"}
 JSON = {"content-type": "application/json"}
 CRM_TOOLS = {"lookup_customer", "search_customers", "export_customers", "update_settings"}
+
+
+def entries_of(value: str | bytes) -> list[LearnEntry] | None:
+    """The entries of a learn header (None: malformed)."""
+    decoded = decode_learn(value, View.from_json)
+    return None if decoded is None else decoded[0]
 
 
 class RecordingStore(SpecStore):
@@ -89,8 +97,8 @@ def tool_names(store: SpecStore, server: str = "crm") -> set[str]:
 def test_learn_header_round_trip() -> None:
     value = encode_learn_header([(1, "initialize", True), ("a-2", "tools/list", False)])
     assert "=" not in value
-    assert decode_learn_header(value) == [LearnEntry(1, "initialize", True), LearnEntry("a-2", "tools/list", False)]
-    assert decode_learn_header(value.encode()) == decode_learn_header(value)
+    assert entries_of(value) == [LearnEntry(1, "initialize", True), LearnEntry("a-2", "tools/list", False)]
+    assert entries_of(value.encode()) == entries_of(value)
 
 
 def _b64(raw: bytes) -> str:
@@ -111,7 +119,7 @@ def _b64(raw: bytes) -> str:
     b"\xff\xfe",
 ])
 def test_learn_header_garbage_is_none(value: Any, learner: Learner) -> None:
-    assert decode_learn_header(value) is None
+    assert entries_of(value) is None
     ex = learner.exchange("crm", "alice", None, value)
     if not value:
         assert ex is None                   # no marker: the Check asked for nothing
@@ -385,7 +393,7 @@ def test_store_failure_is_logged_not_raised(learner: Learner, store: RecordingSt
     def boom(*a, **k):
         raise RuntimeError("store down")
     monkeypatch.setattr(store, "apply_page", boom)
-    with caplog.at_level(logging.ERROR, "extauthz.specs.learn"):
+    with caplog.at_level(logging.ERROR, "extauthz.specs.exchange"):
         ex = run(start(learner, [(1, "tools/list", True), (2, "initialize", True)]),
                  sse(tools_page(1, ["a"]), {"jsonrpc": "2.0", "id": 2, "result": {"protocolVersion": "x"}}))
     assert ex.learned == [("initialize", 1)]             # the failure did not stop the next message
@@ -425,7 +433,7 @@ def test_nine_mib_json_abandoned(learner: Learner, store: RecordingStore, caplog
     page = tools_page(1, ["a"])
     page["result"]["tools"][0]["description"] = "d" * (9 * 1024 * 1024)
     body = orjson.dumps(page)
-    with caplog.at_level(logging.WARNING, "extauthz.specs.learn"):
+    with caplog.at_level(logging.WARNING, "extauthz.specs.exchange"):
         ex = run(start(learner, [(1, "tools/list", True)]), body, JSON, chunk=64 * 1024)
     assert ex.abandoned == "body too large" and ex.learned == [] and store.pages == []
     assert len(ex._buf) == 0
@@ -453,7 +461,7 @@ def test_oversized_sse_event_dropped_other_events_learned(store: RecordingStore,
     learner = Learner(store, lambda: "quarantine", max_event_bytes=64 * 1024)
     big = tools_page(1, ["big"])
     big["result"]["tools"][0]["description"] = "d" * (100 * 1024)
-    with caplog.at_level(logging.WARNING, "extauthz.specs.learn"):
+    with caplog.at_level(logging.WARNING, "extauthz.specs.exchange"):
         ex = run(start(learner, [(1, "tools/list", True), (2, "prompts/list", True)]),
                  sse(big, {"jsonrpc": "2.0", "id": 2, "result": {"prompts": [{"name": "p"}]}}), SSE, chunk=8192)
     assert ex.learned == [("prompts/list", 1)]

@@ -226,11 +226,11 @@ async def test_learning_exception_does_not_break_stream(env: Env, monkeypatch, c
 
 
 async def test_exchange_method_exception_does_not_break_stream(env: Env, monkeypatch, caplog) -> None:
-    from extauthz.specs import learn
+    from extauthz.specs import exchange
 
     def boom(self: Any, *a: Any) -> None:
         raise RuntimeError("parser bug")
-    monkeypatch.setattr(learn.Exchange, "_on_body", boom)
+    monkeypatch.setattr(exchange.Exchange, "_on_body", boom)
     with caplog.at_level(logging.ERROR):
         responses, code = await env.exchange([req_headers([(2, "tools/list", True)]), resp_headers(),
                                               *chunks(SDK_TOOLS, 100)])

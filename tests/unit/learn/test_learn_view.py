@@ -10,16 +10,24 @@ from typing import Any
 import orjson
 import pytest
 
-from extauthz.mcp.learnheader import MAX_ENTRIES, MAX_NAME_CHARS, encode_learn_header
+from extauthz.mcp.learnheader import MAX_ENTRIES, MAX_NAME_CHARS, LearnEntry, decode_learn, encode_learn_header
 from extauthz.mcp.sse import SseParser
 from extauthz.sessions.visibility import Visibility
-from extauthz.specs.learn import Exchange, LearnEntry, Learner, View, decode_learn, decode_learn_header
+from extauthz.specs.exchange import Exchange
+from extauthz.specs.learn import Learner
+from extauthz.specs.listfilter import View
 from extauthz.specs.store import SpecStore
 
 SSE = {"content-type": "text/event-stream"}
 JSON = {"content-type": "application/json"}
 VIEW = View("https://issuer", "alice", "agent", ("support",))
 ALL_TOOLS = ["lookup_customer", "search_customers", "export_customers", "delete_all"]
+
+
+def entries_of(value: str | bytes) -> list[LearnEntry] | None:
+    """The entries of a learn header (None: malformed)."""
+    decoded = decode_learn(value, View.from_json)
+    return None if decoded is None else decoded[0]
 
 
 def b64(doc: Any) -> str:
@@ -115,46 +123,46 @@ def test_round_trip_with_view_and_observed_calls():
                (5, "tools/list", False)]
     value = encode_learn_header(entries, VIEW)
     assert "=" not in value
-    got = decode_learn(value)
+    got = decode_learn(value, View.from_json)
     assert got is not None
     assert got[1] == VIEW
     assert got[0] == [LearnEntry(1, "tools/list", True), LearnEntry("c-2", "tools/call", False, "lookup_customer"),
                       LearnEntry(3, "resources/read", False, "crm://customers/c-100"),
                       LearnEntry(4, "prompts/get", False, "draft_reply"), LearnEntry(5, "tools/list", False)]
-    assert decode_learn_header(value) == got[0]
-    assert decode_learn(value.encode()) == got
+    assert entries_of(value) == got[0]
+    assert decode_learn(value.encode(), View.from_json) == got
 
 
 def test_round_trip_without_view_has_none():
     value = encode_learn_header([(7, "tools/call", "x")])
-    assert decode_learn(value) == ([LearnEntry(7, "tools/call", False, "x")], None)
+    assert decode_learn(value, View.from_json) == ([LearnEntry(7, "tools/call", False, "x")], None)
 
 
 def test_view_with_no_groups_round_trips():
     v = View("iss", "sub", "", ())
-    assert decode_learn(encode_learn_header([(1, "prompts/list", True)], v))[1] == v
+    assert decode_learn(encode_learn_header([(1, "prompts/list", True)], v), View.from_json)[1] == v
 
 
 def test_view_groups_keep_order_and_unicode():
     v = View("iss", "s\u00fcb", "c", ("z", "a", "\u00e9quipe"))
-    assert decode_learn(encode_learn_header([(1, "tools/list", True)], v))[1] == v
+    assert decode_learn(encode_learn_header([(1, "tools/list", True)], v), View.from_json)[1] == v
 
 
 def test_observed_name_at_the_length_bound_is_accepted():
     name = "n" * MAX_NAME_CHARS
-    assert decode_learn_header(encode_learn_header([(1, "tools/call", name)])) == [
+    assert entries_of(encode_learn_header([(1, "tools/call", name)])) == [
         LearnEntry(1, "tools/call", False, name)]
 
 
 def test_view_with_max_entries_is_accepted_and_one_more_is_not():
     ok = [[i, "tools/list", True] for i in range(MAX_ENTRIES)]
-    assert len(decode_learn(b64(ok + [{"v": ["i", "s", "c", []]}]))[0]) == MAX_ENTRIES
-    assert decode_learn(b64(ok + [[MAX_ENTRIES, "tools/list", True], {"v": ["i", "s", "c", []]}])) is None
+    assert len(decode_learn(b64(ok + [{"v": ["i", "s", "c", []]}]), View.from_json)[0]) == MAX_ENTRIES
+    assert decode_learn(b64(ok + [[MAX_ENTRIES, "tools/list", True], {"v": ["i", "s", "c", []]}]), View.from_json) is None
 
 
 def test_a_view_alone_is_a_resumed_stream_filtered_by_shape(learner):
     value = encode_learn_header([], VIEW)
-    assert decode_learn(value) == ([], VIEW)
+    assert decode_learn(value, View.from_json) == ([], VIEW)
     ex = learner.exchange("crm", "alice", "s", value)
     out = pump(ex, sse(tools_page("earlier", ALL_TOOLS)), SSE)
     assert names_in(sse_messages(out)[0]) == ["lookup_customer", "search_customers"]
@@ -180,8 +188,8 @@ GOOD = [1, "tools/list", True]
 ], ids=lambda d: orjson.dumps(d).decode()[:60])
 def test_malformed_view_makes_header_invalid(doc, learner):
     value = b64(doc)
-    assert decode_learn(value) is None
-    assert decode_learn_header(value) is None
+    assert decode_learn(value, View.from_json) is None
+    assert entries_of(value) is None
     ex = learner.exchange("crm", "alice", "s", value)
     assert ex is not None and ex.failure == "marker_malformed" and ex.entries == []
 
@@ -205,8 +213,8 @@ def test_malformed_view_makes_header_invalid(doc, learner):
     [1, "tools/call", "x", "y"],        # long
 ], ids=lambda e: orjson.dumps(e).decode()[:50])
 def test_bad_observe_entry_makes_header_invalid(entry):
-    assert decode_learn_header(b64([GOOD, entry])) is None
-    assert decode_learn_header(b64([entry, {"v": ["i", "s", "c", []]}])) is None
+    assert entries_of(b64([GOOD, entry])) is None
+    assert entries_of(b64([entry, {"v": ["i", "s", "c", []]}])) is None
 
 
 def test_exchange_carries_view_and_entries(learner):

@@ -23,11 +23,10 @@ from extauthz.core.decision import Decision
 from extauthz.core.reasons import Reason
 from extauthz.envoy.convert import to_check_response
 from extauthz.envoy.process import ExternalProcessorServicer, add_to_server
-from extauthz.mcp.learnheader import LEARN_HEADER, MAX_ENTRIES, MAX_HEADER_CHARS, encode_learn_header
+from extauthz.mcp.learnheader import LEARN_HEADER, MAX_ENTRIES, MAX_HEADER_CHARS, decode_learn, encode_learn_header
 from extauthz.mcp.request import HttpRequest
+from extauthz.mcp.rewrite import BodyRewriter
 from extauthz.mcp.sse import SseParser
-from extauthz.specs import learn
-from extauthz.specs.learn import decode_learn
 from extauthz.specs.listfilter import View, fingerprint
 
 JWT_NS = "envoy.filters.http.jwt_authn"
@@ -139,7 +138,7 @@ def sse_docs(body: bytes) -> list[Any]:
 async def test_a_normal_list_is_filtered_for_the_caller_ext_proc_resolves(env: Env) -> None:
     d = env.check(rpc_list(1))
     marker = marker_of(d)
-    assert decode_learn(marker)[1] == fingerprint(View.of(d.caller))   # a fingerprint, not the view
+    assert decode_learn(marker, View.from_json)[1] == fingerprint(View.of(d.caller))   # a fingerprint, not the view
     out, answers = await env.respond(marker, orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": tools_result(ALL_TOOLS)}))
     assert names(orjson.loads(out)) == SUPPORT_TOOLS
     assert set(env.app.specs.get("crm").tools) == set(ALL_TOOLS)        # learned from the unfiltered list
@@ -174,7 +173,7 @@ async def test_a_batch_at_the_limit_is_filtered_message_by_message(env: Env) -> 
     ids = [f"{i}-" + "y" * 600 for i in range(MAX_ENTRIES)]
     d = env.check([rpc_list(i) for i in ids], **{"mcp-protocol-version": "2025-03-26"})
     marker = marker_of(d)
-    assert len(marker) <= MAX_HEADER_CHARS and len(decode_learn(marker)[0]) == MAX_ENTRIES
+    assert len(marker) <= MAX_HEADER_CHARS and len(decode_learn(marker, View.from_json)[0]) == MAX_ENTRIES
     out, _ = await env.respond(marker, orjson.dumps([{"jsonrpc": "2.0", "id": i, "result": tools_result(ALL_TOOLS)}
                                                      for i in ids]), chunk=65536)
     docs = orjson.loads(out)
@@ -195,7 +194,7 @@ def test_the_largest_marker_fits_its_bound() -> None:
     worst = "\"\\" * 20                                      # 40 printable chars: inline, each escaped
     value = encode_learn_header([(worst, "resources/templates/list", True)] * MAX_ENTRIES,
                                 fingerprint(View("i", "s", "c", ())))
-    assert len(value) <= MAX_HEADER_CHARS and decode_learn(value) is not None
+    assert len(value) <= MAX_HEADER_CHARS and decode_learn(value, View.from_json) is not None
 
 
 # -- fails closed ------------------------------------------------------------------------------------------
@@ -232,7 +231,7 @@ async def test_an_exception_in_the_filter_shows_the_list_empty(env: Env, monkeyp
 async def test_an_exception_in_the_rewriter_cuts_the_list(env: Env, monkeypatch) -> None:
     def boom(self: Any, chunk: bytes, end: bool) -> bytes:
         raise RuntimeError("rewriter bug")
-    monkeypatch.setattr(learn.BodyRewriter, "feed", boom)
+    monkeypatch.setattr(BodyRewriter, "feed", boom)
     marker = marker_of(env.check(rpc_list(1)))
     out, _ = await env.respond(marker, orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": tools_result(ALL_TOOLS)}))
     assert b"export_customers" not in out and orjson.loads(out)["error"]["code"] == -32603
@@ -338,7 +337,7 @@ def test_the_check_marks_a_resumed_stream_with_the_callers_view() -> None:
                               headers={"mcp-session-id": "s-1", "last-event-id": "4", "accept": "text/event-stream"},
                               metadata={JWT_NS: {"jwt_payload": SUPPORT}}))
     assert d.allowed and d.resumed
-    assert decode_learn(marker_of(d)) == ([], fingerprint(View.of(d.caller)))
+    assert decode_learn(marker_of(d), View.from_json) == ([], fingerprint(View.of(d.caller)))
     d = app.check(HttpRequest(method="GET", path="/mcp", authority="127.0.0.1",
                               headers={"mcp-session-id": "s-1", "accept": "text/event-stream"},
                               metadata={JWT_NS: {"jwt_payload": SUPPORT}}))
@@ -355,6 +354,6 @@ def test_every_allowed_list_request_carries_the_marker_with_a_view(method: str, 
     d = app.check(HttpRequest(method="POST", path="/mcp", authority="127.0.0.1", body=orjson.dumps(body),
                               headers={"content-type": "application/json", "mcp-protocol-version": "2025-03-26"},
                               metadata={JWT_NS: {"jwt_payload": MANY_GROUPS}}))
-    entries, ref = decode_learn(marker_of(d))
+    entries, ref = decode_learn(marker_of(d), View.from_json)
     assert [(e.method, e.first) for e in entries] == [(method, True), (method, False)][:len(msgs) if batch else 1]
     assert ref == fingerprint(View.of(d.caller))

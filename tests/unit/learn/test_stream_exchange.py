@@ -6,8 +6,9 @@ from __future__ import annotations
 import orjson
 
 from extauthz.mcp.learnheader import STREAM_MARK
-from extauthz.specs.learn import Learner, StreamExchange
+from extauthz.specs.learn import Learner
 from extauthz.specs.store import SpecStore
+from extauthz.specs.streamexchange import StreamExchange
 
 TOOLS = [{"name": "t1", "inputSchema": {"type": "object"}}]
 

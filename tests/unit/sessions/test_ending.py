@@ -21,10 +21,10 @@ from extauthz.app import App
 from extauthz.core.reasons import Reason
 from extauthz.envoy.process import ExternalProcessorServicer, add_to_server
 from extauthz.envoy.wire import encode_check_response
-from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER, end_mark
-from extauthz.sessions.ending import decode_end_mark, outcome_of
+from extauthz.mcp.headers import MAX_SESSION_ID_CHARS
+from extauthz.mcp.learnheader import LEARN_HEADER, OBSERVE_HEADER, decode_end_mark, end_mark
+from extauthz.sessions.ending import outcome_of
 from extauthz.shared.changes import Listed
-from extauthz.specs.learn import MAX_SESSION_ID_CHARS
 from extauthz.workers.bus import apply_change
 
 from ..core.conftest import SUPPORT, http, learn

@@ -9,7 +9,7 @@ from pathlib import Path
 from extauthz.admin.http import inventory
 from extauthz.app import App
 from extauthz.core.reasons import Reason
-from extauthz.specs.learn import View
+from extauthz.specs.listfilter import View
 
 from ..core.conftest import SUPPORT, TOOLS, call, http
 
