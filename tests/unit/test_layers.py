@@ -17,6 +17,10 @@ FORBIDDEN = [
     ("extauthz.specs", "extauthz.inventory"),
     ("extauthz.risk", "extauthz.inventory"),          # enforcement reads detection, not the inventory
     ("extauthz.inventory.store", "extauthz.inventory.view"),   # the view reads the store, not back
+    ("extauthz.mcp", "extauthz.specs"),               # the protocol (the learn header too) knows no specs
+    ("extauthz.specs.exchange", "extauthz.specs.learn"),        # an exchange reads its Learner by Protocol
+    ("extauthz.specs.streamexchange", "extauthz.specs.learn"),
+    ("extauthz.specs.responsefilter", "extauthz.specs.exchange"),
 ]
 
 
