@@ -2,39 +2,28 @@
 
 `App` owns the policy holder, learned specs, sessions, validators, metrics and the decision log,
 and wires the per-caller parts: risk (extauthz.risk), visibility (extauthz.sessions.visibility),
-the inventory and which call results it observes (extauthz.inventory).
+the inventory and which call results it observes (extauthz.inventory). `App.check` decides
+(extauthz.core.decide), runs the planned effects (extauthz.effects), plans the answer
+(extauthz.core.plan) and hands the answered decision to the recorder (extauthz.recorder).
 A policy reload swaps one `Context` object; a Check reads whichever context was current when it
 started, so no request ever sees half a policy.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import logging
 import time
-import zlib
-from collections import OrderedDict, deque
-from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
 
-from extauthz.core.answers import denial_body
 from extauthz.core.decide import Context, attributed_caller, decide
 from extauthz.core.decision import NO_PLAN, Decision, new_decision_id
-from extauthz.core.plan import NONE as NO_EFFECTS
-from extauthz.core.plan import Effects, answer_plan, effects_of
-from extauthz.core.reasons import (
-    ALLOWED,
-    CONSTRAINT_VIOLATED,
-    MALFORMED_REQUEST,
-    RISK_BLOCKED,
-    SESSION_HIJACK,
-    UNKNOWN_CAPABILITY,
-)
+from extauthz.core.plan import answer_plan, effects_of
+from extauthz.core.reasons import ALLOWED, MALFORMED_REQUEST, UNKNOWN_CAPABILITY
 from extauthz.decisionlog import DecisionLog
 from extauthz.detect.assess import Assessor
+from extauthz.effects import EffectRunner
 from extauthz.identity.caller import Caller
 from extauthz.identity.sources import resolve_caller
 from extauthz.inventory.observation import Observer
@@ -45,10 +34,10 @@ from extauthz.metrics import Metrics
 from extauthz.policy.holder import PolicyHolder
 from extauthz.policy.listview import visible_to
 from extauthz.policy.model import Policy, default_policy, load_policy
+from extauthz.recorder import Recorder
 from extauthz.risk.engine import Clock, RiskEngine
 from extauthz.risk.faults import OwnFaults
 from extauthz.risk.sensitive import SensitiveUse
-from extauthz.risk.stages import USE_METHODS, stage_of
 from extauthz.sessions.links import LinkGrants
 from extauthz.sessions.registry import SessionRegistry
 from extauthz.sessions.visibility import Visibility
@@ -58,9 +47,6 @@ from extauthz.specs.listfilter import FAILURES, View
 from extauthz.specs.store import DriftEvent, SpecStore
 from extauthz.specs.validators import ValidatorCache
 
-RECORD_DELAY = 0.02     # seconds: answered Checks are recorded in batches this far apart
-RECORD_SLICE = 8        # decisions recorded per event-loop turn: a Check waits behind at most this many
-MAX_LINK_ONLY = 10_000  # results read for their links only (not sampled), awaiting their answer
 log = logging.getLogger("extauthz")
 
 
@@ -88,13 +74,13 @@ class App:
                                on_filter_failure=self._on_filter_failure, on_listed=self.visibility.listed_page,
                                on_result=self._on_result, on_session_end=self._on_session_end)
         self.links = LinkGrants()
-        self._link_only: OrderedDict[tuple[str, str, str, Any], None] = OrderedDict()   # read for links only
+        self.effects = EffectRunner(learner=self.learner, sessions=self.sessions, risk=self.risk,
+                                    sensitive=self.sensitive, own_faults=self.own_faults, observer=self.observer,
+                                    links=self.links, metrics=self.metrics, share=self._share)
+        self.recorder = Recorder(self.metrics, self.inventory, self.decisions)
         self.ctx: Context | None = None
         self.draining = False
         self.last_check = 0.0      # monotonic time of the last Check: the drain waits for quiet
-        self._unrecorded: list[tuple[Decision, HttpRequest]] = []   # answered, not yet recorded
-        self._recording: deque[tuple[Decision, HttpRequest]] = deque()   # a batch being recorded, in slices
-        self.after_recording: Callable[[], object] | None = None   # `serve`: paced GC (extauthz.gcpacing)
         self._pinned: dict[str, str] = {}
         if policy_path is None:
             self.holder = PolicyHolder("<embedded>", policy=default_policy())
@@ -167,7 +153,7 @@ class App:
             shared.claims_denied += 1
             d = d.settled(f"shared state unavailable, so this session's owner cannot be confirmed ({e})"[:300],
                           "sessions.sharedStateDown")
-            self._enqueue(d, http)
+            self.recorder.enqueue(d, http)
             return d
         from extauthz.shared.changes import SessionBound, SessionEnded
         if ended:                       # reserved to its former owner: decided like any ended id here
@@ -184,7 +170,7 @@ class App:
         d = self.check(http, settled=settled)
         if d.claim:                    # idle past the TTL in between: never an allow without an owner
             d = d.settled(d.detail, d.rule)
-            self._enqueue(d, http)
+            self.recorder.enqueue(d, http)
         return d
 
     def _pin_specs(self, policy: Policy) -> None:
@@ -305,7 +291,7 @@ class App:
         if ctx is None:
             d = Decision(new_decision_id(), MALFORMED_REQUEST, "no policy loaded", status=503, form="bare")
             d = d.answered(NO_PLAN, None, time.perf_counter() - t0)
-            self._enqueue(d, http)
+            self.recorder.enqueue(d, http)
             return d
         fault = False               # the denial is ours, not the caller's: it never scores
         try:
@@ -323,7 +309,7 @@ class App:
                 return d.awaiting(recheck)      # ... or reads through what the feed lags behind on
         done: tuple[bool, bool, bool, dict[str, Any] | None] = (False, False, False, None)
         try:
-            done = self._effects(d, ctx, effects_of(d, ctx), fault, http)
+            done = self.effects.run(d, ctx, effects_of(d, ctx), fault, http)
         except Exception:  # noqa: BLE001 - bookkeeping must never turn a decision into an error
             log.exception("session/risk bookkeeping failed; the decision stands")
         try:
@@ -333,7 +319,7 @@ class App:
             d, plan = Decision(new_decision_id(), MALFORMED_REQUEST, f"internal error: {type(e).__name__}",
                                status=400, form="bare", caller=d.caller), NO_PLAN
         d = d.answered(plan, done[3], time.perf_counter() - t0)
-        self._enqueue(d, http)
+        self.recorder.enqueue(d, http)
         return d
 
     def _lagging(self, d: Decision, ctx: Context) -> tuple[tuple[str, ...], ...]:
@@ -352,172 +338,18 @@ class App:
             return ()
         return tuple(keys)
 
-    def _effects(self, d: Decision, ctx: Context, fx: Effects, fault: bool,
-                 http: HttpRequest) -> tuple[bool, bool, bool, dict[str, Any] | None]:
-        """Run the effects `effects_of` planned, in its order: (end_session, observed,
-        await_result, the risk alert the decision completed)."""
-        if fx is NO_EFFECTS:
-            return False, False, False, None
-        end_session = sampled = await_result = False
-        alert = None
-        if fx.sse:
-            self._legacy_sse(d, fx.sse)
-        if fx.session:
-            end_session = self._touch_session(d, http.path)
-        if fx.score:
-            alert = self._score(d, ctx, fault, http)
-        if fx.observe:
-            sampled = self.observer.sample(d, ctx)
-        if fx.links and self.links.wants(d.server, d.name):
-            # Its result is read on the learn route (Envoy waits for us), so the link is granted
-            # before the client can ask for it (extauthz.sessions.links).
-            await_result = True
-            if not sampled:
-                assert d.caller is not None
-                self._link_only[(d.server, d.session_id, d.caller.key, _id(d.ids[0]))] = None
-                if len(self._link_only) > MAX_LINK_ONLY:     # results that never came (errors, resets)
-                    self._link_only.popitem(last=False)
-        return end_session, sampled or await_result, await_result, alert
-
-    def _enqueue(self, d: Decision, http: HttpRequest) -> None:
-        q = self._unrecorded
-        q.append((d, http))
-        if len(q) == 1:
-            try:
-                asyncio.get_running_loop().call_later(RECORD_DELAY, self._record_in_slices)
-            except RuntimeError:        # no loop (replay, tests): now
-                self.record_pending()
-
-    def _record_in_slices(self) -> None:
-        """The batch timer: record what was answered, RECORD_SLICE decisions per loop turn, so a
-        Check arriving meanwhile waits behind one slice (~0.1-0.2 ms), not the whole batch."""
-        self._recording.extend(self._unrecorded)
-        self._unrecorded = []
-        self._record_slice()
-
-    def _record_slice(self) -> None:
-        r = self._recording
-        if not r:
-            return                      # record_pending took the rest
-        self._record([r.popleft() for _ in range(min(len(r), RECORD_SLICE))])
-        if r:
-            asyncio.get_running_loop().call_soon(self._record_slice)
-        else:
-            self._recorded()
-
     def record_pending(self) -> None:
-        """Metrics, inventory and decision log for the Checks answered since the last call.
-
-        In the service this runs on the event loop a moment after the answers went out (and before
-        any admin view or workers-bus report reads them), in one batch: nothing in it changes a
-        later decision (sessions and risk are updated inside the Check), so no answer waits for it."""
-        if not self._recording and not self._unrecorded:
-            return
-        q = [*self._recording, *self._unrecorded]       # in the order they were answered
-        self._recording.clear()
-        self._unrecorded = []
-        self._record(q)
-        del q
-        self._recorded()
-
-    def _recorded(self) -> None:
-        """A batch is fully recorded: the inventory folds it in; its objects are garbage now, for
-        the paced collection (`after_recording`)."""
-        self.inventory.flush()
-        if self.after_recording is not None:
-            self.after_recording()
-
-    def _record(self, q: list[tuple[Decision, HttpRequest]]) -> None:
-        observe, record, emit = self.metrics.observe, self.inventory.record, self.decisions.emit
-        for d, http in q:
-            try:
-                observe(d.server, d.method, d.allowed, d.reason.value, d.latency)
-                record(d, http)
-                emit(d)
-            except Exception:  # noqa: BLE001 - a decision already answered stays answered
-                log.exception("recording a decision failed")
-
-    def _legacy_sse(self, d: Decision, op: str) -> None:
-        """A 2024-11-05 POST: the stream may be served by another worker or replica, so what it
-        needs goes there too (extauthz.workers.bus apply_change "expect"/"inject"); a list it
-        carries before the entries arrive is still filtered by its shape, only not learned from."""
-        if op == "expect":
-            self.learner.expect(d.server, d.session_id, d.learn)   # the result comes on the stream
-            self._share("expect", {"server": d.server, "sid": d.session_id, "entries": [list(e) for e in d.learn]})
-            return
-        # The 2024-11-05 client reads answers only from its event stream: put it there too (never
-        # into a stream that belongs to somebody else: effects_of leaves session_hijack out).
-        event = b"event: message\r\ndata: " + denial_body(d) + b"\r\n\r\n"
-        self.learner.inject(d.server, d.session_id, event)
-        self._share("inject", {"server": d.server, "sid": d.session_id,
-                               "event": base64.b64encode(event).decode("ascii")})
-
-    def _touch_session(self, d: Decision, path: str) -> bool:
-        """Sessions are bound on first use. True for an owner's DELETE where the session was used:
-        ext_proc then sees whether the server ended it."""
-        c = d.caller
-        assert c is not None
-        endpoint = path.split("?", 1)[0]
-        delete = d.http_method == "DELETE"
-        info = self.sessions.touch(d.session_id, c.key, d.server, user_session=c.user_session, client_id=c.client_id,
-                                   protocol_version=d.protocol_version, path="" if delete else endpoint)
-        # Not ended here: the server may refuse (405, a redirect), and only its confirmation ends
-        # the binding (extauthz.sessions.ending). A DELETE elsewhere than where the session was used
-        # cannot confirm anything about it: nothing is marked.
-        return delete and info is not None and info.caller == c.key and info.path in ("", endpoint)
+        """Metrics, inventory and decision log for the Checks answered since the last call
+        (extauthz.recorder): every admin view and workers-bus report calls this first."""
+        self.recorder.record_pending()
 
     def _share(self, op: str, payload: dict[str, Any]) -> None:
         if self.shared is not None:
             self.shared.publish(op, payload)
 
-    def _score(self, d: Decision, ctx: Context, fault: bool, http: HttpRequest) -> dict[str, Any] | None:
-        """Every decision goes on its caller's timeline; evidence of an attack stage is scored,
-        unless the denial may be the product's own doing (extauthz.risk.faults)."""
-        c = d.caller
-        assert c is not None
-        reason, method = d.reason, d.method
-        sensitive = reason is ALLOWED and method in USE_METHODS and self.sensitive(ctx, d)
-        stage, points = stage_of(reason, method, sensitive)
-        if points and (fault or self.own_faults(ctx, d)):
-            stage, points = None, 0.0
-        if reason is RISK_BLOCKED:
-            self.metrics.risk_blocks.inc()
-        return self.risk.record(c.key, decision_id=d.decision_id, session_id=d.session_id, server=d.server,
-                                method=method, name=d.name, reason=reason._value_, stage=stage, points=points,
-                                signature=_signature(d, http) if points else None)
-
     def _on_result(self, server: str, caller: str, session_id: str, entry: Any, result: Any, size: int) -> None:
-        """An observed call's result (the learner's hook): its resource links, then (unless it was
-        read only for those) the sampled inventory and risk observation."""
-        if entry.method == "tools/call" and self.ctx is not None and self.ctx.links is not None:
-            self.links.observed(server, session_id, caller, entry.name, result)
-        if self._link_only and self._link_only.pop((server, session_id, caller, _id(entry.id)), 0) is None:
-            return
-        self.observer.on_result(server, caller, session_id, entry, result, size)
-
-
-def _id(value: Any) -> tuple[str, Any]:
-    """JSON-RPC ids compare by type: 2 and "2" are different requests."""
-    return (type(value).__name__, value)
-
-
-def _signature(d: Decision, http: HttpRequest | None) -> int:
-    """What was asked and why it was refused: the same denial again is a retry, not a probe. A
-    constraint denial says which argument, not which value, so the arguments are part of it (one
-    customer id after another is enumeration); another caller's session id, the id itself."""
-    extra: Any = ""
-    if d.reason is SESSION_HIJACK:
-        extra = d.session_id
-    elif d.reason is CONSTRAINT_VIOLATED and http is not None:
-        try:
-            body = orjson.loads(http.body)
-            params = body.get("params") if isinstance(body, dict) else None
-            extra = orjson.dumps(params.get("arguments") if isinstance(params, dict) else body,
-                                 option=orjson.OPT_SORT_KEYS)
-        except (orjson.JSONDecodeError, TypeError):
-            extra = http.body
-    # crc32, not hash(): str hashes are salted per process, and replicas compare signatures
-    return zlib.crc32(repr((d.server, d.method, d.name, d.reason._value_, d.detail, extra)).encode())
+        links = self.ctx is not None and self.ctx.links is not None
+        self.effects.on_result(server, caller, session_id, entry, result, size, links=links)
 
 
 def load_app(policy_path: str | None, *, background_log: bool = True) -> App:

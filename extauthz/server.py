@@ -168,7 +168,7 @@ def settle(app: App) -> None:
     gc.collect()
     gc.freeze()
     GC_PACER.install()
-    app.after_recording = GC_PACER.soon
+    app.recorder.after_recording = GC_PACER.soon
 
 
 async def _settle_on_change(app: App, interval: float = 2.0) -> None:

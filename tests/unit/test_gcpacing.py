@@ -11,8 +11,9 @@ import weakref
 import orjson
 import pytest
 
-from extauthz.app import RECORD_DELAY, App
+from extauthz.app import App
 from extauthz.gcpacing import GcPacer
+from extauthz.recorder import RECORD_DELAY
 from extauthz.server import GC_PACER, settle
 
 from .core.conftest import http, learn
@@ -79,7 +80,7 @@ def test_the_pacer_runs_after_the_batch_is_recorded_and_released():
     app = App(str(POLICY), decision_out=io.BytesIO())
     learn(app)
     seen = []
-    app.after_recording = lambda: seen.append((len(app._unrecorded), len(app.decisions.recent)))
+    app.recorder.after_recording = lambda: seen.append((len(app.recorder.unrecorded), len(app.decisions.recent)))
     app.record_pending()
     assert seen == []                                   # nothing answered: nothing to record or collect
     for i in range(3):                                  # no running loop: each Check is recorded inline
@@ -90,7 +91,7 @@ def test_the_pacer_runs_after_the_batch_is_recorded_and_released():
 def test_settle_wires_the_process_pacer(manual_gc):
     app = App(str(POLICY), decision_out=io.BytesIO())
     settle(app)
-    assert app.after_recording == GC_PACER.soon
+    assert app.recorder.after_recording == GC_PACER.soon
     assert gc.get_threshold()[0] == GC_PACER.safety_threshold
 
 
@@ -111,10 +112,10 @@ def test_soon_without_a_loop_ticks_now(manual_gc):
 async def test_real_checks_are_followed_by_a_paced_collection(stub_for, manual_gc):  # noqa: F811
     stub, app = await stub_for()
     pacer = GcPacer(min_young=1)
-    app.after_recording = pacer.soon
+    app.recorder.after_recording = pacer.soon
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     for _ in range(20):
         assert (await stub.Check(check_request(body))).status.code == 0
     await asyncio.sleep(RECORD_DELAY * 5)               # the recorded batch, then its collection
     assert sum(pacer.collections) >= 1
-    assert app._unrecorded == [] and len(app.decisions.recent) == 20
+    assert app.recorder.unrecorded == [] and len(app.decisions.recent) == 20

@@ -68,12 +68,12 @@ def test_batched_recording_equals_one_by_one():
     async def run() -> tuple[int, int]:
         for req in _traffic(7):
             batched.check(req)
-        answered_unrecorded = len(batched._unrecorded), len(batched.decisions.recent)
+        answered_unrecorded = len(batched.recorder.unrecorded), len(batched.decisions.recent)
         await asyncio.sleep(0.1)                # the loop records the batch
         return answered_unrecorded
     unrecorded, logged_before = asyncio.run(run())
     assert (unrecorded, logged_before) == (400, 0)   # nothing recorded inside the Checks
-    assert batched._unrecorded == []
+    assert batched.recorder.unrecorded == []
     assert sizes and 0 < max(sizes) < 400       # the inventory really aggregated: fewer shapes than decisions
     assert _counts(batched) == _counts(inline)
     assert sum(s[0] for s in _counts(inline)["servers"].values()) == 400
@@ -82,7 +82,7 @@ def test_batched_recording_equals_one_by_one():
 
 
 def test_a_batch_is_recorded_a_slice_per_loop_turn_and_a_view_takes_the_rest_in_order():
-    from extauthz.app import RECORD_SLICE
+    from extauthz.recorder import RECORD_SLICE
     app = _app()
     seen_by_check: list[int] = []
 
@@ -90,13 +90,13 @@ def test_a_batch_is_recorded_a_slice_per_loop_turn_and_a_view_takes_the_rest_in_
         reqs = _traffic(3)[:RECORD_SLICE * 3 + 2]
         for req in reqs[:-1]:
             app.check(req)
-        app._record_in_slices()                 # the batch timer fires
+        app.recorder.record_in_slices()                 # the batch timer fires
         assert len(app.decisions.recent) == RECORD_SLICE          # one slice, then back to the loop
         await asyncio.sleep(0)                  # a Check answered between two slices
         seen_by_check.append(len(app.decisions.recent))
         app.check(reqs[-1])
         app.record_pending()                    # an admin view: everything, now, in answer order
-        assert app._unrecorded == [] and not app._recording
+        assert app.recorder.unrecorded == [] and not app.recorder.recording
     asyncio.run(run())
     assert seen_by_check == [2 * RECORD_SLICE]
     inline = _app()
