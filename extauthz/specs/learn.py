@@ -36,6 +36,7 @@ from extauthz.mcp.methods import LEARN_METHODS
 from extauthz.shared.changes import StreamExpected, StreamInjected
 from extauthz.specs.exchange import Exchange
 from extauthz.specs.listfilter import View, ViewRef, fingerprint
+from extauthz.specs.responsefilter import ListView
 from extauthz.specs.store import SpecStore
 from extauthz.specs.streamexchange import StreamExchange
 
@@ -58,7 +59,7 @@ class Learner:
 
     def __init__(self, store: SpecStore, on_drift_mode: Callable[[], str], *,
                  on_session: Callable[[str, str, str], None] | None = None,
-                 list_view: Callable[[str, View], Callable[[str, Any], bool] | None] | None = None,
+                 list_view: ListView | None = None,
                  resolve_view: Callable[[Any], View] | None = None,
                  filtering: Callable[[str], bool] | None = None,
                  on_filter_failure: Callable[[str, str], None] | None = None,

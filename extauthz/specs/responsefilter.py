@@ -20,7 +20,7 @@ from extauthz.specs.listfilter import View, blank, filtered, list_kind_of, unrea
 
 log = logging.getLogger("extauthz.specs.responsefilter")
 
-__all__ = ["FilterHost", "ResponseFilter"]
+__all__ = ["FilterHost", "ListView", "ResponseFilter"]
 
 # list_view(server, view) -> keep(kind, item), or None when the policy does not filter that server.
 ListView = Callable[[str, View], Callable[[str, Any], bool] | None]
