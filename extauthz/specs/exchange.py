@@ -3,11 +3,12 @@
 An `Exchange` is fed the response headers, then the body in chunks: `application/json` (buffered up
 to a bound, parsed at end of stream) or `text/event-stream` (parsed event by event as each
 completes). It pairs each JSON-RPC response with its request by id (the learn header's entries) and
-feeds the store: list pages (`store.apply_page`), `initialize` and `server/discover` results
-(`store.note_info`); observed calls go to the `on_result` hook. Its lists are filtered for the
-caller by its `ResponseFilter` (extauthz.specs.responsefilter); a 2024-11-05 GET event stream is a
-`StreamExchange` (extauthz.specs.streamexchange). Nothing here raises to the caller: a body we
-cannot read is logged and not learned from.
+feeds the store: list pages (`store.apply_page`), what `initialize` and `server/discover` results
+say of the server (`store.note_info`, `extauthz.specs.model.published_info`); observed calls go to
+the `on_result` hook. Its lists are filtered for the caller by its `ResponseFilter`
+(extauthz.specs.responsefilter); a 2024-11-05 GET event stream is a `StreamExchange`
+(extauthz.specs.streamexchange). Nothing here raises to the caller: a body we cannot read is logged
+and not learned from.
 """
 
 from __future__ import annotations
@@ -24,15 +25,13 @@ from extauthz.mcp.learnheader import IdKey, LearnEntry, id_key
 from extauthz.mcp.rewrite import Rewriter
 from extauthz.mcp.sse import SseParser
 from extauthz.specs.listfilter import View
+from extauthz.specs.model import published_info
 from extauthz.specs.responsefilter import FilterHost, ResponseFilter
 from extauthz.specs.store import SpecStore
 
 log = logging.getLogger("extauthz.specs.exchange")
 
 __all__ = ["ExchangeHost", "Exchange"]
-
-SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
-
 
 class ExchangeHost(FilterHost, Protocol):
     """What an exchange reads of the Learner that made it, when it needs it (hooks may be None)."""
@@ -291,10 +290,8 @@ class Exchange:
                 self._report(entry, result, self._payload_size)
             elif entry.method in BY_LIST_METHOD:
                 self._learn_list(entry, result)
-            elif entry.method == "initialize":
-                self._learn_initialize(result)
-            elif entry.method == "server/discover":
-                self._learn_discover(result)
+            elif entry.method in ("initialize", "server/discover"):
+                self._learn_info(entry.method, result)
         except Exception:  # noqa: BLE001 - one bad message must not stop the others
             log.exception("failed to learn %s from %s", entry.method, self.server)
 
@@ -323,37 +320,13 @@ class Exchange:
                 log.exception("on_listed hook failed for %s", self.server)
         self.learned.append((entry.method, len(good)))
 
-    def _learn_initialize(self, result: dict[str, Any]) -> None:
-        info: dict[str, Any] = {}
-        _take(info, result, "protocolVersion", str)
-        _take(info, result, "serverInfo", dict)
-        _take(info, result, "capabilities", dict)
-        _take(info, result, "instructions", str)
+    def _learn_info(self, method: str, result: dict[str, Any]) -> None:
+        info = published_info(method, result)
         if info:
             self.learner.store.note_info(self.server, info)
-        self.learned.append(("initialize", len(info)))
-        if self.issued_session_id and self.learner.on_session is not None:
+        self.learned.append((method, len(info)))
+        if method == "initialize" and self.issued_session_id and self.learner.on_session is not None:
             try:
                 self.learner.on_session(self.server, self.caller, self.issued_session_id)
             except Exception:  # noqa: BLE001
                 log.exception("on_session hook failed for %s", self.server)
-
-    def _learn_discover(self, result: dict[str, Any]) -> None:
-        info: dict[str, Any] = {}
-        versions = result.get("supportedVersions")
-        if isinstance(versions, list) and all(isinstance(v, str) for v in versions):
-            info["supportedVersions"] = versions
-        _take(info, result, "capabilities", dict)
-        _take(info, result, "instructions", str)
-        meta = result.get("_meta")
-        if isinstance(meta, dict) and isinstance(meta.get(SERVER_INFO_META_KEY), dict):
-            info["serverInfo"] = meta[SERVER_INFO_META_KEY]
-        if info:
-            self.learner.store.note_info(self.server, info)
-        self.learned.append(("server/discover", len(info)))
-
-
-def _take(out: dict[str, Any], src: dict[str, Any], key: str, typ: type) -> None:
-    v = src.get(key)
-    if isinstance(v, typ):
-        out[key] = v

@@ -1,5 +1,6 @@
 """A server's published spec: what `tools/list`, `resources/list`, `resources/templates/list` and
-`prompts/list` said, in the shape the decision core reads (dict lookups, precomputed hashes)."""
+`prompts/list` said, in the shape the decision core reads (dict lookups, precomputed hashes), and
+what its `initialize` or `server/discover` result said of it (`published_info`)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,34 @@ class ServerSpec:
             if t.matcher.matches(uri):
                 return t
         return None
+
+
+SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
+
+
+def published_info(method: str, result: dict[str, Any]) -> dict[str, Any]:
+    """`ServerSpec.info` from an `initialize` result (protocolVersion, serverInfo, capabilities,
+    instructions) or a `server/discover` one (supportedVersions, capabilities, instructions,
+    serverInfo from `_meta`): only the fields of the type the protocol gives them."""
+    info: dict[str, Any] = {}
+    if method == "initialize":
+        _take(info, result, "protocolVersion", str)
+        _take(info, result, "serverInfo", dict)
+        _take(info, result, "capabilities", dict)
+        _take(info, result, "instructions", str)
+    elif method == "server/discover":
+        versions = result.get("supportedVersions")
+        if isinstance(versions, list) and all(isinstance(v, str) for v in versions):
+            info["supportedVersions"] = versions
+        _take(info, result, "capabilities", dict)
+        _take(info, result, "instructions", str)
+        meta = result.get("_meta")
+        if isinstance(meta, dict) and isinstance(meta.get(SERVER_INFO_META_KEY), dict):
+            info["serverInfo"] = meta[SERVER_INFO_META_KEY]
+    return info
+
+
+def _take(out: dict[str, Any], src: dict[str, Any], key: str, typ: type) -> None:
+    v = src.get(key)
+    if isinstance(v, typ):
+        out[key] = v
