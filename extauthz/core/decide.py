@@ -140,13 +140,13 @@ def _decision(http: HttpRequest, ctx: Context, server: str, shape: Shape, caller
     monitor = ctx.policy.monitor
     version = http.headers.get("mcp-protocol-version", "")
     if denied is None:
-        return Decision(new_decision_id(), ALLOWED, "", 200, server, method, name, rule, caller, sid,
-                        http.method, form, ids, verdicts, learn, learn_stream, resumed, legacy_sse, monitor,
-                        version, "", None, arguments, claim, (), NO_PLAN, None, 0.0)
+        return Decision(new_decision_id(), ALLOWED, "", 200, rule, "", None, monitor,
+                        server, method, name, caller, sid, http.method, version, arguments,
+                        form, ids, verdicts, learn, learn_stream, resumed, legacy_sse, claim, (), NO_PLAN, None, 0.0)
     reason, detail, status, denied_name, www_authenticate, code = denied
-    return Decision(new_decision_id(), reason, detail, status, server, method, name or denied_name, rule, caller,
-                    sid, http.method, form, ids, verdicts, (), learn_stream, resumed, legacy_sse, monitor,
-                    version, www_authenticate, code, arguments, claim, (), NO_PLAN, None, 0.0)
+    return Decision(new_decision_id(), reason, detail, status, rule, www_authenticate, code, monitor,
+                    server, method, name or denied_name, caller, sid, http.method, version, arguments,
+                    form, ids, verdicts, (), learn_stream, resumed, legacy_sse, claim, (), NO_PLAN, None, 0.0)
 
 
 def _status(shape: Shape, deny_status: int) -> int:

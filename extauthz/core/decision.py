@@ -96,39 +96,44 @@ NO_PLAN = AnswerPlan()
 
 
 class Decision(msgspec.Struct, frozen=True):
-    """What was decided for one HTTP request. The verdict (reason .. www_authenticate, code), what
-    the request was (server .. arguments), the answer's shape (form, ids), then the answer plan
-    and the audit data (alert, latency) that App.check adds in `answered`."""
+    """What was decided for one HTTP request, in groups: the verdict, what was asked and by whom,
+    the answer's shape (from parsing), what ext_proc learns from the response, what the decision
+    waits on, and what `answered` adds once (the answer plan and the audit data)."""
 
+    # the verdict
     decision_id: str
     reason: Reason
     detail: str = ""
     status: int = 200                  # HTTP status of the denial on the wire
+    rule: str = ""
+    www_authenticate: str = ""
+    code: int | None = None            # a JSON-RPC code other than the reason's (a parse error)
+    monitor: bool = False              # answered allowed whatever the reason (logged as decided)
+    # what was asked, by whom
     server: str = ""
     method: str = ""
     name: str = ""
-    rule: str = ""
     caller: Caller | None = None
     session_id: str = ""
     http_method: str = "POST"
+    protocol_version: str = ""
+    arguments: Any = None              # kept only when audit.logArguments is on
+    # the answer's shape, and each message's verdict
     form: str = "single"               # single | batch | bare (no JSON-RPC id to answer)
     ids: Sequence[Any] = ()            # JSON-RPC ids, in body order
     verdicts: Sequence[Verdict] = ()
+    # what ext_proc learns from the response
     learn: tuple[Learn, ...] = ()      # the allowed requests whose results are learned from
     learn_stream: bool = False         # a 2024-11-05 GET event stream: results arrive on it
     resumed: bool = False              # a GET with Last-Event-ID: the server may replay list results
     legacy_sse: bool = False           # a 2024-11-05 POST (session in the query, result on the stream)
-    monitor: bool = False
-    protocol_version: str = ""
-    www_authenticate: str = ""
-    code: int | None = None            # a JSON-RPC code other than the reason's (a parse error)
-    arguments: Any = None              # kept only when audit.logArguments is on
-    # The session id the shared store must be asked about before this request can be decided (a
-    # replica that never saw it). Such a decision is a deny until the claim settles it.
+    # what the decision waits on: the session id the shared store must be asked about (a replica
+    # that never saw it; a deny until the claim settles it), or the shared-state keys to read
+    # before a deny our own feed lag may explain stands (extauthz.shared.readthrough; not scored
+    # until read through)
     claim: str = ""
-    # The shared-state keys to read before a deny our own feed lag may explain stands
-    # (extauthz.shared.readthrough; App.check marks it). Not scored until read through.
     recheck: tuple[tuple[str, ...], ...] = ()
+    # added once, when answered
     plan: AnswerPlan = NO_PLAN
     alert: dict[str, Any] | None = None  # a risk alert this decision completed
     latency: float = 0.0
@@ -144,7 +149,7 @@ class Decision(msgspec.Struct, frozen=True):
         return self.reason is ALLOWED or self.monitor
 
     def answered(self, plan: AnswerPlan, alert: dict[str, Any] | None, latency: float) -> Decision:
-        """The decision as answered: its plan and its audit data (the last three fields)."""
+        """The decision as answered: its plan and its audit data."""
         return replace(self, plan=plan, alert=alert, latency=latency)
 
     def awaiting(self, recheck: tuple[tuple[str, ...], ...]) -> Decision:

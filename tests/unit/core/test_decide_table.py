@@ -358,12 +358,13 @@ def test_every_decision_is_whole(app, case_id, kwargs, reason, status):
     from extauthz.core.decision import AnswerPlan, Decision, Verdict
     from extauthz.identity.caller import Caller
     none, seq = type(None), (list, tuple)
-    expect = {"decision_id": str, "reason": Reason, "detail": str, "status": int, "server": str, "method": str,
-              "name": str, "rule": str, "caller": (Caller, none), "session_id": str, "http_method": str,
-              "form": str, "ids": seq, "verdicts": seq, "learn": tuple, "learn_stream": bool, "resumed": bool,
-              "legacy_sse": bool, "monitor": bool, "protocol_version": str, "www_authenticate": str,
-              "code": (int, none), "arguments": object, "claim": str, "recheck": tuple, "plan": AnswerPlan,
-              "alert": (dict, none), "latency": float}
+    expect = {"decision_id": str, "reason": Reason, "detail": str, "status": int, "rule": str,
+              "www_authenticate": str, "code": (int, none), "monitor": bool,
+              "server": str, "method": str, "name": str, "caller": (Caller, none), "session_id": str,
+              "http_method": str, "protocol_version": str, "arguments": object,
+              "form": str, "ids": seq, "verdicts": seq,
+              "learn": tuple, "learn_stream": bool, "resumed": bool, "legacy_sse": bool,
+              "claim": str, "recheck": tuple, "plan": AnswerPlan, "alert": (dict, none), "latency": float}
     d = app.check(http(**kwargs))
     assert tuple(expect) == Decision.__struct_fields__ and d.reason is reason
     assert all(len(v) == len(Verdict._fields) for v in d.verdicts)     # (built with tuple.__new__)
